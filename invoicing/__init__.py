@@ -1,0 +1,1 @@
+"""invoiceloop's issuing core: issuers, numbering, money, hashes, signatures, the API and the CLI."""

@@ -1,0 +1,82 @@
+"""Ed25519 signing keys: loading, generating, rotating, signing, JWKs (FORMATS.md "Signature")."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from invoicing.settings import write_private
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def key_id_of(public_raw: bytes) -> str:
+    """First 16 hex characters of SHA-256 of the raw 32-byte public key."""
+    return hashlib.sha256(public_raw).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Signer:
+    private_key: Ed25519PrivateKey
+    public_raw: bytes
+    key_id: str
+
+    @classmethod
+    def from_private(cls, key: Ed25519PrivateKey) -> Signer:
+        raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return cls(key, raw, key_id_of(raw))
+
+    def sign(self, core: str) -> str:
+        """base64url (no padding) Ed25519 signature of the UTF-8 bytes of `core`."""
+        return b64url(self.private_key.sign(core.encode("utf-8")))
+
+
+def verify_signature(public_raw: bytes, core: str, signature: str) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public_raw).verify(b64url_decode(signature), core.encode("utf-8"))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def jwk(key_id: str, public_raw: bytes) -> dict[str, str]:
+    return {"kty": "OKP", "crv": "Ed25519", "x": b64url(public_raw), "kid": key_id, "use": "sig", "alg": "EdDSA"}
+
+
+def _pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def load_or_create(path: Path) -> Signer:
+    """The signing key in `path` (PKCS#8 PEM), generated with owner-only permissions on first use."""
+    if not path.exists():
+        write_private(path, _pem(Ed25519PrivateKey.generate()))
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} does not hold an Ed25519 private key")
+    return Signer.from_private(key)
+
+
+def rotate(path: Path) -> tuple[Signer, Path | None]:
+    """Retire the current key file (kept beside it, renamed with its key id) and create a new key."""
+    retired = None
+    if path.exists():
+        old = load_or_create(path)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        retired = path.with_name(f"{path.name}.{old.key_id}.{stamp}.retired")
+        path.rename(retired)
+    return load_or_create(path), retired

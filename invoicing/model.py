@@ -1,0 +1,343 @@
+"""Invoices, lines, money and tax rules, statuses. Pure: no I/O.
+
+Money is `Decimal` everywhere. A line's `amount = round_half_up(quantity * unit_price, 2)` and
+`tax_amount = round_half_up(amount * tax_rate, 2)`; totals are sums of the line figures (API.md).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from invoicing.errors import Conflict, FieldErrors
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+CENT = Decimal("0.01")
+DEFAULT_TAX_RATES = tuple(Decimal(r) for r in "0.13 0.09 0.06 0.05 0.03 0.01 0".split())
+MAX_LINES = 500
+MAX_AMOUNT = Decimal("9999999999999.99")  # numeric(15,2): the largest total we store and print
+DEFAULT_SERIES = "default"
+
+Kind = Literal["invoice", "credit_note"]
+Status = Literal["issued", "voided", "partially_credited", "reversed"]
+DeliveryMethod = Literal["electronic", "postal"]
+
+# GB/T 2260 province-level divisions: code -> (full name, short name)
+PROVINCES: dict[str, tuple[str, str]] = {
+    "11": ("北京市", "北京"), "12": ("天津市", "天津"), "13": ("河北省", "河北"),
+    "14": ("山西省", "山西"), "15": ("内蒙古自治区", "内蒙古"), "21": ("辽宁省", "辽宁"),
+    "22": ("吉林省", "吉林"), "23": ("黑龙江省", "黑龙江"), "31": ("上海市", "上海"),
+    "32": ("江苏省", "江苏"), "33": ("浙江省", "浙江"), "34": ("安徽省", "安徽"),
+    "35": ("福建省", "福建"), "36": ("江西省", "江西"), "37": ("山东省", "山东"),
+    "41": ("河南省", "河南"), "42": ("湖北省", "湖北"), "43": ("湖南省", "湖南"),
+    "44": ("广东省", "广东"), "45": ("广西壮族自治区", "广西"), "46": ("海南省", "海南"),
+    "50": ("重庆市", "重庆"), "51": ("四川省", "四川"), "52": ("贵州省", "贵州"),
+    "53": ("云南省", "云南"), "54": ("西藏自治区", "西藏"), "61": ("陕西省", "陕西"),
+    "62": ("甘肃省", "甘肃"), "63": ("青海省", "青海"), "64": ("宁夏回族自治区", "宁夏"),
+    "65": ("新疆维吾尔自治区", "新疆"), "71": ("台湾省", "台湾"), "81": ("香港特别行政区", "香港"),
+    "82": ("澳门特别行政区", "澳门"),
+}
+_PROVINCE_BY_NAME = {n: c for c, names in PROVINCES.items() for n in names}
+
+_DECIMAL_RE = re.compile(r"^(?P<int>\d{1,13})(?:\.(?P<frac>\d{1,8}))?$")
+
+
+def province_code(text: str) -> str | None:
+    """`广东省`, `广东` or `44` -> `44`; None when it names no province."""
+    text = text.strip()
+    if text in PROVINCES:
+        return text
+    return _PROVINCE_BY_NAME.get(text)
+
+
+def round_half_up(value: Decimal) -> Decimal:
+    """To the cent, half up; never `-0.00` (a negative zero would print and hash as "-0.00")."""
+    cents = value.quantize(CENT, rounding=ROUND_HALF_UP)
+    return cents.copy_abs() if cents.is_zero() else cents
+
+
+def _exact() -> Any:
+    """A context wide enough that a product of two 21-digit decimals is exact before rounding."""
+    return localcontext(prec=60)
+
+
+def money_str(value: Decimal) -> str:
+    """An amount as the API shows it: exactly 2 decimals, `-` for negatives."""
+    return f"{round_half_up(value):.2f}"
+
+
+def plain_str(value: Decimal, min_places: int = 0) -> str:
+    """A quantity/price/rate without exponent or needless trailing zeros (at least `min_places`)."""
+    text = f"{value:f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    places = len(text.split(".")[1]) if "." in text else 0
+    if places < min_places:
+        text = f"{value:.{min_places}f}"
+    return text
+
+
+def parse_positive_decimal(text: object, path: str, errors: FieldErrors) -> Decimal | None:
+    """A decimal string with up to 8 decimals and greater than zero; errors name `path`."""
+    if not isinstance(text, str):
+        errors.add(path, "must be a decimal string such as \"2\" or \"100.00\", not a number")
+        return None
+    match = _DECIMAL_RE.match(text.strip())
+    if not match:
+        errors.add(path, "must be a positive decimal string with at most 8 decimals, e.g. \"2.5\"")
+        return None
+    value = Decimal(text.strip())
+    if value <= 0:
+        errors.add(path, "must be greater than zero")
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class Address:
+    recipient: str
+    line1: str
+    city: str
+    province: str  # full name, e.g. 广东省
+    province_code: str  # GB/T 2260, e.g. 44
+    postal_code: str
+    country: str = "CN"
+    line2: str = ""
+
+
+@dataclass(frozen=True)
+class Party:
+    name: str
+    tax_id: str | None = None
+    phone: str | None = None  # E.164
+    email: str | None = None
+    address: Address | None = None
+
+
+@dataclass(frozen=True)
+class Seller:
+    name: str
+    tax_id: str
+    address: str
+    phone: str | None
+
+
+@dataclass(frozen=True)
+class LineInput:
+    description: str
+    unit: str
+    quantity: Decimal
+    unit_price: Decimal
+    tax_rate: Decimal
+
+
+@dataclass(frozen=True)
+class Line:
+    description: str
+    unit: str
+    quantity: Decimal  # negative on a credit note
+    unit_price: Decimal
+    tax_rate: Decimal
+    amount: Decimal
+    tax_amount: Decimal
+    original_line: int | None = None  # on a credit note: the 1-based line of the original it takes back
+
+
+@dataclass(frozen=True)
+class Totals:
+    total_amount: Decimal  # excluding tax
+    total_tax: Decimal
+    total: Decimal
+
+
+@dataclass(frozen=True)
+class InvoiceRequest:
+    """A validated, normalised issue request (what the issuer asked for, before numbering)."""
+
+    buyer: Party
+    lines: tuple[LineInput, ...]
+    delivery: DeliveryMethod = "electronic"
+    series: str = DEFAULT_SERIES
+    remarks: str = ""
+
+
+@dataclass(frozen=True)
+class Invoice:
+    """An issued record: an invoice or a red-letter credit note, with its identity and proofs."""
+
+    id: str
+    issuer_id: str
+    kind: Kind
+    series: str
+    invoice_code: str
+    invoice_number: str
+    issue_date: date
+    issued_at: datetime
+    status: Status
+    seller: Seller
+    buyer: Party
+    currency: str
+    lines: tuple[Line, ...]
+    totals: Totals
+    total_in_words: str
+    check_code: str
+    record_hash: str
+    prev_hash: str
+    signature: str
+    key_id: str
+    delivery_method: DeliveryMethod
+    remarks: str
+    original_invoice_id: str | None = None
+    original_invoice_code: str | None = None
+    original_invoice_number: str | None = None
+    delivery_status: str | None = None
+    tracking_number: str | None = None
+    voided_at: datetime | None = None
+    void_reason: str | None = None
+
+    def with_status(self, status: Status) -> Invoice:
+        return replace(self, status=status)
+
+
+def compute_line(item: LineInput, sign: int = 1) -> Line:
+    """The line's figures, half-up to the cent; `sign=-1` for a credit note line."""
+    quantity = item.quantity * sign
+    with _exact():
+        amount = round_half_up(quantity * item.unit_price)
+        tax_amount = round_half_up(amount * item.tax_rate)
+    return Line(item.description, item.unit, quantity, item.unit_price, item.tax_rate, amount, tax_amount)
+
+
+def compute_totals(lines: tuple[Line, ...] | list[Line]) -> Totals:
+    total_amount = sum((line.amount for line in lines), Decimal("0.00"))
+    total_tax = sum((line.tax_amount for line in lines), Decimal("0.00"))
+    return Totals(total_amount, total_tax, total_amount + total_tax)
+
+
+def check_amounts(lines: list[Line], errors: FieldErrors) -> None:
+    """Refuse figures too large to store or print (numeric(15,2))."""
+    for i, line in enumerate(lines):
+        if abs(line.amount) > MAX_AMOUNT:
+            errors.add(f"lines[{i}]", f"the line amount exceeds {MAX_AMOUNT}")
+    totals = compute_totals(lines)
+    if abs(totals.total) > MAX_AMOUNT:
+        errors.add("lines", f"the invoice total exceeds {MAX_AMOUNT}")
+
+
+def series_year(issued_at: datetime) -> int:
+    """A series lives one calendar year in Asia/Shanghai."""
+    return issued_at.astimezone(SHANGHAI).year
+
+
+def local_date(moment: datetime) -> date:
+    return moment.astimezone(SHANGHAI).date()
+
+
+def void_refusal(invoice: Invoice, now: datetime, *, times_verified: int, has_credits: bool,
+                 dispatched: bool) -> str | None:
+    """Why this record may not be voided, or None when it may (API.md: this calendar month only,
+    never verified, never dispatched by post)."""
+    if invoice.status == "voided":
+        return "the invoice is already voided"
+    if invoice.kind != "invoice":
+        return "a credit note cannot be voided; it is final once issued"
+    if has_credits or invoice.status in ("partially_credited", "reversed"):
+        return "the invoice has credit notes; issue another credit note instead"
+    issued, today = local_date(invoice.issued_at), local_date(now)
+    if (issued.year, issued.month) != (today.year, today.month):
+        return "only invoices issued this calendar month can be voided; issue a credit note instead"
+    if times_verified > 0:
+        return "the invoice has already been verified by someone; issue a credit note instead"
+    if dispatched:
+        return "the paper invoice has already been handed to the post; issue a credit note instead"
+    return None
+
+
+@dataclass(frozen=True)
+class CreditRequestLine:
+    line_no: int  # 1-based number of the original's line
+    quantity: Decimal | None  # None: all that is left of the line
+
+
+def credit_lines(original: Invoice, credited: list[Line], wanted: list[CreditRequestLine] | None) -> list[Line]:
+    """The negative lines of a credit note against `original`, given what earlier credit notes
+    (`credited`, negative lines aligned by index with the original's lines) already took back.
+
+    Never credits more than the original: per line, the quantity, amount and tax left are the
+    limits, and crediting all that is left of a line takes exactly its remaining figures (so
+    half-up rounding of partial credits can never sum past the original).
+    """
+    if original.kind != "invoice":
+        raise Conflict("only an invoice can be credited, not a credit note")
+    if original.status == "voided":
+        raise Conflict("a voided invoice cannot be credited")
+    if original.status == "reversed":
+        raise Conflict("the invoice is already fully credited")
+    if wanted is None:
+        wanted = [CreditRequestLine(i + 1, None) for i in range(len(original.lines))]
+    errors = FieldErrors()
+    taken: dict[int, Line] = {}
+    for i, want in enumerate(wanted):
+        if not 1 <= want.line_no <= len(original.lines):
+            errors.add(f"lines[{i}].line_no", f"the original has lines 1 to {len(original.lines)}")
+        elif want.line_no in taken:
+            errors.add(f"lines[{i}].line_no", "each original line may appear once")
+        else:
+            line = _credit_one(original.lines[want.line_no - 1], credited[want.line_no - 1], want, i, errors)
+            if line is not None:
+                taken[want.line_no] = line
+    errors.raise_if_any()
+    result = [taken[n] for n in sorted(taken)]
+    if not result:
+        raise Conflict("nothing is left to credit on this invoice")
+    return result
+
+
+def _credit_one(orig: Line, done: Line, want: CreditRequestLine, i: int, errors: FieldErrors) -> Line | None:
+    left_qty = orig.quantity + done.quantity
+    left_amount = orig.amount + done.amount
+    left_tax = orig.tax_amount + done.tax_amount
+    if left_qty <= 0:
+        if want.quantity is not None:
+            errors.add(f"lines[{i}].quantity", f"line {want.line_no} is already fully credited")
+        return None
+    qty = left_qty if want.quantity is None else want.quantity
+    if qty > left_qty:
+        errors.add(f"lines[{i}].quantity", f"at most {plain_str(left_qty)} of line {want.line_no} is left to credit")
+        return None
+    if qty == left_qty:
+        return Line(orig.description, orig.unit, -qty, orig.unit_price, orig.tax_rate, round_half_up(-left_amount),
+                    round_half_up(-left_tax), want.line_no)
+    line = replace(compute_line(LineInput(orig.description, orig.unit, qty, orig.unit_price, orig.tax_rate), sign=-1),
+                   original_line=want.line_no)
+    if -line.amount > left_amount or -line.tax_amount > left_tax:
+        errors.add(f"lines[{i}].quantity", f"crediting {plain_str(qty)} would exceed what is left of line {want.line_no}")
+        return None
+    return line
+
+
+def sum_credited(original: Invoice, credit_notes: list[Invoice]) -> list[Line]:
+    """Per original line, the sum of what earlier credit notes took back (negative figures)."""
+    zero = Decimal("0.00")
+    sums = [Line(x.description, x.unit, Decimal(0), x.unit_price, x.tax_rate, zero, zero) for x in original.lines]
+    for note in credit_notes:
+        if note.status == "voided":
+            continue
+        for line in note.lines:
+            index = (line.original_line or 1) - 1
+            s = sums[index]
+            sums[index] = replace(s, quantity=s.quantity + line.quantity,
+                                             amount=s.amount + line.amount, tax_amount=s.tax_amount + line.tax_amount)
+    return sums
+
+
+def status_after_credit(original: Invoice, credited: list[Line]) -> Status:
+    """`reversed` when every figure of every line is credited back, else `partially_credited`."""
+    for orig, done in zip(original.lines, credited, strict=True):
+        if orig.amount + done.amount != 0 or orig.tax_amount + done.tax_amount != 0 or orig.quantity + done.quantity != 0:
+            return "partially_credited"
+    return "reversed"

@@ -1,0 +1,84 @@
+"""Settings, built once from the environment (or `.env`) and passed down; no import-time globals."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from invoicing.errors import ConfigError
+from invoicing.model import DEFAULT_TAX_RATES
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    redis_url: str | None = None
+    public_base_url: str = "http://127.0.0.1:8000"
+    data_dir: Path = Path(".invoiceloop")
+    signing_key_file: Path | None = None
+    check_code_secret: str | None = None
+    sms_backend: str = "console"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_from_number: str | None = None
+    twilio_api_base_url: str | None = None
+    tax_rates: tuple[Decimal, ...] = DEFAULT_TAX_RATES
+    key_cache_ttl_s: float = 5.0
+    db_pool_max: int = 20
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the variables of API.md; `.env` in the working folder is read first when present."""
+        if env is None:
+            from dotenv import dotenv_values
+
+            env = {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **os.environ}
+        rates = env.get("INVOICELOOP_TAX_RATES")
+        return cls(
+            database_url=env.get("DATABASE_URL") or None,
+            redis_url=env.get("REDIS_URL") or None,
+            public_base_url=(env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
+            data_dir=Path(env.get("INVOICELOOP_DATA_DIR") or ".invoiceloop"),
+            signing_key_file=Path(env["SIGNING_KEY_FILE"]) if env.get("SIGNING_KEY_FILE") else None,
+            check_code_secret=env.get("CHECK_CODE_SECRET") or None,
+            sms_backend=env.get("SMS_BACKEND") or "console",
+            twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
+            twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
+            twilio_from_number=env.get("TWILIO_FROM_NUMBER") or None,
+            twilio_api_base_url=env.get("TWILIO_API_BASE_URL") or None,
+            tax_rates=tuple(Decimal(r) for r in rates.split()) if rates else DEFAULT_TAX_RATES,
+            db_pool_max=int(env.get("INVOICELOOP_DB_POOL_MAX") or 20),
+        )
+
+    @property
+    def key_file(self) -> Path:
+        return self.signing_key_file or self.data_dir / "signing_key.pem"
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise ConfigError("DATABASE_URL is not set (invoiceloop run starts an embedded PostgreSQL instead)")
+        return self.database_url
+
+    def secret_bytes(self) -> bytes:
+        """CHECK_CODE_SECRET, or one generated once into the data folder (owner-only).
+
+        Every process of one deployment must share it: set it explicitly when running on several hosts."""
+        if self.check_code_secret:
+            return self.check_code_secret.encode()
+        path = self.data_dir / "check_code_secret"
+        if not path.exists():
+            write_private(path, secrets.token_hex(32).encode())
+        return path.read_bytes().strip()
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create `path` with owner-only permissions (0600, folder 0700); never overwrites."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)

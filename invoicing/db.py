@@ -1,0 +1,79 @@
+"""The PostgreSQL pool and the migration runner (plain SQL files, applied once each, in order)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_MIGRATION_LOCK = 0x1A5C_0001  # advisory lock key: one migrator at a time
+
+CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    name       text PRIMARY KEY,
+    checksum   char(64) NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+    """A pool whose connections decode jsonb to Python objects."""
+    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=_init_connection,
+                                     max_inactive_connection_lifetime=300)
+    assert pool is not None
+    return pool
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    applied: list[str]
+    already: list[str]
+
+
+class MigrationChanged(Exception):
+    """An already-applied migration file differs from what was applied: refuse to go on."""
+
+
+def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:
+    return sorted(p for p in directory.glob("*.sql") if p.is_file())
+
+
+async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> MigrationResult:
+    """Apply each `*.sql` in name order once, each in its own transaction, under an advisory lock.
+
+    Refuses (MigrationChanged) when a file already applied has another checksum now."""
+    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    try:
+        await conn.execute(CREATE_MIGRATIONS_TABLE)
+        done = {r["name"]: r["checksum"] for r in await conn.fetch("SELECT name, checksum FROM schema_migrations")}
+        applied, already = [], []
+        for path in migration_files(directory):
+            checksum = hashlib.sha256(path.read_bytes()).hexdigest()
+            if path.name in done:
+                if done[path.name] != checksum:
+                    raise MigrationChanged(f"{path.name} was changed after it was applied; add a new migration instead")
+                already.append(path.name)
+                continue
+            async with conn.transaction():
+                await conn.execute(path.read_text(encoding="utf-8"))
+                await conn.execute("INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)", path.name, checksum)
+            applied.append(path.name)
+        return MigrationResult(applied, already)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+
+
+async def migrate_url(url: str, directory: Path = MIGRATIONS_DIR) -> MigrationResult:
+    conn = await asyncpg.connect(url)
+    try:
+        return await migrate(conn, directory)
+    finally:
+        await conn.close()

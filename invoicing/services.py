@@ -1,0 +1,256 @@
+"""Use cases. Each runs in one `async with conn.transaction()`: load -> model -> save -> mark work."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+import asyncpg
+
+from invoicing import formats, repository
+from invoicing.errors import Conflict, IdempotencyMismatch, NotFound
+from invoicing.keys import Signer
+from invoicing.model import (
+    CreditRequestLine,
+    DeliveryMethod,
+    Invoice,
+    InvoiceRequest,
+    Kind,
+    Line,
+    Party,
+    compute_line,
+    compute_totals,
+    credit_lines,
+    local_date,
+    series_year,
+    status_after_credit,
+    sum_credited,
+    void_refusal,
+)
+from invoicing.repository import Issuer, NewRecord
+
+KEY_PREFIX = {"issuer": "ilk_", "operator": "ilo_"}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Issuing:
+    """What issuing needs besides the database: the check-code secret, the signer and a clock."""
+
+    secret: bytes
+    signer: Signer
+    clock: Callable[[], datetime] = field(default=_utcnow)
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A record about to be numbered: figures computed, identity and proofs not yet given."""
+
+    kind: Kind
+    series: str
+    buyer: Party
+    lines: tuple[Line, ...]
+    delivery: DeliveryMethod
+    remarks: str
+    original: Invoice | None = None
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    key: str
+    request_hash: str
+
+
+@dataclass(frozen=True)
+class Issued:
+    invoices: list[Invoice]
+    replayed: bool = False
+
+
+# ---------------------------------------------------------------- issuers and keys
+
+def new_api_key(kind: str) -> str:
+    return KEY_PREFIX[kind] + secrets.token_urlsafe(32)
+
+
+async def create_issuer(conn: asyncpg.Connection, *, name: str, tax_id: str, region: str, address: str = "",
+                        phone: str | None = None) -> tuple[Issuer, str]:
+    """A new issuer and its first API key (returned once; only its hash is stored)."""
+    issuer = Issuer(str(uuid.uuid4()), name, tax_id, region, address, phone)
+    api_key = new_api_key("issuer")
+    async with conn.transaction():
+        await repository.insert_issuer(conn, issuer)
+        await repository.insert_key(conn, "issuer", issuer.id, api_key)
+    return issuer, api_key
+
+
+async def add_api_key(conn: asyncpg.Connection, kind: str, owner_id: str) -> str:
+    api_key = new_api_key(kind)
+    await repository.insert_key(conn, kind, owner_id, api_key)
+    return api_key
+
+
+# ---------------------------------------------------------------- issuing
+
+def seal(inv: Invoice, issuing: Issuing) -> tuple[Invoice, str]:
+    """Give a numbered record its check code, record hash and signature; returns it with its
+    canonical content as JSON text (what is stored, exactly as hashed)."""
+    check = formats.check_code(issuing.secret, inv.invoice_code, inv.invoice_number, inv.issue_date, inv.totals.total)
+    inv = replace(inv, check_code=check, key_id=issuing.signer.key_id)
+    canonical = formats.canonical_bytes(formats.content_of(inv))
+    rec_hash = formats.sha256_hex(canonical)
+    inv = replace(inv, record_hash=rec_hash)
+    return replace(inv, signature=issuing.signer.sign(formats.invoice_signing_core(inv))), canonical.decode()
+
+
+def _number(draft: Draft, issuer: Issuer, code: str, number: int, now: datetime, prev_hash: str) -> Invoice:
+    totals = compute_totals(draft.lines)
+    original = draft.original
+    return Invoice(
+        id=str(uuid.uuid4()), issuer_id=issuer.id, kind=draft.kind, series=draft.series, invoice_code=code,
+        invoice_number=f"{number:08d}", issue_date=local_date(now), issued_at=now, status="issued",
+        seller=issuer.seller, buyer=draft.buyer, currency="CNY", lines=draft.lines, totals=totals,
+        total_in_words=formats.amount_in_words(totals.total), check_code="", record_hash="", prev_hash=prev_hash,
+        signature="", key_id="", delivery_method=draft.delivery, remarks=draft.remarks,
+        original_invoice_id=original.id if original else None,
+        original_invoice_code=original.invoice_code if original else None,
+        original_invoice_number=original.invoice_number if original else None,
+        delivery_status="pending" if draft.delivery == "postal" and draft.kind == "invoice" else None,
+    )
+
+
+async def _issue_drafts(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, drafts: list[Draft]) -> list[Invoice]:
+    """Number, seal and write `drafts` inside the caller's transaction, in order within each series.
+
+    Series are locked in label order so concurrent batches over several labels cannot deadlock."""
+    now = issuing.clock()
+    year = series_year(now)
+    by_label: dict[str, list[int]] = {}
+    for i, draft in enumerate(drafts):
+        by_label.setdefault(draft.series, []).append(i)
+    records: list[NewRecord | None] = [None] * len(drafts)
+    heads: dict[int, str] = {}
+    for label in sorted(by_label):
+        indices = by_label[label]
+        head = await repository.bump_series(conn, issuer.id, label, year, len(indices))
+        if head is None:
+            await repository.ensure_series(conn, issuer, label, year)
+            head = await repository.bump_series(conn, issuer.id, label, year, len(indices))
+            assert head is not None
+        prev = head.last_hash
+        for k, index in enumerate(indices):
+            number = head.last_number - len(indices) + 1 + k
+            inv, content = seal(_number(drafts[index], issuer, head.invoice_code, number, now, prev), issuing)
+            records[index] = NewRecord(inv, head.id, head.last_seq - len(indices) + 1 + k, content)
+            prev = inv.record_hash
+        heads[head.id] = prev
+    done = [r for r in records if r is not None]
+    await repository.insert_records(conn, issuer.id, issuing.signer.key_id, done, heads)
+    return [r.invoice for r in done]
+
+
+def draft_of(request: InvoiceRequest) -> Draft:
+    lines = tuple(compute_line(item) for item in request.lines)
+    return Draft("invoice", request.series, request.buyer, lines, request.delivery, request.remarks)
+
+
+async def _claim_idempotency(conn: asyncpg.Connection, issuer: Issuer, idem: Idempotency,
+                             ids: list[str]) -> list[str] | None:
+    """Insert the key (blocking while another request holds it). None: ours; else the ids it gave."""
+    claimed = await conn.fetchval(CLAIM_KEY, uuid.UUID(issuer.id), idem.key, idem.request_hash,
+                                  [uuid.UUID(i) for i in ids])
+    if claimed:
+        return None
+    row = await conn.fetchrow(GET_KEY, uuid.UUID(issuer.id), idem.key)
+    if row["request_hash"] != idem.request_hash:
+        raise IdempotencyMismatch(f"Idempotency-Key {idem.key!r} was already used with another request body")
+    return [str(i) for i in row["invoice_ids"]]
+
+
+CLAIM_KEY = """
+INSERT INTO idempotency_keys (issuer_id, key, request_hash, invoice_ids) VALUES ($1, $2, $3, $4)
+ON CONFLICT (issuer_id, key) DO NOTHING RETURNING true"""
+GET_KEY = "SELECT request_hash, invoice_ids FROM idempotency_keys WHERE issuer_id = $1 AND key = $2"
+SET_KEY_IDS = "UPDATE idempotency_keys SET invoice_ids = $3 WHERE issuer_id = $1 AND key = $2"
+
+
+async def issue(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, drafts: list[Draft],
+                idem: Idempotency | None = None) -> Issued:
+    """Issue 1 to 1000 records all or nothing; with an Idempotency-Key a retry gets the same records."""
+    async with conn.transaction():
+        if idem is not None:
+            earlier = await _claim_idempotency(conn, issuer, idem, [])
+            if earlier is not None:
+                return Issued(await repository.get_invoices(conn, issuer.id, earlier), replayed=True)
+        invoices = await _issue_drafts(conn, issuing, issuer, drafts)
+        if idem is not None:
+            await conn.execute(SET_KEY_IDS, uuid.UUID(issuer.id), idem.key, [uuid.UUID(i.id) for i in invoices])
+    return Issued(invoices)
+
+
+# ---------------------------------------------------------------- reading
+
+async def get_invoice(conn: asyncpg.Connection, issuer_id: str, invoice_id: str) -> Invoice:
+    row = await repository.get_invoice_row(conn, issuer_id, invoice_id)
+    if row is None:
+        raise NotFound(f"no invoice {invoice_id} for this issuer")
+    return repository.to_invoice(row)
+
+
+# ---------------------------------------------------------------- void and credit
+
+async def void(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, invoice_id: str, reason: str) -> Invoice:
+    """Void an invoice of this month that nobody verified and the post has not taken; the void is
+    appended to the series' chain as a record of its own."""
+    async with conn.transaction():
+        row = await repository.get_invoice_row(conn, issuer.id, invoice_id, lock=True)
+        if row is None:
+            raise NotFound(f"no invoice {invoice_id} for this issuer")
+        inv = repository.to_invoice(row)
+        now = issuing.clock()
+        has_credits = bool(await conn.fetchval("SELECT 1 FROM invoices WHERE original_invoice_id = $1 LIMIT 1", row["id"]))
+        delivery = await conn.fetchval(repository.DELIVERY_STATUS, row["id"])
+        why = void_refusal(inv, now, times_verified=row["times_verified"], has_credits=has_credits,
+                           dispatched=delivery not in (None, "pending", "manifested", "cancelled"))
+        if why:
+            raise Conflict(why)
+        head = await repository.bump_chain(conn, row["series_id"])
+        content = formats.void_content(inv, reason=reason, voided_at=now, prev_hash=head.last_hash)
+        canonical = formats.canonical_bytes(content)
+        rec_hash = formats.sha256_hex(canonical)
+        signature = issuing.signer.sign(formats.void_signing_core(content, rec_hash))
+        await conn.execute(repository.INSERT_VOID, head.id, head.last_seq, row["id"], canonical.decode(), rec_hash,
+                           head.last_hash, signature, issuing.signer.key_id, now, reason)
+        await conn.execute(repository.CANCEL_DELIVERY, row["id"])
+        return await get_invoice(conn, issuer.id, invoice_id)
+
+
+async def credit(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, invoice_id: str, reason: str,
+                 wanted: list[CreditRequestLine] | None, idem: Idempotency | None = None) -> Issued:
+    """A red-letter credit note against the invoice (all of it, or the lines asked for), numbered in
+    the current year's series of the original's label; the original becomes partially credited or
+    reversed. The original is locked, so concurrent credits cannot together exceed it."""
+    async with conn.transaction():
+        if idem is not None:
+            earlier = await _claim_idempotency(conn, issuer, idem, [])
+            if earlier is not None:
+                return Issued(await repository.get_invoices(conn, issuer.id, earlier), replayed=True)
+        row = await repository.get_invoice_row(conn, issuer.id, invoice_id, lock=True)
+        if row is None:
+            raise NotFound(f"no invoice {invoice_id} for this issuer")
+        original = repository.to_invoice(row)
+        notes = await repository.credit_notes_of(conn, original.id)
+        done = sum_credited(original, notes)
+        lines = credit_lines(original, done, wanted)
+        draft = Draft("credit_note", original.series, original.buyer, tuple(lines), "electronic", reason, original)
+        [note] = await _issue_drafts(conn, issuing, issuer, [draft])
+        await repository.set_status(conn, original.id, status_after_credit(original, sum_credited(original, [*notes, note])))
+        if idem is not None:
+            await conn.execute(SET_KEY_IDS, uuid.UUID(issuer.id), idem.key, [uuid.UUID(note.id)])
+    return Issued([note])

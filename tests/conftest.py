@@ -1,0 +1,205 @@
+"""Fixtures on the real things: a throwaway PostgreSQL database (the local server, or an embedded
+one where none listens), Redis, the app, and an HTTP server in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from stdnum.cn import uscc
+
+from invoicing import db, services
+from invoicing.embedded import embedded_postgres, embedded_redis, port_open
+from invoicing.repository import Issuer
+from invoicing.services import Issuing
+from invoicing.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "test-output"
+USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+
+
+def valid_uscc(region: str = "440101") -> str:
+    """A random unified social credit code with a correct check character."""
+    body = "91" + region + "".join(random.choice(USCC_ALPHABET) for _ in range(9))
+    return body + uscc.calc_check_digit(body)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def output_dir() -> Path:
+    OUTPUT.mkdir(exist_ok=True)
+    return OUTPUT
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The PostgreSQL server: 127.0.0.1:5432 when it answers (CI, dev machines), else embedded."""
+    if os.environ.get("TEST_PG_SERVER_URL"):
+        yield os.environ["TEST_PG_SERVER_URL"]
+    elif port_open("127.0.0.1", 5432):
+        yield "postgresql://postgres@127.0.0.1:5432/postgres"
+    else:
+        with embedded_postgres(tmp_path_factory.mktemp("pg")) as url:
+            yield url
+
+
+def _with_db(url: str, name: str) -> str:
+    if "@/" in url:  # unix socket form: postgresql://user:@/db?host=...
+        head, _, tail = url.partition("@/")
+        return f"{head}@/{name}?{tail.partition('?')[2]}"
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A fresh database for this test run, migrated; dropped at the end."""
+    name = f"invoiceloop_test_{secrets.token_hex(4)}"
+
+    async def setup() -> str:
+        conn = await asyncpg.connect(server_url)
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+        url = _with_db(server_url, name)
+        await db.migrate_url(url)
+        return url
+
+    url = asyncio.run(setup())
+    yield url
+
+    async def teardown() -> None:
+        conn = await asyncpg.connect(server_url)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+    asyncio.run(teardown())
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Redis on 127.0.0.1:6379 (a database number of its own for this run), else embedded."""
+    if port_open("127.0.0.1", 6379):
+        yield f"redis://127.0.0.1:6379/{random.randint(1, 15)}"
+    else:
+        with embedded_redis(tmp_path_factory.mktemp("redis")) as url:
+            yield url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    data = tmp_path_factory.mktemp("data")
+    return Settings(database_url=database_url, redis_url=redis_url, data_dir=data,
+                    public_base_url="http://127.0.0.1:8000", check_code_secret="test-secret-" + secrets.token_hex(8))
+
+
+@pytest.fixture(scope="session")
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    p = await db.create_pool(settings.require_database_url(), max_size=30)
+    yield p
+    await p.close()
+
+
+@pytest.fixture(scope="session")
+async def issuing(settings: Settings, pool: asyncpg.Pool) -> Issuing:
+    from invoicing.app import load_issuing
+
+    return await load_issuing(settings, pool)
+
+
+async def new_issuer(pool: asyncpg.Pool, region: str = "4401") -> tuple[Issuer, str]:
+    async with pool.acquire() as conn:
+        return await services.create_issuer(conn, name="广州测试贸易有限公司", tax_id=valid_uscc(region + "01"),
+                                            region=region, address="广州市天河区体育西路 100 号",
+                                            phone="+862087654321")
+
+
+@pytest.fixture
+async def issuer(pool: asyncpg.Pool) -> tuple[Issuer, str]:
+    """A new issuer for each test: tenants are isolated, so tests never see each other's data."""
+    return await new_issuer(pool)
+
+
+# ---------------------------------------------------------------- a real HTTP server
+
+def _env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))}
+    env.update({"DATABASE_URL": settings.database_url or "", "REDIS_URL": settings.redis_url or "",
+                "INVOICELOOP_DATA_DIR": str(settings.data_dir), "CHECK_CODE_SECRET": settings.check_code_secret or "",
+                **extra})
+    return env
+
+
+class ServerProcess:
+    def __init__(self, settings: Settings, log_path: Path, **extra_env: str) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        env = _env(settings, PUBLIC_BASE_URL=self.base_url, **extra_env)
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "invoicing.cli", "serve", "--port", str(self.port)],
+            env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        self._wait()
+
+    def _wait(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def server(settings: Settings, output_dir: Path) -> Iterator[ServerProcess]:
+    """`invoiceloop serve` in a subprocess on a free port, against the test database."""
+    srv = ServerProcess(settings, output_dir / "server.log")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def issuer_client(server: ServerProcess, pool: asyncpg.Pool) -> AsyncIterator[Any]:
+    """An HTTP client authenticated as a new issuer; `.issuer` is the Issuer."""
+    issuer, key = await new_issuer(pool)
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=60,
+                                 headers={"Authorization": f"Bearer {key}"}) as client:
+        client.issuer = issuer  # type: ignore[attr-defined]
+        client.api_key = key  # type: ignore[attr-defined]
+        yield client

@@ -1,0 +1,145 @@
+"""The app factory: settings in, a litestar app out. One error map turns every refusal into
+application/problem+json (RFC 9457)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from litestar import Litestar, Request, Response, get
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+
+from invoicing import api, db, keys, repository
+from invoicing.errors import DomainError, RateLimited, ValidationFailed
+from invoicing.services import Issuing
+from invoicing.settings import Settings
+
+log = logging.getLogger("invoiceloop")
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str, slug: str, **extra: Any) -> Response[Any]:
+    body = {"type": f"https://invoiceloop.dev/problems/{slug}", "title": title, "status": status, "detail": detail,
+            **extra}
+    headers = {}
+    if "retry_after" in extra:
+        headers["Retry-After"] = str(extra["retry_after"])
+    return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def on_domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    assert isinstance(exc, DomainError)
+    extra: dict[str, Any] = {}
+    if isinstance(exc, ValidationFailed):
+        extra["errors"] = [{"field": e.field, "message": e.message} for e in exc.errors]
+    if isinstance(exc, RateLimited):
+        extra["retry_after"] = exc.retry_after_s
+    return problem(exc.status, exc.title, exc.detail, exc.type_slug, **extra)
+
+
+def on_http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    if isinstance(exc, ValidationException):
+        extra = exc.extra if isinstance(exc.extra, list) else []
+        errors = [{"field": str(e.get("key", "")), "message": str(e.get("message", ""))} for e in extra]
+        return problem(400, "Bad request", "some parameters are invalid", "bad-parameters", errors=errors)
+    titles = {404: "Not found", 405: "Method not allowed", 413: "Request body too large", 401: "Unauthorized"}
+    detail = exc.detail if status != 413 else "the request body is larger than this endpoint accepts"
+    return problem(status, titles.get(status, "Bad request"), detail, f"http-{status}")
+
+
+def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
+    return problem(500, "Internal error", "an unexpected error; it has been logged", "internal")
+
+
+@get("/healthz", tags=["operations"], include_in_schema=True)
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", tags=["operations"])
+async def readyz(state: State) -> Response[Any]:
+    """PostgreSQL and Redis reachable: 200, else 503 naming what is not."""
+    checks: dict[str, str] = {}
+    try:
+        async with state.pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1")
+        checks["postgresql"] = "ok"
+    except Exception as exc:
+        checks["postgresql"] = f"unreachable: {type(exc).__name__}"
+    if state.redis is None:
+        checks["redis"] = "not configured (REDIS_URL)"
+    else:
+        try:
+            await state.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"unreachable: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return Response({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+
+
+async def load_issuing(settings: Settings, pool: Any) -> Issuing:
+    """The signer from the key file (created on first run) and the check-code secret; the public
+    key is recorded so /.well-known/jwks.json publishes it."""
+    signer = keys.load_or_create(settings.key_file)
+    async with pool.acquire() as conn:
+        await repository.upsert_signing_key(conn, signer.key_id, signer.public_raw)
+    return Issuing(settings.secret_bytes(), signer)
+
+
+def create_app(settings: Settings, *, extra_routes: list[Any] | None = None) -> Litestar:
+    """The HTTP service. Routes of `verification` and `delivery` are added by the composition root."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = await db.create_pool(settings.require_database_url(), max_size=settings.db_pool_max)
+        app.state.pool = pool
+        app.state.redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
+        app.state.issuing = await load_issuing(settings, pool)
+        try:
+            yield
+        finally:
+            if app.state.redis is not None:
+                await app.state.redis.aclose()
+            await pool.close()
+
+    prometheus = PrometheusConfig(app_name="invoiceloop", group_path=True)
+    return Litestar(
+        route_handlers=[healthz, readyz, PrometheusController, *api.ROUTES, *(extra_routes or [])],
+        lifespan=[lifespan],
+        state=State({"settings": settings, "key_cache": api.KeyCache(settings.key_cache_ttl_s, {}), "issuers": {}}),
+        exception_handlers={DomainError: on_domain_error, HTTPException: on_http_error, Exception: on_unexpected},
+        middleware=[prometheus.middleware],
+        openapi_config=OpenAPIConfig(title="invoiceloop", version="1.0.0", path="/schema",
+                                     render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")]),
+        request_max_body_size=api.BATCH_MAX_BYTES,
+        debug=False,
+    )
+
+
+def extra_routes() -> list[Any]:
+    """The public verification and postal routes, from their packages (the composition root is the
+    only place that imports them)."""
+    routes: list[Any] = []
+    for module in ("verification.api", "delivery.api"):
+        try:
+            routes.extend(__import__(module, fromlist=["ROUTES"]).ROUTES)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+    return routes
+
+
+def app_from_env() -> Litestar:
+    """The uvicorn factory (`invoiceloop serve`): settings from the environment, every route."""
+    return create_app(Settings.from_env(), extra_routes=extra_routes())

@@ -1,0 +1,99 @@
+"""arq settings for the fulfilment worker, and the one-process `run` (HTTP service + worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from arq.connections import RedisSettings
+from arq.worker import Worker
+
+from invoicing import db
+from invoicing.app import create_app, extra_routes, load_issuing
+from invoicing.settings import Settings
+
+
+async def ping(ctx: dict[str, Any]) -> str:
+    """A job that only proves the worker is alive."""
+    return "pong"
+
+
+def _delivery_jobs() -> Any:
+    try:
+        from delivery import jobs
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("delivery.jobs", "delivery"):
+            raise
+        return None
+    return jobs
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    if not settings.redis_url:
+        raise ValueError("REDIS_URL is not set")
+    return RedisSettings.from_dsn(settings.redis_url)
+
+
+def build_worker(settings: Settings, **overrides: Any) -> Worker:
+    """The arq worker: delivery jobs and cron sweep when the delivery package provides them."""
+    jobs = _delivery_jobs()
+    functions: list[Any] = [ping, *(jobs.FUNCTIONS if jobs else [])]
+    cron_jobs = list(jobs.CRON_JOBS) if jobs else []
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["settings"] = settings
+        ctx["pool"] = await db.create_pool(settings.require_database_url(), max_size=10)
+        ctx["issuing"] = await load_issuing(settings, ctx["pool"])
+        if jobs:
+            await jobs.startup(ctx)
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        if jobs:
+            await jobs.shutdown(ctx)
+        await ctx["pool"].close()
+
+    options: dict[str, Any] = {"max_jobs": 50, "job_timeout": 60, "keep_result": 0, "handle_signals": False,
+                               **(jobs.WORKER_OPTIONS if jobs else {}), **overrides}
+    return Worker(functions=functions, cron_jobs=cron_jobs, redis_settings=redis_settings(settings),
+                  on_startup=startup, on_shutdown=shutdown, **options)
+
+
+async def run_worker(settings: Settings) -> int:
+    worker = build_worker(settings, handle_signals=True)
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()
+    return 0
+
+
+async def serve_and_work(settings: Settings, host: str, port: int) -> None:
+    """`invoiceloop run`: the HTTP service and the worker in one process until Ctrl-C."""
+    import uvicorn
+
+    app = create_app(settings, extra_routes=extra_routes())
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False))
+    worker = build_worker(settings)
+    work = asyncio.create_task(worker.async_run())
+    try:
+        await server.serve()
+    finally:
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await work
+        await worker.close()
+
+
+async def create_demo_operator(settings: Settings) -> dict[str, Any]:
+    """The demo postal operator (serving every province), when the delivery package provides it."""
+    try:
+        from delivery import services as delivery_services
+    except ModuleNotFoundError:
+        return {}
+    conn = await __import__("asyncpg").connect(settings.require_database_url())
+    try:
+        result: dict[str, Any] = await delivery_services.create_demo_operator(conn)
+        return result
+    finally:
+        await conn.close()

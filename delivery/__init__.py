@@ -1,0 +1,1 @@
+"""Postal delivery: outbox, fulfilment worker, S10 numbers, manifests, labels, tracking events."""

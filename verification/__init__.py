@@ -1,0 +1,1 @@
+"""Public verification: the page, the JSON endpoint, SMS in and out, limits and figures."""

@@ -226,6 +226,14 @@ def _idempotency(request: Request[Any, Any, Any], endpoint: str, payload: Any) -
     return services.Idempotency(key, request_hash(endpoint, payload))
 
 
+async def _nudge_fulfilment(state: State, issued: services.Issued) -> None:
+    """After commit: ask the worker to fulfil the postal invoices' delivery orders. If Redis is
+    down this is skipped; the worker's sweep finds pending orders anyway."""
+    postal = [inv.id for inv in issued.invoices if inv.delivery_method == "postal" and inv.kind == "invoice"]
+    if postal and not issued.replayed:
+        await state.queue.enqueue("fulfil_orders", postal, job_id=f"fulfil:{postal[0]}")
+
+
 def _issued_response(state: State, issued: services.Issued, *, batch: bool) -> Response[Any]:
     items = [invoice_json(inv, state.settings.public_base_url) for inv in issued.invoices]
     headers = {"Idempotent-Replayed": "true"} if issued.replayed else {}
@@ -247,6 +255,7 @@ class InvoiceController(Controller):
         idem = _idempotency(request, "invoice", payload)
         async with state.pool.acquire() as conn:
             issued = await services.issue(conn, state.issuing, issuer, [services.draft_of(req)], idem)
+        await _nudge_fulfilment(state, issued)
         return _issued_response(state, issued, batch=False)
 
     @post("/batch", request_max_body_size=BATCH_MAX_BYTES, status_code=201,
@@ -267,6 +276,7 @@ class InvoiceController(Controller):
         idem = _idempotency(request, "batch", payload)
         async with state.pool.acquire() as conn:
             issued = await services.issue(conn, state.issuing, issuer, drafts, idem)
+        await _nudge_fulfilment(state, issued)
         return _issued_response(state, issued, batch=True)
 
     @get("/{invoice_id:str}")

@@ -18,6 +18,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from invoicing import api, db, keys, repository
 from invoicing.errors import DomainError, RateLimited, ValidationFailed
+from invoicing.queue import Queue
 from invoicing.services import Issuing
 from invoicing.settings import Settings
 
@@ -106,9 +107,14 @@ def create_app(settings: Settings, *, extra_routes: list[Any] | None = None) -> 
         app.state.pool = pool
         app.state.redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
         app.state.issuing = await load_issuing(settings, pool)
+        app.state.queue = Queue(settings.redis_url)
+        app.state.sms = make_sms(settings)
         try:
+            for hook in startup_hooks():
+                await hook(app)
             yield
         finally:
+            await app.state.queue.close()
             if app.state.redis is not None:
                 await app.state.redis.aclose()
             await pool.close()
@@ -127,17 +133,36 @@ def create_app(settings: Settings, *, extra_routes: list[Any] | None = None) -> 
     )
 
 
+def _optional(module: str) -> Any:
+    try:
+        return __import__(module, fromlist=["_"])
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        return None
+
+
 def extra_routes() -> list[Any]:
     """The public verification and postal routes, from their packages (the composition root is the
     only place that imports them)."""
-    routes: list[Any] = []
-    for module in ("verification.api", "delivery.api"):
-        try:
-            routes.extend(__import__(module, fromlist=["ROUTES"]).ROUTES)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-    return routes
+    modules = [_optional(m) for m in ("verification.api", "delivery.api")]
+    return [route for m in modules if m is not None for route in m.ROUTES]
+
+
+def startup_hooks() -> list[Any]:
+    """`STARTUP` hooks (async callables taking the app) of the verification and delivery APIs."""
+    modules = [_optional(m) for m in ("verification.api", "delivery.api")]
+    return [hook for m in modules if m is not None for hook in getattr(m, "STARTUP", [])]
+
+
+def make_sms(settings: Settings) -> Any:
+    """The SMS channel of SMS_BACKEND (`console` by default, `twilio`)."""
+    sms = _optional("verification.sms")
+    if sms is None:
+        return None
+    return sms.make_sms_channel(settings.sms_backend, account_sid=settings.twilio_account_sid,
+                                auth_token=settings.twilio_auth_token, from_number=settings.twilio_from_number,
+                                api_base_url=settings.twilio_api_base_url)
 
 
 def app_from_env() -> Litestar:

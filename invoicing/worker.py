@@ -10,7 +10,7 @@ from arq.connections import RedisSettings
 from arq.worker import Worker
 
 from invoicing import db
-from invoicing.app import create_app, extra_routes, load_issuing
+from invoicing.app import _optional, create_app, extra_routes, load_issuing, make_sms
 from invoicing.settings import Settings
 
 
@@ -19,14 +19,11 @@ async def ping(ctx: dict[str, Any]) -> str:
     return "pong"
 
 
-def _delivery_jobs() -> Any:
-    try:
-        from delivery import jobs
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("delivery.jobs", "delivery"):
-            raise
-        return None
-    return jobs
+def job_modules() -> list[Any]:
+    """The `jobs` modules of the delivery and verification packages. Each provides FUNCTIONS and
+    may provide CRON_JOBS, WORKER_OPTIONS and async `startup(ctx)` / `shutdown(ctx)`."""
+    modules = [_optional(m) for m in ("delivery.jobs", "verification.jobs")]
+    return [m for m in modules if m is not None]
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -36,25 +33,32 @@ def redis_settings(settings: Settings) -> RedisSettings:
 
 
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
-    """The arq worker: delivery jobs and cron sweep when the delivery package provides them."""
-    jobs = _delivery_jobs()
-    functions: list[Any] = [ping, *(jobs.FUNCTIONS if jobs else [])]
-    cron_jobs = list(jobs.CRON_JOBS) if jobs else []
+    """The arq worker with the jobs and cron sweeps of the delivery and verification packages.
+
+    ctx carries `settings`, `pool` (asyncpg), `issuing` and `sms` (the SMS channel) for every job."""
+    modules = job_modules()
+    functions: list[Any] = [ping, *(f for m in modules for f in m.FUNCTIONS)]
+    cron_jobs = [c for m in modules for c in getattr(m, "CRON_JOBS", [])]
 
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["settings"] = settings
         ctx["pool"] = await db.create_pool(settings.require_database_url(), max_size=10)
         ctx["issuing"] = await load_issuing(settings, ctx["pool"])
-        if jobs:
-            await jobs.startup(ctx)
+        ctx["sms"] = make_sms(settings)
+        for m in modules:
+            if hasattr(m, "startup"):
+                await m.startup(ctx)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
-        if jobs:
-            await jobs.shutdown(ctx)
+        for m in modules:
+            if hasattr(m, "shutdown"):
+                await m.shutdown(ctx)
         await ctx["pool"].close()
 
-    options: dict[str, Any] = {"max_jobs": 50, "job_timeout": 60, "keep_result": 0, "handle_signals": False,
-                               **(jobs.WORKER_OPTIONS if jobs else {}), **overrides}
+    options: dict[str, Any] = {"max_jobs": 50, "job_timeout": 60, "keep_result": 0, "handle_signals": False}
+    for m in modules:
+        options.update(getattr(m, "WORKER_OPTIONS", {}))
+    options.update(overrides)
     return Worker(functions=functions, cron_jobs=cron_jobs, redis_settings=redis_settings(settings),
                   on_startup=startup, on_shutdown=shutdown, **options)
 

@@ -203,3 +203,6 @@ async def issuer_client(server: ServerProcess, pool: asyncpg.Pool) -> AsyncItera
         client.issuer = issuer  # type: ignore[attr-defined]
         client.api_key = key  # type: ignore[attr-defined]
         yield client
+
+
+pytest_plugins = ["tests.fake_twilio", "tests.verification_fixtures", "tests.delivery_fixtures"]

@@ -1,0 +1,1 @@
+"""Fixtures of the delivery tests (registered by conftest's pytest_plugins)."""

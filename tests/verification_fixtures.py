@@ -1,0 +1,1 @@
+"""Fixtures of the verification tests (registered by conftest's pytest_plugins)."""

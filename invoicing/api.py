@@ -3,9 +3,11 @@ to and from the model. Bodies are decoded here so every refusal names its field.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal, TypeVar
@@ -20,6 +22,7 @@ from litestar.response import Response
 from invoicing import formats, repository, services, validation
 from invoicing.errors import DomainError, FieldError, FieldErrors, Unauthorized, ValidationFailed
 from invoicing.model import Invoice, Line, money_str, plain_str
+from invoicing.pdf import render_invoice_pdf
 from invoicing.repository import Issuer
 
 SINGLE_MAX_BYTES = 512 * 1024
@@ -167,6 +170,28 @@ def _from_cursor(cursor: str | None) -> int | None:
     raise ValidationFailed(errors=[FieldError("cursor", "is not a cursor this API gave out")])
 
 
+class PdfCache:
+    """Rendered PDFs by record hash and status (what changes the document), bounded in bytes, so a
+    repeated download does not render again. Rendering runs in a thread to keep the loop free."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self.size = 0
+
+    async def get(self, inv: Invoice, verify_url: str) -> bytes:
+        key = (inv.record_hash, inv.status)
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            return self.entries[key]
+        body = await asyncio.to_thread(render_invoice_pdf, inv, verify_url)
+        self.entries[key] = body
+        self.size += len(body)
+        while self.size > self.max_bytes and self.entries:
+            self.size -= len(self.entries.popitem(last=False)[1])
+        return body
+
+
 # ---------------------------------------------------------------- authentication
 
 @dataclass
@@ -284,6 +309,19 @@ class InvoiceController(Controller):
         async with state.pool.acquire() as conn:
             inv = await services.get_invoice(conn, issuer.id, invoice_id)
         return invoice_json(inv, state.settings.public_base_url)
+
+    @get("/{invoice_id:str}/pdf", media_type="application/pdf",
+         description="The invoice as PDF; `ETag` from the record hash and status, `If-None-Match` answers 304.")
+    async def pdf(self, request: Request[Any, Any, Any], state: State, issuer: Issuer, invoice_id: str) -> Response[Any]:
+        async with state.pool.acquire() as conn:
+            inv = await services.get_invoice(conn, issuer.id, invoice_id)
+        etag = f'"{hashlib.sha256(f"{inv.record_hash}|{inv.status}".encode()).hexdigest()[:32]}"'
+        headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(b"", status_code=304, headers=headers)
+        body = await state.pdf_cache.get(inv, formats.verify_url(state.settings.public_base_url, inv))
+        headers["Content-Disposition"] = f'inline; filename="invoice-{inv.invoice_code}-{inv.invoice_number}.pdf"'
+        return Response(body, media_type="application/pdf", headers=headers)
 
     @get("/", description="This issuer's invoices, newest first, in cursor pages.")
     async def list_all(

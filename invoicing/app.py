@@ -123,7 +123,8 @@ def create_app(settings: Settings, *, extra_routes: list[Any] | None = None) -> 
     return Litestar(
         route_handlers=[healthz, readyz, PrometheusController, *api.ROUTES, *(extra_routes or [])],
         lifespan=[lifespan],
-        state=State({"settings": settings, "key_cache": api.KeyCache(settings.key_cache_ttl_s, {}), "issuers": {}}),
+        state=State({"settings": settings, "key_cache": api.KeyCache(settings.key_cache_ttl_s, {}), "issuers": {},
+                     "pdf_cache": api.PdfCache()}),
         exception_handlers={DomainError: on_domain_error, HTTPException: on_http_error, Exception: on_unexpected},
         middleware=[prometheus.middleware],
         openapi_config=OpenAPIConfig(title="invoiceloop", version="1.0.0", path="/schema",

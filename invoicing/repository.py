@@ -289,7 +289,7 @@ SET_STATUS = "UPDATE invoices SET status = $2 WHERE id = $1"
 INSERT_VOID = """
 WITH v AS (
   INSERT INTO voids (series_id, chain_seq, invoice_id, content, record_hash, prev_hash, signature, key_id)
-  VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8)
+  VALUES ($1, $2, $3, $4::text::jsonb, $5, $6, $7, $8)
 ), s AS (UPDATE series SET last_hash = $5 WHERE id = $1)
 UPDATE invoices SET status = 'voided', voided_at = $9, void_reason = $10 WHERE id = $3"""
 

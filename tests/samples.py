@@ -13,8 +13,11 @@ BUYER: dict[str, Any] = {
 LINE: dict[str, Any] = {"description": "办公椅", "unit": "把", "quantity": "2", "unit_price": "100.00", "tax_rate": "0.13"}
 
 
-def invoice_body(*, lines: int = 1, delivery: str = "electronic", series: str = "default", **overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"buyer": copy.deepcopy(BUYER), "lines": [dict(LINE) for _ in range(lines)],
+def invoice_body(*, lines: int | list[Any] = 1, delivery: str = "electronic", series: str = "default",
+                 **overrides: Any) -> dict[str, Any]:
+    """`lines` is a count of the sample line, or the lines themselves."""
+    items = [dict(LINE) for _ in range(lines)] if isinstance(lines, int) else lines
+    body: dict[str, Any] = {"buyer": copy.deepcopy(BUYER), "lines": items,
                             "delivery": delivery, "series": series, "remarks": ""}
     body.update(overrides)
     return body

@@ -1,0 +1,198 @@
+"""The issuer API over real HTTP (a `invoiceloop serve` subprocess): the happy path and every refusal."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from invoicing import formats
+from invoicing.keys import b64url_decode, verify_signature
+from invoicing.words import amount_in_words
+from tests.samples import invoice_body
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(resp: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith(PROBLEM)
+    body = resp.json()
+    assert {"type", "title", "status", "detail"} <= body.keys() and body["status"] == status
+    if field is not None:
+        assert field in [e["field"] for e in body["errors"]], body
+    return dict(body)
+
+
+async def issue(client: httpx.AsyncClient, **kw: Any) -> dict[str, Any]:
+    resp = await client.post("/v1/invoices", json=invoice_body(**kw))
+    assert resp.status_code == 201, resp.text
+    return dict(resp.json())
+
+
+async def test_issue_get_list_void_credit(issuer_client: httpx.AsyncClient, http: httpx.AsyncClient) -> None:
+    inv = await issue(issuer_client, lines=3)
+    assert (inv["total_amount"], inv["total_tax"], inv["total"]) == ("600.00", "78.00", "678.00")
+    assert inv["total_in_words"] == amount_in_words(Decimal("678.00")) == "陆佰柒拾捌元整"
+    assert len(inv["check_code"]) == 20 and inv["check_code"].isdigit()
+    assert inv["invoice_code"].startswith("4401") and inv["invoice_number"] == "00000001"
+    assert inv["prev_hash"] == formats.ZERO_HASH and inv["status"] == "issued"
+    assert inv["buyer"]["address"]["province_code"] == "44"
+
+    got = (await issuer_client.get(f"/v1/invoices/{inv['id']}")).json()
+    assert got == inv
+    second = await issue(issuer_client)
+    assert second["invoice_number"] == "00000002" and second["prev_hash"] == inv["record_hash"]
+
+    page = (await issuer_client.get("/v1/invoices", params={"limit": 1})).json()
+    assert [i["id"] for i in page["items"]] == [second["id"]] and page["next_cursor"]
+    page2 = (await issuer_client.get("/v1/invoices", params={"limit": 1, "cursor": page["next_cursor"]})).json()
+    assert [i["id"] for i in page2["items"]] == [inv["id"]] and page2["next_cursor"] is None
+    by_number = (await issuer_client.get("/v1/invoices", params={"invoice_number": "00000002"})).json()
+    assert [i["id"] for i in by_number["items"]] == [second["id"]]
+
+    voided = await issuer_client.post(f"/v1/invoices/{second['id']}/void", json={"reason": "开错了"})
+    assert voided.status_code == 200 and voided.json()["status"] == "voided"
+    assert_problem(await issuer_client.post(f"/v1/invoices/{second['id']}/void", json={"reason": "again"}), 409)
+    only_voided = (await issuer_client.get("/v1/invoices", params={"status": "voided"})).json()
+    assert [i["id"] for i in only_voided["items"]] == [second["id"]]
+
+    part = await issuer_client.post(f"/v1/invoices/{inv['id']}/credit-notes",
+                                    json={"reason": "退一把", "lines": [{"line_no": 1, "quantity": "1"}]})
+    assert part.status_code == 201, part.text
+    note = part.json()
+    assert note["kind"] == "credit_note" and note["total"] == "-113.00" and note["original_invoice_id"] == inv["id"]
+    assert note["total_in_words"].startswith("负")
+    assert note["invoice_number"] == "00000003"  # credit notes number from the same series
+    assert (await issuer_client.get(f"/v1/invoices/{inv['id']}")).json()["status"] == "partially_credited"
+    assert_problem(await issuer_client.post(f"/v1/invoices/{inv['id']}/void", json={"reason": "x"}), 409)
+    rest = await issuer_client.post(f"/v1/invoices/{inv['id']}/credit-notes", json={"reason": "全部退货"})
+    assert rest.status_code == 201 and rest.json()["total"] == "-565.00"
+    assert (await issuer_client.get(f"/v1/invoices/{inv['id']}")).json()["status"] == "reversed"
+    assert_problem(await issuer_client.post(f"/v1/invoices/{inv['id']}/credit-notes", json={"reason": "x"}), 409)
+
+    stats = (await issuer_client.get("/v1/stats")).json()
+    [month] = stats["months"]
+    assert (month["invoices"], month["credit_notes"], month["voided"]) == (2, 2, 1)
+    assert month["amount"] == "678.00" and month["credited"] == "-678.00"
+
+
+async def test_signature_and_qr_url_check_against_published_keys(issuer_client: httpx.AsyncClient,
+                                                                 http: httpx.AsyncClient) -> None:
+    inv = await issue(issuer_client)
+    keys = {k["kid"]: k for k in (await http.get("/.well-known/jwks.json")).json()["keys"]}
+    key = keys[inv["key_id"]]
+    assert (key["kty"], key["crv"], key["use"]) == ("OKP", "Ed25519", "sig")
+    core = "|".join(["IL1", inv["invoice_code"], inv["invoice_number"], inv["issue_date"].replace("-", ""),
+                     inv["total_amount"], inv["total_tax"], inv["total"], inv["check_code"], inv["record_hash"]])
+    assert verify_signature(b64url_decode(key["x"]), core, inv["signature"])
+    assert not verify_signature(b64url_decode(key["x"]), core.replace("IL1", "IL2"), inv["signature"])
+    query = dict(httpx.URL(inv["verify_url"]).params)
+    assert query == {"c": inv["invoice_code"], "n": inv["invoice_number"], "d": inv["issue_date"].replace("-", ""),
+                     "a": inv["total_amount"], "x": inv["total_tax"], "t": inv["total"], "k": inv["check_code"],
+                     "h": inv["record_hash"], "s": inv["signature"], "kid": inv["key_id"]}
+
+
+BAD_BODIES = [
+    ({"lines": []}, 422, "lines"),
+    ({"lines": [{"description": "a", "quantity": "-1", "unit_price": "1", "tax_rate": "0.13"}]}, 422, "lines[0].quantity"),
+    ({"lines": [{"description": "a", "quantity": "0", "unit_price": "1", "tax_rate": "0.13"}]}, 422, "lines[0].quantity"),
+    ({"lines": [{"description": "a", "quantity": "1", "unit_price": "1.123456789", "tax_rate": "0.13"}]}, 422,
+     "lines[0].unit_price"),
+    ({"lines": [{"description": "a", "quantity": 1.5, "unit_price": "1", "tax_rate": "0.13"}]}, 422, "lines[0].quantity"),
+    ({"lines": [{"description": "a", "quantity": "1", "unit_price": "1", "tax_rate": "0.12"}]}, 422, "lines[0].tax_rate"),
+    ({"lines": [{"description": "", "quantity": "1", "unit_price": "1", "tax_rate": "0.13"}]}, 422,
+     "lines[0].description"),
+    ({"colour": "red"}, 422, "colour"),
+    ({"delivery": "postal", "buyer": {"name": "张三"}}, 422, "buyer.address"),
+    ({"buyer": {"name": "张三", "phone": "12345"}}, 422, "buyer.phone"),
+    ({"buyer": {"name": "某公司", "tax_id": "91440101MA5CXKYQ1A"}}, 422, "buyer.tax_id"),
+    ({"delivery": "pigeon"}, 422, "delivery"),
+    ({"buyer": {"name": "张三", "address": {"recipient": "张三", "line1": "x", "city": "y", "province": "火星",
+                                          "postal_code": "1"}}}, 422, "buyer.address.province"),
+]
+
+
+@pytest.mark.parametrize(("override", "status", "field"), BAD_BODIES)
+async def test_bad_input_is_a_problem_naming_the_field(issuer_client: httpx.AsyncClient, override: dict[str, Any],
+                                                       status: int, field: str) -> None:
+    assert_problem(await issuer_client.post("/v1/invoices", json=invoice_body(**override)), status, field)
+
+
+async def test_transport_refusals(issuer_client: httpx.AsyncClient, http: httpx.AsyncClient) -> None:
+    assert_problem(await issuer_client.post("/v1/invoices", content=b'{"buyer": ', headers={"content-type": "application/json"}), 400)
+    big = invoice_body(remarks="x" * 600_000)
+    assert_problem(await issuer_client.post("/v1/invoices", json=big), 413)
+    assert_problem(await http.post("/v1/invoices", json=invoice_body()), 401)
+    assert_problem(await http.post("/v1/invoices", json=invoice_body(), headers={"Authorization": "Bearer nope"}), 401)
+    assert_problem(await issuer_client.get("/v1/invoices", params={"limit": 501}), 400)
+    assert_problem(await issuer_client.get("/v1/invoices", params={"cursor": "garbage!"}), 422, "cursor")
+    batch = {"invoices": [invoice_body(), invoice_body(lines=0)]}
+    assert_problem(await issuer_client.post("/v1/invoices/batch", json=batch), 422, "invoices[1].lines")
+    assert (await issuer_client.get("/v1/invoices")).json()["items"] == []  # all or nothing
+
+
+async def test_another_tenant_sees_404(issuer_client: httpx.AsyncClient, server: Any, pool: Any) -> None:
+    from tests.conftest import new_issuer
+
+    inv = await issue(issuer_client)
+    _, other_key = await new_issuer(pool)
+    async with httpx.AsyncClient(base_url=server.base_url, headers={"Authorization": f"Bearer {other_key}"}) as other:
+        for method, path, body in [("GET", f"/v1/invoices/{inv['id']}", None),
+                                   ("GET", f"/v1/invoices/{inv['id']}/pdf", None),
+                                   ("POST", f"/v1/invoices/{inv['id']}/void", {"reason": "x"}),
+                                   ("POST", f"/v1/invoices/{inv['id']}/credit-notes", {"reason": "x"}),
+                                   ("GET", "/v1/invoices/not-a-uuid", None)]:
+            assert_problem(await other.request(method, path, json=body), 404)
+        assert (await other.get("/v1/invoices", params={"invoice_number": inv["invoice_number"]})).json()["items"] == []
+    assert (await issuer_client.get(f"/v1/invoices/{inv['id']}")).status_code == 200
+
+
+async def test_concurrent_retries_with_one_idempotency_key_give_one_invoice(issuer_client: httpx.AsyncClient) -> None:
+    body = invoice_body(remarks="once")
+    headers = {"Idempotency-Key": "order-42"}
+    responses = await asyncio.gather(*(issuer_client.post("/v1/invoices", json=body, headers=headers)
+                                       for _ in range(10)))
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert sum(r.headers.get("Idempotent-Replayed") == "true" for r in responses) == 9
+    assert len((await issuer_client.get("/v1/invoices")).json()["items"]) == 1
+    other = await issuer_client.post("/v1/invoices", json=invoice_body(remarks="other"), headers=headers)
+    assert_problem(other, 422)
+
+
+async def test_batch_of_1000_over_http_in_order(issuer_client: httpx.AsyncClient) -> None:
+    body = {"invoices": [invoice_body(remarks=str(i), series="batch") for i in range(1000)]}
+    resp = await issuer_client.post("/v1/invoices/batch", json=body)
+    assert resp.status_code == 201, resp.text[:500]
+    items = resp.json()["invoices"]
+    assert [i["remarks"] for i in items] == [str(i) for i in range(1000)]
+    assert [int(i["invoice_number"]) for i in items] == list(range(1, 1001))
+    assert_problem(await issuer_client.post("/v1/invoices/batch", json={"invoices": []}), 422, "invoices")
+
+
+async def test_pdf_download_with_etag(issuer_client: httpx.AsyncClient) -> None:
+    inv = await issue(issuer_client)
+    resp = await issuer_client.get(f"/v1/invoices/{inv['id']}/pdf")
+    assert resp.status_code == 200 and resp.headers["content-type"] == "application/pdf"
+    assert resp.content.startswith(b"%PDF")
+    assert f"invoice-{inv['invoice_code']}-{inv['invoice_number']}.pdf" in resp.headers["content-disposition"]
+    again = await issuer_client.get(f"/v1/invoices/{inv['id']}/pdf", headers={"If-None-Match": resp.headers["etag"]})
+    assert again.status_code == 304
+    await issuer_client.post(f"/v1/invoices/{inv['id']}/void", json={"reason": "错开"})
+    voided = await issuer_client.get(f"/v1/invoices/{inv['id']}/pdf", headers={"If-None-Match": resp.headers["etag"]})
+    assert voided.status_code == 200 and voided.headers["etag"] != resp.headers["etag"]
+
+
+async def test_operations_endpoints(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/healthz")).json() == {"status": "ok"}
+    ready = await http.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"postgresql": "ok", "redis": "ok"}
+    assert "openapi" in (await http.get("/schema/openapi.json")).json()
+    assert (await http.get("/schema")).status_code == 200
+    metrics = await http.get("/metrics")
+    assert metrics.status_code == 200 and "invoiceloop" in metrics.text
+    assert_problem(await http.get("/no/such/route"), 404)

@@ -1,0 +1,150 @@
+"""The command line against the real database: migrate, issuers and keys, key rotation, audit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from invoicing import db, keys, services, validation
+from invoicing.model import DEFAULT_TAX_RATES
+from invoicing.services import Issuing
+from invoicing.settings import Settings
+from tests.conftest import ROOT, _env, new_issuer, valid_uscc
+from tests.samples import invoice_body
+
+
+def cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "invoicing.cli", *args], env=_env(settings, **env), cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def draft(**kw: Any) -> services.Draft:
+    return services.draft_of(validation.invoice_request(invoice_body(**kw), DEFAULT_TAX_RATES))
+
+
+async def test_migrate_applies_once_and_refuses_a_changed_file(settings: Settings, tmp_path: Path,
+                                                               server_url: str) -> None:
+    name = f"invoiceloop_mig_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = settings.require_database_url().rsplit("/", 1)[0] + "/" + name
+    try:
+        shutil.copytree(db.MIGRATIONS_DIR, tmp_path / "m")
+        first = await db.migrate_url(url, tmp_path / "m")
+        assert first.applied == [p.name for p in db.migration_files(tmp_path / "m")]
+        assert (await db.migrate_url(url, tmp_path / "m")).applied == []
+        changed = tmp_path / "m" / "0001_issuing_core.sql"
+        changed.write_text(changed.read_text() + "\n-- edited\n")
+        with pytest.raises(db.MigrationChanged):
+            await db.migrate_url(url, tmp_path / "m")
+        out = cli(Settings(database_url=url, data_dir=tmp_path), "migrate")
+        assert out.returncode == 0 and "already applied" in out.stdout
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def test_issuer_create_and_keys(settings: Settings) -> None:
+    out = cli(settings, "issuer", "create", "--name", "深圳样例有限公司", "--tax-id", valid_uscc("440301"),
+              "--region", "4403", "--json")
+    assert out.returncode == 0, out.stderr
+    created = json.loads(out.stdout)
+    assert created["api_key"].startswith("ilk_") and uuid.UUID(created["issuer_id"])
+    bad = cli(settings, "issuer", "create", "--name", "x", "--tax-id", "91440101MA5CXKYQ1A", "--region", "4401")
+    assert bad.returncode == 2 and "unified social credit code" in bad.stderr
+    bad_region = cli(settings, "issuer", "create", "--name", "x", "--tax-id", valid_uscc(), "--region", "9901")
+    assert bad_region.returncode == 2 and "--region" in bad_region.stderr
+    new = json.loads(cli(settings, "issuer", "key", "--issuer", created["issuer_id"], "--json").stdout)
+    assert new["api_key"] != created["api_key"]
+    revoked = cli(settings, "issuer", "key", "--issuer", created["issuer_id"], "--revoke", new["api_key"][:12], "--json")
+    assert json.loads(revoked.stdout)["revoked"] == 1
+    assert created["api_key"] not in out.stderr  # the key is printed once, to stdout only
+
+
+async def test_key_rotation_keeps_old_invoices_verifiable(settings: Settings, pool: asyncpg.Pool,
+                                                          issuing: Issuing, tmp_path: Path) -> None:
+    issuer, _ = await new_issuer(pool)
+    async with pool.acquire() as conn:
+        [old] = (await services.issue(conn, issuing, issuer, [draft()])).invoices
+    rotated = Settings(database_url=settings.database_url, data_dir=tmp_path, signing_key_file=tmp_path / "k.pem")
+    first = keys.load_or_create(rotated.key_file)
+    out = cli(rotated, "keys", "rotate", SIGNING_KEY_FILE=str(rotated.key_file))
+    assert out.returncode == 0, out.stderr
+    new_signer = keys.load_or_create(rotated.key_file)
+    assert new_signer.key_id != first.key_id and new_signer.key_id in out.stdout
+    assert (rotated.key_file.stat().st_mode & 0o777) == 0o600
+    async with pool.acquire() as conn:
+        [new] = (await services.issue(conn, Issuing(issuing.secret, new_signer), issuer, [draft()])).invoices
+        published = await __import__("invoicing.repository", fromlist=["_"]).signing_keys(conn)
+    assert {old.key_id, new.key_id} <= published.keys()
+    report = cli(settings, "audit", "--issuer", issuer.id)
+    assert report.returncode == 0, report.stdout
+
+
+async def _tamper_and_audit(settings: Settings, pool: asyncpg.Pool, issuing: Issuing, *sql: str) -> str:
+    issuer, _ = await new_issuer(pool)
+    async with pool.acquire() as conn:
+        invoices = (await services.issue(conn, issuing, issuer, [draft() for _ in range(5)])).invoices
+    clean = cli(settings, "audit", "--issuer", issuer.id)
+    assert clean.returncode == 0 and "audited 5 record(s) in 1 series: OK" in clean.stdout
+    for statement in sql:
+        await pool.execute(statement, uuid.UUID(invoices[2].id))
+    report = cli(settings, "audit", "--issuer", issuer.id)
+    assert report.returncode == 1, report.stdout
+    return report.stdout
+
+
+async def test_audit_catches_an_edited_row(settings: Settings, pool: asyncpg.Pool, issuing: Issuing) -> None:
+    out = await _tamper_and_audit(settings, pool, issuing, """
+        UPDATE invoices SET content = jsonb_set(content, '{total}', '"1.00"') WHERE id = $1""")
+    assert "#3" in out and "record hash does not match its content" in out
+
+
+async def test_audit_catches_edited_columns(settings: Settings, pool: asyncpg.Pool, issuing: Issuing) -> None:
+    out = await _tamper_and_audit(settings, pool, issuing, "UPDATE invoices SET total = 1 WHERE id = $1")
+    assert "#3" in out and "row columns differ" in out
+
+
+async def test_audit_catches_a_deleted_row(settings: Settings, pool: asyncpg.Pool, issuing: Issuing) -> None:
+    out = await _tamper_and_audit(settings, pool, issuing, "DELETE FROM invoices WHERE id = $1")
+    assert "#3" in out and "record missing from the chain" in out and "#4" in out
+
+
+async def test_audit_catches_a_reordered_chain(settings: Settings, pool: asyncpg.Pool, issuing: Issuing) -> None:
+    out = await _tamper_and_audit(settings, pool, issuing,  # swap records #3 and #4 through a free place
+                                  "UPDATE invoices SET chain_seq = -1 WHERE id = $1",
+                                  "UPDATE invoices SET chain_seq = 3 WHERE chain_seq = 4 AND series_id = "
+                                  "(SELECT series_id FROM invoices WHERE id = $1)",
+                                  "UPDATE invoices SET chain_seq = 4 WHERE id = $1")
+    assert "does not link to the record before it" in out
+
+
+async def test_audit_catches_a_forged_signature(settings: Settings, pool: asyncpg.Pool, issuing: Issuing) -> None:
+    forged = keys.Signer.from_private(__import__("cryptography.hazmat.primitives.asymmetric.ed25519",
+                                                 fromlist=["_"]).Ed25519PrivateKey.generate())
+    sig = forged.sign("IL1|anything")
+    out = await _tamper_and_audit(settings, pool, issuing, f"UPDATE invoices SET signature = '{sig}' WHERE id = $1")
+    assert "#3" in out and "signature does not verify" in out
+
+
+async def test_audit_sees_voids_in_the_chain(settings: Settings, pool: asyncpg.Pool, issuing: Issuing) -> None:
+    issuer, _ = await new_issuer(pool)
+    async with pool.acquire() as conn:
+        [a, b] = (await services.issue(conn, issuing, issuer, [draft(), draft()])).invoices
+        await services.void(conn, issuing, issuer, a.id, "wrong buyer")
+        [c] = (await services.issue(conn, issuing, issuer, [draft()])).invoices
+        void_hash = await conn.fetchval("SELECT record_hash FROM voids WHERE invoice_id = $1", uuid.UUID(a.id))
+    assert c.prev_hash == void_hash and c.invoice_number == "00000003"
+    assert cli(settings, "audit", "--issuer", issuer.id).returncode == 0
+    await pool.execute("UPDATE voids SET content = jsonb_set(content, '{reason}', '\"x\"') WHERE invoice_id = $1",
+                       uuid.UUID(a.id))
+    out = cli(settings, "audit", "--issuer", issuer.id)
+    assert out.returncode == 1 and "void" in out.stdout

@@ -147,14 +147,14 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 class ServerProcess:
-    def __init__(self, settings: Settings, log_path: Path, **extra_env: str) -> None:
+    def __init__(self, settings: Settings, log_path: Path, *, workers: int = 1, **extra_env: str) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         env = _env(settings, PUBLIC_BASE_URL=self.base_url, **extra_env)
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "invoicing.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "invoicing.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
             env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         self._wait()
 

@@ -138,7 +138,7 @@ async def test_audit_catches_a_forged_signature(settings: Settings, pool: asyncp
 async def test_audit_sees_voids_in_the_chain(settings: Settings, pool: asyncpg.Pool, issuing: Issuing) -> None:
     issuer, _ = await new_issuer(pool)
     async with pool.acquire() as conn:
-        [a, b] = (await services.issue(conn, issuing, issuer, [draft(), draft()])).invoices
+        [a, _] = (await services.issue(conn, issuing, issuer, [draft(), draft()])).invoices
         await services.void(conn, issuing, issuer, a.id, "wrong buyer")
         [c] = (await services.issue(conn, issuing, issuer, [draft()])).invoices
         void_hash = await conn.fetchval("SELECT record_hash FROM voids WHERE invoice_id = $1", uuid.UUID(a.id))

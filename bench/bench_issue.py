@@ -1,0 +1,167 @@
+"""Issuing speed, as ratios against baselines measured in the same run on the same PostgreSQL.
+
+Prints: HTTP issue throughput with 16 concurrent clients on 16 series and on one series, the batch
+endpoint's invoices/s, and beside them a plain asyncpg INSERT+COMMIT at 16 concurrent and a
+one-statement gapless counter+insert on one series. Run: `python -m bench.bench_issue`.
+Everything runs on this machine (loopback only) and stops by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from invoicing import db
+from invoicing.embedded import embedded_postgres, embedded_redis, port_open
+from invoicing.settings import Settings
+from tests.conftest import ServerProcess, new_issuer
+from tests.samples import invoice_body
+
+CONCURRENCY = 16
+SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
+
+
+async def run_for(seconds: float, workers: int, one: Callable[[int], Awaitable[int]]) -> float:
+    """Operations per second of `workers` loops calling `one(worker)` (which returns how many ops it did)."""
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def loop(i: int) -> None:
+        nonlocal done
+        while time.perf_counter() < stop:
+            done += await one(i)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(loop(i) for i in range(workers)))
+    return done / (time.perf_counter() - start)
+
+
+async def baselines(url: str) -> dict[str, float]:
+    conn = await asyncpg.connect(url)
+    await conn.execute("""CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY, body text NOT NULL);
+                          CREATE TABLE IF NOT EXISTS bench_counter (id int PRIMARY KEY, n int NOT NULL);
+                          CREATE TABLE IF NOT EXISTS bench_numbered (n int PRIMARY KEY, body text NOT NULL);
+                          INSERT INTO bench_counter VALUES (1, 0) ON CONFLICT DO NOTHING""")
+    await conn.close()
+    conns = [await asyncpg.connect(url) for _ in range(CONCURRENCY)]
+    body = json.dumps(invoice_body(lines=3), ensure_ascii=False)
+
+    async def insert(i: int) -> int:
+        await conns[i].execute("INSERT INTO bench_rows (body) VALUES ($1)", body)
+        return 1
+
+    async def gapless(i: int) -> int:
+        await conns[i].execute("""WITH c AS (UPDATE bench_counter SET n = n + 1 WHERE id = 1 RETURNING n)
+                                  INSERT INTO bench_numbered SELECT n, $1 FROM c""", body)
+        return 1
+
+    result = {"insert": await run_for(SECONDS, CONCURRENCY, insert),
+              "gapless": await run_for(SECONDS, CONCURRENCY, gapless)}
+    for c in conns:
+        await c.close()
+    return result
+
+
+async def http_rates(base_url: str, key: str) -> dict[str, float]:
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=60) as client:
+        bodies = [invoice_body(series=f"till-{i}") for i in range(CONCURRENCY)]
+        one_series = invoice_body(series="one")
+
+        async def many(i: int) -> int:
+            r = await client.post("/v1/invoices", json=bodies[i])
+            return int(r.status_code == 201)
+
+        async def single(i: int) -> int:
+            r = await client.post("/v1/invoices", json=one_series)
+            return int(r.status_code == 201)
+
+        batch = {"invoices": [invoice_body(series="batch") for _ in range(1000)]}
+
+        async def batched(i: int) -> int:
+            r = await client.post("/v1/invoices/batch", json=batch)
+            return 1000 if r.status_code == 201 else 0
+
+        await run_for(1, CONCURRENCY, many)  # warm up connections, series, caches
+        return {"http16": await run_for(SECONDS, CONCURRENCY, many),
+                "http1": await run_for(SECONDS, CONCURRENCY, single),
+                "batch": await run_for(SECONDS, 2, batched)}
+
+
+def report(base: dict[str, float], rates: dict[str, float]) -> None:
+    print(f"issuing, {CONCURRENCY} concurrent, {SECONDS:.0f} s each, 2 uvicorn workers, client on the same 2 cores")
+    print(f"  baseline asyncpg INSERT+COMMIT            {base['insert']:9.0f} /s")
+    print(f"  baseline gapless counter+insert, 1 series {base['gapless']:9.0f} /s")
+    print(f"  HTTP issue, 16 series                     {rates['http16']:9.0f} /s   "
+          f"ratio {rates['http16'] / base['insert']:.2f} of INSERT (target >= 0.5)")
+    print(f"  HTTP issue, 1 series                      {rates['http1']:9.0f} /s   "
+          f"ratio {rates['http1'] / base['gapless']:.2f} of gapless (target >= 0.5)")
+    print(f"  batch endpoint (1000 per request)         {rates['batch']:9.0f} invoices/s (target >= 10000)   "
+          f"ratio {rates['batch'] / base['insert']:.1f} of INSERT")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        if port_open("127.0.0.1", 5432):
+            server_url = "postgresql://postgres@127.0.0.1:5432/postgres"
+            run(server_url, data)
+        else:
+            with embedded_postgres(data / "pg") as server_url:
+                run(server_url, data)
+
+
+def run(server_url: str, data: Path) -> None:
+    name = f"invoiceloop_bench_{secrets.token_hex(3)}"
+    redis_url = "redis://127.0.0.1:6379/14" if port_open("127.0.0.1", 6379) else None
+    with embedded_redis(data / "redis") if redis_url is None else _null(redis_url) as r_url:
+        settings = Settings(database_url=server_url.rsplit("/", 1)[0] + "/" + name, redis_url=r_url, data_dir=data,
+                            check_code_secret="bench")
+        asyncio.run(_with_db(settings, server_url, name))
+
+
+async def _with_db(settings: Settings, server_url: str, name: str) -> None:
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        await db.migrate_url(settings.database_url or "")
+        pool = await db.create_pool(settings.database_url or "")
+        _, key = await new_issuer(pool)
+        await pool.close()
+        server = await asyncio.to_thread(ServerProcess, settings, Path(tempfile.gettempdir()) / "bench-server.log",
+                                         workers=2)
+        try:
+            base = await baselines(settings.database_url or "")
+            rates = await http_rates(server.base_url, key)
+        finally:
+            server.stop()
+        report(base, rates)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+class _null:
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __enter__(self) -> str:
+        return self.value
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""FORMATS.md in tests: the worked example of docs/formats.md re-derived independently, and
+properties of the check code, canonical content and signatures."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import json
+import re
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from invoicing import formats
+from invoicing.keys import b64url_decode, verify_signature
+from tests.unit.example_record import BASE_URL, KEY_SEED, SECRET, example_invoice, example_signer
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "formats.md"
+
+
+def vectors() -> dict[str, str]:
+    text = DOC.read_text(encoding="utf-8")
+    return {m[1]: m[2].strip() for m in re.finditer(r"<!-- vector:(\w+) -->\n```\w*\n(.*?)\n```", text, re.S)}
+
+
+def test_documented_example_recomputes_independently() -> None:
+    v = vectors()
+    mac = hmac.new(SECRET, v["check_message"].encode(), hashlib.sha256).digest()
+    assert f"{int.from_bytes(mac[:16], 'big') % 10**20:020d}" == v["check_code"]
+    assert hashlib.sha256(v["canonical"].encode("utf-8")).hexdigest() == v["record_hash"]
+    content = json.loads(v["canonical"])
+    assert json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False) == v["canonical"]
+    assert content["check_code"] == v["check_code"] and v["signing_core"].endswith(v["record_hash"])
+    public = Ed25519PrivateKey.from_private_bytes(KEY_SEED).public_key().public_bytes_raw()
+    assert public.hex() == v["public_key_hex"] and hashlib.sha256(public).hexdigest()[:16] == v["key_id"]
+    Ed25519PublicKey.from_public_bytes(public).verify(b64url_decode(v["signature"]), v["signing_core"].encode())
+    assert f"s={v['signature']}&kid={v['key_id']}" in v["verify_url"]
+
+
+def test_our_code_produces_the_documented_example() -> None:
+    v, inv = vectors(), example_invoice()
+    assert formats.canonical_bytes(formats.content_of(inv)).decode() == v["canonical"]
+    assert (inv.check_code, inv.record_hash, inv.signature) == (v["check_code"], v["record_hash"], v["signature"])
+    assert formats.invoice_signing_core(inv) == v["signing_core"]
+    assert example_signer().key_id == v["key_id"] and formats.verify_url(BASE_URL, inv) == v["verify_url"]
+    assert inv.total_in_words == "贰佰贰拾陆元整"
+
+
+def test_stored_content_rebuilds_the_same_invoice() -> None:
+    inv = example_invoice()
+    content = json.loads(formats.canonical_bytes(formats.content_of(inv)))
+    again = formats.invoice_from_content(content, id=inv.id, issuer_id=inv.issuer_id, series=inv.series,
+                                         status=inv.status, record_hash=inv.record_hash, signature=inv.signature,
+                                         key_id=inv.key_id)
+    assert again == inv
+
+
+def _shuffled(value: Any, rnd: Any) -> Any:
+    if isinstance(value, dict):
+        items = list(value.items())
+        rnd.shuffle(items)
+        return {k: _shuffled(v, rnd) for k, v in items}
+    if isinstance(value, list):
+        return [_shuffled(v, rnd) for v in value]
+    return value
+
+
+@settings(max_examples=100)
+@given(st.randoms())
+def test_canonical_bytes_do_not_depend_on_key_order(rnd: Any) -> None:
+    content = formats.content_of(example_invoice())
+    assert formats.canonical_bytes(_shuffled(copy.deepcopy(content), rnd)) == formats.canonical_bytes(content)
+
+
+codes = st.from_regex(r"\A[0-9]{12}\Z")
+numbers = st.integers(1, 99_999_999).map(lambda n: f"{n:08d}")
+days = st.dates(date(2020, 1, 1), date(2099, 12, 31))
+totals = st.decimals(Decimal("-9999999999.99"), Decimal("9999999999.99"), places=2)
+
+
+@settings(max_examples=300)
+@given(codes, numbers, days, totals, st.binary(min_size=16, max_size=64))
+def test_check_code_is_20_digits_and_matches_the_definition(code: str, number: str, day: date, total: Decimal,
+                                                             secret: bytes) -> None:
+    got = formats.check_code(secret, code, number, day, total)
+    assert len(got) == 20 and got.isdigit()
+    message = f"{code}|{number}|{day:%Y%m%d}|{total:.2f}".encode()
+    expected = int.from_bytes(hmac.new(secret, message, hashlib.sha256).digest()[:16], "big") % 10**20
+    assert int(got) == expected
+
+
+@settings(max_examples=200)
+@given(codes, numbers, days, totals, st.sampled_from(["code", "number", "day", "total", "secret"]))
+def test_check_code_changes_with_any_input(code: str, number: str, day: date, total: Decimal, which: str) -> None:
+    args: dict[str, Any] = {"secret": b"s" * 32, "code": code, "number": number, "issue_date": day, "total": total}
+    before = formats.check_code(**args)
+    bump = {"code": lambda c: c[:-1] + str((int(c[-1]) + 1) % 10), "number": lambda n: f"{int(n) % 99_999_999 + 1:08d}",
+            "day": lambda d: d.replace(day=1) if d.day != 1 else d.replace(day=2), "total": lambda t: t + Decimal("0.01"),
+            "secret": lambda s: s + b"!"}
+    key = {"day": "issue_date"}.get(which, which)
+    args[key] = bump[which](args[key])
+    assert formats.check_code(**args) != before
+
+
+@settings(max_examples=200)
+@given(st.text(max_size=200), st.text(min_size=1, max_size=200))
+def test_signatures_round_trip_and_bind_the_core(core: str, other: str) -> None:
+    signer = example_signer()
+    signature = signer.sign(core)
+    assert verify_signature(signer.public_raw, core, signature)
+    if other != core:
+        assert not verify_signature(signer.public_raw, other, signature)
+    assert not verify_signature(signer.public_raw, core, signature[:-2] + ("AA" if signature[-2:] != "AA" else "BA"))

@@ -127,7 +127,7 @@ def request_hash(endpoint: str, payload: Any) -> str:
 # ---------------------------------------------------------------- responses
 
 def _line_json(line: Line) -> dict[str, Any]:
-    item = {"description": line.description, "unit": line.unit, "quantity": plain_str(line.quantity),
+    item: dict[str, Any] = {"description": line.description, "unit": line.unit, "quantity": plain_str(line.quantity),
             "unit_price": plain_str(line.unit_price, 2), "tax_rate": plain_str(line.tax_rate),
             "amount": money_str(line.amount), "tax_amount": money_str(line.tax_amount)}
     if line.original_line is not None:
@@ -227,7 +227,7 @@ async def authenticate(request: Request[Any, Any, Any], kind: str) -> str:
     found = await request.app.state.key_cache.lookup(request.app.state, token.strip())
     if found is None or found[0] != kind:
         raise Unauthorized(f"the key is not a valid {kind} key")
-    return found[1]
+    return str(found[1])
 
 
 async def provide_issuer(request: Request[Any, Any, Any]) -> Issuer:
@@ -289,7 +289,8 @@ class InvoiceController(Controller):
         payload = decode(await request.body(), BatchIn)
         if not 1 <= len(payload.invoices) <= MAX_BATCH:
             raise ValidationFailed(errors=[FieldError("invoices", f"send 1 to {MAX_BATCH} invoices")])
-        drafts, errors = [], []
+        drafts: list[services.Draft] = []
+        errors: list[FieldError] = []
         for i, item in enumerate(payload.invoices):
             try:
                 req = validation.invoice_request(msgspec.to_builtins(item), state.settings.tax_rates)

@@ -105,7 +105,7 @@ def create_app(settings: Settings, *, extra_routes: list[Any] | None = None) -> 
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await db.create_pool(settings.require_database_url(), max_size=settings.db_pool_max)
         app.state.pool = pool
-        app.state.redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
+        app.state.redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None  # type: ignore[no-untyped-call]
         app.state.issuing = await load_issuing(settings, pool)
         app.state.queue = Queue(settings.redis_url)
         app.state.sms = make_sms(settings)
@@ -121,7 +121,7 @@ def create_app(settings: Settings, *, extra_routes: list[Any] | None = None) -> 
 
     prometheus = PrometheusConfig(app_name="invoiceloop", group_path=True)
     return Litestar(
-        route_handlers=[healthz, readyz, PrometheusController, *api.ROUTES, *(extra_routes or [])],
+        route_handlers=[healthz, readyz, PrometheusController, *api.ROUTES, *(extra_routes or [])],  # type: ignore[list-item]
         lifespan=[lifespan],
         state=State({"settings": settings, "key_cache": api.KeyCache(settings.key_cache_ttl_s, {}), "issuers": {},
                      "pdf_cache": api.PdfCache()}),

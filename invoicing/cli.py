@@ -191,7 +191,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from invoicing.worker import run_worker
 
-    return _run(run_worker(settings))
+    return int(_run(run_worker(settings)))
 
 
 @contextlib.contextmanager

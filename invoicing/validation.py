@@ -18,6 +18,7 @@ from invoicing.model import (
     PROVINCES,
     Address,
     CreditRequestLine,
+    DeliveryMethod,
     InvoiceRequest,
     LineInput,
     Party,
@@ -45,13 +46,13 @@ def check_tax_id(value: str, country: str = "CN") -> str:
                 continue
         raise ValueError("is not a valid unified social credit code (18 characters with a valid check character)")
     try:
-        module = get_cc_module(country.lower(), "vat")
+        vat: Any = get_cc_module(country.lower(), "vat")
     except (ImportError, ValueError):
-        module = None
-    if module is None:
+        vat = None
+    if vat is None:
         return compact
     try:
-        return str(module.validate(compact))
+        return str(vat.validate(compact))
     except StdnumError as exc:
         raise ValueError(f"is not a valid {country.upper()} tax ID: {exc}") from None
 
@@ -147,7 +148,7 @@ def invoice_request(data: dict[str, Any], rates: tuple[Decimal, ...]) -> Invoice
     elif len(raw_lines) > MAX_LINES:
         errors.add("lines", f"at most {MAX_LINES} lines per invoice")
     lines = [_line(item, i, rates, errors) for i, item in enumerate(raw_lines[:MAX_LINES])]
-    delivery = data.get("delivery") or "electronic"
+    delivery: DeliveryMethod = "postal" if data.get("delivery") == "postal" else "electronic"
     if delivery == "postal" and buyer.address is None:
         errors.add("buyer.address", "is required for postal delivery")
     series = text(data, "series", "series", errors, required=False) or "default"

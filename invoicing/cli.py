@@ -170,10 +170,10 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps({"months": months}, ensure_ascii=False))
         return 0
-    print(f"{'month':8} {'invoices':>9} {'amount':>16} {'verified':>9} {'delivered':>10} {'voided':>7} {'credits':>8}")
+    print(f"{'month':8} {'invoices':>9} {'amount':>16} {'verified':>9} {'delivered':>10} {'voided':>7} {'credits':>8} {'mismatches':>10}")
     for m in months:
         print(f"{m['month']:8} {m['invoices']:>9} {m['amount']:>16} {m['verified_share']:>9.1%} "
-              f"{m['delivered_share']:>10.1%} {m['voided']:>7} {m['credit_notes']:>8}")
+              f"{m['delivered_share']:>10.1%} {m['voided']:>7} {m['credit_notes']:>8} {m.get('mismatches', 0):>10}")
     return 0
 
 
@@ -304,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args, Settings.from_env()))

@@ -91,9 +91,8 @@ async def serve_and_work(settings: Settings, host: str, port: int) -> None:
 
 async def create_demo_operator(settings: Settings) -> dict[str, Any]:
     """The demo postal operator (serving every province), when the delivery package provides it."""
-    try:
-        from delivery import services as delivery_services  # type: ignore[attr-defined,unused-ignore]
-    except ModuleNotFoundError:
+    delivery_services = _optional("delivery.services")
+    if delivery_services is None:
         return {}
     conn = await __import__("asyncpg").connect(settings.require_database_url())
     try:

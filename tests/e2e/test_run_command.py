@@ -1,0 +1,80 @@
+"""`invoiceloop run` on a machine with nothing configured: embedded PostgreSQL and Redis in the data
+folder, migrations, a demo issuer whose printed key works, and a clean stop on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ROOT, free_port
+from tests.samples import invoice_body
+
+
+def _start(data: Path, port: int) -> tuple[subprocess.Popen[str], list[str]]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(INVOICELOOP_DATA_DIR=str(data), PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
+    proc = subprocess.Popen([sys.executable, "-m", "invoicing.cli", "run", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    deadline = time.monotonic() + 90
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Ctrl-C stops" in line:
+            return proc, lines
+    proc.kill()
+    raise AssertionError("run did not start:\n" + "".join(lines))
+
+
+def _wait_http(url: str) -> None:
+    for _ in range(100):
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} never answered")
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    return out
+
+
+def test_run_starts_everything_embedded_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    proc, lines = _start(tmp_path, port)
+    try:
+        text = "".join(lines)
+        key = re.search(r"demo issuer\s+\S+\s+key (\S+)", text)
+        assert key, text
+        assert f"http://127.0.0.1:{port}/schema" in text and f"http://127.0.0.1:{port}/verify" in text
+        _wait_http(f"http://127.0.0.1:{port}/healthz")
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        assert ready.status_code == 200, ready.text
+        resp = httpx.post(f"http://127.0.0.1:{port}/v1/invoices", json=invoice_body(),
+                          headers={"Authorization": f"Bearer {key[1]}"}, timeout=30)
+        assert resp.status_code == 201, resp.text
+    finally:
+        out = _stop(proc)
+    assert proc.returncode == 0, out
+    assert "stopped" in out
+    assert not (tmp_path / "pg" / "pg" / "postmaster.pid").exists()  # the embedded PostgreSQL was stopped
+
+    proc, lines = _start(tmp_path, port)  # a second run reuses the data and the same demo issuer
+    try:
+        assert key[1] in "".join(lines)
+    finally:
+        _stop(proc)
+    assert (tmp_path / "demo.json").stat().st_mode & 0o777 == 0o600

@@ -13,6 +13,7 @@ from invoicing import formats
 from invoicing.keys import b64url_decode, verify_signature
 from invoicing.words import amount_in_words
 from tests.samples import invoice_body
+from tests.unit.test_pdf import decoded, poppler_text, raster
 
 PROBLEM = "application/problem+json"
 
@@ -179,6 +180,9 @@ async def test_pdf_download_with_etag(issuer_client: httpx.AsyncClient) -> None:
     resp = await issuer_client.get(f"/v1/invoices/{inv['id']}/pdf")
     assert resp.status_code == 200 and resp.headers["content-type"] == "application/pdf"
     assert resp.content.startswith(b"%PDF")
+    codes = decoded(raster(resp.content))
+    assert codes["QRCode"] == inv["verify_url"] and codes["Code128"] == inv["invoice_code"] + inv["invoice_number"]
+    assert inv["check_code"] in poppler_text(resp.content)
     assert f"invoice-{inv['invoice_code']}-{inv['invoice_number']}.pdf" in resp.headers["content-disposition"]
     again = await issuer_client.get(f"/v1/invoices/{inv['id']}/pdf", headers={"If-None-Match": resp.headers["etag"]})
     assert again.status_code == 304

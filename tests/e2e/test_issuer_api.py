@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -200,3 +201,26 @@ async def test_operations_endpoints(http: httpx.AsyncClient) -> None:
     metrics = await http.get("/metrics")
     assert metrics.status_code == 200 and "invoiceloop" in metrics.text
     assert_problem(await http.get("/no/such/route"), 404)
+
+
+async def test_clients_that_disconnect_mid_request_leave_no_gap(issuer_client: httpx.AsyncClient,
+                                                               server: Any) -> None:
+    """Clients send a full request and hang up at once (before the answer): whatever the server
+    did with each, the numbers it committed are exactly 1..n."""
+    body = json.dumps(invoice_body(series="hangup")).encode()
+    head = (f"POST /v1/invoices HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {issuer_client.api_key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+
+    async def hang_up(delay_s: float) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(head + body)
+        await writer.drain()
+        await asyncio.sleep(delay_s)
+        writer.transport.abort()  # RST, not a polite close
+
+    await asyncio.gather(*(hang_up(i * 0.0005) for i in range(40)))
+    await issue(issuer_client, series="hangup")  # one that waits for its answer
+    await asyncio.sleep(0.5)
+    items = (await issuer_client.get("/v1/invoices", params={"limit": 500})).json()["items"]
+    numbers = sorted(int(i["invoice_number"]) for i in items if i["series"] == "hangup")
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 1

@@ -97,6 +97,21 @@ class MalformedBody(DomainError):
     type_slug = "malformed-json"
 
 
+def body_field_error(path: str, message: str) -> FieldError:
+    """A msgspec decoding error (`path` like `lines[0]`, message like "Object contains unknown field
+    `x`") as the field path and plain words the API promises (`lines[0].x`: "unknown field")."""
+    path = "" if path in ("data", "$") else path.lstrip("$").lstrip(".")
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", message)
+    if unknown:
+        path, message = ".".join(p for p in (path, unknown[1]) if p), "unknown field"
+    missing = re.match(r"Object missing required field `([^`]+)`", message)
+    if missing:
+        path, message = ".".join(p for p in (path, missing[1]) if p), "is required"
+    if path.split(".")[-1] in _DECIMAL_FIELDS and "got `" in message:
+        message = 'must be a decimal string such as "2.50", not a JSON number'
+    return FieldError(path or "(body)", message)
+
+
 def decode(body: bytes, kind: type[T]) -> T:
     """Decode a JSON body strictly: malformed JSON is a 400; wrong types or unknown fields a 422
     whose `errors` names the field path (`lines[2].quantity`)."""
@@ -105,16 +120,7 @@ def decode(body: bytes, kind: type[T]) -> T:
     except msgspec.ValidationError as exc:
         match = _AT.match(str(exc))
         assert match is not None
-        message, path = match["msg"], (match["path"] or "").lstrip(".")
-        unknown = re.match(r"Object contains unknown field `([^`]+)`", message)
-        if unknown:
-            path, message = ".".join(p for p in (path, unknown[1]) if p), "unknown field"
-        missing = re.match(r"Object missing required field `([^`]+)`", message)
-        if missing:
-            path, message = ".".join(p for p in (path, missing[1]) if p), "is required"
-        if path.split(".")[-1] in _DECIMAL_FIELDS and "got `" in message:
-            message = 'must be a decimal string such as "2.50", not a JSON number'
-        raise ValidationFailed(errors=[FieldError(path or "(body)", message)]) from None
+        raise ValidationFailed(errors=[body_field_error(match["path"] or "", match["msg"])]) from None
     except msgspec.DecodeError as exc:
         raise MalformedBody(f"the body is not valid JSON: {exc}") from None
 
@@ -274,8 +280,8 @@ class InvoiceController(Controller):
 
     @post("/", request_max_body_size=SINGLE_MAX_BYTES, status_code=201,
           description="Issue one invoice. `Idempotency-Key` makes retries safe.")
-    async def issue(self, request: Request[Any, Any, Any], state: State, issuer: Issuer) -> Response[Any]:
-        payload = decode(await request.body(), InvoiceIn)
+    async def issue(self, request: Request[Any, Any, Any], state: State, issuer: Issuer, data: InvoiceIn) -> Response[Any]:
+        payload = data
         req = validation.invoice_request(msgspec.to_builtins(payload), state.settings.tax_rates)
         idem = _idempotency(request, "invoice", payload)
         async with state.pool.acquire() as conn:
@@ -285,8 +291,9 @@ class InvoiceController(Controller):
 
     @post("/batch", request_max_body_size=BATCH_MAX_BYTES, status_code=201,
           description="Issue 1 to 1000 invoices, all or nothing, numbered in the order given.")
-    async def issue_batch(self, request: Request[Any, Any, Any], state: State, issuer: Issuer) -> Response[Any]:
-        payload = decode(await request.body(), BatchIn)
+    async def issue_batch(self, request: Request[Any, Any, Any], state: State, issuer: Issuer,
+                          data: BatchIn) -> Response[Any]:
+        payload = data
         if not 1 <= len(payload.invoices) <= MAX_BATCH:
             raise ValidationFailed(errors=[FieldError("invoices", f"send 1 to {MAX_BATCH} invoices")])
         drafts: list[services.Draft] = []
@@ -341,8 +348,8 @@ class InvoiceController(Controller):
 
     @post("/{invoice_id:str}/void", request_max_body_size=64 * 1024, status_code=200,
           description="Void an invoice of this month that nobody verified and the post has not taken (409 otherwise).")
-    async def void(self, request: Request[Any, Any, Any], state: State, issuer: Issuer, invoice_id: str) -> dict[str, Any]:
-        payload = decode(await request.body(), VoidIn)
+    async def void(self, state: State, issuer: Issuer, invoice_id: str, data: VoidIn) -> dict[str, Any]:
+        payload = data
         errors = FieldErrors()
         reason = validation.text({"reason": payload.reason}, "reason", "reason", errors)
         errors.raise_if_any()
@@ -352,8 +359,9 @@ class InvoiceController(Controller):
 
     @post("/{invoice_id:str}/credit-notes", request_max_body_size=SINGLE_MAX_BYTES, status_code=201,
           description="A red-letter credit note: all of the invoice (omit `lines`) or `[{line_no, quantity}]`.")
-    async def credit(self, request: Request[Any, Any, Any], state: State, issuer: Issuer, invoice_id: str) -> Response[Any]:
-        payload = decode(await request.body(), CreditIn)
+    async def credit(self, request: Request[Any, Any, Any], state: State, issuer: Issuer, invoice_id: str,
+                     data: CreditIn) -> Response[Any]:
+        payload = data
         reason, wanted = validation.credit_request(msgspec.to_builtins(payload))
         idem = _idempotency(request, f"credit:{invoice_id}", payload)
         async with state.pool.acquire() as conn:
@@ -376,7 +384,9 @@ def month_figures(row: Any) -> dict[str, Any]:
         "month": row["month"], "invoices": row["invoices"], "credit_notes": row["credit_notes"],
         "voided": row["voided"], "amount": money_str(row["amount"]), "credited": money_str(row["credited"]),
         "verified": row["verified"], "verified_share": round(row["verified"] / live, 4) if live else 0.0,
+        "mismatches": row["mismatches"],
         "postal": postal, "delivered": row["delivered"], "returned": row["returned"],
+        "pending_without_operator": row["pending_without_operator"],
         "delivered_share": round(row["delivered"] / postal, 4) if postal else 0.0,
     }
 

@@ -14,6 +14,7 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from invoicing import api, db, keys, repository
@@ -50,6 +51,10 @@ def on_http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
     status = exc.status_code
     if isinstance(exc, ValidationException):
         extra = exc.extra if isinstance(exc.extra, list) else []
+        if extra and all(e.get("source") == "body" for e in extra):  # a JSON body of the wrong shape
+            fields = [api.body_field_error(str(e.get("key", "")), str(e.get("message", ""))) for e in extra]
+            return problem(422, "Validation failed", "The request has invalid fields.", "validation",
+                           errors=[{"field": f.field, "message": f.message} for f in fields])
         errors = [{"field": str(e.get("key", "")), "message": str(e.get("message", ""))} for e in extra]
         return problem(400, "Bad request", "some parameters are invalid", "bad-parameters", errors=errors)
     titles = {404: "Not found", 405: "Method not allowed", 413: "Request body too large", 401: "Unauthorized"}
@@ -127,8 +132,13 @@ def create_app(settings: Settings, *, extra_routes: list[Any] | None = None) -> 
                      "pdf_cache": api.PdfCache()}),
         exception_handlers={DomainError: on_domain_error, HTTPException: on_http_error, Exception: on_unexpected},
         middleware=[prometheus.middleware],
-        openapi_config=OpenAPIConfig(title="invoiceloop", version="1.0.0", path="/schema",
-                                     render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")]),
+        openapi_config=OpenAPIConfig(
+            title="invoiceloop", version="1.0.0", path="/schema",
+            description="Issue, verify and deliver invoices. Issuer routes take an issuer key, /v1/postal routes an "
+                        "operator key, as `Authorization: Bearer <key>`. Errors are application/problem+json.",
+            components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
+            security=[{"bearer": []}],
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")]),
         request_max_body_size=api.BATCH_MAX_BYTES,
         debug=False,
     )

@@ -315,9 +315,12 @@ SELECT to_char(i.issue_date, 'YYYY-MM') AS month,
        coalesce(sum(i.total) FILTER (WHERE i.kind = 'credit_note' AND i.status <> 'voided'), 0) AS credited,
        count(*) FILTER (WHERE i.kind = 'invoice' AND i.status <> 'voided') AS live,
        count(*) FILTER (WHERE i.kind = 'invoice' AND i.status <> 'voided' AND i.times_verified > 0) AS verified,
+       coalesce(sum(i.mismatches), 0) AS mismatches,
        count(*) FILTER (WHERE i.kind = 'invoice' AND i.status <> 'voided' AND i.delivery_method = 'postal') AS postal,
        count(d.id) FILTER (WHERE d.status = 'delivered') AS delivered,
-       count(d.id) FILTER (WHERE d.status = 'returned_to_sender') AS returned
+       count(d.id) FILTER (WHERE d.status = 'returned_to_sender') AS returned,
+       count(d.id) FILTER (WHERE d.status = 'pending' AND NOT EXISTS (
+           SELECT 1 FROM operators o WHERE d.province_code = ANY (o.provinces))) AS pending_without_operator
   FROM invoices i LEFT JOIN delivery_orders d ON d.invoice_id = i.id
  WHERE ($1::uuid IS NULL OR i.issuer_id = $1)
  GROUP BY 1 ORDER BY 1"""

@@ -18,6 +18,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.response import Response
+from prometheus_client import Counter
 
 from invoicing import formats, repository, services, validation
 from invoicing.errors import DomainError, FieldError, FieldErrors, Unauthorized, ValidationFailed
@@ -257,9 +258,15 @@ def _idempotency(request: Request[Any, Any, Any], endpoint: str, payload: Any) -
     return services.Idempotency(key, request_hash(endpoint, payload))
 
 
+ISSUED = Counter("invoiceloop_records_issued_total", "Invoices and credit notes issued", ["kind"])
+
+
 async def _nudge_fulfilment(state: State, issued: services.Issued) -> None:
     """After commit: ask the worker to fulfil the postal invoices' delivery orders. If Redis is
     down this is skipped; the worker's sweep finds pending orders anyway."""
+    if not issued.replayed:
+        for inv in issued.invoices:
+            ISSUED.labels(inv.kind).inc()
     postal = [inv.id for inv in issued.invoices if inv.delivery_method == "postal" and inv.kind == "invoice"]
     if postal and not issued.replayed:
         await state.queue.enqueue("fulfil_orders", postal, job_id=f"fulfil:{postal[0]}")
@@ -366,6 +373,7 @@ class InvoiceController(Controller):
         idem = _idempotency(request, f"credit:{invoice_id}", payload)
         async with state.pool.acquire() as conn:
             issued = await services.credit(conn, state.issuing, issuer, invoice_id, reason, wanted, idem)
+        await _nudge_fulfilment(state, issued)
         return _issued_response(state, issued, batch=False)
 
 

@@ -199,7 +199,7 @@ async def test_operations_endpoints(http: httpx.AsyncClient) -> None:
     assert "openapi" in (await http.get("/schema/openapi.json")).json()
     assert (await http.get("/schema")).status_code == 200
     metrics = await http.get("/metrics")
-    assert metrics.status_code == 200 and "invoiceloop" in metrics.text
+    assert metrics.status_code == 200 and 'invoiceloop_records_issued_total{kind="invoice"}' in metrics.text
     assert_problem(await http.get("/no/such/route"), 404)
 
 
@@ -224,3 +224,18 @@ async def test_clients_that_disconnect_mid_request_leave_no_gap(issuer_client: h
     items = (await issuer_client.get("/v1/invoices", params={"limit": 500})).json()["items"]
     numbers = sorted(int(i["invoice_number"]) for i in items if i["series"] == "hangup")
     assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 1
+
+
+async def test_readyz_says_503_when_redis_is_unreachable(settings: Any, output_dir: Any) -> None:
+    from tests.conftest import ServerProcess
+
+    srv = await asyncio.to_thread(ServerProcess, settings, output_dir / "server-no-redis.log",
+                                  REDIS_URL="redis://127.0.0.1:1/0")
+    try:
+        async with httpx.AsyncClient(base_url=srv.base_url) as client:
+            ready = await client.get("/readyz")
+            assert (await client.get("/healthz")).status_code == 200
+    finally:
+        srv.stop()
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["postgresql"] == "ok" and ready.json()["checks"]["redis"].startswith("unreachable")

@@ -89,6 +89,18 @@ async def test_key_rotation_keeps_old_invoices_verifiable(settings: Settings, po
     assert report.returncode == 0, report.stdout
 
 
+async def test_stats_by_month(settings: Settings, pool: asyncpg.Pool, issuing: Issuing) -> None:
+    issuer, _ = await new_issuer(pool)
+    async with pool.acquire() as conn:
+        await services.issue(conn, issuing, issuer, [draft(), draft()])
+    out = cli(settings, "stats", "--json")
+    assert out.returncode == 0, out.stderr
+    months = json.loads(out.stdout)["months"]
+    assert months and months[-1]["invoices"] >= 2 and {"verified_share", "delivered_share"} <= months[-1].keys()
+    table = cli(settings, "stats")
+    assert table.returncode == 0 and "month" in table.stdout.splitlines()[0]
+
+
 async def _tamper_and_audit(settings: Settings, pool: asyncpg.Pool, issuing: Issuing, *sql: str) -> str:
     issuer, _ = await new_issuer(pool)
     async with pool.acquire() as conn:

@@ -212,7 +212,7 @@ async def test_clients_that_disconnect_mid_request_leave_no_gap(issuer_client: h
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
 
     async def hang_up(delay_s: float) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(head + body)
         await writer.drain()
         await asyncio.sleep(delay_s)

@@ -143,12 +143,12 @@ def _line_json(line: Line) -> dict[str, Any]:
 
 
 def invoice_json(inv: Invoice, base_url: str) -> dict[str, Any]:
-    content = formats.content_of(inv)
+    """The Invoice of API.md: every request field normalised, the figures, identity and proofs."""
     return {
         "id": inv.id, "kind": inv.kind, "series": inv.series, "invoice_code": inv.invoice_code,
         "invoice_number": inv.invoice_number, "issue_date": inv.issue_date.isoformat(),
-        "issued_at": formats.rfc3339(inv.issued_at), "status": inv.status, "seller": content["seller"],
-        "buyer": content["buyer"], "currency": inv.currency, "lines": [_line_json(line) for line in inv.lines],
+        "issued_at": formats.rfc3339(inv.issued_at), "status": inv.status, "seller": formats.seller_content(inv.seller),
+        "buyer": formats.buyer_content(inv.buyer), "currency": inv.currency, "lines": [_line_json(line) for line in inv.lines],
         "total_amount": money_str(inv.totals.total_amount), "total_tax": money_str(inv.totals.total_tax),
         "total": money_str(inv.totals.total), "total_in_words": inv.total_in_words, "check_code": inv.check_code,
         "record_hash": inv.record_hash, "prev_hash": inv.prev_hash, "signature": inv.signature, "key_id": inv.key_id,

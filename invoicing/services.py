@@ -99,25 +99,29 @@ async def add_api_key(conn: asyncpg.Connection, kind: str, owner_id: str) -> str
 # ---------------------------------------------------------------- issuing
 
 def seal(inv: Invoice, issuing: Issuing) -> tuple[Invoice, str]:
-    """Give a numbered record its check code, record hash and signature; returns it with its
-    canonical content as JSON text (what is stored, exactly as hashed)."""
-    check = formats.check_code(issuing.secret, inv.invoice_code, inv.invoice_number, inv.issue_date, inv.totals.total)
-    inv = replace(inv, check_code=check, key_id=issuing.signer.key_id)
+    """Give a numbered record (check code already set) its record hash and signature; returns it with
+    its canonical content as JSON text (what is stored, exactly as hashed)."""
     canonical = formats.canonical_bytes(formats.content_of(inv))
     rec_hash = formats.sha256_hex(canonical)
-    inv = replace(inv, record_hash=rec_hash)
-    return replace(inv, signature=issuing.signer.sign(formats.invoice_signing_core(inv))), canonical.decode()
+    core = formats.signing_core(inv.invoice_code, inv.invoice_number, inv.issue_date, inv.totals.total_amount,
+                                inv.totals.total_tax, inv.totals.total, inv.check_code, rec_hash)
+    return replace(inv, record_hash=rec_hash, signature=issuing.signer.sign(core)), canonical.decode()
 
 
-def _number(draft: Draft, issuer: Issuer, code: str, number: int, now: datetime, prev_hash: str) -> Invoice:
+def _number(draft: Draft, issuer: Issuer, code: str, number: int, now: datetime, prev_hash: str,
+            issuing: Issuing) -> Invoice:
+    """The draft with its identity, check code and chain link (not yet hashed and signed)."""
     totals = compute_totals(draft.lines)
     original = draft.original
+    issue_date, invoice_number = local_date(now), f"{number:08d}"
     return Invoice(
         id=str(uuid.uuid4()), issuer_id=issuer.id, kind=draft.kind, series=draft.series, invoice_code=code,
-        invoice_number=f"{number:08d}", issue_date=local_date(now), issued_at=now, status="issued",
+        invoice_number=invoice_number, issue_date=issue_date, issued_at=now, status="issued",
         seller=issuer.seller, buyer=draft.buyer, currency="CNY", lines=draft.lines, totals=totals,
-        total_in_words=formats.amount_in_words(totals.total), check_code="", record_hash="", prev_hash=prev_hash,
-        signature="", key_id="", delivery_method=draft.delivery, remarks=draft.remarks,
+        total_in_words=formats.amount_in_words(totals.total),
+        check_code=formats.check_code(issuing.secret, code, invoice_number, issue_date, totals.total),
+        record_hash="", prev_hash=prev_hash, signature="", key_id=issuing.signer.key_id,
+        delivery_method=draft.delivery, remarks=draft.remarks,
         original_invoice_id=original.id if original else None,
         original_invoice_code=original.invoice_code if original else None,
         original_invoice_number=original.invoice_number if original else None,
@@ -146,7 +150,7 @@ async def _issue_drafts(conn: asyncpg.Connection, issuing: Issuing, issuer: Issu
         prev = head.last_hash
         for k, index in enumerate(indices):
             number = head.last_number - len(indices) + 1 + k
-            inv, content = seal(_number(drafts[index], issuer, head.invoice_code, number, now, prev), issuing)
+            inv, content = seal(_number(drafts[index], issuer, head.invoice_code, number, now, prev, issuing), issuing)
             records[index] = NewRecord(inv, head.id, head.last_seq - len(indices) + 1 + k, content)
             prev = inv.record_hash
         heads[head.id] = prev

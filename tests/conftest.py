@@ -142,6 +142,7 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))}
     env.update({"DATABASE_URL": settings.database_url or "", "REDIS_URL": settings.redis_url or "",
                 "INVOICELOOP_DATA_DIR": str(settings.data_dir), "CHECK_CODE_SECRET": settings.check_code_secret or "",
+                "INVOICELOOP_KEY_CACHE_TTL_S": "0.2",
                 **extra})
     return env
 

@@ -239,3 +239,13 @@ async def test_readyz_says_503_when_redis_is_unreachable(settings: Any, output_d
         srv.stop()
     assert ready.status_code == 503
     assert ready.json()["checks"]["postgresql"] == "ok" and ready.json()["checks"]["redis"].startswith("unreachable")
+
+
+async def test_a_revoked_key_is_refused(issuer_client: httpx.AsyncClient, pool: Any) -> None:
+    from invoicing import repository
+
+    assert (await issuer_client.get("/v1/invoices")).status_code == 200
+    async with pool.acquire() as conn:
+        assert await repository.revoke_keys(conn, "issuer", issuer_client.issuer.id, issuer_client.api_key[:12]) == 1
+    await asyncio.sleep(0.3)  # the server re-checks keys after INVOICELOOP_KEY_CACHE_TTL_S (0.2 s in tests)
+    assert_problem(await issuer_client.get("/v1/invoices"), 401)

@@ -19,11 +19,11 @@ def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
 @contextlib.contextmanager
 def embedded_postgres(data_dir: Path) -> Iterator[str]:
     """A PostgreSQL server in `data_dir/pg`; yields its URL (unix socket, no password)."""
-    import pgserver
-
     data_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR when unset
+        import pgserver
+
         server = pgserver.get_server(data_dir / "pg", cleanup_mode="stop")  # type: ignore[attr-defined]
     try:
         yield server.get_uri()

@@ -28,6 +28,7 @@ from invoicing.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
+FORCE_EMBEDDED = os.environ.get("INVOICELOOP_TEST_EMBEDDED") == "1"  # as on a machine with no servers
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 
 
@@ -54,7 +55,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The PostgreSQL server: 127.0.0.1:5432 when it answers (CI, dev machines), else embedded."""
     if os.environ.get("TEST_PG_SERVER_URL"):
         yield os.environ["TEST_PG_SERVER_URL"]
-    elif port_open("127.0.0.1", 5432):
+    elif port_open("127.0.0.1", 5432) and not FORCE_EMBEDDED:
         yield "postgresql://postgres@127.0.0.1:5432/postgres"
     else:
         with embedded_postgres(tmp_path_factory.mktemp("pg")) as url:
@@ -95,7 +96,7 @@ def database_url(server_url: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Redis on 127.0.0.1:6379 (a database number of its own for this run), else embedded."""
-    if port_open("127.0.0.1", 6379):
+    if port_open("127.0.0.1", 6379) and not FORCE_EMBEDDED:
         yield f"redis://127.0.0.1:6379/{random.randint(1, 15)}"
     else:
         with embedded_redis(tmp_path_factory.mktemp("redis")) as url:

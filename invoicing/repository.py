@@ -176,6 +176,58 @@ WITH inv AS (
 SELECT (SELECT count(*) FROM inv) AS invoices, (SELECT count(*) FROM orders) AS orders"""
 
 
+# The optimistic single issue: one statement, one round trip, its own transaction. It appends the
+# record only if the series head is still the one the record was hashed against (compare-and-set on
+# last_seq); otherwise it writes nothing and the caller re-reads the head and seals again.
+INSERT_ONE_IF_HEAD = """
+WITH s AS (
+  UPDATE series SET last_number = last_number + 1, last_seq = last_seq + 1, last_hash = $17
+   WHERE id = $4 AND last_seq = $5 - 1  -- every writer moves last_seq, so an unchanged one means an unchanged head
+  RETURNING id
+), inv AS (
+  INSERT INTO invoices (id, issuer_id, series_id, chain_seq, kind, invoice_code, invoice_number, issue_date,
+                        issued_at, status, total_amount, total_tax, total, delivery_method, content, record_hash,
+                        prev_hash, signature, key_id)
+  SELECT $1, $2, s.id, $5, $6, $7, $8, $9, $10, 'issued', $11, $12, $13, $14, $15::text::jsonb, $17, $16, $18, $3
+    FROM s
+  RETURNING id
+), orders AS (
+  INSERT INTO delivery_orders (id, invoice_id, issuer_id, province_code, address, phone)
+  SELECT gen_random_uuid(), inv.id, $2, $19::text, $20::text::jsonb, $21 FROM inv WHERE $19::text IS NOT NULL
+  RETURNING id
+)
+SELECT count(*) FROM inv"""
+
+READ_HEAD = """
+SELECT id, invoice_code, last_number, last_seq, last_hash FROM series WHERE issuer_id = $1 AND label = $2 AND year = $3"""
+
+
+async def read_head(conn: asyncpg.Connection, issuer_id: str, label: str, year: int) -> SeriesHead | None:
+    """The series head as committed now (no lock)."""
+    row = await conn.fetchrow(READ_HEAD, uuid.UUID(issuer_id), label, year)
+    return SeriesHead(row["id"], row["invoice_code"], row["last_number"], row["last_seq"], row["last_hash"]) if row else None
+
+
+def _order_values(inv: Invoice) -> tuple[Any, Any, Any] | None:
+    """(province code, address JSON, phone) of the delivery order a postal invoice writes, else None."""
+    if inv.delivery_method != "postal" or inv.kind != "invoice" or inv.buyer.address is None:
+        return None
+    address = formats.canonical_bytes(formats.content_of(inv)["buyer"]["address"]).decode()
+    return inv.buyer.address.province_code, address, inv.buyer.phone
+
+
+async def insert_one_if_head(conn: asyncpg.Connection, key_id: str, rec: NewRecord) -> bool:
+    """Append one record if the series head has not moved; False (nothing written) if it has."""
+    inv = rec.invoice
+    order = _order_values(inv) or (None, None, None)
+    inserted = await conn.fetchval(
+        INSERT_ONE_IF_HEAD, uuid.UUID(inv.id), uuid.UUID(inv.issuer_id), key_id, rec.series_id, rec.chain_seq,
+        inv.kind, inv.invoice_code, inv.invoice_number, inv.issue_date, inv.issued_at, inv.totals.total_amount,
+        inv.totals.total_tax, inv.totals.total, inv.delivery_method, rec.content_json, inv.prev_hash,
+        inv.record_hash, inv.signature, *order)
+    return bool(inserted)
+
+
 @dataclass(frozen=True)
 class NewRecord:
     invoice: Invoice
@@ -196,10 +248,9 @@ async def insert_records(conn: asyncpg.Connection, issuer_id: str, key_id: str, 
                   rec.content_json, inv.record_hash, inv.prev_hash, inv.signature)
         for col, value in zip(cols, values, strict=True):
             col.append(value)
-        if inv.delivery_method == "postal" and inv.kind == "invoice" and inv.buyer.address is not None:
-            address = formats.canonical_bytes(formats.content_of(inv)["buyer"]["address"]).decode()
-            for col, value in zip(orders, (uuid.UUID(inv.id), inv.buyer.address.province_code, address,
-                                           inv.buyer.phone), strict=True):
+        order = _order_values(inv)
+        if order is not None:
+            for col, value in zip(orders, (uuid.UUID(inv.id), *order), strict=True):
                 col.append(value)
     await conn.execute(INSERT_RECORDS, cols[0], uuid.UUID(issuer_id), key_id, *cols[1:],
                        list(heads), list(heads.values()), *orders)

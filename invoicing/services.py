@@ -46,6 +46,9 @@ class Issuing:
     secret: bytes
     signer: Signer
     clock: Callable[[], datetime] = field(default=_utcnow)
+    # Last known head per (issuer, label, year), so a single issue usually needs no read: a stale
+    # entry only costs a retry (the insert checks the head), never a wrong number.
+    heads: dict[tuple[str, str, int], repository.SeriesHead] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -184,9 +187,42 @@ GET_KEY = "SELECT request_hash, invoice_ids FROM idempotency_keys WHERE issuer_i
 SET_KEY_IDS = "UPDATE idempotency_keys SET invoice_ids = $3 WHERE issuer_id = $1 AND key = $2"
 
 
+OPTIMISTIC_TRIES = 2
+
+
+async def _issue_one_optimistic(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer,
+                                draft: Draft) -> Invoice | None:
+    """Number, seal and sign one record against the series head as last seen, outside any lock, then
+    append it in one statement that checks the head is unchanged. None when the series does not
+    exist yet or the head kept moving (contention): the caller takes the locking path."""
+    now = issuing.clock()
+    key = (issuer.id, draft.series, series_year(now))
+    head = issuing.heads.get(key) or await repository.read_head(conn, issuer.id, draft.series, key[2])
+    for _ in range(OPTIMISTIC_TRIES):
+        if head is None:
+            return None
+        inv, content = seal(_number(draft, issuer, head.invoice_code, head.last_number + 1, now, head.last_hash,
+                                    issuing), issuing)
+        if await repository.insert_one_if_head(conn, issuing.signer.key_id,
+                                               NewRecord(inv, head.id, head.last_seq + 1, content)):
+            issuing.heads[key] = repository.SeriesHead(head.id, head.invoice_code, head.last_number + 1,
+                                                       head.last_seq + 1, inv.record_hash)
+            return inv
+        head = await repository.read_head(conn, issuer.id, draft.series, key[2])
+    issuing.heads.pop(key, None)
+    return None
+
+
 async def issue(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, drafts: list[Draft],
                 idem: Idempotency | None = None) -> Issued:
-    """Issue 1 to 1000 records all or nothing; with an Idempotency-Key a retry gets the same records."""
+    """Issue 1 to 1000 records all or nothing; with an Idempotency-Key a retry gets the same records.
+
+    A single record without a key first tries the one-round-trip optimistic append; batches, keyed
+    requests, new series and contended series lock the series row (UPDATE … RETURNING) instead."""
+    if idem is None and len(drafts) == 1:
+        inv = await _issue_one_optimistic(conn, issuing, issuer, drafts[0])
+        if inv is not None:
+            return Issued([inv])
     async with conn.transaction():
         if idem is not None:
             earlier = await _claim_idempotency(conn, issuer, idem, [])

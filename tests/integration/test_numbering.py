@@ -206,3 +206,27 @@ async def test_any_mix_of_batches_and_failures_is_gapless(pool: asyncpg.Pool, is
     assert sorted(len(v) for v in got.values()) == sorted(expected.values())
     for numbers in got.values():
         assert_gapless(numbers)
+
+
+async def test_two_processes_with_stale_heads_still_chain_correctly(pool: asyncpg.Pool, issuing: Issuing) -> None:
+    """Each server process remembers the series head it last wrote; another process's writes make
+    that memory stale. A stale head must only cost a retry: numbers stay 1..n and every record links
+    to the one before it."""
+    issuer, _ = await new_issuer(pool)
+    workers = [services.Issuing(issuing.secret, issuing.signer) for _ in range(3)]
+    async with pool.acquire() as conn:
+        await services.issue(conn, workers[0], issuer, [draft()])
+        for i in range(30):
+            await services.issue(conn, workers[i % 3], issuer, [draft()])
+        [a] = (await services.issue(conn, workers[1], issuer, [draft()])).invoices
+        await services.void(conn, issuing, issuer, a.id, "void moves the chain without a number")
+        await services.issue(conn, workers[2], issuer, [draft()])
+        rows = await conn.fetch("""SELECT chain_seq, prev_hash, record_hash FROM invoices WHERE issuer_id = $1
+                                   UNION ALL SELECT v.chain_seq, v.prev_hash, v.record_hash FROM voids v
+                                   JOIN invoices i ON i.id = v.invoice_id WHERE i.issuer_id = $1
+                                   ORDER BY chain_seq""", uuid.UUID(issuer.id))
+    assert [r["chain_seq"] for r in rows] == list(range(1, 35))
+    assert all(b["prev_hash"] == a["record_hash"] for a, b in zip(rows, rows[1:], strict=False))
+    [numbers] = (await numbers_of(pool, issuer)).values()
+    assert_gapless(numbers)
+    assert len(numbers) == 33

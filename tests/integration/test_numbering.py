@@ -4,6 +4,7 @@ and with connections killed mid-transaction (pg_terminate_backend)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import uuid
 
@@ -226,7 +227,7 @@ async def test_two_processes_with_stale_heads_still_chain_correctly(pool: asyncp
                                    JOIN invoices i ON i.id = v.invoice_id WHERE i.issuer_id = $1
                                    ORDER BY chain_seq""", uuid.UUID(issuer.id))
     assert [r["chain_seq"] for r in rows] == list(range(1, 35))
-    assert all(b["prev_hash"] == a["record_hash"] for a, b in zip(rows, rows[1:], strict=False))
+    assert all(b["prev_hash"] == a["record_hash"] for a, b in itertools.pairwise(rows))
     [numbers] = (await numbers_of(pool, issuer)).values()
     assert_gapless(numbers)
     assert len(numbers) == 33

@@ -49,6 +49,9 @@ class Issuing:
     # Last known head per (issuer, label, year), so a single issue usually needs no read: a stale
     # entry only costs a retry (the insert checks the head), never a wrong number.
     heads: dict[tuple[str, str, int], repository.SeriesHead] = field(default_factory=dict, compare=False)
+    # Issues under way per series in this process: a second one would only race the first, so it
+    # takes the locking path and queues on the row instead.
+    in_flight: dict[tuple[str, str, int], int] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -194,9 +197,20 @@ async def _issue_one_optimistic(conn: asyncpg.Connection, issuing: Issuing, issu
                                 draft: Draft) -> Invoice | None:
     """Number, seal and sign one record against the series head as last seen, outside any lock, then
     append it in one statement that checks the head is unchanged. None when the series does not
-    exist yet or the head kept moving (contention): the caller takes the locking path."""
+    exist yet, is busy in this process, or its head kept moving: the caller takes the locking path."""
     now = issuing.clock()
     key = (issuer.id, draft.series, series_year(now))
+    if issuing.in_flight.get(key):
+        return None
+    issuing.in_flight[key] = 1
+    try:
+        return await _append_optimistic(conn, issuing, issuer, draft, now, key)
+    finally:
+        del issuing.in_flight[key]
+
+
+async def _append_optimistic(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, draft: Draft,
+                             now: datetime, key: tuple[str, str, int]) -> Invoice | None:
     head = issuing.heads.get(key) or await repository.read_head(conn, issuer.id, draft.series, key[2])
     for _ in range(OPTIMISTIC_TRIES):
         if head is None:

@@ -200,11 +200,11 @@ def _services_for(settings: Settings) -> Iterator[Settings]:
     embedded ones started in the data folder and stopped on exit."""
     from dataclasses import replace
 
-    from invoicing.embedded import embedded_postgres, embedded_redis
+    from invoicing.embedded import embedded_postgres, embedded_redis, postgres_data_dir
 
     with contextlib.ExitStack() as stack:
         if not settings.database_url:
-            print(f"starting embedded PostgreSQL in {settings.data_dir / 'pg'} ...")
+            print(f"starting embedded PostgreSQL in {postgres_data_dir(settings.data_dir)} ...")
             settings = replace(settings, database_url=stack.enter_context(embedded_postgres(settings.data_dir)))
         if not settings.redis_url:
             print(f"starting embedded Redis in {settings.data_dir} ...")

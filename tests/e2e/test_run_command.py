@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from invoicing.embedded import postgres_data_dir
 from tests.conftest import ROOT, free_port
 from tests.samples import invoice_body
 
@@ -70,7 +71,7 @@ def test_run_starts_everything_embedded_and_stops_cleanly(tmp_path: Path) -> Non
         out = _stop(proc)
     assert proc.returncode == 0, out
     assert "stopped" in out
-    assert not (tmp_path / "pg" / "pg" / "postmaster.pid").exists()  # the embedded PostgreSQL was stopped
+    assert not (postgres_data_dir(tmp_path) / "postmaster.pid").exists()  # the embedded PostgreSQL was stopped
 
     proc, lines = _start(tmp_path, port)  # a second run reuses the data and the same demo issuer
     try:

@@ -1,1 +1,120 @@
-"""Fixtures of the verification tests (registered by conftest's pytest_plugins)."""
+"""Fixtures of the verification tests (registered by conftest's pytest_plugins).
+
+One server per run for verification (`verify_server`), started with SMS_BACKEND=twilio against a
+session-wide fake Twilio, so the JSON endpoint, the page and the SMS webhook are all tested on it. Each
+test gets its own client address (uvicorn trusts X-Forwarded-For from 127.0.0.1), so per-address limits
+never leak between tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import random
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from twilio.request_validator import RequestValidator
+
+from invoicing.settings import Settings
+from tests.conftest import ServerProcess
+from tests.fake_twilio import FakeTwilio
+from tests.samples import invoice_body
+
+TWILIO_FROM = "+15005550006"
+
+
+def random_mobile() -> str:
+    """A valid Chinese mobile number in E.164 that no other test uses."""
+    return "+86139" + f"{random.randrange(10**8):08d}"
+
+
+def random_address() -> str:
+    return f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+
+
+def keyed_hash(settings: Settings, kind: str, value: str) -> str:
+    """The service's keyed hash of an address or phone (Verifier.hash)."""
+    secret = (settings.check_code_secret or "").encode()
+    return hmac.new(secret, f"{kind}|{value}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def twilio_signature(token: str, url: str, params: dict[str, str]) -> str:
+    """X-Twilio-Signature as Twilio documents it: HMAC-SHA1 over the URL and the sorted parameters."""
+    return str(RequestValidator(token).compute_signature(url, params))
+
+
+@pytest.fixture(scope="session")
+def session_twilio() -> Iterator[FakeTwilio]:
+    fake = FakeTwilio().start()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture(scope="session")
+def twilio_settings(settings: Settings, session_twilio: FakeTwilio) -> Settings:
+    """The test settings with the Twilio SMS backend pointed at the fake."""
+    return dataclasses.replace(
+        settings, sms_backend="twilio", twilio_account_sid=session_twilio.account_sid,
+        twilio_auth_token=session_twilio.auth_token, twilio_from_number=TWILIO_FROM,
+        twilio_api_base_url=session_twilio.base_url,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def verify_server(settings: Settings, session_twilio: FakeTwilio, output_dir: Path) -> Iterator[ServerProcess]:
+    """`invoiceloop serve` with SMS_BACKEND=twilio at the fake Twilio."""
+    srv = ServerProcess(
+        settings, output_dir / "verify-server.log", SMS_BACKEND="twilio", TWILIO_ACCOUNT_SID=session_twilio.account_sid,
+        TWILIO_AUTH_TOKEN=session_twilio.auth_token, TWILIO_FROM_NUMBER=TWILIO_FROM,
+        TWILIO_API_BASE_URL=session_twilio.base_url,
+    )  # fmt: skip
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+async def consumer(verify_server: ServerProcess) -> AsyncIterator[Any]:
+    """An unauthenticated client with its own client address (`.address`)."""
+    address = random_address()
+    async with httpx.AsyncClient(base_url=verify_server.base_url, timeout=30,
+                                 headers={"X-Forwarded-For": address}) as client:  # fmt: skip
+        client.address = address  # type: ignore[attr-defined]
+        yield client
+
+
+@pytest.fixture
+async def seller(verify_server: ServerProcess, pool: Any) -> AsyncIterator[Any]:
+    """An issuer's client on the verification server; `await seller.issue(**overrides)` -> Invoice JSON."""
+    from tests.conftest import new_issuer
+
+    issuer, key = await new_issuer(pool)
+    async with httpx.AsyncClient(base_url=verify_server.base_url, timeout=60,
+                                 headers={"Authorization": f"Bearer {key}"}) as client:  # fmt: skip
+
+        async def issue(**overrides: Any) -> dict[str, Any]:
+            response = await client.post("/v1/invoices", json=invoice_body(**overrides))
+            assert response.status_code == 201, response.text
+            return dict(response.json())
+
+        client.issuer = issuer  # type: ignore[attr-defined]
+        client.issue = issue  # type: ignore[attr-defined]
+        yield client
+
+
+def query_of(invoice: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """The JSON verification fields of an issued invoice (right details unless overridden)."""
+    body = {"invoice_code": invoice["invoice_code"], "invoice_number": invoice["invoice_number"],
+            "issue_date": invoice["issue_date"], "check_code_last6": invoice["check_code"][-6:]}  # fmt: skip
+    body.update(overrides)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def wrong_last6(invoice: dict[str, Any]) -> str:
+    """Six digits that are not the invoice's check code tail."""
+    right = invoice["check_code"][-6:]
+    return f"{(int(right) + 1) % 10**6:06d}"

@@ -1,0 +1,126 @@
+"""The verification page: every outcome over HTTP, and the real page in headless Chromium (Playwright),
+on a phone-sized and a desktop-sized screen, with screenshots in test-output/verify/."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from tests.conftest import ServerProcess
+from tests.verification_fixtures import random_address, wrong_last6
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]  # fmt: skip
+SCREENS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "height": 900}}
+
+
+def form_of(invoice: dict[str, Any], **overrides: str) -> dict[str, str]:
+    fields = {"invoice_code": invoice["invoice_code"], "invoice_number": invoice["invoice_number"],
+              "issue_date": invoice["issue_date"], "check_code_last6": invoice["check_code"][-6:],
+              "total_amount": "", "phone": ""}  # fmt: skip
+    fields.update(overrides)
+    return fields
+
+
+def result_of(html: str) -> str:
+    match = re.search(r'data-result="([a-z_]+)"', html)
+    assert match, html[:2000]
+    return match[1]
+
+
+async def test_every_outcome_on_the_page(consumer: Any, seller: Any, pool: asyncpg.Pool) -> None:
+    ok, voided, reversed_, partial, tampered = [await seller.issue() for _ in range(5)]
+    await seller.post(f"/v1/invoices/{voided['id']}/void", json={"reason": "开错了"})
+    await seller.post(f"/v1/invoices/{reversed_['id']}/credit-notes", json={"reason": "退货"})
+    await seller.post(f"/v1/invoices/{partial['id']}/credit-notes",
+                      json={"reason": "部分", "lines": [{"line_no": 1, "quantity": "1"}]})  # fmt: skip
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE invoices SET content = jsonb_set(content, '{remarks}', '\"x\"') WHERE id = $1",
+                           uuid.UUID(tampered["id"]))  # fmt: skip
+    cases = [(ok, {}, "valid"), (voided, {}, "voided"), (reversed_, {}, "reversed"), (partial, {}, "partially_credited"),
+             (tampered, {}, "tampered"), (ok, {"invoice_number": "99999999"}, "not_found"),
+             (ok, {"check_code_last6": "", "total_amount": ok["total_amount"]}, "valid")]  # fmt: skip
+    for invoice, overrides, outcome in cases:
+        page = await consumer.post("/verify", data=form_of(invoice, **overrides))
+        assert page.status_code == 200 and result_of(page.text) == outcome
+        assert page.headers["content-type"].startswith("text/html")
+    for _ in range(5):
+        page = await consumer.post("/verify", data=form_of(ok, check_code_last6=wrong_last6(ok)))
+        assert result_of(page.text) == "mismatch"
+    assert result_of((await consumer.post("/verify", data=form_of(ok))).text) == "locked"
+
+
+async def test_page_shows_masked_buyer_and_field_errors(consumer: Any, seller: Any) -> None:
+    invoice = await seller.issue()
+    page = (await consumer.post("/verify", data=form_of(invoice))).text
+    assert "张*" in page and "+86 138****8000" in page and "13800138000" not in page
+    assert invoice["check_code"] not in page and invoice["seller"]["tax_id"] in page
+    bad = await consumer.post("/verify", data=form_of(invoice, invoice_code="12", issue_date="2026-13-40"))
+    assert bad.status_code == 422 and "12-digit invoice code" in bad.text and "issue date" in bad.text
+    blank = await consumer.get("/verify")
+    assert blank.status_code == 200 and "data-result" not in blank.text and "<form" in blank.text
+    assert "<link" not in blank.text and "<script" not in blank.text  # nothing fetched from elsewhere
+
+
+async def test_qr_url_with_forged_signature_says_so(consumer: Any, seller: Any) -> None:
+    invoice = await seller.issue()
+    forged = re.sub(r"&s=[^&]+", "&s=" + "A" * 86, invoice["verify_url"])
+    page = (await consumer.get(forged)).text
+    assert 'id="qr-signature"' in page and "QR signature invalid" in page
+    assert result_of(page) == "valid"  # the details still match; the badge warns about the QR itself
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+async def new_page(browser: Browser, screen: str) -> Page:
+    context = await browser.new_context(viewport=SCREENS[screen], locale="zh-CN",
+                                        extra_http_headers={"X-Forwarded-For": random_address()})  # fmt: skip
+    return await context.new_page()
+
+
+@pytest.mark.parametrize("screen", ["phone", "desktop"])
+async def test_browser_form_qr_and_mismatch(
+    browser: Browser, verify_server: ServerProcess, seller: Any, output_dir: Path, screen: str
+) -> None:
+    shots = output_dir / "verify"
+    shots.mkdir(exist_ok=True)
+    invoice = await seller.issue(lines=3)
+    page = await new_page(browser, screen)
+    await page.goto(verify_server.base_url + "/verify")
+    await page.screenshot(path=str(shots / f"{screen}-form.png"), full_page=True)
+    await page.fill("#invoice_code", invoice["invoice_code"])
+    await page.fill("#invoice_number", invoice["invoice_number"].lstrip("0"))
+    await page.fill("#issue_date", invoice["issue_date"])
+    await page.fill("#check_code_last6", invoice["check_code"][-6:])
+    await page.click("button[type=submit]")
+    assert await page.get_attribute("#result", "data-result") == "valid"
+    assert "查验一致" in await page.inner_text("#result") and "张*" in await page.inner_text("#invoice")
+    await page.screenshot(path=str(shots / f"{screen}-valid.png"), full_page=True)
+
+    await page.goto(invoice["verify_url"])
+    assert await page.get_attribute("#result", "data-result") == "valid"
+    assert "QR signature valid" in await page.inner_text("#qr-signature")
+    await page.screenshot(path=str(shots / f"{screen}-qr.png"), full_page=True)
+
+    await page.fill("#check_code_last6", wrong_last6(invoice))
+    await page.click("button[type=submit]")
+    assert await page.get_attribute("#result", "data-result") == "mismatch"
+    assert "查验不一致" in await page.inner_text("#result")
+    assert await page.query_selector("#invoice") is None
+    await page.screenshot(path=str(shots / f"{screen}-mismatch.png"), full_page=True)
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= SCREENS[screen]["width"]  # nothing sticks out sideways
+    await page.context.close()

@@ -1,0 +1,90 @@
+"""The SMS outbox jobs on real PostgreSQL: send once, retry with Retry, give up, and the sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import asyncpg
+import pytest
+from arq import Retry
+
+from invoicing.cli import main
+from verification import jobs
+from verification import repository as vrepo
+from verification.sms import SmsSendFailed
+
+
+class FlakySms:
+    def __init__(self, failures: int) -> None:
+        self.failures, self.sent = failures, []
+
+    async def send(self, to: str, body: str) -> str:
+        if self.failures:
+            self.failures -= 1
+            raise SmsSendFailed("Twilio refused the message (HTTP 500)")
+        self.sent.append((to, body))
+        return f"SM{len(self.sent)}"
+
+
+class FakeArq:
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Any, ...]] = []
+
+    async def enqueue_job(self, *args: Any, _job_id: str | None = None) -> None:
+        self.jobs.append((*args, _job_id))
+
+
+async def outbox_row(pool: asyncpg.Pool) -> int:
+    async with pool.acquire() as conn:
+        outbox_id = await vrepo.add_sms(conn, "receipt", None, "+8613912345678", "【发票查验】查验一致。Genuine.")
+    assert outbox_id is not None
+    return outbox_id
+
+
+async def status_of(pool: asyncpg.Pool, outbox_id: int) -> asyncpg.Record:
+    async with pool.acquire() as conn:
+        return await conn.fetchrow("SELECT status, attempts, provider_id, last_error FROM sms_outbox WHERE id = $1",
+                                   outbox_id)  # fmt: skip
+
+
+async def test_sent_once_then_nothing_to_do(pool: asyncpg.Pool) -> None:
+    outbox_id, sms = await outbox_row(pool), FlakySms(0)
+    assert await jobs.send_sms({"pool": pool, "sms": sms, "job_try": 1}, outbox_id) == "sent"
+    assert await jobs.send_sms({"pool": pool, "sms": sms, "job_try": 1}, outbox_id) == "nothing to do"
+    row = await status_of(pool, outbox_id)
+    assert row["status"] == "sent" and row["provider_id"] == "SM1" and len(sms.sent) == 1
+
+
+async def test_retries_then_gives_up(pool: asyncpg.Pool) -> None:
+    outbox_id, sms = await outbox_row(pool), FlakySms(10)
+    for job_try in range(1, jobs.MAX_TRIES):
+        with pytest.raises(Retry):
+            await jobs.send_sms({"pool": pool, "sms": sms, "job_try": job_try}, outbox_id)
+        assert (await status_of(pool, outbox_id))["status"] == "pending"
+    assert await jobs.send_sms({"pool": pool, "sms": sms, "job_try": jobs.MAX_TRIES}, outbox_id) == "failed"
+    row = await status_of(pool, outbox_id)
+    assert row["status"] == "failed" and row["attempts"] == jobs.MAX_TRIES and "HTTP 500" in row["last_error"]
+
+
+async def test_sweep_re_enqueues_lost_rows(pool: asyncpg.Pool) -> None:
+    outbox_id = await outbox_row(pool)
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE sms_outbox SET created_at = now() - interval '1 minute' WHERE id = $1", outbox_id)
+    arq = FakeArq()
+    assert await jobs.sweep_sms({"pool": pool, "redis": arq}) >= 1
+    mine = [job for job in arq.jobs if job[1] == outbox_id]
+    assert mine and mine[0][0] == "send_sms" and "sweep" in mine[0][2]
+    assert await jobs.send_sms({"pool": pool, "sms": FlakySms(0), "job_try": 1}, outbox_id) == "sent"
+
+
+async def test_stats_command_shows_mismatches(settings: Any, seller: Any, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    await seller.issue()
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    assert await asyncio.to_thread(main, ["stats", "--json"]) == 0
+    months = json.loads(capsys.readouterr().out)["months"]
+    assert months and all("mismatches" in m and "verified_share" in m for m in months)
+    assert await asyncio.to_thread(main, ["stats"]) == 0
+    assert "mismatches" in capsys.readouterr().out.splitlines()[0]

@@ -1,0 +1,105 @@
+"""The abuse limits on real Redis, with short windows: counting, locks, the global ceiling, resets."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+import redis.asyncio as aioredis
+
+from invoicing.errors import RateLimited
+from verification.limits import GO, LOCKED, TRUSTED, LimitFigures, Limits, LimitsUnavailable, day_ttl_s
+
+SHORT = LimitFigures(rate_per_window=3, rate_window_s=1, mismatches_to_lock=2, global_mismatches=4, lock_ttl_s=1,
+                     receipts_per_phone=2, receipts_per_client=3, inbound_per_sender=2)  # fmt: skip
+
+
+@pytest.fixture
+async def limits(redis_url: str) -> AsyncIterator[Limits]:
+    client = aioredis.from_url(redis_url)
+    yield Limits(client, SHORT)
+    await client.aclose()
+
+
+def test_figures_from_settings_extra_and_day_ttl() -> None:
+    figures = LimitFigures.from_extra({"VERIFY_RATE_PER_WINDOW": "7", "OTHER": "x"})
+    assert figures.rate_per_window == 7 and figures.mismatches_to_lock == 5
+    assert day_ttl_s(datetime(2026, 11, 27, 15, 59, 0, tzinfo=UTC)) == 60  # 23:59 in Shanghai
+    assert Limits(None).redis is None
+
+
+async def test_rate_limit_429_then_resets(limits: Limits) -> None:
+    client = secrets.token_hex(8)
+    await asyncio.sleep(1.01 - time.time() % 1)  # all in one fixed window
+    for _ in range(3):
+        await limits.check_rate(client)
+    with pytest.raises(RateLimited) as refused:
+        await limits.check_rate(client)
+    assert refused.value.retry_after_s == 1
+    await asyncio.sleep(1.05)
+    await limits.check_rate(client)
+
+
+async def guess(limits: Limits, invoice: str, client: str, trusted: bool = False) -> int:
+    return await limits.begin(invoice, client, trusted=trusted, rate=False)
+
+
+async def test_pair_lock_and_global_ceiling(limits: Limits) -> None:
+    invoice, guesser, holder = secrets.token_hex(8), "g" + secrets.token_hex(4), "h" + secrets.token_hex(4)
+    assert await guess(limits, invoice, holder) == GO
+    await limits.give_back(invoice, holder, matched=True)  # the holder succeeded: reservation given back
+    for _ in range(2):
+        assert await guess(limits, invoice, guesser) == GO
+    assert await guess(limits, invoice, guesser) == LOCKED  # the pair is locked
+    assert await guess(limits, invoice, holder) == GO
+    await limits.give_back(invoice, holder, matched=True)
+    results = [await guess(limits, invoice, f"o{i}") for i in range(3)]
+    assert results == [GO, GO, LOCKED]  # 2 + 2 mismatches reach the ceiling of 4
+    assert await guess(limits, invoice, holder) == GO  # succeeded today: still served
+    await limits.give_back(invoice, holder, matched=True)
+    assert await guess(limits, invoice, "o9") == LOCKED
+    assert await guess(limits, invoice, "qr-user", trusted=True) == TRUSTED  # a signed QR is no guess
+    await asyncio.sleep(1.05)
+    assert await guess(limits, invoice, guesser) == GO  # the lock has expired
+
+
+async def test_not_found_gives_the_reservation_back(limits: Limits) -> None:
+    invoice, client = secrets.token_hex(8), secrets.token_hex(4)
+    for _ in range(5):
+        assert await guess(limits, invoice, client) == GO
+        await limits.give_back(invoice, client, matched=False)
+    assert await guess(limits, invoice, "other") == GO
+
+
+async def test_rate_counted_in_the_same_round_trip(limits: Limits) -> None:
+    client = secrets.token_hex(8)
+    await asyncio.sleep(1.01 - time.time() % 1)
+    for _ in range(3):
+        await limits.begin("x", client, trusted=True)
+    with pytest.raises(RateLimited):
+        await limits.begin("x", client, trusted=True)
+
+
+async def test_a_burst_cannot_pass_the_lock(limits: Limits) -> None:
+    invoice, guesser = secrets.token_hex(8), secrets.token_hex(4)
+    results = await asyncio.gather(*(guess(limits, invoice, guesser) for _ in range(20)))
+    assert results.count(GO) == 2
+
+
+async def test_sms_caps(limits: Limits) -> None:
+    client, phone, sender = (secrets.token_hex(6) for _ in range(3))
+    assert [await limits.allow_receipt(client, phone) for _ in range(3)] == [True, True, False]
+    assert await limits.allow_receipt(secrets.token_hex(6), secrets.token_hex(6))
+    assert [await limits.allow_inbound(sender) for _ in range(3)] == [True, True, False]
+
+
+async def test_redis_down_refuses_with_503() -> None:
+    unreachable = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    with pytest.raises(LimitsUnavailable) as refused:
+        await Limits(unreachable).begin("x", "y", trusted=False)
+    assert refused.value.status == 503
+    await unreachable.aclose()

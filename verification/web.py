@@ -1,0 +1,91 @@
+"""The verification page (`GET /verify`, `POST /verify`): zh-CN first with English beside, one HTML page
+with inline CSS (nothing from a CDN). Opened from an invoice's QR URL it checks the QR's signature against
+our published key and verifies at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from litestar import Request, Response, get, post
+from litestar.datastructures import State
+
+from invoicing.errors import RateLimited, ValidationFailed
+from verification.model import OUTCOME_TEXT, fields_from_qr, parse_query
+from verification.qr import QR_FIELDS, QrCheck, check_qr_params
+from verification.services import Verification, Verifier, verify
+from verification.views import client_address, masked_invoice
+
+FORM_FIELDS = ("invoice_code", "invoice_number", "issue_date", "check_code_last6", "total_amount", "phone")
+_ENV = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
+# Colour of each outcome on the page: good, warning, bad.
+TONE = {"valid": "good", "voided": "warn", "reversed": "warn", "partially_credited": "warn", "locked": "warn",
+        "mismatch": "bad", "not_found": "bad", "tampered": "bad"}  # fmt: skip
+_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
+
+
+def render(status: int = 200, **context: Any) -> Response[str]:
+    """The page with this context (form values, result, QR check, errors)."""
+    html = _ENV.get_template("verify.html").render(**context)
+    return Response(html, status_code=status, media_type="text/html; charset=utf-8", headers=_HEADERS)
+
+
+def _result_context(result: Verification, qr: QrCheck | None) -> dict[str, Any]:
+    zh, en = OUTCOME_TEXT[result.outcome]
+    return {
+        "result": result.outcome, "tone": TONE[result.outcome], "zh": zh, "en": en,
+        "invoice": masked_invoice(result.invoice) if result.invoice else None,
+        "times_verified": result.times_verified, "receipt": result.receipt,
+        "first_verified_at": result.first_verified_at.strftime("%Y-%m-%d %H:%M UTC") if result.first_verified_at else None,
+        "qr": qr,
+    }  # fmt: skip
+
+
+async def _answer(
+    request: Request[Any, Any, Any], state: State, fields: dict[str, str], qr: QrCheck | None
+) -> Response[str]:
+    """Verify `fields` and render the result; field errors and the rate limit are shown on the page."""
+    verifier: Verifier = state.verifier
+    client = client_address(request)
+    shown = {k: v for k, v in fields.items() if k != "phone"}
+    try:
+        query = parse_query(fields)
+    except ValidationFailed as exc:
+        return render(422, form=shown, errors={e.field: e.message for e in exc.errors}, qr=qr)
+    trusted = qr is not None and qr.valid
+    asker = verifier.asker("web", client, query.phone, via_qr=trusted,
+                           full_check_code=qr.fields["k"] if trusted and qr else None)  # fmt: skip
+    try:
+        result = await verify(verifier, query, asker)
+    except RateLimited as exc:
+        response = render(429, form=shown, limited=exc.retry_after_s)
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+    return render(form=shown, **_result_context(result, qr))
+
+
+@get("/verify", tags=["verification"], include_in_schema=False)
+async def verify_page(request: Request[Any, Any, Any], state: State) -> Response[str]:
+    """The form; opened from a QR URL (`?c=&n=&d=&...`) it fills itself and shows the result at once."""
+    params = {k: v for k, v in request.query_params.items() if isinstance(v, str)}
+    if not any(name in params for name in QR_FIELDS):
+        return render(form={})
+    verifier: Verifier = state.verifier
+    async with verifier.pool.acquire() as conn:
+        key_id = params.get("kid", "")
+        keys = {key_id: key} if (key := await verifier.public_key(conn, key_id)) else {}
+    qr = check_qr_params(params, keys)
+    fields = fields_from_qr(params)
+    day = fields.get("issue_date", "")
+    if len(day) == 8 and day.isdigit():  # shown in the form as YYYY-MM-DD
+        fields["issue_date"] = f"{day[:4]}-{day[4:6]}-{day[6:]}"
+    return await _answer(request, state, fields, qr)
+
+
+@post("/verify", tags=["verification"], include_in_schema=False, request_max_body_size=16 * 1024)
+async def verify_form(request: Request[Any, Any, Any], state: State) -> Response[str]:
+    """The form's answer as a page (the same field names as `POST /v1/verifications`)."""
+    form = await request.form()
+    fields = {name: str(form.get(name) or "") for name in FORM_FIELDS}  # empty fields count as absent
+    return await _answer(request, state, fields, None)

@@ -1,0 +1,161 @@
+"""The postal operator API (API.md "Postal operator API") and the issuer's `GET /v1/invoices/{id}/delivery`.
+
+Operator keys work only here and issuer keys never do (401); an operator sees only its own manifests,
+orders and labels (404 otherwise)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from typing import Any, Literal
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.params import Parameter
+from litestar.response import Response, Stream
+
+from delivery import events, export, labels, services
+from delivery import repository as repo
+from delivery.model import parse_tracking_number
+from invoicing.api import authenticate, decode, provide_issuer
+from invoicing.errors import FieldError, NotFound, ValidationFailed
+from invoicing.formats import rfc3339
+from invoicing.repository import Issuer
+
+MAX_EVENTS = 1000
+EVENTS_MAX_BYTES = 4 * 1024 * 1024
+MEDIA = {"json": "application/json", "csv": "text/csv; charset=utf-8", "pdf": "application/pdf"}
+
+
+class EventsIn(msgspec.Struct, forbid_unknown_fields=True):
+    events: list[Any]  # each event is checked on its own (model.validate_event), so one bad one refuses only itself
+
+
+async def provide_operator(request: Request[Any, Any, Any]) -> str:
+    """The operator id of the bearer key; 401 for an issuer key or none."""
+    return await authenticate(request, "operator")
+
+
+def _cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"m{seq}".encode()).decode().rstrip("=")
+
+
+def _from_cursor(cursor: str | None) -> int | None:
+    if not cursor:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if text.startswith("m") and text[1:].isdigit():
+            return int(text[1:])
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise ValidationFailed(errors=[FieldError("cursor", "is not a cursor this API gave out")])
+
+
+def _manifest_json(row: Any) -> dict[str, Any]:
+    item = export.header(row)
+    item["created_at"] = rfc3339(row["created_at"])
+    item["closed_at"] = rfc3339(row["closed_at"]) if row["closed_at"] else None
+    return item
+
+
+class PostalController(Controller):
+    path = "/v1/postal"
+    tags = ["postal"]  # noqa: RUF012 - litestar reads these class attributes
+    dependencies = {"operator_id": Provide(provide_operator)}  # noqa: RUF012
+
+    @get("/manifests", description="This operator's manifests, newest first, in cursor pages.")
+    async def list_manifests(
+        self, state: State, operator_id: str, limit: int = Parameter(default=50, ge=1, le=500),
+        cursor: str | None = None, status: Literal["open", "closed"] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        async with state.pool.acquire() as conn:
+            rows = await repo.list_manifests(conn, operator_id, status, _from_cursor(cursor), limit)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {"items": [_manifest_json(r) for r in rows], "next_cursor": _cursor(rows[-1]["seq"]) if more else None}
+
+    @get("/manifests/{manifest_id:str}",
+         description="One manifest as `json` (default), `csv` (FORMATS.md) or a printable `pdf`; streamed.")  # fmt: skip
+    async def get_manifest(
+        self, state: State, operator_id: str, manifest_id: str,
+        format: Literal["json", "csv", "pdf"] = Parameter(query="format", default="json"),
+    ) -> Stream:  # fmt: skip
+        async with state.pool.acquire() as conn:
+            row = await services.get_manifest(conn, operator_id, manifest_id)
+        name = f"manifest-{row['manifest_number']}.{format}"
+        headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+        if format == "csv":
+            body = export.csv_stream(state.pool, row)
+        elif format == "pdf":
+            body = export.file_stream(await export.pdf_file(state.pool, row))
+        else:
+            body = export.json_stream(state.pool, row)
+        return Stream(body, media_type=MEDIA[format], headers=headers)
+
+    @post("/manifests/{manifest_id:str}/close", status_code=200,
+          description="Hand the manifest over: frozen, its orders dispatched; 409 when already closed.")  # fmt: skip
+    async def close(self, state: State, operator_id: str, manifest_id: str) -> dict[str, Any]:
+        async with state.pool.acquire() as conn:
+            row = await services.close_manifest(conn, operator_id, manifest_id)
+        return _manifest_json(row)
+
+    @get("/labels/{tracking_number:str}", media_type="application/pdf",
+         description="The 100 x 150 mm address label with the tracking barcode.")  # fmt: skip
+    async def label(self, state: State, operator_id: str, tracking_number: str) -> Response[bytes]:
+        number = parse_tracking_number(tracking_number)
+        async with state.pool.acquire() as conn:
+            row = await conn.fetchrow(LABEL_ROW, str(number), operator_id) if number else None
+        if row is None:
+            raise NotFound(f"no delivery order {tracking_number} for this operator")
+        data = labels.LabelData(row["tracking_number"], labels.address_from(row["address"]), row["phone"],
+                                row["invoice_code"], row["invoice_number"], row["issuer_name"], row["issuer_address"],
+                                row["issuer_phone"], row["operator_name"])  # fmt: skip
+        body = await asyncio.to_thread(labels.render_label, data)
+        disposition = f'inline; filename="label-{row["tracking_number"]}.pdf"'
+        return Response(body, media_type="application/pdf", headers={"Content-Disposition": disposition})
+
+    @post("/events", status_code=200, request_max_body_size=EVENTS_MAX_BYTES,
+          description="Up to 1000 tracking events; each is accepted, a duplicate, or rejected with its reason.")  # fmt: skip
+    async def post_events(self, request: Request[Any, Any, Any], state: State, operator_id: str) -> dict[str, Any]:
+        payload = decode(await request.body(), EventsIn)
+        if not 1 <= len(payload.events) <= MAX_EVENTS:
+            raise ValidationFailed(errors=[FieldError("events", f"send 1 to {MAX_EVENTS} events")])
+        async with state.pool.acquire() as conn:
+            result = await events.ingest(conn, operator_id, payload.events)
+        if result.sms_orders:
+            await state.queue.enqueue("send_delivery_sms", result.sms_orders, job_id=f"sms:{result.sms_orders[0]}")
+        return result.as_json()
+
+
+LABEL_ROW = """
+SELECT d.tracking_number, d.address, d.phone, i.invoice_code, i.invoice_number, s.name AS issuer_name,
+       s.address AS issuer_address, s.phone AS issuer_phone, o.name AS operator_name
+  FROM delivery_orders d JOIN invoices i ON i.id = d.invoice_id JOIN issuers s ON s.id = d.issuer_id
+  JOIN operators o ON o.id = d.operator_id
+ WHERE d.tracking_number = $1 AND d.operator_id = $2::uuid"""
+
+
+def _delivery_json(found: dict[str, Any]) -> dict[str, Any]:
+    def text(value: Any) -> Any:
+        if isinstance(value, uuid.UUID):
+            return str(value)
+        return rfc3339(value) if hasattr(value, "astimezone") else value
+
+    out = {k: text(v) for k, v in found.items() if k != "events"}
+    out["events"] = [{k: text(v) for k, v in e.items()} for e in found["events"]]
+    return out
+
+
+@get("/v1/invoices/{invoice_id:str}/delivery", dependencies={"issuer": Provide(provide_issuer)}, tags=["invoices"])
+async def invoice_delivery(state: State, issuer: Issuer, invoice_id: str) -> dict[str, Any]:
+    """The postal delivery order of this issuer's invoice: status, tracking number, events (404 for electronic)."""
+    async with state.pool.acquire() as conn:
+        found = await events.delivery_of(conn, issuer.id, invoice_id)
+    return _delivery_json(found)
+
+
+ROUTES = [PostalController, invoice_delivery]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from litestar import Request
 
 from invoicing.model import Invoice, money_str
 from verification.model import mask_name, mask_phone
+
+# Parsing a phone costs ~0.2 ms; the same buyers' phones come back again and again.
+cached_mask_phone = functools.lru_cache(maxsize=4096)(mask_phone)
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:
@@ -21,7 +25,7 @@ def masked_invoice(inv: Invoice) -> dict[str, Any]:
         "kind": inv.kind, "invoice_code": inv.invoice_code, "invoice_number": inv.invoice_number,
         "issue_date": inv.issue_date.isoformat(), "status": inv.status, "currency": inv.currency,
         "seller": {"name": inv.seller.name, "tax_id": inv.seller.tax_id},
-        "buyer": {"name": mask_name(inv.buyer.name), "phone": mask_phone(inv.buyer.phone) if inv.buyer.phone else None},
+        "buyer": {"name": mask_name(inv.buyer.name), "phone": cached_mask_phone(inv.buyer.phone) if inv.buyer.phone else None},
         "lines": [{"description": ln.description, "unit": ln.unit, "quantity": str(ln.quantity),
                    "unit_price": money_str(ln.unit_price), "tax_rate": str(ln.tax_rate),
                    "amount": money_str(ln.amount), "tax_amount": money_str(ln.tax_amount)} for ln in inv.lines],

@@ -37,6 +37,8 @@ def test_valid_and_each_way_it_fails() -> None:
 
 
 def test_page_escapes_and_shows_errors() -> None:
-    html = render(422, form={"invoice_code": "<script>x</script>"}, errors={"invoice_code": "must be 12 digits"}).content
+    html = render(
+        422, form={"invoice_code": "<script>x</script>"}, errors={"invoice_code": "must be 12 digits"}
+    ).content
     text = html.decode() if isinstance(html, bytes) else str(html)
     assert "&lt;script&gt;" in text and "<script>x" not in text and "must be 12 digits" in text

@@ -1,0 +1,231 @@
+"""Benchmark: JSON verifications per second and p99 at 64 connections, beside a bare route doing one
+primary-key SELECT on the same pool and a bare route touching nothing, all served by the same uvicorn
+setup (2 workers) in the same run. Only 127.0.0.1; bounded in time (~40 s in all).
+
+Run: `python -m bench.bench_verify` (DATABASE_URL/REDIS_URL default to the local servers; a throwaway
+database is created and dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from litestar import get
+from litestar.datastructures import State
+
+from invoicing import db, services
+from invoicing.settings import Settings
+
+SERVER_PG = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+CONNECTIONS, SECONDS, WARMUP_S, INVOICES = 64, 8.0, 1.5, 300  # wrk warms up with a run of its own
+DATA_DIR = Path("test-output/bench-data")
+
+
+@get("/bench/bare")
+async def bare() -> dict[str, bool]:
+    """Touches nothing."""
+    return {"ok": True}
+
+
+@get("/bench/select")
+async def select_one(state: State) -> dict[str, Any]:
+    """One primary-key SELECT on the app's pool."""
+    async with state.pool.acquire() as conn:
+        row = await conn.fetchval("SELECT times_verified FROM invoices WHERE id = $1", state.bench_id)
+    return {"n": row}
+
+
+def bench_app() -> Any:
+    """The service (every route, limits on with a ceiling the bench cannot reach) plus the bare routes."""
+    import uuid
+
+    from invoicing.app import create_app, extra_routes
+
+    settings = dataclasses.replace(Settings.from_env(), extra={"VERIFY_RATE_PER_WINDOW": "1000000000"})
+    app = create_app(settings, extra_routes=[*extra_routes(), bare, select_one])
+    app.state.bench_id = uuid.UUID(os.environ["BENCH_INVOICE_ID"])
+    return app
+
+
+async def _load(port: int, make: Any) -> tuple[float, list[float], int]:
+    """64 keep-alive connections sending requests for SECONDS after WARMUP_S; (req/s, latencies, errors)."""
+    latencies: list[float] = []
+    errors = 0
+    start = time.perf_counter()
+    measure_from, stop_at = start + WARMUP_S, start + WARMUP_S + SECONDS
+
+    async def connection() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while (now := time.perf_counter()) < stop_at:
+            writer.write(make())
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            if now >= measure_from:
+                latencies.append(time.perf_counter() - now)
+                errors += not head.startswith(b"HTTP/1.1 200")
+        writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(CONNECTIONS)))
+    return len(latencies) / SECONDS, latencies, errors
+
+
+WRK_SCRIPT = """
+local bodies = {}
+local i = 0
+for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
+wrk.method = os.getenv("BENCH_METHOD")
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  i = i + 1
+  wrk.headers["X-Forwarded-For"] = "10.1." .. (i % 250) .. "." .. (math.floor(i / 250) % 250 + 1)
+  if #bodies == 0 then return wrk.format(nil, os.getenv("BENCH_PATH")) end
+  return wrk.format(nil, os.getenv("BENCH_PATH"), nil, bodies[(i % #bodies) + 1])
+end
+"""
+
+
+def _wrk(port: int, method: str, path: str, bodies: list[bytes], seconds: float = SECONDS) -> tuple[float, float, int]:
+    """(req/s, p99 ms, non-2xx) from `wrk` (C: the load generator costs little of the 2 cores)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script, lines = Path(tmp) / "bench.lua", Path(tmp) / "bodies.jsonl"
+        script.write_text(WRK_SCRIPT)
+        lines.write_bytes(b"".join(body + b"\n" for body in bodies))
+        env = {**os.environ, "BENCH_BODIES": str(lines), "BENCH_PATH": path, "BENCH_METHOD": method}
+        args = ["wrk", "-t", "2", "-c", str(CONNECTIONS), "-d", f"{seconds:.0f}s", "--timeout", "30s", "--latency",
+                "-s", str(script), f"http://127.0.0.1:{port}{path}"]  # fmt: skip
+        out = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rate, p99, int(bad[1]) if bad else 0
+
+
+def _maker(method: str, path: str, bodies: list[bytes]) -> Any:
+    """A function giving the next raw request (rotating bodies and client addresses)."""
+    counter = iter(range(10**9))
+
+    def make() -> bytes:
+        n = next(counter)
+        return _request(
+            method, path, bodies[n % len(bodies)] if bodies else b"", f"10.0.{n % 250}.{n // 250 % 250 + 1}"
+        )
+
+    return make
+
+
+def _request(method: str, path: str, body: bytes = b"", address: str = "127.0.0.1") -> bytes:
+    head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: {address}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")  # fmt: skip
+    return head.encode() + body
+
+
+async def _prepare(url: str) -> tuple[list[bytes], str]:
+    """A migrated database with one issuer and INVOICES invoices; the verification bodies."""
+    from invoicing.app import load_issuing
+    from invoicing.validation import invoice_request
+    from tests.conftest import valid_uscc
+
+    await db.migrate_url(url)
+    pool = await db.create_pool(url, max_size=4)
+    settings = Settings(database_url=url, check_code_secret="bench-secret", data_dir=DATA_DIR)
+    issuing = await load_issuing(settings, pool)
+    line = {"description": "办公椅", "unit": "把", "quantity": "2", "unit_price": "100.00", "tax_rate": "0.13"}
+    request = invoice_request({"buyer": {"name": "张三", "phone": "+8613800138000"}, "lines": [line]},
+                              settings.tax_rates)  # fmt: skip
+    async with pool.acquire() as conn:
+        issuer, _ = await services.create_issuer(conn, name="基准测试有限公司", tax_id=valid_uscc(), region="4401")
+        issued = await services.issue(conn, issuing, issuer, [services.draft_of(request)] * INVOICES)
+    await pool.close()
+    bodies = [json.dumps({"invoice_code": i.invoice_code, "invoice_number": i.invoice_number,
+                          "issue_date": i.issue_date.isoformat(), "check_code_last6": i.check_code[-6:]}).encode()
+              for i in issued.invoices]  # fmt: skip
+    return bodies, issued.invoices[0].id
+
+
+def _p99(latencies: list[float]) -> float:
+    ordered = sorted(latencies)
+    return ordered[int(len(ordered) * 0.99)] * 1000 if ordered else float("nan")
+
+
+async def _run(url: str) -> dict[str, tuple[float, float, int]]:
+    bodies, invoice_id = await _prepare(url)
+    port = random.randint(20000, 40000)
+    env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": REDIS, "CHECK_CODE_SECRET": "bench-secret",
+           "INVOICELOOP_DATA_DIR": str(DATA_DIR), "BENCH_INVOICE_ID": invoice_id}  # fmt: skip
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "uvicorn", "bench.bench_verify:bench_app", "--factory", "--workers", "2",
+        "--port", str(port), "--log-level", "warning", "--no-access-log", env=env,
+    )  # fmt: skip
+    try:
+        await _wait(port)
+        cases = [("bare", "GET", "/bench/bare", []), ("pk_select", "GET", "/bench/select", []),
+                 ("verify", "POST", "/v1/verifications", bodies)]  # fmt: skip
+        results = {}
+        for name, method, path, payloads in cases:
+            if shutil.which("wrk"):
+                await asyncio.to_thread(_wrk, port, method, path, payloads, 2)  # warm-up run, discarded
+                results[name] = await asyncio.to_thread(_wrk, port, method, path, payloads)
+            else:  # a Python load loop (it takes a good part of the CPU itself)
+                rate, latencies, errors = await _load(port, _maker(method, path, payloads))
+                results[name] = (rate, _p99(latencies), errors)
+        return results
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 15)
+
+
+async def _wait(port: int) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(150):
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                await asyncio.sleep(0.1)
+    raise RuntimeError("the bench server did not start")
+
+
+async def main() -> None:
+    """Create a throwaway database, measure the three routes, print the figures and ratios, drop it."""
+    name = f"invoiceloop_bench_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(SERVER_PG)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    try:
+        results = await _run(SERVER_PG.rsplit("/", 1)[0] + "/" + name)
+    finally:
+        conn = await asyncpg.connect(SERVER_PG)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+    print(
+        f"{CONNECTIONS} connections, {SECONDS:.0f} s each, uvicorn 2 workers, load from {'wrk' if shutil.which('wrk') else 'python'}"
+    )
+    for name, (rate, p99, errors) in results.items():
+        print(f"  {name:10} {rate:9.0f} req/s   p99 {p99:7.1f} ms   non-200: {errors}")
+    verify_rate = results["verify"][0]
+    print(f"  verify / pk_select = {verify_rate / results['pk_select'][0]:.2f}, "
+          f"verify / bare = {verify_rate / results['bare'][0]:.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    asyncio.run(main())

@@ -54,6 +54,7 @@ class Settings:
             tax_rates=tuple(Decimal(r) for r in rates.split()) if rates else DEFAULT_TAX_RATES,
             db_pool_max=int(env.get("INVOICELOOP_DB_POOL_MAX") or 20),
             key_cache_ttl_s=float(env.get("INVOICELOOP_KEY_CACHE_TTL_S") or 5.0),
+            extra={k: v for k, v in env.items() if k.startswith("VERIFY_")},  # limit overrides, docs/verification.md
         )
 
     @property

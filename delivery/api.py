@@ -20,6 +20,7 @@ from litestar.response import Response, Stream
 from delivery import events, export, labels, services
 from delivery import repository as repo
 from delivery.model import parse_tracking_number
+from invoicing import formats, repository
 from invoicing.api import authenticate, decode, provide_issuer
 from invoicing.errors import FieldError, NotFound, ValidationFailed
 from invoicing.formats import rfc3339
@@ -109,11 +110,15 @@ class PostalController(Controller):
         number = parse_tracking_number(tracking_number)
         async with state.pool.acquire() as conn:
             row = await conn.fetchrow(LABEL_ROW, str(number), operator_id) if number else None
-        if row is None:
+            invoice = (
+                await repository.get_invoice_row(conn, str(row["issuer_id"]), str(row["invoice_id"])) if row else None
+            )
+        if row is None or invoice is None:
             raise NotFound(f"no delivery order {tracking_number} for this operator")
+        url = formats.verify_url(state.settings.public_base_url, repository.to_invoice(invoice))
         data = labels.LabelData(row["tracking_number"], labels.address_from(row["address"]), row["phone"],
                                 row["invoice_code"], row["invoice_number"], row["issuer_name"], row["issuer_address"],
-                                row["issuer_phone"], row["operator_name"])  # fmt: skip
+                                row["issuer_phone"], row["operator_name"], url)  # fmt: skip
         body = await asyncio.to_thread(labels.render_label, data)
         disposition = f'inline; filename="label-{row["tracking_number"]}.pdf"'
         return Response(body, media_type="application/pdf", headers={"Content-Disposition": disposition})
@@ -132,7 +137,7 @@ class PostalController(Controller):
 
 
 LABEL_ROW = """
-SELECT d.tracking_number, d.address, d.phone, i.invoice_code, i.invoice_number, s.name AS issuer_name,
+SELECT d.tracking_number, d.invoice_id, d.issuer_id, d.address, d.phone, i.invoice_code, i.invoice_number, s.name AS issuer_name,
        s.address AS issuer_address, s.phone AS issuer_phone, o.name AS operator_name
   FROM delivery_orders d JOIN invoices i ON i.id = d.invoice_id JOIN issuers s ON s.id = d.issuer_id
   JOIN operators o ON o.id = d.operator_id

@@ -13,11 +13,12 @@ from reportlab.lib.units import mm
 from reportlab.pdfgen.canvas import Canvas
 
 from invoicing.model import Address, province_code
-from invoicing.pdfparts import LATIN_FONT, address_lines, draw_address_block, draw_code128, draw_text
+from invoicing.pdfparts import LATIN_FONT, address_lines, draw_address_block, draw_code128, draw_qr, draw_text
 
 PAGE = (100 * mm, 150 * mm)
 MARGIN = 5 * mm
 WIDTH = PAGE[0] - 2 * MARGIN
+QR_SIZE = 27 * mm  # FORMATS.md: at least 25 mm
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class LabelData:
     sender_address: str
     sender_phone: str | None
     operator_name: str
+    verify_url: str | None = None  # the invoice's QR URL (FORMATS.md: a QR on every invoice and label)
 
 
 def address_from(stored: Mapping[str, Any]) -> Address:
@@ -62,7 +64,10 @@ def render_label(data: LabelData) -> bytes:
     y = _rule(canvas, min(y + 4, 62 * mm))
     draw_text(canvas, MARGIN, y - 11, "寄件人 From", 8)
     sender = [data.sender_name, data.sender_address, f"电话 {data.sender_phone}" if data.sender_phone else ""]
-    y = draw_address_block(canvas, MARGIN + 4, y - 24, WIDTH - 8, [s for s in sender if s], size=9, leading=12)
+    text_width = WIDTH - 8 - (QR_SIZE + 3 * mm if data.verify_url else 0)
+    y = draw_address_block(canvas, MARGIN + 4, y - 24, text_width, [s for s in sender if s], size=9, leading=12)
+    if data.verify_url:
+        _qr(canvas, data.verify_url)
     y = _rule(canvas, min(y + 3, 24 * mm))
     draw_text(canvas, MARGIN, y - 12, "内件 Contents: 发票 Invoice", 8)
     draw_text(canvas, MARGIN, y - 26, f"发票代码 {data.invoice_code}   发票号码 {data.invoice_number}", 10,
@@ -70,6 +75,13 @@ def render_label(data: LabelData) -> bytes:
     canvas.showPage()
     canvas.save()
     return buffer.getvalue()
+
+
+def _qr(canvas: Canvas, url: str) -> None:
+    """The invoice's verification QR (27 mm, quiet zone inside the section) with its caption, bottom right."""
+    x = PAGE[0] - MARGIN - QR_SIZE
+    draw_qr(canvas, x, 30 * mm, url, QR_SIZE)
+    draw_text(canvas, x + QR_SIZE / 2, 26 * mm, "扫码查验 / Scan to verify", 6.5, align="center")
 
 
 def _rule(canvas: Canvas, y: float) -> float:

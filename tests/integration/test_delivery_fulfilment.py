@@ -54,15 +54,22 @@ async def test_sigkill_three_times_every_order_gets_exactly_one_number(
     issuer, _ = await new_issuer(pool)
     queue = Queue(settings.redis_url)
     ids: list[str] = []
+
+    async def issue_stream() -> None:  # 40 issues of 10, each nudged as the issuer API does, over ~4 s
+        for _ in range(40):
+            batch = await issue_postal(pool, issuing, issuer, 10, province, batch=10)
+            await queue.enqueue("fulfil_orders", batch, job_id=f"fulfil:{batch[0]}")
+            ids.extend(batch)
+            await asyncio.sleep(0.07)
+
     worker = start_worker()
-    for round_no in range(3):
-        batch = await issue_postal(pool, issuing, issuer, 134 if round_no < 2 else 132, province, batch=20)
-        for start in range(0, len(batch), 20):  # what the issuer API does after each commit
-            await queue.enqueue("fulfil_orders", batch[start : start + 20], job_id=f"fulfil:{batch[start]}")
-        ids.extend(batch)
-        await asyncio.sleep(1.0 + 0.4 * round_no)  # mid-way through the jobs
+    await asyncio.sleep(1.5)  # the worker is up
+    stream = asyncio.create_task(issue_stream())
+    for _ in range(3):  # SIGKILL while orders are arriving and being fulfilled
+        await asyncio.sleep(1.2)
         worker.kill()
         worker = start_worker()
+    await stream
     await queue.close()
 
     async def all_done() -> bool:

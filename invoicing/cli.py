@@ -170,10 +170,14 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps({"months": months}, ensure_ascii=False))
         return 0
-    print(f"{'month':8} {'invoices':>9} {'amount':>16} {'verified':>9} {'delivered':>10} {'voided':>7} {'credits':>8} {'mismatches':>10}")
+    columns = [("month", 8), ("invoices", 9), ("amount", 16), ("verified", 9), ("delivered", 10), ("returned", 9),
+               ("no operator", 12), ("voided", 7), ("credits", 8), ("mismatches", 10)]
+    print(" ".join(f"{name:>{width}}" if i else f"{name:{width}}" for i, (name, width) in enumerate(columns)))
     for m in months:
-        print(f"{m['month']:8} {m['invoices']:>9} {m['amount']:>16} {m['verified_share']:>9.1%} "
-              f"{m['delivered_share']:>10.1%} {m['voided']:>7} {m['credit_notes']:>8} {m.get('mismatches', 0):>10}")
+        values = [m["month"], m["invoices"], m["amount"], f"{m['verified_share']:.1%}", f"{m['delivered_share']:.1%}",
+                  m.get("returned", 0), m.get("pending_without_operator", 0), m["voided"], m["credit_notes"],
+                  m.get("mismatches", 0)]
+        print(" ".join(f"{v:>{w}}" if i else f"{v:{w}}" for i, (v, (_, w)) in enumerate(zip(values, columns, strict=True))))
     return 0
 
 

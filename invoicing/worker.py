@@ -67,6 +67,8 @@ async def run_worker(settings: Settings) -> int:
     worker = build_worker(settings, handle_signals=True)
     try:
         await worker.async_run()
+    except asyncio.CancelledError:
+        pass  # SIGINT/SIGTERM: arq cancels its main task; that is a normal stop
     finally:
         await worker.close()
     return 0

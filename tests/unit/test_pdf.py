@@ -257,6 +257,95 @@ def test_fast_table_slices_make_the_same_subset() -> None:
     assert font.face.makeSubset(chars) == plain.makeSubset(chars)
 
 
+def test_glyph_cache_makes_reportlabs_subset_for_any_characters() -> None:
+    """The cached subsetter (`_GlyphCache`) against reportlab's own, composite glyphs included."""
+    import random
+
+    font = pdfmetrics.getFont(pdfparts.cjk_font())
+    plain = TTFontFile(str(pdfparts.find_cjk_font({})), subfontIndex=0)
+    codes = sorted(plain.charToGlyph)
+    composites = _composite_glyphs(plain)
+    composite = [c for c in codes if plain.charToGlyph[c] in composites][:40]
+    assert composite
+    rng = random.Random(7)
+    for size in (1, 17, 120, 255):
+        chars = rng.sample(codes, size) + composite[: size // 4] + [0x10FFFF]  # and one the font lacks
+        assert font.face.makeSubset(chars) == plain.makeSubset(chars)
+
+
+def _composite_glyphs(face: TTFontFile) -> set[int]:
+    glyf = face.get_table("glyf")
+    return {
+        g
+        for g in range(len(face.glyphPos) - 1)
+        if face.glyphPos[g + 1] - face.glyphPos[g] > 2 and glyf[face.glyphPos[g]] & 0x80
+    }
+
+
+def test_split_string_numbers_characters_as_reportlab_does() -> None:
+    """`_SubsetFont.splitString`'s fast path against reportlab's, over more than one subset of 256."""
+    import random
+
+    from reportlab.pdfbase.pdfdoc import PDFDocument
+    from reportlab.pdfbase.ttfonts import TTFont
+
+    ours = pdfmetrics.getFont(pdfparts.cjk_font())
+    plain = TTFont("PlainCJK", str(pdfparts.find_cjk_font({})), subfontIndex=0, asciiReadable=False)
+    rng = random.Random(3)
+    pool = [chr(c) for c in sorted(plain.face.charToGlyph) if 0x4E00 <= c < 0x9FA5][:400] + list("AB 1,.\xa0")
+    texts = ["", "\xa0", "发票 No.1", "\U0010fffd?"] + [
+        "".join(rng.choices(pool, k=rng.randint(1, 12))) for _ in range(300)
+    ]
+    doc_ours, doc_plain = PDFDocument(), PDFDocument()
+    for text in texts + texts:
+        assert ours.splitString(text, doc_ours) == plain.splitString(text, doc_plain), text
+
+
+def test_widths_arrays_write_the_same_bytes_as_reportlab() -> None:
+    from reportlab.pdfbase.pdfdoc import PDFArray, PDFDocument
+
+    doc = PDFDocument()
+    for seq in ([], [500], list(range(10)), list(range(11)), [1000, 0.5, 333.3333, 250] * 64):
+        assert pdfparts._Numbers(seq).format(doc) == PDFArray(seq).format(doc)
+
+
+def test_forms_get_the_stream_bytes_reportlab_would_give_them() -> None:
+    from invoicing import pdf
+
+    for literal in ("0 0 m 10 10 l S (a\\(b\\)) Tj\t\x7f", "(caf\xe9 \u2022) Tj"):  # ASCII; PDFDocEncoding
+        streams = []
+        for kind in (Canvas, pdf._Canvas):
+            c = kind(io.BytesIO())
+            c.beginForm("f")
+            c.setFillColorRGB(1, 0, 0)
+            c.addLiteral(literal)
+            c.endForm()
+            streams.append(c._doc.idToObject["FormXob.f"].stream)
+        assert streams[0] == streams[1]
+
+
+def test_streams_are_zipped_at_a_fast_level_for_our_documents_only() -> None:
+    import zlib
+
+    from reportlab.pdfbase import pdfdoc
+
+    from invoicing import pdf
+
+    default = pdfdoc.PDFZCompress
+    zipped = render(sample_invoice(3))
+    assert pdfdoc.PDFZCompress is default and type(default) is pdfdoc.PDFStreamFilterZCompress
+    assert zipped.count(b"/FlateDecode") == 5  # head and void forms, page, font file, ToUnicode
+    assert b"/FlateDecode" not in render_invoice_pdf(sample_invoice(3), "https://x.example", compress=False)
+    raw = b"0 0 m 10 10 l S " * 500
+    assert pdf._FLATE.encode(raw) == zlib.compress(raw, pdf.ZLIB_LEVEL) != zlib.compress(raw)
+    buf = io.BytesIO()  # any other reportlab document keeps reportlab's filter (zlib's default level)
+    c = Canvas(buf)
+    c.drawString(10, 10, "x")
+    c.save()
+    assert b"/FlateDecode" in buf.getvalue()
+    assert pdfdoc.PDFZCompress is default
+
+
 def test_address_block_and_barcode_pieces_draw_on_any_canvas() -> None:
     buf = io.BytesIO()
     c = Canvas(buf, pagesize=(100 * mm, 150 * mm))

@@ -6,7 +6,6 @@ orders and labels (404 otherwise)."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import uuid
 from typing import Any, Literal
 
@@ -21,7 +20,7 @@ from delivery import events, export, labels, services
 from delivery import repository as repo
 from delivery.model import parse_tracking_number
 from invoicing import formats, repository
-from invoicing.api import authenticate, decode, provide_issuer
+from invoicing.api import authenticate, decode, decode_cursor, encode_cursor, provide_issuer
 from invoicing.errors import FieldError, NotFound, ValidationFailed
 from invoicing.formats import rfc3339
 from invoicing.repository import Issuer
@@ -38,22 +37,6 @@ class EventsIn(msgspec.Struct, forbid_unknown_fields=True):
 async def provide_operator(request: Request[Any, Any, Any]) -> str:
     """The operator id of the bearer key; 401 for an issuer key or none."""
     return await authenticate(request, "operator")
-
-
-def _cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"m{seq}".encode()).decode().rstrip("=")
-
-
-def _from_cursor(cursor: str | None) -> int | None:
-    if not cursor:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if text.startswith("m") and text[1:].isdigit():
-            return int(text[1:])
-    except (ValueError, UnicodeDecodeError):
-        pass
-    raise ValidationFailed(errors=[FieldError("cursor", "is not a cursor this API gave out")])
 
 
 def _manifest_json(row: Any) -> dict[str, Any]:
@@ -74,10 +57,10 @@ class PostalController(Controller):
         cursor: str | None = None, status: Literal["open", "closed"] | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         async with state.pool.acquire() as conn:
-            rows = await repo.list_manifests(conn, operator_id, status, _from_cursor(cursor), limit)
+            rows = await repo.list_manifests(conn, operator_id, status, decode_cursor(cursor, "m"), limit)
         more = len(rows) > limit
         rows = rows[:limit]
-        return {"items": [_manifest_json(r) for r in rows], "next_cursor": _cursor(rows[-1]["seq"]) if more else None}
+        return {"items": [_manifest_json(r) for r in rows], "next_cursor": encode_cursor(rows[-1]["seq"], "m") if more else None}
 
     @get("/manifests/{manifest_id:str}",
          description="One manifest as `json` (default), `csv` (FORMATS.md) or a printable `pdf`; streamed.")  # fmt: skip

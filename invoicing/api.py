@@ -161,17 +161,19 @@ def invoice_json(inv: Invoice, base_url: str) -> dict[str, Any]:
     }
 
 
-def _cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+def encode_cursor(seq: int, tag: str = "s") -> str:
+    """An opaque list cursor: the last row's sequence number, tagged by list kind."""
+    return base64.urlsafe_b64encode(f"{tag}{seq}".encode()).decode().rstrip("=")
 
 
-def _from_cursor(cursor: str | None) -> int | None:
+def decode_cursor(cursor: str | None, tag: str = "s") -> int | None:
+    """The sequence number in a cursor of this list kind; 422 naming `cursor` for anything else."""
     if not cursor:
         return None
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if text.startswith("s") and text[1:].isdigit():
-            return int(text[1:])
+        if text.startswith(tag) and text[len(tag):].isdigit():
+            return int(text[len(tag):])
     except (ValueError, UnicodeDecodeError):
         pass
     raise ValidationFailed(errors=[FieldError("cursor", "is not a cursor this API gave out")])
@@ -347,11 +349,11 @@ class InvoiceController(Controller):
     ) -> dict[str, Any]:
         filt = repository.ListFilter(status, issued_from, issued_to, invoice_number, invoice_code, kind)
         async with state.pool.acquire() as conn:
-            rows = await repository.list_invoices(conn, issuer.id, filt, _from_cursor(cursor), limit)
+            rows = await repository.list_invoices(conn, issuer.id, filt, decode_cursor(cursor), limit)
         more = len(rows) > limit
         rows = rows[:limit]
         items = [invoice_json(repository.to_invoice(r), state.settings.public_base_url) for r in rows]
-        return {"items": items, "next_cursor": _cursor(rows[-1]["seq"]) if more else None}
+        return {"items": items, "next_cursor": encode_cursor(rows[-1]["seq"]) if more else None}
 
     @post("/{invoice_id:str}/void", request_max_body_size=64 * 1024, status_code=200,
           description="Void an invoice of this month that nobody verified and the post has not taken (409 otherwise).")

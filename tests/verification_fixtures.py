@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import hmac
 import random
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,17 @@ def wrong_last6(invoice: dict[str, Any]) -> str:
     """Six digits that are not the invoice's check code tail."""
     right = invoice["check_code"][-6:]
     return f"{(int(right) + 1) % 10**6:06d}"
+
+
+async def invoices_in_every_state(seller: Any, pool: Any) -> list[dict[str, Any]]:
+    """Five invoices of `seller`: issued, voided, reversed, partially credited, and one whose stored
+    content was edited behind the service's back (so it verifies as tampered)."""
+    ok, voided, reversed_, partial, tampered = [await seller.issue() for _ in range(5)]
+    await seller.post(f"/v1/invoices/{voided['id']}/void", json={"reason": "开错了"})
+    await seller.post(f"/v1/invoices/{reversed_['id']}/credit-notes", json={"reason": "退货"})
+    await seller.post(f"/v1/invoices/{partial['id']}/credit-notes",
+                      json={"reason": "部分", "lines": [{"line_no": 1, "quantity": "1"}]})  # fmt: skip
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE invoices SET content = jsonb_set(content, '{remarks}', '\"x\"') WHERE id = $1",
+                           uuid.UUID(tampered["id"]))  # fmt: skip
+    return [ok, voided, reversed_, partial, tampered]

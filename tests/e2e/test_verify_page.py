@@ -4,7 +4,6 @@ on a phone-sized and a desktop-sized screen, with screenshots in test-output/ver
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from tests.conftest import ServerProcess
-from tests.verification_fixtures import random_address, wrong_last6
+from tests.verification_fixtures import invoices_in_every_state, random_address, wrong_last6
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]  # fmt: skip
@@ -36,14 +35,7 @@ def result_of(html: str) -> str:
 
 
 async def test_every_outcome_on_the_page(consumer: Any, seller: Any, pool: asyncpg.Pool) -> None:
-    ok, voided, reversed_, partial, tampered = [await seller.issue() for _ in range(5)]
-    await seller.post(f"/v1/invoices/{voided['id']}/void", json={"reason": "开错了"})
-    await seller.post(f"/v1/invoices/{reversed_['id']}/credit-notes", json={"reason": "退货"})
-    await seller.post(f"/v1/invoices/{partial['id']}/credit-notes",
-                      json={"reason": "部分", "lines": [{"line_no": 1, "quantity": "1"}]})  # fmt: skip
-    async with pool.acquire() as conn:
-        await conn.execute("UPDATE invoices SET content = jsonb_set(content, '{remarks}', '\"x\"') WHERE id = $1",
-                           uuid.UUID(tampered["id"]))  # fmt: skip
+    ok, voided, reversed_, partial, tampered = await invoices_in_every_state(seller, pool)
     cases = [(ok, {}, "valid"), (voided, {}, "voided"), (reversed_, {}, "reversed"), (partial, {}, "partially_credited"),
              (tampered, {}, "tampered"), (ok, {"invoice_number": "99999999"}, "not_found"),
              (ok, {"check_code_last6": "", "total_amount": ok["total_amount"]}, "valid")]  # fmt: skip

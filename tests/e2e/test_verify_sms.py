@@ -17,7 +17,13 @@ from invoicing.settings import Settings
 from invoicing.worker import build_worker
 from tests.conftest import ServerProcess
 from tests.fake_twilio import FakeTwilio
-from tests.verification_fixtures import TWILIO_FROM, random_mobile, twilio_signature, wrong_last6
+from tests.verification_fixtures import (
+    TWILIO_FROM,
+    invoices_in_every_state,
+    random_mobile,
+    twilio_signature,
+    wrong_last6,
+)
 from verification.sms import USAGE_TEXT, verify_twilio_signature
 
 DOC_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
@@ -90,14 +96,7 @@ async def test_every_outcome_by_sms(
     verify_server: ServerProcess, session_twilio: FakeTwilio, seller: Any, pool: asyncpg.Pool
 ) -> None:
     token, sender = session_twilio.auth_token, random_mobile()
-    ok, voided, reversed_, partial, tampered = [await seller.issue() for _ in range(5)]
-    await seller.post(f"/v1/invoices/{voided['id']}/void", json={"reason": "开错了"})
-    await seller.post(f"/v1/invoices/{reversed_['id']}/credit-notes", json={"reason": "退货"})
-    await seller.post(f"/v1/invoices/{partial['id']}/credit-notes",
-                      json={"reason": "部分", "lines": [{"line_no": 1, "quantity": "1"}]})  # fmt: skip
-    async with pool.acquire() as conn:
-        await conn.execute("UPDATE invoices SET content = jsonb_set(content, '{remarks}', '\"x\"') WHERE id = $1",
-                           uuid.UUID(tampered["id"]))  # fmt: skip
+    ok, voided, reversed_, partial, tampered = await invoices_in_every_state(seller, pool)
     expected = [(ok, None, "查验一致"), (voided, None, "已作废"), (reversed_, None, "已全额红冲"),
                 (partial, None, "已部分红冲"), (tampered, None, "记录校验异常"), (ok, wrong_last6(ok), "信息不符")]  # fmt: skip
     for invoice, last6, words in expected:

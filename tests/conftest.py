@@ -148,16 +148,38 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-class ServerProcess:
+class CliProcess:
+    """An `invoiceloop ...` command in a subprocess against the test settings, output to `log_path`."""
+
+    def __init__(self, settings: Settings, log_path: Path, args: list[str], *, log_mode: str = "w",
+                 **extra_env: str) -> None:
+        self.log_path = log_path
+        self.log = open(log_path, log_mode)
+        self.proc = subprocess.Popen([sys.executable, "-m", "invoicing.cli", *args], env=_env(settings, **extra_env),
+                                     cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+class ServerProcess(CliProcess):
+    """`invoiceloop serve` on a free port, ready (healthz answers) when constructed."""
+
     def __init__(self, settings: Settings, log_path: Path, *, workers: int = 1, **extra_env: str) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        env = _env(settings, PUBLIC_BASE_URL=self.base_url, **extra_env)
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "invoicing.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
-            env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        super().__init__(settings, log_path, ["serve", "--port", str(self.port), "--workers", str(workers)],
+                         PUBLIC_BASE_URL=self.base_url, **extra_env)
         self._wait()
 
     def _wait(self) -> None:
@@ -172,14 +194,6 @@ class ServerProcess:
                 pass
             time.sleep(0.1)
         raise RuntimeError("server did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,6 @@ Operators serve provinces globally and the database is shared by the session, so
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -22,7 +20,7 @@ from invoicing.model import DEFAULT_TAX_RATES, PROVINCES
 from invoicing.repository import Issuer
 from invoicing.settings import Settings
 from invoicing.validation import invoice_request
-from tests.conftest import ROOT, ServerProcess, _env
+from tests.conftest import CliProcess, ServerProcess
 from tests.samples import invoice_body
 
 # One province per test that relies on the province's operator; 54 (Tibet) is never served in tests.
@@ -56,27 +54,11 @@ async def new_operator(pool: asyncpg.Pool, provinces: list[str], name: str = "æµ
         return await delivery_services.create_operator(conn, name=name, provinces=provinces)
 
 
-class WorkerProcess:
-    """`invoiceloop worker` in a subprocess (the real arq worker)."""
+class WorkerProcess(CliProcess):
+    """`invoiceloop worker` in a subprocess (the real arq worker); its log is appended to across restarts."""
 
     def __init__(self, settings: Settings, log_path: Path, **extra_env: str) -> None:
-        self.log_path = log_path
-        self.log = open(log_path, "a")
-        self.proc = subprocess.Popen([sys.executable, "-m", "invoicing.cli", "worker"], env=_env(settings, **extra_env),
-                                     cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
+        super().__init__(settings, log_path, ["worker"], log_mode="a", **extra_env)
 
 
 @pytest.fixture

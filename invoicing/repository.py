@@ -261,7 +261,7 @@ async def insert_records(conn: asyncpg.Connection, issuer_id: str, key_id: str, 
 INVOICE_SELECT = """
 SELECT i.id, i.issuer_id, s.label AS series, i.status, i.content, i.record_hash, i.signature, i.key_id,
        i.original_invoice_id, i.voided_at, i.void_reason, i.times_verified, i.first_verified_at, i.series_id,
-       i.chain_seq, i.seq, d.status AS delivery_status, d.tracking_number
+       i.chain_seq, i.seq, i.invoice_code, i.invoice_number, d.status AS delivery_status, d.tracking_number
   FROM invoices i JOIN series s ON s.id = i.series_id LEFT JOIN delivery_orders d ON d.invoice_id = i.id"""
 
 GET_INVOICE = INVOICE_SELECT + " WHERE i.id = $1 AND i.issuer_id = $2"

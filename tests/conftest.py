@@ -93,11 +93,33 @@ def database_url(server_url: str) -> Iterator[str]:
     asyncio.run(teardown())
 
 
+REDIS_TEST_DBS = range(1, 13)  # 13-15 are left to benchmarks and people
+
+
+def _claim_redis_db() -> tuple[int, Any]:
+    """A Redis database no other test run is using: its marker key is set only when absent (it expires
+    after an hour, so a crashed run's database is taken over). What an earlier run left is flushed."""
+    import redis
+
+    for number in random.sample(REDIS_TEST_DBS, len(REDIS_TEST_DBS)):
+        client = redis.Redis(host="127.0.0.1", port=6379, db=number)
+        if client.set("invoiceloop:test-run", os.getpid(), nx=True, ex=3600):
+            client.flushdb()
+            client.set("invoiceloop:test-run", os.getpid(), ex=3600)
+            return number, client
+        client.close()
+    raise RuntimeError(f"every Redis database in {REDIS_TEST_DBS} is held by another test run")
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Redis on 127.0.0.1:6379 (a database number of its own for this run), else embedded."""
+    """Redis on 127.0.0.1:6379 (a database number of its own for this run, emptied before and after),
+    else embedded."""
     if port_open("127.0.0.1", 6379) and not FORCE_EMBEDDED:
-        yield f"redis://127.0.0.1:6379/{random.randint(1, 15)}"
+        number, client = _claim_redis_db()
+        yield f"redis://127.0.0.1:6379/{number}"
+        client.flushdb()
+        client.close()
     else:
         with embedded_redis(tmp_path_factory.mktemp("redis")) as url:
             yield url

@@ -8,7 +8,7 @@ Keys carry only keyed hashes of client addresses and phones, never the raw value
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,37 +27,62 @@ if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return {n, redis.call('TTL', KEYS[1])}
 """
 
-# One round trip before the lookup. KEYS: rate counter, pair mismatches, global mismatches, this client's
-# success flag. ARGV: rate limit (0: no rate limit), rate ttl_s, pair limit, global limit, lock ttl_s, trusted.
-# Returns {state, ttl}: 0 go on (one mismatch reserved on both counters, given back by `_REFUND` when the
-# details match, so a burst cannot exceed the limits), 1 locked, 2 over the rate (ttl: seconds to wait),
-# 3 go on without a reservation (trusted: a QR URL whose signature checked is no guess).
+# One round trip before the lookups of a whole batch; item i's KEYS are 4i+1..4i+4: rate counter, pair
+# mismatches, global mismatches, this client's success flag. ARGV: rate limit, rate ttl_s, pair limit,
+# global limit, lock ttl_s, then per item: rate on ('1'/'0'), trusted ('1'/'0'). Items are taken in order,
+# each atomically, so a burst inside one batch is counted as it would be one by one. Returns per item
+# {state, ttl}: 0 go on (one mismatch reserved on both counters, given back by `_REFUND` when the details
+# match, so a burst cannot exceed the limits), 1 locked, 2 over the rate (ttl: seconds to wait), 3 go on
+# without a reservation (trusted: a QR URL whose signature checked is no guess).
 _BEGIN = """
-if tonumber(ARGV[1]) > 0 then
-  local n = redis.call('INCR', KEYS[1])
-  if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-  if n > tonumber(ARGV[1]) then return {2, redis.call('TTL', KEYS[1])} end
+local function one(k, rate_on, trusted)
+  if rate_on == '1' then
+    local n = redis.call('INCR', KEYS[k + 1])
+    if n == 1 then redis.call('EXPIRE', KEYS[k + 1], ARGV[2]) end
+    if n > tonumber(ARGV[1]) then return 2, redis.call('TTL', KEYS[k + 1]) end
+  end
+  if trusted == '1' then return 3, 0 end
+  local pair = tonumber(redis.call('GET', KEYS[k + 2]) or '0')
+  local all = tonumber(redis.call('GET', KEYS[k + 3]) or '0')
+  if pair >= tonumber(ARGV[3]) then return 1, 0 end
+  if all >= tonumber(ARGV[4]) and redis.call('EXISTS', KEYS[k + 4]) == 0 then return 1, 0 end
+  redis.call('INCR', KEYS[k + 2]); redis.call('EXPIRE', KEYS[k + 2], ARGV[5])
+  redis.call('INCR', KEYS[k + 3]); redis.call('EXPIRE', KEYS[k + 3], ARGV[5])
+  return 0, 0
 end
-if ARGV[6] == '1' then return {3, 0} end
-local pair = tonumber(redis.call('GET', KEYS[2]) or '0')
-local all = tonumber(redis.call('GET', KEYS[3]) or '0')
-if pair >= tonumber(ARGV[3]) then return {1, 0} end
-if all >= tonumber(ARGV[4]) and redis.call('EXISTS', KEYS[4]) == 0 then return {1, 0} end
-redis.call('INCR', KEYS[2]); redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('INCR', KEYS[3]); redis.call('EXPIRE', KEYS[3], ARGV[5])
-return {0, 0}
+local out = {}
+for i = 0, #KEYS / 4 - 1 do
+  local state, ttl = one(i * 4, ARGV[6 + i * 2], ARGV[7 + i * 2])
+  out[#out + 1] = state; out[#out + 1] = ttl
+end
+return out
 """
 
-# Not a wrong guess: give the reserved mismatch back; ARGV[2] '1': the details matched, remember that this
-# client succeeded today (it stays served when the global ceiling trips).
+# Not wrong guesses: give the reservations back. Item i's KEYS are 3i+1..3i+3 (pair, global, success
+# flag); ARGV[1] the flag's ttl_s, ARGV[1 + i + 1] '1' when the details matched: remember that this client
+# succeeded today (it stays served when the global ceiling trips).
 _REFUND = """
-if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
-if tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then redis.call('DECR', KEYS[2]) end
-if ARGV[2] == '1' then redis.call('SET', KEYS[3], '1', 'EX', ARGV[1]) end
+for i = 0, #KEYS / 3 - 1 do
+  local k = i * 3
+  if tonumber(redis.call('GET', KEYS[k + 1]) or '0') > 0 then redis.call('DECR', KEYS[k + 1]) end
+  if tonumber(redis.call('GET', KEYS[k + 2]) or '0') > 0 then redis.call('DECR', KEYS[k + 2]) end
+  if ARGV[2 + i] == '1' then redis.call('SET', KEYS[k + 3], '1', 'EX', ARGV[1]) end
+end
 return 0
 """
 
 GO, LOCKED, LIMITED, TRUSTED = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One verification as the limits see it: the invoice (code and number), the client's hash, whether it
+    is trusted (a signed QR URL) and whether the client's rate is counted (texts have their own cap)."""
+
+    invoice: str
+    client: str
+    trusted: bool
+    rate: bool = True
 
 
 class LimitsUnavailable(DomainError):
@@ -135,32 +160,47 @@ class Limits:
         if retry is not None:
             raise self._rate_error(retry)
 
-    def _guess_keys(self, invoice: str, client: str) -> list[str]:
-        day = _day()
-        return [f"vl:miss:{invoice}:{client}:{day}", f"vl:gmiss:{invoice}:{day}", f"vl:ok:{invoice}:{client}:{day}"]
+    @staticmethod
+    def _guess_keys(invoice: str, client: str, day: str) -> tuple[str, str, str]:
+        return f"vl:miss:{invoice}:{client}:{day}", f"vl:gmiss:{invoice}:{day}", f"vl:ok:{invoice}:{client}:{day}"
 
     async def begin(self, invoice: str, client: str, *, trusted: bool, rate: bool = True) -> int:
         """Before the lookup of `invoice` (its code and number): count the client's rate (when `rate`;
         `RateLimited` over it) and tell whether the pair is locked (`LOCKED`); else `GO` with one mismatch
         reserved, or `TRUSTED` (nothing reserved)."""
+        state = (await self.begin_many([Ask(invoice, client, trusted, rate)]))[0]
+        if isinstance(state, RateLimited):
+            raise state
+        return state
+
+    async def begin_many(self, asks: Sequence[Ask]) -> list[int | RateLimited]:
+        """`begin` for a batch in one round trip: per ask its state, or the `RateLimited` to answer it with.
+        `LimitsUnavailable` (for all) when Redis cannot be reached."""
         if self.redis is None:
-            return TRUSTED
-        f = self.figures
-        keys = [self._rate_key(client), *self._guess_keys(invoice, client)]
-        args = [f.rate_per_window if rate else 0, f.rate_window_s, f.mismatches_to_lock, f.global_mismatches,
-                self._lock_ttl(), "1" if trusted else "0"]  # fmt: skip
+            return [TRUSTED] * len(asks)
+        f, day = self.figures, _day()
+        keys = [key for a in asks for key in (self._rate_key(a.client), *self._guess_keys(a.invoice, a.client, day))]
+        args: list[Any] = [f.rate_per_window, f.rate_window_s, f.mismatches_to_lock, f.global_mismatches,
+                           self._lock_ttl()]  # fmt: skip
+        args += [flag for a in asks for flag in ("1" if a.rate else "0", "1" if a.trusted else "0")]
         try:
-            state, ttl = await self._begin(keys=keys, args=args)
+            answer = await self._begin(keys=keys, args=args)
         except RedisError as exc:  # fail closed: without the counters, guessing would be unlimited
             raise LimitsUnavailable("verification is briefly unavailable; please try again shortly") from exc
-        if int(state) == LIMITED:
-            raise self._rate_error(int(ttl))
-        return int(state)
+        pairs = zip((int(x) for x in answer[0::2]), answer[1::2], strict=True)
+        return [self._rate_error(int(ttl)) if state == LIMITED else state for state, ttl in pairs]
 
     async def give_back(self, invoice: str, client: str, *, matched: bool) -> None:
         """The query was no wrong guess (details matched, or no such invoice): give the reservation back."""
-        if self.redis is not None:
-            await self._refund(keys=self._guess_keys(invoice, client), args=[self._lock_ttl(), "1" if matched else "0"])
+        await self.give_back_many([(Ask(invoice, client, False), matched)])
+
+    async def give_back_many(self, refunds: Sequence[tuple[Ask, bool]]) -> None:
+        """`give_back` for a batch of (ask, matched) in one round trip."""
+        if self.redis is None or not refunds:
+            return
+        day = _day()
+        keys = [key for a, _ in refunds for key in self._guess_keys(a.invoice, a.client, day)]
+        await self._refund(keys=keys, args=[self._lock_ttl(), *("1" if matched else "0" for _, matched in refunds)])
 
     async def allow_receipt(self, client: str, phone: str) -> bool:
         """Whether an SMS receipt may go to `phone` (hashed) asked for by `client` (counts both)."""

@@ -4,6 +4,7 @@ the SMS outbox and the inbound de-duplication. The caller owns the transaction."
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,31 +13,51 @@ import asyncpg
 
 from invoicing.repository import INVOICE_SELECT
 
-FIND_INVOICE = INVOICE_SELECT + " WHERE i.invoice_code = $1 AND i.invoice_number = $2"
+FIND_INVOICES = (
+    INVOICE_SELECT
+    + """
+ WHERE (i.invoice_code, i.invoice_number) IN (SELECT * FROM unnest($1::text[], $2::text[]))"""
+)  # noqa: S608 constants
 
-INSERT_VERIFICATION = """
-INSERT INTO verifications (invoice_id, issuer_id, channel, outcome, counted, via_qr, client_hash, phone_hash)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
-
-# One statement (one round trip, one commit) logs a verification of an existing invoice, counts it
-# (or its mismatch), and writes the buyer's one notice when asked ($10 phone, $11 text).
+# One statement (one round trip, one commit) logs a batch of verifications, counts those of existing
+# invoices (or their mismatches), and writes each buyer's one notice when asked. Invoice rows are locked
+# in id order first, and the notices are written only for locked rows, so two batches touching the same
+# invoices queue instead of deadlocking. Each verification gets the count as it stood after itself
+# (the invoice's new count less the counted ones after it in the batch).
 RECORD = """
-WITH counted AS (
-  UPDATE invoices SET times_verified = times_verified + $5::int, mismatches = mismatches + $9::int,
-         first_verified_at = CASE WHEN $5::int = 1 THEN coalesce(first_verified_at, now()) ELSE first_verified_at END
-   WHERE id = $1 RETURNING times_verified, first_verified_at
+WITH v AS MATERIALIZED (
+  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[], $6::bool[], $7::text[],
+                       $8::text[], $9::bool[], $10::text[], $11::text[])
+    WITH ORDINALITY AS v(invoice_id, issuer_id, channel, outcome, counted, via_qr, client_hash, phone_hash,
+                         mismatch, notice_phone, notice_text, ord)
+), per AS (
+  SELECT invoice_id, count(*) FILTER (WHERE counted) AS c, count(*) FILTER (WHERE mismatch) AS m
+    FROM v WHERE invoice_id IS NOT NULL GROUP BY invoice_id
+), locked AS MATERIALIZED (
+  SELECT i.id FROM invoices i WHERE i.id IN (SELECT invoice_id FROM per) ORDER BY i.id FOR NO KEY UPDATE
+), counted AS (
+  UPDATE invoices i SET times_verified = i.times_verified + per.c, mismatches = i.mismatches + per.m,
+         first_verified_at = CASE WHEN per.c > 0 THEN coalesce(i.first_verified_at, now()) ELSE i.first_verified_at END
+    FROM per JOIN locked l ON l.id = per.invoice_id
+   WHERE i.id = per.invoice_id RETURNING i.id, i.times_verified, i.first_verified_at
 ), logged AS (
   INSERT INTO verifications (invoice_id, issuer_id, channel, outcome, counted, via_qr, client_hash, phone_hash)
-  VALUES ($1, $2, $3, $4, $5::int = 1, $6, $7, $8)
+  SELECT invoice_id, issuer_id, channel, outcome, counted, via_qr, client_hash, phone_hash FROM v ORDER BY ord
 ), notice AS (
-  INSERT INTO sms_outbox (kind, invoice_id, phone, body) SELECT 'buyer_notice', $1, $10, $11 WHERE $10::text IS NOT NULL
-  ON CONFLICT (invoice_id) WHERE kind = 'buyer_notice' DO NOTHING RETURNING id
+  INSERT INTO sms_outbox (kind, invoice_id, phone, body)
+  SELECT DISTINCT ON (v.invoice_id) 'buyer_notice', v.invoice_id, v.notice_phone, v.notice_text
+    FROM v JOIN locked l ON l.id = v.invoice_id WHERE v.notice_phone IS NOT NULL ORDER BY v.invoice_id, v.ord
+  ON CONFLICT (invoice_id) WHERE kind = 'buyer_notice' DO NOTHING RETURNING id, invoice_id
 )
-SELECT c.times_verified, c.first_verified_at, (SELECT id FROM notice) AS notice_id FROM counted c"""
+SELECT v.ord, c.times_verified - coalesce(sum(v.counted::int) OVER (PARTITION BY v.invoice_id ORDER BY v.ord
+         ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0) AS times_verified,
+       c.first_verified_at, n.id AS notice_id
+  FROM v LEFT JOIN counted c ON c.id = v.invoice_id LEFT JOIN notice n ON n.invoice_id = v.invoice_id
+ ORDER BY v.ord"""
 
-INSERT_OUTBOX = """
-INSERT INTO sms_outbox (kind, invoice_id, phone, body) VALUES ($1, $2, $3, $4)
-ON CONFLICT (invoice_id) WHERE kind = 'buyer_notice' DO NOTHING RETURNING id"""
+INSERT_OUTBOX_MANY = """
+INSERT INTO sms_outbox (kind, invoice_id, phone, body)
+SELECT 'receipt', NULL, phone, body FROM unnest($1::text[], $2::text[]) AS r(phone, body) RETURNING id"""
 
 CLAIM_OUTBOX = """
 UPDATE sms_outbox SET status = 'sending', claimed_at = now(), attempts = attempts + 1
@@ -60,9 +81,20 @@ INBOUND_REPLY = "SELECT reply FROM sms_inbound WHERE message_sid = $1"
 SET_INBOUND_REPLY = "UPDATE sms_inbound SET reply = $2 WHERE message_sid = $1"
 
 
+def _uuid(text: str | None) -> uuid.UUID | None:
+    return uuid.UUID(text) if text else None
+
+
+async def find_invoices(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    """The invoice rows (as `invoicing.repository.to_invoice` reads them) by (code, number)."""
+    rows = await conn.fetch(FIND_INVOICES, [code for code, _ in keys], [number for _, number in keys])
+    return {(row["invoice_code"], row["invoice_number"]): row for row in rows}
+
+
 @dataclass(frozen=True)
 class LogEntry:
-    """One row of the verification log (hashes only, never raw addresses or phones)."""
+    """One row of the verification log (hashes only, never raw addresses or phones), with whether it
+    counts as a mismatch and the buyer notice (phone, text) to write if the buyer has none yet."""
 
     invoice_id: str | None
     issuer_id: str | None
@@ -72,44 +104,33 @@ class LogEntry:
     via_qr: bool
     client_hash: str | None
     phone_hash: str | None
-
-
-def _uuid(text: str | None) -> uuid.UUID | None:
-    return uuid.UUID(text) if text else None
-
-
-async def find_invoice(conn: asyncpg.Connection, code: str, number: str) -> asyncpg.Record | None:
-    """The invoice row (as `invoicing.repository.to_invoice` reads it) with this code and number."""
-    return await conn.fetchrow(FIND_INVOICE, code, number)
-
-
-async def log_verification(conn: asyncpg.Connection, e: LogEntry) -> None:
-    """Append one verification to the log."""
-    await conn.execute(INSERT_VERIFICATION, _uuid(e.invoice_id), _uuid(e.issuer_id), e.channel, e.outcome,
-                       e.counted, e.via_qr, e.client_hash, e.phone_hash)  # fmt: skip
+    mismatch: bool = False
+    notice: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
 class Counts:
-    """The invoice's counts after a verification, and the buyer notice written (if any)."""
+    """An invoice's counts as they stood after one verification, and the buyer notice written (if any)."""
 
-    times_verified: int
+    times_verified: int | None
     first_verified_at: datetime | None
     notice_id: int | None
 
 
-async def record(conn: asyncpg.Connection, e: LogEntry, *, mismatch: bool, notice: tuple[str, str] | None) -> Counts:
-    """Log a verification of an existing invoice, count it, and write the buyer notice (phone, text)."""
-    phone, text = notice or (None, None)
-    row = await conn.fetchrow(RECORD, _uuid(e.invoice_id), _uuid(e.issuer_id), e.channel, e.outcome, int(e.counted),
-                              e.via_qr, e.client_hash, e.phone_hash, int(mismatch), phone, text)  # fmt: skip
-    return Counts(int(row["times_verified"]), row["first_verified_at"], row["notice_id"])
+async def record(conn: asyncpg.Connection, entries: Sequence[LogEntry]) -> list[Counts]:
+    """Log verifications, count them, and write buyer notices: one statement; one `Counts` per entry."""
+    columns = list(zip(*(
+        (_uuid(e.invoice_id), _uuid(e.issuer_id), e.channel, e.outcome, e.counted, e.via_qr, e.client_hash,
+         e.phone_hash, e.mismatch, *(e.notice or (None, None))) for e in entries
+    ), strict=True))  # fmt: skip
+    rows = await conn.fetch(RECORD, *columns)
+    return [Counts(row["times_verified"], row["first_verified_at"], row["notice_id"]) for row in rows]
 
 
-async def add_sms(conn: asyncpg.Connection, kind: str, invoice_id: str | None, phone: str, body: str) -> int | None:
-    """An outbox row; None when a buyer notice for this invoice exists already."""
-    value: Any = await conn.fetchval(INSERT_OUTBOX, kind, _uuid(invoice_id), phone, body)
-    return int(value) if value is not None else None
+async def add_receipts(conn: asyncpg.Connection, receipts: Sequence[tuple[str, str]]) -> list[int]:
+    """Receipt rows (phone, text) in the outbox; their ids."""
+    rows = await conn.fetch(INSERT_OUTBOX_MANY, [phone for phone, _ in receipts], [text for _, text in receipts])
+    return [int(row["id"]) for row in rows]
 
 
 async def claim_sms(conn: asyncpg.Connection, outbox_id: int, stale_s: float) -> asyncpg.Record | None:

@@ -16,10 +16,12 @@ from typing import Any
 import asyncpg
 
 from invoicing import formats, repository
+from invoicing.errors import RateLimited
 from invoicing.keys import verify_signature
 from invoicing.model import Invoice
 from verification import repository as vrepo
-from verification.limits import GO, LOCKED, Limits
+from verification.batching import Coalescer
+from verification.limits import GO, LOCKED, Ask, Limits
 from verification.model import (
     SHOWS_INVOICE,
     InvoiceSummary,
@@ -60,7 +62,6 @@ class Verification:
     times_verified: int = 0
     first_verified_at: datetime | None = None
     receipt: str | None = None  # "queued", "daily_limit_reached" or None (no phone given)
-    outbox_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -73,6 +74,11 @@ class Verifier:
     queue: Any = None
     keys: dict[str, bytes] = field(default_factory=dict)
     good_signatures: set[tuple[str, str, str]] = field(default_factory=set)
+    lanes: int = 2  # batches in flight at once in this process
+    batches: Coalescer[_Item, Verification] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.batches = Coalescer(functools.partial(verify_batch, self), lanes=self.lanes)
 
     def hash(self, kind: str, value: str) -> str:
         """A keyed hash (HMAC-SHA256 with the server secret, 32 hex) of an address or a phone."""
@@ -107,7 +113,7 @@ async def is_tampered(v: Verifier, conn: asyncpg.Connection, row: asyncpg.Record
     return False
 
 
-async def _match(v: Verifier, row: asyncpg.Record, query: VerificationQuery, asker: Asker) -> tuple[Invoice, bool]:
+def _match(row: asyncpg.Record, query: VerificationQuery, asker: Asker) -> tuple[Invoice, bool]:
     inv = repository.to_invoice(row)
     ok = matches(query, check_code=inv.check_code, total_amount=inv.totals.total_amount, issue_date=inv.issue_date)
     if asker.full_check_code is not None:
@@ -115,54 +121,111 @@ async def _match(v: Verifier, row: asyncpg.Record, query: VerificationQuery, ask
     return inv, ok
 
 
+@dataclass(frozen=True)
+class _Item:
+    """One verification waiting for its batch."""
+
+    query: VerificationQuery
+    asker: Asker
+    rate: bool
+
+    def ask(self) -> Ask:
+        return Ask(self.query.invoice_code + self.query.invoice_number, self.asker.client_hash, self.asker.via_qr,
+                   self.rate)  # fmt: skip
+
+
+@dataclass
+class _Work:
+    """An item of a batch that got past the rate: its invoice row (if any) and its answer so far."""
+
+    item: _Item
+    row: asyncpg.Record | None
+    result: Verification
+
+    @property
+    def wants_receipt(self) -> bool:
+        return self.item.asker.phone is not None and self.item.asker.channel != "sms"  # a text gets a reply
+
+
 async def verify(v: Verifier, query: VerificationQuery, asker: Asker, *, rate: bool = True) -> Verification:
     """Verify one query: the per-client rate (when `rate`; `RateLimited` over it) and the guessing locks,
-    the lookup, the outcome, then log and count. Never raises on SMS trouble."""
-    key = query.invoice_code + query.invoice_number
-    state = await v.limits.begin(key, asker.client_hash, trusted=asker.via_qr, rate=rate)
+    the lookup, the outcome, then log and count. Never raises on SMS trouble. Concurrent calls are carried
+    out together, a batch at a time (`verification.batching`), each as it would be alone."""
+    return await v.batches.submit(_Item(query, asker, rate))
+
+
+async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | BaseException]:
+    """A batch in five round trips whatever its size: limits, lookup, refunds, log and count (one commit),
+    then the worker nudged for any SMS written."""
+    states = await v.limits.begin_many([item.ask() for item in items])
+    works: list[_Work] = []
     async with v.pool.acquire() as conn:
-        row = await vrepo.find_invoice(conn, query.invoice_code, query.invoice_number)
-        if row is None:
-            if state == GO:
-                await v.limits.give_back(key, asker.client_hash, matched=False)
-            return await _record(v, conn, None, asker, Verification("not_found"), query)
-        if state == LOCKED:
-            return await _record(v, conn, row, asker, Verification("locked"), query)
-        inv, matched = await _match(v, row, query, asker)
-        if matched and state == GO:
-            await v.limits.give_back(key, asker.client_hash, matched=True)
-        tampered = matched and await is_tampered(v, conn, row, inv)
-        if tampered:
-            log.error("integrity alarm: invoice %s fails its record hash or signature", row["id"])
-        outcome = outcome_for(row["status"], matched, tampered)
-        return await _record(
-            v, conn, row, asker, Verification(outcome, inv if outcome in SHOWS_INVOICE else None), query
-        )
-
-
-async def _record(v: Verifier, conn: asyncpg.Connection, row: asyncpg.Record | None, asker: Asker,
-                  result: Verification, query: VerificationQuery) -> Verification:  # fmt: skip
-    """Log and count in one statement (with the receipt row, in one transaction); then nudge the worker."""
-    counted = result.outcome in SHOWS_INVOICE or result.outcome == "tampered"
-    entry = vrepo.LogEntry(str(row["id"]) if row else None, str(row["issuer_id"]) if row else None, asker.channel,
-                           result.outcome, counted, asker.via_qr, asker.client_hash, asker.phone_hash)  # fmt: skip
-    wants_receipt = asker.phone is not None and asker.channel != "sms"  # a text is answered by its reply
-    async with conn.transaction() if wants_receipt else _nothing():
-        if row is None:
-            await vrepo.log_verification(conn, entry)
-        else:
-            notice = _notice(row, asker) if counted else None
-            counts = await vrepo.record(conn, entry, mismatch=result.outcome == "mismatch", notice=notice)
-            if result.outcome in SHOWS_INVOICE:  # a stranger with wrong details learns nothing, not even counts
-                result.times_verified, result.first_verified_at = counts.times_verified, counts.first_verified_at
-            if counts.notice_id is not None:
-                result.outbox_ids.append(counts.notice_id)
-        if wants_receipt:
-            await _receipt(v, conn, asker, result)
-    for outbox_id in result.outbox_ids:
-        if v.queue is not None:
+        rows = await vrepo.find_invoices(conn, [(i.query.invoice_code, i.query.invoice_number) for i in items])
+        refunds: list[tuple[Ask, bool]] = []
+        for item, state in zip(items, states, strict=True):
+            if isinstance(state, RateLimited):
+                continue
+            row = rows.get((item.query.invoice_code, item.query.invoice_number))
+            result, refund = await _judge(v, conn, row, item, state)
+            works.append(_Work(item, row, result))
+            if refund is not None:
+                refunds.append((item.ask(), refund))
+        await v.limits.give_back_many(refunds)
+        outbox_ids = await _record(v, conn, works)
+    if v.queue is not None:
+        for outbox_id in outbox_ids:
             await v.queue.enqueue("send_sms", outbox_id, job_id=f"sms:{outbox_id}:0")
-    return result
+    answers = iter(w.result for w in works)
+    return [state if isinstance(state, RateLimited) else next(answers) for state in states]
+
+
+async def _judge(v: Verifier, conn: asyncpg.Connection, row: asyncpg.Record | None, item: _Item,
+                 state: int) -> tuple[Verification, bool | None]:  # fmt: skip
+    """The answer to one item, and whether its reservation goes back (True: matched, False: no such
+    invoice, None: nothing to give back)."""
+    if row is None:
+        return Verification("not_found"), (False if state == GO else None)
+    if state == LOCKED:
+        return Verification("locked"), None
+    inv, matched = _match(row, item.query, item.asker)
+    tampered = matched and await is_tampered(v, conn, row, inv)
+    if tampered:
+        log.error("integrity alarm: invoice %s fails its record hash or signature", row["id"])
+    outcome = outcome_for(row["status"], matched, tampered)
+    return Verification(outcome, inv if outcome in SHOWS_INVOICE else None), (True if matched and state == GO else None)
+
+
+async def _record(v: Verifier, conn: asyncpg.Connection, works: list[_Work]) -> list[int]:
+    """Log and count the batch in one statement (with the receipts, in one transaction); the outbox ids."""
+    if not works:  # all over the rate
+        return []
+    receipts = [w for w in works if w.wants_receipt]
+    allowed = [await _receipt_allowed(v, w.item.asker) for w in receipts]
+    outbox_ids: list[int] = []
+    async with conn.transaction() if receipts else _nothing():
+        for w, counts in zip(works, await vrepo.record(conn, [_entry(w) for w in works]), strict=True):
+            if w.result.outcome in SHOWS_INVOICE:  # a stranger with wrong details learns nothing, not even counts
+                w.result.times_verified, w.result.first_verified_at = (
+                    counts.times_verified or 0,
+                    counts.first_verified_at,
+                )
+            if counts.notice_id is not None and counts.notice_id not in outbox_ids:
+                outbox_ids.append(counts.notice_id)
+        texts = [
+            (w.item.asker.phone or "", _receipt_text(w.result)) for w, ok in zip(receipts, allowed, strict=True) if ok
+        ]
+        outbox_ids += await vrepo.add_receipts(conn, texts) if texts else []
+    for w, ok in zip(receipts, allowed, strict=True):
+        w.result.receipt = "queued" if ok else "daily_limit_reached"
+    return outbox_ids
+
+
+def _entry(w: _Work) -> vrepo.LogEntry:
+    asker, outcome, row = w.item.asker, w.result.outcome, w.row
+    counted = outcome in SHOWS_INVOICE or outcome == "tampered"
+    return vrepo.LogEntry(str(row["id"]) if row else None, str(row["issuer_id"]) if row else None, asker.channel,
+                          outcome, counted, asker.via_qr, asker.client_hash, asker.phone_hash,
+                          mismatch=outcome == "mismatch", notice=_notice(row, asker) if row and counted else None)  # fmt: skip
 
 
 @contextlib.asynccontextmanager
@@ -171,18 +234,14 @@ async def _nothing() -> AsyncIterator[None]:
     yield
 
 
-async def _receipt(v: Verifier, conn: asyncpg.Connection, asker: Asker, result: Verification) -> None:
-    """The SMS receipt to the phone given on the page or in JSON, within the daily caps."""
-    assert asker.phone is not None
-    if not await v.limits.allow_receipt(asker.client_hash, asker.phone_hash or ""):
-        result.receipt = "daily_limit_reached"
-        return
+async def _receipt_allowed(v: Verifier, asker: Asker) -> bool:
+    """Whether the SMS receipt to the phone given on the page or in JSON is within the daily caps."""
+    return await v.limits.allow_receipt(asker.client_hash, asker.phone_hash or "")
+
+
+def _receipt_text(result: Verification) -> str:
     summary = InvoiceSummary.of(result.invoice) if result.invoice else None
-    text = reply_text(result.outcome, result.times_verified, summary)
-    outbox_id = await vrepo.add_sms(conn, "receipt", None, asker.phone, text)
-    result.receipt = "queued"
-    if outbox_id is not None:
-        result.outbox_ids.append(outbox_id)
+    return reply_text(result.outcome, result.times_verified, summary)
 
 
 def _notice(row: asyncpg.Record, asker: Asker) -> tuple[str, str] | None:

@@ -38,7 +38,7 @@ class FakeArq:
 
 async def outbox_row(pool: asyncpg.Pool) -> int:
     async with pool.acquire() as conn:
-        outbox_id = await vrepo.add_sms(conn, "receipt", None, "+8613912345678", "【发票查验】查验一致。Genuine.")
+        [outbox_id] = await vrepo.add_receipts(conn, [("+8613912345678", "【发票查验】查验一致。Genuine.")])
     assert outbox_id is not None
     return outbox_id
 

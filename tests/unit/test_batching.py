@@ -1,0 +1,79 @@
+"""The coalescer behind batched verifications: concurrent items share batches, each caller gets its own
+answer or exception, a failed batch fails its callers only, and a caller that leaves does not stop its item."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from verification.batching import Coalescer
+
+
+class Recorder:
+    """A runner that doubles numbers, fails odd ones when told, and remembers its batches."""
+
+    def __init__(self, *, fail_odd: bool = False, delay_s: float = 0.0) -> None:
+        self.batches: list[list[int]] = []
+        self.fail_odd, self.delay_s = fail_odd, delay_s
+
+    async def __call__(self, items: list[int]) -> Sequence[int | BaseException]:
+        self.batches.append(items)
+        await asyncio.sleep(self.delay_s)
+        return [ValueError(f"odd {n}") if self.fail_odd and n % 2 else 2 * n for n in items]
+
+
+async def test_concurrent_items_share_batches_and_get_their_own_answers() -> None:
+    runner = Recorder(delay_s=0.01)
+    batches = Coalescer(runner, lanes=2, max_batch=16)
+    first = await batches.submit(1)  # alone: runs at once, in a batch of one
+    answers = await asyncio.gather(*(batches.submit(n) for n in range(100)))
+    assert first == 2 and answers == [2 * n for n in range(100)]
+    assert runner.batches[0] == [1]
+    assert sorted(n for batch in runner.batches[1:] for n in batch) == list(range(100))
+    assert len(runner.batches) - 1 < 20 and max(len(b) for b in runner.batches) <= 16
+
+
+async def test_an_item_can_fail_alone() -> None:
+    batches = Coalescer(Recorder(fail_odd=True))
+    answers = await asyncio.gather(*(batches.submit(n) for n in range(6)), return_exceptions=True)
+    assert answers[0::2] == [0, 4, 8]
+    assert [str(a) for a in answers[1::2]] == ["odd 1", "odd 3", "odd 5"]
+
+
+async def test_a_failed_batch_fails_its_callers_and_the_next_batch_runs() -> None:
+    calls: list[list[int]] = []
+
+    async def flaky(items: list[int]) -> list[int]:
+        calls.append(items)
+        if len(calls) == 1:
+            raise ConnectionError("database went away")
+        return items
+
+    batches = Coalescer(flaky, lanes=1)
+    failed = await asyncio.gather(*(batches.submit(n) for n in range(3)), return_exceptions=True)
+    assert all(isinstance(a, ConnectionError) for a in failed)
+    assert await batches.submit(7) == 7
+
+
+async def test_a_wrong_number_of_answers_is_an_error_not_a_misdelivery() -> None:
+    async def short(items: list[int]) -> list[int]:
+        return items[:-1]
+
+    with pytest.raises(RuntimeError, match="a batch of 1 got 0 answers"):
+        await Coalescer(short).submit(1)
+
+
+async def test_a_caller_that_leaves_does_not_stop_its_item() -> None:
+    runner = Recorder(delay_s=0.05)
+    batches = Coalescer(runner, lanes=1)
+    leaving = asyncio.create_task(batches.submit(1))
+    await asyncio.sleep(0)
+    staying = asyncio.create_task(batches.submit(2))
+    await asyncio.sleep(0.01)
+    leaving.cancel()
+    assert await staying == 4
+    assert runner.batches == [[1], [2]]
+    with pytest.raises(asyncio.CancelledError):
+        await leaving

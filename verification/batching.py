@@ -1,0 +1,66 @@
+"""Request coalescing: callers submit an item and await its own answer, while a few lanes run whatever
+has gathered as one batch. N concurrent verifications then cost a few round trips to Redis and
+PostgreSQL instead of four each (one commit instead of N).
+
+There is no timer: an idle service runs a lone item at once, and batches grow by themselves only while
+earlier ones are in flight. A caller that goes away (its request cancelled) does not stop its item: the
+batch completes, so what was counted is also logged. Items of one batch succeed or fail together only
+where `run` says so: it answers one result or exception per item, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+Runner = Callable[[list[T]], Awaitable[Sequence["R | BaseException"]]]
+
+
+class Coalescer(Generic[T, R]):
+    """Batches of up to `max_batch` items, at most `lanes` batches in flight at once."""
+
+    def __init__(self, run: Runner[T, R], *, lanes: int = 2, max_batch: int = 128) -> None:
+        self.run, self.lanes, self.max_batch = run, lanes, max_batch
+        self._waiting: list[tuple[T, asyncio.Future[R]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: T) -> R:
+        """Queue `item` and wait for its answer (or exception)."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if len(self._tasks) < self.lanes:
+            task = asyncio.create_task(self._lane())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _lane(self) -> None:
+        while self._waiting:
+            batch = self._waiting[: self.max_batch]
+            del self._waiting[: self.max_batch]
+            try:
+                results = await self.run([item for item, _ in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"a batch of {len(batch)} got {len(results)} answers")
+            except BaseException as exc:  # the whole batch failed (or the lane was cancelled): tell everyone
+                results = [exc] * len(batch)
+                if not isinstance(exc, Exception):
+                    _settle(batch, results)
+                    raise
+            _settle(batch, results)
+
+
+def _settle(batch: list[tuple[T, asyncio.Future[R]]], results: Sequence[R | BaseException]) -> None:
+    for (_, future), result in zip(batch, results, strict=True):
+        if future.done():  # the caller went away; its item was still carried out
+            continue
+        if isinstance(result, asyncio.CancelledError):
+            future.cancel()
+        elif isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

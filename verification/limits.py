@@ -27,46 +27,52 @@ if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return {n, redis.call('TTL', KEYS[1])}
 """
 
-# One round trip before the lookups of a whole batch; item i's KEYS are 4i+1..4i+4: rate counter, pair
-# mismatches, global mismatches, this client's success flag. ARGV: rate limit, rate ttl_s, pair limit,
-# global limit, lock ttl_s, then per item: rate on ('1'/'0'), trusted ('1'/'0'). Items are taken in order,
-# each atomically, so a burst inside one batch is counted as it would be one by one. Returns per item
-# {state, ttl}: 0 go on (one mismatch reserved on both counters, given back by `_REFUND` when the details
-# match, so a burst cannot exceed the limits), 1 locked, 2 over the rate (ttl: seconds to wait), 3 go on
-# without a reservation (trusted: a QR URL whose signature checked is no guess).
+# One round trip before the lookups of a whole batch. ARGV: rate limit, rate ttl_s, pair limit, global
+# limit, lock ttl_s, the day (Asia/Shanghai), the rate window's number, then one argument per item:
+# "{rate on}{trusted}|{invoice}|{client}" ('1'/'0' flags; the invoice's code and number, the client's hash).
+# The key names are built here from those (one short argument per item keeps a batch cheap to send; the
+# service uses one Redis, not a cluster). Items are taken in order, each atomically, so a burst inside one
+# batch is counted as it would be one by one. Returns per item {state, ttl}: 0 go on (one mismatch
+# reserved on both counters, given back by `_REFUND` when the details match, so a burst cannot exceed the
+# limits), 1 locked, 2 over the rate (ttl: seconds to wait), 3 go on without a reservation (trusted: a QR
+# URL whose signature checked is no guess).
 _BEGIN = """
-local function one(k, rate_on, trusted)
+local day, window = ARGV[6], ARGV[7]
+local function one(rate_on, trusted, invoice, client)
   if rate_on == '1' then
-    local n = redis.call('INCR', KEYS[k + 1])
-    if n == 1 then redis.call('EXPIRE', KEYS[k + 1], ARGV[2]) end
-    if n > tonumber(ARGV[1]) then return 2, redis.call('TTL', KEYS[k + 1]) end
+    local rate = 'vl:rate:' .. client .. ':' .. window
+    local n = redis.call('INCR', rate)
+    if n == 1 then redis.call('EXPIRE', rate, ARGV[2]) end
+    if n > tonumber(ARGV[1]) then return 2, redis.call('TTL', rate) end
   end
   if trusted == '1' then return 3, 0 end
-  local pair = tonumber(redis.call('GET', KEYS[k + 2]) or '0')
-  local all = tonumber(redis.call('GET', KEYS[k + 3]) or '0')
-  if pair >= tonumber(ARGV[3]) then return 1, 0 end
-  if all >= tonumber(ARGV[4]) and redis.call('EXISTS', KEYS[k + 4]) == 0 then return 1, 0 end
-  redis.call('INCR', KEYS[k + 2]); redis.call('EXPIRE', KEYS[k + 2], ARGV[5])
-  redis.call('INCR', KEYS[k + 3]); redis.call('EXPIRE', KEYS[k + 3], ARGV[5])
+  local pair, all = 'vl:miss:' .. invoice .. ':' .. client .. ':' .. day, 'vl:gmiss:' .. invoice .. ':' .. day
+  if tonumber(redis.call('GET', pair) or '0') >= tonumber(ARGV[3]) then return 1, 0 end
+  if tonumber(redis.call('GET', all) or '0') >= tonumber(ARGV[4])
+     and redis.call('EXISTS', 'vl:ok:' .. invoice .. ':' .. client .. ':' .. day) == 0 then return 1, 0 end
+  redis.call('INCR', pair); redis.call('EXPIRE', pair, ARGV[5])
+  redis.call('INCR', all); redis.call('EXPIRE', all, ARGV[5])
   return 0, 0
 end
 local out = {}
-for i = 0, #KEYS / 4 - 1 do
-  local state, ttl = one(i * 4, ARGV[6 + i * 2], ARGV[7 + i * 2])
+for i = 8, #ARGV do
+  local state, ttl = one(string.match(ARGV[i], '^(.)(.)|([^|]+)|(.+)$'))
   out[#out + 1] = state; out[#out + 1] = ttl
 end
 return out
 """
 
-# Not wrong guesses: give the reservations back. Item i's KEYS are 3i+1..3i+3 (pair, global, success
-# flag); ARGV[1] the flag's ttl_s, ARGV[1 + i + 1] '1' when the details matched: remember that this client
-# succeeded today (it stays served when the global ceiling trips).
+# Not wrong guesses: give the reservations back. ARGV: the success flag's ttl_s, the day, then one
+# argument per item: "{matched}|{invoice}|{client}"; matched '1': remember that this client succeeded today
+# (it stays served when the global ceiling trips).
 _REFUND = """
-for i = 0, #KEYS / 3 - 1 do
-  local k = i * 3
-  if tonumber(redis.call('GET', KEYS[k + 1]) or '0') > 0 then redis.call('DECR', KEYS[k + 1]) end
-  if tonumber(redis.call('GET', KEYS[k + 2]) or '0') > 0 then redis.call('DECR', KEYS[k + 2]) end
-  if ARGV[2 + i] == '1' then redis.call('SET', KEYS[k + 3], '1', 'EX', ARGV[1]) end
+local day = ARGV[2]
+for i = 3, #ARGV do
+  local matched, invoice, client = string.match(ARGV[i], '^(.)|([^|]+)|(.+)$')
+  for _, key in ipairs({'vl:miss:' .. invoice .. ':' .. client .. ':' .. day, 'vl:gmiss:' .. invoice .. ':' .. day}) do
+    if tonumber(redis.call('GET', key) or '0') > 0 then redis.call('DECR', key) end
+  end
+  if matched == '1' then redis.call('SET', 'vl:ok:' .. invoice .. ':' .. client .. ':' .. day, '1', 'EX', ARGV[1]) end
 end
 return 0
 """
@@ -144,8 +150,11 @@ class Limits:
         count, ttl = await self._count(keys=[key], args=[limit, ttl_s])
         return max(1, int(ttl)) if int(count) > limit else None
 
+    def _window(self) -> int:
+        return int(time.time()) // self.figures.rate_window_s
+
     def _rate_key(self, client: str) -> str:
-        return f"vl:rate:{client}:{int(time.time()) // self.figures.rate_window_s}"
+        return f"vl:rate:{client}:{self._window()}"
 
     def _rate_error(self, retry_s: int) -> RateLimited:
         f = self.figures
@@ -159,10 +168,6 @@ class Limits:
         retry = await self._over(self._rate_key(client), f.rate_per_window, f.rate_window_s)
         if retry is not None:
             raise self._rate_error(retry)
-
-    @staticmethod
-    def _guess_keys(invoice: str, client: str, day: str) -> tuple[str, str, str]:
-        return f"vl:miss:{invoice}:{client}:{day}", f"vl:gmiss:{invoice}:{day}", f"vl:ok:{invoice}:{client}:{day}"
 
     async def begin(self, invoice: str, client: str, *, trusted: bool, rate: bool = True) -> int:
         """Before the lookup of `invoice` (its code and number): count the client's rate (when `rate`;
@@ -178,13 +183,12 @@ class Limits:
         `LimitsUnavailable` (for all) when Redis cannot be reached."""
         if self.redis is None:
             return [TRUSTED] * len(asks)
-        f, day = self.figures, _day()
-        keys = [key for a in asks for key in (self._rate_key(a.client), *self._guess_keys(a.invoice, a.client, day))]
+        f = self.figures
         args: list[Any] = [f.rate_per_window, f.rate_window_s, f.mismatches_to_lock, f.global_mismatches,
-                           self._lock_ttl()]  # fmt: skip
-        args += [flag for a in asks for flag in ("1" if a.rate else "0", "1" if a.trusted else "0")]
+                           self._lock_ttl(), _day(), self._window()]  # fmt: skip
+        args += [f"{'1' if a.rate else '0'}{'1' if a.trusted else '0'}|{a.invoice}|{a.client}" for a in asks]
         try:
-            answer = await self._begin(keys=keys, args=args)
+            answer = await self._begin(args=args)
         except RedisError as exc:  # fail closed: without the counters, guessing would be unlimited
             raise LimitsUnavailable("verification is briefly unavailable; please try again shortly") from exc
         pairs = zip((int(x) for x in answer[0::2]), answer[1::2], strict=True)
@@ -198,9 +202,8 @@ class Limits:
         """`give_back` for a batch of (ask, matched) in one round trip."""
         if self.redis is None or not refunds:
             return
-        day = _day()
-        keys = [key for a, _ in refunds for key in self._guess_keys(a.invoice, a.client, day)]
-        await self._refund(keys=keys, args=[self._lock_ttl(), *("1" if matched else "0" for _, matched in refunds)])
+        items = [f"{'1' if matched else '0'}|{a.invoice}|{a.client}" for a, matched in refunds]
+        await self._refund(args=[self._lock_ttl(), _day(), *items])
 
     async def allow_receipt(self, client: str, phone: str) -> bool:
         """Whether an SMS receipt may go to `phone` (hashed) asked for by `client` (counts both)."""

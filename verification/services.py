@@ -223,7 +223,7 @@ async def _record(v: Verifier, conn: asyncpg.Connection, works: list[_Work]) -> 
 def _entry(w: _Work) -> vrepo.LogEntry:
     asker, outcome, row = w.item.asker, w.result.outcome, w.row
     counted = outcome in SHOWS_INVOICE or outcome == "tampered"
-    return vrepo.LogEntry(str(row["id"]) if row else None, str(row["issuer_id"]) if row else None, asker.channel,
+    return vrepo.LogEntry(row["id"] if row else None, row["issuer_id"] if row else None, asker.channel,
                           outcome, counted, asker.via_qr, asker.client_hash, asker.phone_hash,
                           mismatch=outcome == "mismatch", notice=_notice(row, asker) if row and counted else None)  # fmt: skip
 

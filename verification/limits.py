@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from redis.exceptions import RedisError
@@ -27,18 +27,20 @@ if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return {n, redis.call('TTL', KEYS[1])}
 """
 
-# One round trip before the lookups of a whole batch. ARGV: rate limit, rate ttl_s, pair limit, global
-# limit, lock ttl_s, the day (Asia/Shanghai), the rate window's number, then one argument per item:
-# "{rate on}{trusted}|{invoice}|{client}" ('1'/'0' flags; the invoice's code and number, the client's hash).
-# The key names are built here from those (one short argument per item keeps a batch cheap to send; the
-# service uses one Redis, not a cluster). Items are taken in order, each atomically, so a burst inside one
-# batch is counted as it would be one by one. Returns per item {state, ttl}: 0 go on (one mismatch
-# reserved on both counters, given back by `_REFUND` when the details match, so a burst cannot exceed the
-# limits), 1 locked, 2 over the rate (ttl: seconds to wait), 3 go on without a reservation (trusted: a QR
-# URL whose signature checked is no guess).
-_BEGIN = """
+# One round trip per batch, after the lookup. ARGV: rate limit, rate ttl_s, pair limit, global limit,
+# lock ttl_s, the day (Asia/Shanghai), the rate window's number, then one argument per item:
+# "{rate on}{trusted}{found}|{invoice}|{client}" (flags '1'/'0'; found: 'm' the details matched, 'x' they did
+# not, 'n' no such invoice; the invoice's code and number; the client's hash). Key names are built here from
+# those: one short argument per item keeps a batch cheap to send (the service uses one Redis, not a cluster).
+# Items are taken in order, each atomically, so a burst inside one batch is counted as it would be one by
+# one. Per item: count the rate; a trusted item (a QR URL whose signature checked is no guess) goes on
+# untouched; a locked pair, or an invoice over its global ceiling for a client that has not succeeded today,
+# is refused; else a mismatch is counted on both counters, and a match marks the client as succeeded today
+# (it stays served when the global ceiling trips). Returns per item {state, ttl}: 0 go on, 1 locked, 2 over
+# the rate (ttl: seconds to wait), 3 trusted.
+_SETTLE = """
 local day, window = ARGV[6], ARGV[7]
-local function one(rate_on, trusted, invoice, client)
+local function one(rate_on, trusted, found, invoice, client)
   if rate_on == '1' then
     local rate = 'vl:rate:' .. client .. ':' .. window
     local n = redis.call('INCR', rate)
@@ -47,37 +49,32 @@ local function one(rate_on, trusted, invoice, client)
   end
   if trusted == '1' then return 3, 0 end
   local pair, all = 'vl:miss:' .. invoice .. ':' .. client .. ':' .. day, 'vl:gmiss:' .. invoice .. ':' .. day
+  local ok = 'vl:ok:' .. invoice .. ':' .. client .. ':' .. day
   if tonumber(redis.call('GET', pair) or '0') >= tonumber(ARGV[3]) then return 1, 0 end
-  if tonumber(redis.call('GET', all) or '0') >= tonumber(ARGV[4])
-     and redis.call('EXISTS', 'vl:ok:' .. invoice .. ':' .. client .. ':' .. day) == 0 then return 1, 0 end
-  redis.call('INCR', pair); redis.call('EXPIRE', pair, ARGV[5])
-  redis.call('INCR', all); redis.call('EXPIRE', all, ARGV[5])
+  if tonumber(redis.call('GET', all) or '0') >= tonumber(ARGV[4]) and redis.call('EXISTS', ok) == 0 then
+    return 1, 0
+  end
+  if found == 'x' then
+    redis.call('INCR', pair); redis.call('EXPIRE', pair, ARGV[5])
+    redis.call('INCR', all); redis.call('EXPIRE', all, ARGV[5])
+  elseif found == 'm' then
+    redis.call('SET', ok, '1', 'EX', ARGV[5])
+  end
   return 0, 0
 end
 local out = {}
 for i = 8, #ARGV do
-  local state, ttl = one(string.match(ARGV[i], '^(.)(.)|([^|]+)|(.+)$'))
+  local state, ttl = one(string.match(ARGV[i], '^(.)(.)(.)|([^|]+)|(.+)$'))
   out[#out + 1] = state; out[#out + 1] = ttl
 end
 return out
 """
 
-# Not wrong guesses: give the reservations back. ARGV: the success flag's ttl_s, the day, then one
-# argument per item: "{matched}|{invoice}|{client}"; matched '1': remember that this client succeeded today
-# (it stays served when the global ceiling trips).
-_REFUND = """
-local day = ARGV[2]
-for i = 3, #ARGV do
-  local matched, invoice, client = string.match(ARGV[i], '^(.)|([^|]+)|(.+)$')
-  for _, key in ipairs({'vl:miss:' .. invoice .. ':' .. client .. ':' .. day, 'vl:gmiss:' .. invoice .. ':' .. day}) do
-    if tonumber(redis.call('GET', key) or '0') > 0 then redis.call('DECR', key) end
-  end
-  if matched == '1' then redis.call('SET', 'vl:ok:' .. invoice .. ':' .. client .. ':' .. day, '1', 'EX', ARGV[1]) end
-end
-return 0
-"""
-
 GO, LOCKED, LIMITED, TRUSTED = 0, 1, 2, 3
+Found = Literal["m", "x", "n"]  # what the lookup found: the details matched, a mismatch, no such invoice
+MATCHED: Found = "m"
+MISMATCHED: Found = "x"
+NOT_FOUND: Found = "n"
 
 
 @dataclass(frozen=True)
@@ -139,8 +136,7 @@ class Limits:
         self.figures = figures or LimitFigures()
         if redis is not None:
             self._count = redis.register_script(_COUNT)
-            self._begin = redis.register_script(_BEGIN)
-            self._refund = redis.register_script(_REFUND)
+            self._settle = redis.register_script(_SETTLE)
 
     def _lock_ttl(self) -> int:
         return self.figures.lock_ttl_s or day_ttl_s()
@@ -169,41 +165,30 @@ class Limits:
         if retry is not None:
             raise self._rate_error(retry)
 
-    async def begin(self, invoice: str, client: str, *, trusted: bool, rate: bool = True) -> int:
-        """Before the lookup of `invoice` (its code and number): count the client's rate (when `rate`;
-        `RateLimited` over it) and tell whether the pair is locked (`LOCKED`); else `GO` with one mismatch
-        reserved, or `TRUSTED` (nothing reserved)."""
-        state = (await self.begin_many([Ask(invoice, client, trusted, rate)]))[0]
+    async def settle(self, invoice: str, client: str, *, found: Found, trusted: bool, rate: bool = True) -> int:
+        """After the lookup of `invoice` (its code and number): count the client's rate (when `rate`;
+        `RateLimited` over it), tell whether the pair is locked (`LOCKED`), else count a mismatch or
+        remember a success (`found`) and go on (`GO`; `TRUSTED`, counting nothing, for a signed QR URL)."""
+        state = (await self.settle_many([(Ask(invoice, client, trusted, rate), found)]))[0]
         if isinstance(state, RateLimited):
             raise state
         return state
 
-    async def begin_many(self, asks: Sequence[Ask]) -> list[int | RateLimited]:
-        """`begin` for a batch in one round trip: per ask its state, or the `RateLimited` to answer it with.
-        `LimitsUnavailable` (for all) when Redis cannot be reached."""
+    async def settle_many(self, items: Sequence[tuple[Ask, Found]]) -> list[int | RateLimited]:
+        """`settle` for a batch in one round trip: per item its state, or the `RateLimited` to answer it
+        with. `LimitsUnavailable` (for all) when Redis cannot be reached."""
         if self.redis is None:
-            return [TRUSTED] * len(asks)
+            return [TRUSTED] * len(items)
         f = self.figures
         args: list[Any] = [f.rate_per_window, f.rate_window_s, f.mismatches_to_lock, f.global_mismatches,
                            self._lock_ttl(), _day(), self._window()]  # fmt: skip
-        args += [f"{'1' if a.rate else '0'}{'1' if a.trusted else '0'}|{a.invoice}|{a.client}" for a in asks]
+        args += [f"{int(a.rate)}{int(a.trusted)}{found}|{a.invoice}|{a.client}" for a, found in items]
         try:
-            answer = await self._begin(args=args)
+            answer = await self._settle(args=args)
         except RedisError as exc:  # fail closed: without the counters, guessing would be unlimited
             raise LimitsUnavailable("verification is briefly unavailable; please try again shortly") from exc
         pairs = zip((int(x) for x in answer[0::2]), answer[1::2], strict=True)
         return [self._rate_error(int(ttl)) if state == LIMITED else state for state, ttl in pairs]
-
-    async def give_back(self, invoice: str, client: str, *, matched: bool) -> None:
-        """The query was no wrong guess (details matched, or no such invoice): give the reservation back."""
-        await self.give_back_many([(Ask(invoice, client, False), matched)])
-
-    async def give_back_many(self, refunds: Sequence[tuple[Ask, bool]]) -> None:
-        """`give_back` for a batch of (ask, matched) in one round trip."""
-        if self.redis is None or not refunds:
-            return
-        items = [f"{'1' if matched else '0'}|{a.invoice}|{a.client}" for a, matched in refunds]
-        await self._refund(args=[self._lock_ttl(), _day(), *items])
 
     async def allow_receipt(self, client: str, phone: str) -> bool:
         """Whether an SMS receipt may go to `phone` (hashed) asked for by `client` (counts both)."""

@@ -21,7 +21,7 @@ from invoicing.keys import verify_signature
 from invoicing.model import Invoice
 from verification import repository as vrepo
 from verification.batching import Coalescer
-from verification.limits import GO, LOCKED, Ask, Limits
+from verification.limits import LOCKED, MATCHED, MISMATCHED, NOT_FOUND, Ask, Found, Limits
 from verification.model import (
     SHOWS_INVOICE,
     InvoiceSummary,
@@ -148,29 +148,23 @@ class _Work:
 
 
 async def verify(v: Verifier, query: VerificationQuery, asker: Asker, *, rate: bool = True) -> Verification:
-    """Verify one query: the per-client rate (when `rate`; `RateLimited` over it) and the guessing locks,
-    the lookup, the outcome, then log and count. Never raises on SMS trouble. Concurrent calls are carried
+    """Verify one query: the lookup, the per-client rate (when `rate`; `RateLimited` over it) and the
+    guessing locks, the outcome, then log and count. Never raises on SMS trouble. Concurrent calls are carried
     out together, a batch at a time (`verification.batching`), each as it would be alone."""
     return await v.batches.submit(_Item(query, asker, rate))
 
 
 async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | BaseException]:
-    """A batch in five round trips whatever its size: limits, lookup, refunds, log and count (one commit),
-    then the worker nudged for any SMS written."""
-    states = await v.limits.begin_many([item.ask() for item in items])
+    """A batch in three round trips whatever its size: lookup, limits (which need to know whether the
+    details matched), then log and count in one statement (one commit); the worker is nudged for any SMS."""
     works: list[_Work] = []
     async with v.pool.acquire() as conn:
         rows = await vrepo.find_invoices(conn, [(i.query.invoice_code, i.query.invoice_number) for i in items])
-        refunds: list[tuple[Ask, bool]] = []
-        for item, state in zip(items, states, strict=True):
-            if isinstance(state, RateLimited):
-                continue
-            row = rows.get((item.query.invoice_code, item.query.invoice_number))
-            result, refund = await _judge(v, conn, row, item, state)
-            works.append(_Work(item, row, result))
-            if refund is not None:
-                refunds.append((item.ask(), refund))
-        await v.limits.give_back_many(refunds)
+        found = [_lookup(rows.get((i.query.invoice_code, i.query.invoice_number)), i) for i in items]
+        states = await v.limits.settle_many([(i.ask(), f.found) for i, f in zip(items, found, strict=True)])
+        for item, f, state in zip(items, found, states, strict=True):
+            if not isinstance(state, RateLimited):
+                works.append(_Work(item, f.row, await _judge(v, conn, f, state)))
         outbox_ids = await _record(v, conn, works)
     if v.queue is not None:
         for outbox_id in outbox_ids:
@@ -179,20 +173,37 @@ async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | B
     return [state if isinstance(state, RateLimited) else next(answers) for state in states]
 
 
-async def _judge(v: Verifier, conn: asyncpg.Connection, row: asyncpg.Record | None, item: _Item,
-                 state: int) -> tuple[Verification, bool | None]:  # fmt: skip
-    """The answer to one item, and whether its reservation goes back (True: matched, False: no such
-    invoice, None: nothing to give back)."""
+@dataclass(frozen=True)
+class _Found:
+    """What the lookup found for one item: the row, the invoice and whether the details matched."""
+
+    row: asyncpg.Record | None
+    invoice: Invoice | None = None
+    matched: bool = False
+
+    @property
+    def found(self) -> Found:
+        return NOT_FOUND if self.row is None else MATCHED if self.matched else MISMATCHED
+
+
+def _lookup(row: asyncpg.Record | None, item: _Item) -> _Found:
     if row is None:
-        return Verification("not_found"), (False if state == GO else None)
-    if state == LOCKED:
-        return Verification("locked"), None
+        return _Found(None)
     inv, matched = _match(row, item.query, item.asker)
-    tampered = matched and await is_tampered(v, conn, row, inv)
+    return _Found(row, inv, matched)
+
+
+async def _judge(v: Verifier, conn: asyncpg.Connection, f: _Found, state: int) -> Verification:
+    """The answer to one item that got past the rate."""
+    if f.row is None or f.invoice is None:
+        return Verification("not_found")
+    if state == LOCKED:
+        return Verification("locked")
+    tampered = f.matched and await is_tampered(v, conn, f.row, f.invoice)
     if tampered:
-        log.error("integrity alarm: invoice %s fails its record hash or signature", row["id"])
-    outcome = outcome_for(row["status"], matched, tampered)
-    return Verification(outcome, inv if outcome in SHOWS_INVOICE else None), (True if matched and state == GO else None)
+        log.error("integrity alarm: invoice %s fails its record hash or signature", f.row["id"])
+    outcome = outcome_for(f.row["status"], f.matched, tampered)
+    return Verification(outcome, f.invoice if outcome in SHOWS_INVOICE else None)
 
 
 async def _record(v: Verifier, conn: asyncpg.Connection, works: list[_Work]) -> list[int]:

@@ -12,7 +12,20 @@ import pytest
 import redis.asyncio as aioredis
 
 from invoicing.errors import RateLimited
-from verification.limits import GO, LOCKED, TRUSTED, LimitFigures, Limits, LimitsUnavailable, day_ttl_s
+from verification.limits import (
+    GO,
+    LOCKED,
+    MATCHED,
+    MISMATCHED,
+    NOT_FOUND,
+    TRUSTED,
+    Ask,
+    Found,
+    LimitFigures,
+    Limits,
+    LimitsUnavailable,
+    day_ttl_s,
+)
 
 SHORT = LimitFigures(rate_per_window=3, rate_window_s=1, mismatches_to_lock=2, global_mismatches=4, lock_ttl_s=1,
                      receipts_per_phone=2, receipts_per_client=3, inbound_per_sender=2)  # fmt: skip
@@ -44,50 +57,50 @@ async def test_rate_limit_429_then_resets(limits: Limits) -> None:
     await limits.check_rate(client)
 
 
-async def guess(limits: Limits, invoice: str, client: str, trusted: bool = False) -> int:
-    return await limits.begin(invoice, client, trusted=trusted, rate=False)
+async def guess(limits: Limits, invoice: str, client: str, found: Found = MISMATCHED, trusted: bool = False) -> int:
+    return await limits.settle(invoice, client, found=found, trusted=trusted, rate=False)
 
 
 async def test_pair_lock_and_global_ceiling(limits: Limits) -> None:
     invoice, guesser, holder = secrets.token_hex(8), "g" + secrets.token_hex(4), "h" + secrets.token_hex(4)
-    assert await guess(limits, invoice, holder) == GO
-    await limits.give_back(invoice, holder, matched=True)  # the holder succeeded: reservation given back
+    assert await guess(limits, invoice, holder, MATCHED) == GO  # the holder succeeded today
     for _ in range(2):
-        assert await guess(limits, invoice, guesser) == GO
-    assert await guess(limits, invoice, guesser) == LOCKED  # the pair is locked
-    assert await guess(limits, invoice, holder) == GO
-    await limits.give_back(invoice, holder, matched=True)
+        assert await guess(limits, invoice, guesser) == GO  # two mismatches answered...
+    assert await guess(limits, invoice, guesser) == LOCKED  # ...then the pair is locked
+    assert await guess(limits, invoice, guesser, MATCHED) == LOCKED  # even with the right details
+    assert await guess(limits, invoice, holder, MATCHED) == GO
     results = [await guess(limits, invoice, f"o{i}") for i in range(3)]
     assert results == [GO, GO, LOCKED]  # 2 + 2 mismatches reach the ceiling of 4
-    assert await guess(limits, invoice, holder) == GO  # succeeded today: still served
-    await limits.give_back(invoice, holder, matched=True)
-    assert await guess(limits, invoice, "o9") == LOCKED
+    assert await guess(limits, invoice, holder, MATCHED) == GO  # succeeded today: still served
+    assert await guess(limits, invoice, "o9", MATCHED) == LOCKED  # a newcomer is not, while it lasts
     assert await guess(limits, invoice, "qr-user", trusted=True) == TRUSTED  # a signed QR is no guess
     await asyncio.sleep(1.05)
     assert await guess(limits, invoice, guesser) == GO  # the lock has expired
 
 
-async def test_not_found_gives_the_reservation_back(limits: Limits) -> None:
+async def test_matches_and_unknown_invoices_count_no_mismatch(limits: Limits) -> None:
     invoice, client = secrets.token_hex(8), secrets.token_hex(4)
     for _ in range(5):
-        assert await guess(limits, invoice, client) == GO
-        await limits.give_back(invoice, client, matched=False)
-    assert await guess(limits, invoice, "other") == GO
+        assert await guess(limits, invoice, client, NOT_FOUND) == GO
+        assert await guess(limits, invoice, client, MATCHED) == GO
+    assert [await guess(limits, invoice, client) for _ in range(3)] == [GO, GO, LOCKED]
 
 
 async def test_rate_counted_in_the_same_round_trip(limits: Limits) -> None:
     client = secrets.token_hex(8)
     await asyncio.sleep(1.01 - time.time() % 1)
     for _ in range(3):
-        await limits.begin("x", client, trusted=True)
+        await limits.settle("x", client, found=MATCHED, trusted=True)
     with pytest.raises(RateLimited):
-        await limits.begin("x", client, trusted=True)
+        await limits.settle("x", client, found=MATCHED, trusted=True)
 
 
 async def test_a_burst_cannot_pass_the_lock(limits: Limits) -> None:
     invoice, guesser = secrets.token_hex(8), secrets.token_hex(4)
-    results = await asyncio.gather(*(guess(limits, invoice, guesser) for _ in range(20)))
-    assert results.count(GO) == 2
+    one_by_one = await asyncio.gather(*(guess(limits, invoice, guesser) for _ in range(10)))
+    assert one_by_one.count(GO) == 2
+    ask = Ask(secrets.token_hex(8), guesser, trusted=False, rate=False)
+    assert await limits.settle_many([(ask, MISMATCHED)] * 10) == [GO, GO] + [LOCKED] * 8
 
 
 async def test_sms_caps(limits: Limits) -> None:
@@ -100,6 +113,6 @@ async def test_sms_caps(limits: Limits) -> None:
 async def test_redis_down_refuses_with_503() -> None:
     unreachable = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
     with pytest.raises(LimitsUnavailable) as refused:
-        await Limits(unreachable).begin("x", "y", trusted=False)
+        await Limits(unreachable).settle("x", "y", found=MATCHED, trusted=False)
     assert refused.value.status == 503
     await unreachable.aclose()

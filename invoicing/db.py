@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import msgspec
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _MIGRATION_LOCK = 0x1A5C_0001  # advisory lock key: one migrator at a time
@@ -21,7 +22,8 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # msgspec reads JSON into the same Python values as json.loads, faster (every invoice row read)
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=msgspec.json.decode, schema="pg_catalog")
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
@@ -31,8 +33,14 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
     """A pool whose connections decode jsonb to Python objects."""
-    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=_init_connection,
-                                     reset=_no_reset, max_inactive_connection_lifetime=300)
+    pool = await asyncpg.create_pool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_no_reset,
+        max_inactive_connection_lifetime=300,
+    )
     assert pool is not None
     return pool
 
@@ -69,7 +77,9 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) ->
                 continue
             async with conn.transaction():
                 await conn.execute(path.read_text(encoding="utf-8"))
-                await conn.execute("INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)", path.name, checksum)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)", path.name, checksum
+                )
             applied.append(path.name)
         return MigrationResult(applied, already)
     finally:

@@ -2,8 +2,8 @@
 has gathered as one batch. N concurrent verifications then cost a few round trips to Redis and
 PostgreSQL instead of four each (one commit instead of N).
 
-There is no timer: an idle service runs a lone item at once, and batches grow by themselves only while
-earlier ones are in flight. A caller that goes away (its request cancelled) does not stop its item: the
+There is no timer: an idle service runs a lone item after one turn of the event loop, and batches grow by
+themselves while earlier ones are in flight. A caller that goes away (its request cancelled) does not stop its item: the
 batch completes, so what was counted is also logged. Items of one batch succeed or fail together only
 where `run` says so: it answers one result or exception per item, in order.
 """
@@ -39,6 +39,7 @@ class Coalescer(Generic[T, R]):
         return await future
 
     async def _lane(self) -> None:
+        await asyncio.sleep(0)  # one turn of the loop: requests already readable join this first batch
         while self._waiting:
             batch = self._waiting[: self.max_batch]
             del self._waiting[: self.max_batch]

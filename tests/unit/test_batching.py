@@ -74,6 +74,6 @@ async def test_a_caller_that_leaves_does_not_stop_its_item() -> None:
     await asyncio.sleep(0.01)
     leaving.cancel()
     assert await staying == 4
-    assert runner.batches == [[1], [2]]
+    assert sorted(n for batch in runner.batches for n in batch) == [1, 2]  # the leaver's item ran too
     with pytest.raises(asyncio.CancelledError):
         await leaving

@@ -78,6 +78,22 @@ def test_canonical_bytes_do_not_depend_on_key_order(rnd: Any) -> None:
     assert formats.canonical_bytes(_shuffled(copy.deepcopy(content), rnd)) == formats.canonical_bytes(content)
 
 
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400)
+@given(st.dictionaries(st.text(), JSON_VALUES, max_size=6))
+def test_canonical_bytes_are_exactly_the_documented_json_dumps_form(content: dict[str, Any]) -> None:
+    """FORMATS.md defines the canonical form through json.dumps; the faster encoder must agree byte for
+    byte on any JSON value: control characters, quotes, backslashes, U+2028, non-ASCII keys and order."""
+    documented = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    assert formats.canonical_bytes(content) == documented
+
+
 codes = st.from_regex(r"\A[0-9]{12}\Z")
 numbers = st.integers(1, 99_999_999).map(lambda n: f"{n:08d}")
 days = st.dates(date(2020, 1, 1), date(2099, 12, 31))

@@ -48,7 +48,7 @@ async def bare() -> dict[str, bool]:
 async def select_one(state: State) -> dict[str, Any]:
     """One primary-key SELECT on the app's pool."""
     async with state.pool.acquire() as conn:
-        row = await conn.fetchval("SELECT times_verified FROM invoices WHERE id = $1", state.bench_id)
+        row = await conn.fetchval("SELECT status FROM invoices WHERE id = $1", state.bench_id)
     return {"n": row}
 
 

@@ -260,9 +260,11 @@ async def insert_records(conn: asyncpg.Connection, issuer_id: str, key_id: str, 
 
 INVOICE_SELECT = """
 SELECT i.id, i.issuer_id, s.label AS series, i.status, i.content, i.record_hash, i.signature, i.key_id,
-       i.original_invoice_id, i.voided_at, i.void_reason, i.times_verified, i.first_verified_at, i.series_id,
-       i.chain_seq, i.seq, i.invoice_code, i.invoice_number, d.status AS delivery_status, d.tracking_number
-  FROM invoices i JOIN series s ON s.id = i.series_id LEFT JOIN delivery_orders d ON d.invoice_id = i.id"""
+       i.original_invoice_id, i.voided_at, i.void_reason, coalesce(k.times_verified, 0) AS times_verified,
+       k.first_verified_at, i.series_id, i.chain_seq, i.seq, i.invoice_code, i.invoice_number,
+       d.status AS delivery_status, d.tracking_number
+  FROM invoices i JOIN series s ON s.id = i.series_id LEFT JOIN delivery_orders d ON d.invoice_id = i.id
+  LEFT JOIN invoice_counts k ON k.invoice_id = i.id"""
 
 GET_INVOICE = INVOICE_SELECT + " WHERE i.id = $1 AND i.issuer_id = $2"
 GET_INVOICES = INVOICE_SELECT + " WHERE i.id = ANY($1::uuid[]) AND i.issuer_id = $2"
@@ -365,14 +367,14 @@ SELECT to_char(i.issue_date, 'YYYY-MM') AS month,
        coalesce(sum(i.total) FILTER (WHERE i.kind = 'invoice' AND i.status <> 'voided'), 0) AS amount,
        coalesce(sum(i.total) FILTER (WHERE i.kind = 'credit_note' AND i.status <> 'voided'), 0) AS credited,
        count(*) FILTER (WHERE i.kind = 'invoice' AND i.status <> 'voided') AS live,
-       count(*) FILTER (WHERE i.kind = 'invoice' AND i.status <> 'voided' AND i.times_verified > 0) AS verified,
-       coalesce(sum(i.mismatches), 0) AS mismatches,
+       count(*) FILTER (WHERE i.kind = 'invoice' AND i.status <> 'voided' AND k.times_verified > 0) AS verified,
+       coalesce(sum(k.mismatches), 0) AS mismatches,
        count(*) FILTER (WHERE i.kind = 'invoice' AND i.status <> 'voided' AND i.delivery_method = 'postal') AS postal,
        count(d.id) FILTER (WHERE d.status = 'delivered') AS delivered,
        count(d.id) FILTER (WHERE d.status = 'returned_to_sender') AS returned,
        count(d.id) FILTER (WHERE d.status = 'pending' AND NOT EXISTS (
            SELECT 1 FROM operators o WHERE d.province_code = ANY (o.provinces))) AS pending_without_operator
-  FROM invoices i LEFT JOIN delivery_orders d ON d.invoice_id = i.id
+  FROM invoices i LEFT JOIN delivery_orders d ON d.invoice_id = i.id LEFT JOIN invoice_counts k ON k.invoice_id = i.id
  WHERE ($1::uuid IS NULL OR i.issuer_id = $1)
  GROUP BY 1 ORDER BY 1"""
 

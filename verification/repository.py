@@ -18,39 +18,38 @@ from invoicing.repository import INVOICE_SELECT
 FIND_INVOICES = INVOICE_SELECT + " WHERE i.invoice_code = ANY($1::text[]) AND i.invoice_number = ANY($2::text[])"
 
 # One statement (one round trip, one commit) logs a batch of verifications, counts those of existing
-# invoices (or their mismatches), and writes each buyer's one notice when asked. Invoice rows are locked
-# in id order first, and the notices are written only for locked rows, so two batches touching the same
-# invoices queue instead of deadlocking. Each verification gets the count as it stood after itself
-# (the invoice's new count less the counted ones after it in the batch).
+# invoices (or their mismatches) in `invoice_counts`, and writes each buyer's one notice when asked. The
+# counts are upserted in invoice id order, and notices are written only for invoices whose counts row this
+# statement holds, so two batches touching the same invoices queue instead of deadlocking. Each verification
+# gets the count as it stood after itself (the invoice's new count less the counted ones after it).
 RECORD = """
 WITH v AS MATERIALIZED (
   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[], $6::bool[], $7::text[],
                        $8::text[], $9::bool[], $10::text[], $11::text[])
     WITH ORDINALITY AS v(invoice_id, issuer_id, channel, outcome, counted, via_qr, client_hash, phone_hash,
                          mismatch, notice_phone, notice_text, ord)
-), per AS (
-  SELECT invoice_id, count(*) FILTER (WHERE counted) AS c, count(*) FILTER (WHERE mismatch) AS m
-    FROM v WHERE invoice_id IS NOT NULL GROUP BY invoice_id
-), locked AS MATERIALIZED (
-  SELECT i.id FROM invoices i WHERE i.id IN (SELECT invoice_id FROM per) ORDER BY i.id FOR NO KEY UPDATE
 ), counted AS (
-  UPDATE invoices i SET times_verified = i.times_verified + per.c, mismatches = i.mismatches + per.m,
-         first_verified_at = CASE WHEN per.c > 0 THEN coalesce(i.first_verified_at, now()) ELSE i.first_verified_at END
-    FROM per JOIN locked l ON l.id = per.invoice_id
-   WHERE i.id = per.invoice_id RETURNING i.id, i.times_verified, i.first_verified_at
+  INSERT INTO invoice_counts AS k (invoice_id, times_verified, mismatches, first_verified_at)
+  SELECT invoice_id, count(*) FILTER (WHERE counted), count(*) FILTER (WHERE mismatch),
+         CASE WHEN bool_or(counted) THEN now() END
+    FROM v WHERE counted OR mismatch GROUP BY invoice_id ORDER BY invoice_id
+  ON CONFLICT (invoice_id) DO UPDATE SET times_verified = k.times_verified + excluded.times_verified,
+     mismatches = k.mismatches + excluded.mismatches,
+     first_verified_at = coalesce(k.first_verified_at, excluded.first_verified_at)
+  RETURNING k.invoice_id, k.times_verified, k.first_verified_at
 ), logged AS (
   INSERT INTO verifications (invoice_id, issuer_id, channel, outcome, counted, via_qr, client_hash, phone_hash)
   SELECT invoice_id, issuer_id, channel, outcome, counted, via_qr, client_hash, phone_hash FROM v ORDER BY ord
 ), notice AS (
   INSERT INTO sms_outbox (kind, invoice_id, phone, body)
   SELECT DISTINCT ON (v.invoice_id) 'buyer_notice', v.invoice_id, v.notice_phone, v.notice_text
-    FROM v JOIN locked l ON l.id = v.invoice_id WHERE v.notice_phone IS NOT NULL ORDER BY v.invoice_id, v.ord
+    FROM v JOIN counted c ON c.invoice_id = v.invoice_id WHERE v.notice_phone IS NOT NULL ORDER BY v.invoice_id, v.ord
   ON CONFLICT (invoice_id) WHERE kind = 'buyer_notice' DO NOTHING RETURNING id, invoice_id
 )
 SELECT v.ord, c.times_verified - coalesce(sum(v.counted::int) OVER (PARTITION BY v.invoice_id ORDER BY v.ord
          ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0) AS times_verified,
        c.first_verified_at, n.id AS notice_id
-  FROM v LEFT JOIN counted c ON c.id = v.invoice_id LEFT JOIN notice n ON n.invoice_id = v.invoice_id
+  FROM v LEFT JOIN counted c ON c.invoice_id = v.invoice_id LEFT JOIN notice n ON n.invoice_id = v.invoice_id
  ORDER BY v.ord"""
 
 INSERT_OUTBOX_MANY = """

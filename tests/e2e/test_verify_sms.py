@@ -85,7 +85,7 @@ async def test_repeated_message_sid_is_answered_once(
     again = await text_in(verify_server, session_twilio.auth_token, sms_text(invoice), sid=sid, sender=sender)
     assert message_of(first) == message_of(again)
     async with pool.acquire() as conn:
-        count = await conn.fetchval("SELECT times_verified FROM invoices WHERE id = $1", uuid.UUID(invoice["id"]))
+        count = await conn.fetchval("SELECT times_verified FROM invoice_counts WHERE invoice_id = $1", uuid.UUID(invoice["id"]))
         logged = await conn.fetchval(
             "SELECT count(*) FROM verifications WHERE invoice_id = $1", uuid.UUID(invoice["id"])
         )

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from invoicing import db, keys, services, validation
+from invoicing import db, keys, repository, services, validation
 from invoicing.model import DEFAULT_TAX_RATES
 from invoicing.services import Issuing
 from invoicing.settings import Settings
@@ -47,6 +47,49 @@ async def test_migrate_applies_once_and_refuses_a_changed_file(settings: Setting
             await db.migrate_url(url, tmp_path / "m")
         out = cli(Settings(database_url=url, data_dir=tmp_path), "migrate")
         assert out.returncode == 0 and "already applied" in out.stdout
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_upgrade_moves_verification_counts_out_of_invoices(settings: Settings, tmp_path: Path,
+                                                                 server_url: str) -> None:
+    """0004 on a database that has counted verifications: the counts arrive in invoice_counts, the old
+    columns are gone, and the invoice reads back with them."""
+    name = f"invoiceloop_up_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = settings.require_database_url().rsplit("/", 1)[0] + "/" + name
+    try:
+        (tmp_path / "m").mkdir()
+        for path in db.migration_files():
+            if path.name < "0004":
+                shutil.copy(path, tmp_path / "m")
+        await db.migrate_url(url, tmp_path / "m")
+        pool = await db.create_pool(url, max_size=2)
+        try:
+            from invoicing.app import load_issuing
+
+            issuing = await load_issuing(Settings(database_url=url, data_dir=tmp_path, check_code_secret="s"), pool)
+            issuer, _ = await new_issuer(pool)
+            async with pool.acquire() as conn:
+                seen, unseen = (await services.issue(conn, issuing, issuer, [draft(), draft()])).invoices
+                await conn.execute("UPDATE invoices SET times_verified = 3, mismatches = 2, "
+                                   "first_verified_at = '2026-11-27T01:02:03Z' WHERE id = $1", uuid.UUID(seen.id))  # fmt: skip
+            assert (await db.migrate_url(url)).applied == ["0004_invoice_counts.sql"]
+            async with pool.acquire() as conn:
+                rows = await conn.fetch("SELECT invoice_id::text, times_verified, mismatches FROM invoice_counts")
+                assert [tuple(r) for r in rows] == [(seen.id, 3, 2)]
+                columns = await conn.fetchval("SELECT count(*) FROM information_schema.columns WHERE table_name = "
+                                              "'invoices' AND column_name IN ('times_verified', 'mismatches')")  # fmt: skip
+                assert columns == 0
+                seen_row = await repository.get_invoice_row(conn, issuer.id, seen.id)
+                unseen_row = await repository.get_invoice_row(conn, issuer.id, unseen.id)
+                assert seen_row is not None and unseen_row is not None
+                assert seen_row["times_verified"] == 3 and unseen_row["times_verified"] == 0
+                assert seen_row["first_verified_at"].isoformat().startswith("2026-11-27T01:02:03")
+        finally:
+            await pool.close()
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()

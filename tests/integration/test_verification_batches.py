@@ -51,10 +51,11 @@ def verifier(pool: asyncpg.Pool, redis_client: Any, **figures: int) -> Verifier:
 async def counts(pool: asyncpg.Pool, invoices: list[Invoice]) -> dict[str, tuple[int, int, int, int]]:
     """Per invoice id: times_verified, mismatches, log rows, buyer notices."""
     rows = await pool.fetch("""
-        SELECT i.id::text, i.times_verified, i.mismatches,
+        SELECT i.id::text, coalesce(k.times_verified, 0), coalesce(k.mismatches, 0),
                (SELECT count(*) FROM verifications v WHERE v.invoice_id = i.id),
                (SELECT count(*) FROM sms_outbox o WHERE o.invoice_id = i.id AND o.kind = 'buyer_notice')
-          FROM invoices i WHERE i.id = ANY($1::uuid[])""", [inv.id for inv in invoices])  # fmt: skip
+          FROM invoices i LEFT JOIN invoice_counts k ON k.invoice_id = i.id
+         WHERE i.id = ANY($1::uuid[])""", [inv.id for inv in invoices])  # fmt: skip
     return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
 

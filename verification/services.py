@@ -8,7 +8,7 @@ import functools
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -74,7 +74,7 @@ class Verifier:
     queue: Any = None
     keys: dict[str, bytes] = field(default_factory=dict)
     good_signatures: set[tuple[str, str, str]] = field(default_factory=set)
-    lanes: int = 2  # batches in flight at once in this process
+    lanes: int = 1  # batches in flight at once in this process: one gathers the most per batch
     batches: Coalescer[_Item, Verification] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -91,20 +91,25 @@ class Verifier:
 
     async def public_key(self, conn: asyncpg.Connection, key_id: str) -> bytes | None:
         """The public key `key_id` (cached; keys are never changed, only added)."""
-        if key_id not in self.keys:
-            self.keys.update(await repository.signing_keys(conn))
+        await self.load_keys(conn, [key_id])
         return self.keys.get(key_id)
 
+    async def load_keys(self, conn: asyncpg.Connection, key_ids: Iterable[str]) -> None:
+        """Read the public keys again when one of `key_ids` is not known yet (a key was added)."""
+        if any(key_id not in self.keys for key_id in key_ids):
+            self.keys.update(await repository.signing_keys(conn))
 
-async def is_tampered(v: Verifier, conn: asyncpg.Connection, row: asyncpg.Record, inv: Invoice) -> bool:
+
+def is_tampered(v: Verifier, row: asyncpg.Record, inv: Invoice) -> bool:
     """The stored record fails its hash (recomputed from the stored content every time) or its signature
-    (a signature over a given core verifies or not for good, so good ones are remembered)."""
+    (a signature over a given core verifies or not for good, so good ones are remembered). The row's key
+    must be loaded (`Verifier.load_keys`); an unknown key id fails."""
     if formats.record_hash(row["content"]) != row["record_hash"]:
         return True
     core, signature = formats.invoice_signing_core(inv), row["signature"]
     if (row["key_id"], core, signature) in v.good_signatures:
         return False
-    key = await v.public_key(conn, row["key_id"])
+    key = v.keys.get(row["key_id"])
     if key is None or not verify_signature(key, core, signature):
         return True
     if len(v.good_signatures) >= GOOD_SIGNATURES_KEPT:
@@ -160,11 +165,12 @@ async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | B
     works: list[_Work] = []
     async with v.pool.acquire() as conn:
         rows = await vrepo.find_invoices(conn, [(i.query.invoice_code, i.query.invoice_number) for i in items])
+        await v.load_keys(conn, {row["key_id"] for row in rows.values()})
         found = [_lookup(rows.get((i.query.invoice_code, i.query.invoice_number)), i) for i in items]
         states = await v.limits.settle_many([(i.ask(), f.found) for i, f in zip(items, found, strict=True)])
         for item, f, state in zip(items, found, states, strict=True):
             if not isinstance(state, RateLimited):
-                works.append(_Work(item, f.row, await _judge(v, conn, f, state)))
+                works.append(_Work(item, f.row, _judge(v, f, state)))
         outbox_ids = await _record(v, conn, works)
     if v.queue is not None:
         for outbox_id in outbox_ids:
@@ -193,13 +199,13 @@ def _lookup(row: asyncpg.Record | None, item: _Item) -> _Found:
     return _Found(row, inv, matched)
 
 
-async def _judge(v: Verifier, conn: asyncpg.Connection, f: _Found, state: int) -> Verification:
+def _judge(v: Verifier, f: _Found, state: int) -> Verification:
     """The answer to one item that got past the rate."""
     if f.row is None or f.invoice is None:
         return Verification("not_found")
     if state == LOCKED:
         return Verification("locked")
-    tampered = f.matched and await is_tampered(v, conn, f.row, f.invoice)
+    tampered = f.matched and is_tampered(v, f.row, f.invoice)
     if tampered:
         log.error("integrity alarm: invoice %s fails its record hash or signature", f.row["id"])
     outcome = outcome_for(f.row["status"], f.matched, tampered)

@@ -234,7 +234,7 @@ def _paginate(rows: list[_Row], party_h: float, tail_h: float) -> list[list[_Row
 
 
 def _make_forms(c: Canvas, inv: Invoice, verify_url: str) -> None:
-    """The page head (QR code, title, barcode, identity) and the void stamp, drawn once per document."""
+    """The page head (QR code, title, barcode, identity) and the void stamp (if voided), drawn once per document."""
     c.beginForm("head")
     draw_qr(c, LEFT, TOP - QR_SIZE, verify_url, QR_SIZE)
     c.setFillColor(INK)
@@ -258,9 +258,10 @@ def _make_forms(c: Canvas, inv: Invoice, verify_url: str) -> None:
         c.setFillColor(BLACK)
         draw_text(c, RIGHT - 38 * mm, y, value, 9.5, max_width=38 * mm)
     c.endForm()
-    c.beginForm("void")
-    draw_stamp(c, PAGE_W / 2, TOP - HEAD_H - 70 * mm, "作废", "VOID", STAMP)  # over the lines, on every page
-    c.endForm()
+    if inv.status == "voided":
+        c.beginForm("void")
+        draw_stamp(c, PAGE_W / 2, TOP - HEAD_H - 70 * mm, "作废", "VOID", STAMP)  # over the lines, on every page
+        c.endForm()
 
 
 def _title_block(c: Canvas, inv: Invoice) -> None:

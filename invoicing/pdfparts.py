@@ -3,9 +3,11 @@ Code 128, a vector QR code, an address block and a rubber stamp. Used by the inv
 later, the postal label and manifest. Pure: no DB, no network.
 
 The font is looked up once per process (`cjk_font()`), so `INVOICELOOP_CJK_FONT` is read at first use.
-For speed, what is the same from one document to the next is kept per process: each glyph's data for the
-subsetter (`_GlyphCache`, bounded by the font) and each string's font, size and offset (`_placed`, LRU);
-what reportlab numbers per document (subset codes, font names) is still asked of the document every time.
+For speed, what is the same from one document to the next is kept per process: the font's shared subset
+(`SHARED_TEXT`, built and compressed once: `pdffont`), each glyph's data for the subsetter, and each
+string's font, size, offset and, when its characters are all shared or it is in a standard font, its
+encoded text (`_placed`, LRU); what reportlab names or numbers per document (the font resource names, the
+codes of the document's own characters) is still asked of the document every time.
 """
 
 from __future__ import annotations
@@ -15,17 +17,13 @@ import re
 from collections.abc import Sequence
 from functools import cache, lru_cache
 from pathlib import Path
-from struct import pack, unpack_from
 
 import segno
 from barcode.codex import Code128
-from reportlab import rl_config
 from reportlab.lib.colors import Color
 from reportlab.lib.rl_accel import escapePDF, fp_str, unicode2T1
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.pdfdoc import PDFArray
-from reportlab.pdfbase.ttfonts import TTFont, TTFontMaker
 from reportlab.pdfgen.canvas import Canvas
 
 try:
@@ -34,9 +32,11 @@ except ImportError:  # optional: segno does the same, 20 times slower
     zxingcpp = None  # type: ignore[assignment]
 
 from invoicing.model import Address
+from invoicing.pdffont import SubsetFont
 
 __all__ = [
     "CJK_FONT_ENV",
+    "SHARED_TEXT",
     "CJKFontMissing",
     "address_lines",
     "cjk_font",
@@ -62,6 +62,23 @@ CJK_FONT_PATHS = (
     "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",  # Debian / Ubuntu: fonts-wqy-zenhei
     "/usr/share/fonts/wqy-zenhei/wqy-zenhei.ttc",  # Fedora: wqy-zenhei-fonts
     "/usr/share/fonts/wenquanyi/wqy-zenhei/wqy-zenhei.ttc",  # Arch: wqy-zenhei
+)
+# What every invoice prints in the CJK font, whatever it holds: embedded as one subset of the font built
+# once per process (`pdffont`). Other characters (names, addresses, items; the words of a credit note or a
+# void) go into a subset of each document's own. Every unused character here costs every invoice its glyph
+# (~230 bytes for a Chinese one, ~80 for a Latin one, before compression); at most 160 besides ASCII.
+SHARED_TEXT = "".join(
+    (
+        "0123456789 ",  # dates, page numbers; figures in addresses and descriptions
+        "零壹贰叁肆伍陆柒捌玖拾佰仟万亿元角分整",  # amounts in words (words.py)
+        "（）：，、/-.",  # punctuation of labels, names, addresses and descriptions
+        # The labels of `pdf.py` drawn in the CJK font (the all-Latin ones are drawn in Helvetica).
+        "电子发票 e-Invoice 扫码查验 / Scan to verify 发票代码 发票号码 开票日期 校验码 年月日",
+        "购买方 销售方 名称 Name 纳税人识别号 Tax ID 地址 Address 电话 Phone 收件人",
+        "序号 项目名称 单位 数量 单价 金额 税率 税额 合计 Total 价税合计 （大写） （小写） 备注",
+        "交付方式 Delivery：邮寄 Postal 电子 Electronic",
+        "第 1 页 / 共 1 页  Page 1 of 1 续下页 Continued on next page",
+    )
 )
 # A Latin word (kept whole when wrapping) or any single other character, with the spaces after it.
 _TOKEN_RE = re.compile(r"[\u0021-\u007e\u00a0-\u02ff]+\s*|\S\s*|\s+")
@@ -104,195 +121,9 @@ def cjk_font() -> str:
     """Register the CJK font with reportlab once per process (~0.3 s to parse) and return its name.
 
     It is embedded as a subset of the glyphs a document uses, so any viewer shows the text."""
-    path = find_cjk_font()
-    # asciiReadable=False: one subset (256 glyphs) holds a typical invoice's characters, not two.
-    font = _SubsetFont(CJK_FONT_NAME, str(path), subfontIndex=0, asciiReadable=False)
-    _slice_big_tables(font.face)
-    _fast_subsets(font.face)
+    font = SubsetFont(CJK_FONT_NAME, str(find_cjk_font()), SHARED_TEXT)
     pdfmetrics.registerFont(font)
     return CJK_FONT_NAME
-
-
-class _Numbers(PDFArray):  # type: ignore[misc]  # reportlab has no type hints
-    """A PDF array of numbers, formatted in one `fp_str` call per line of ten: the same bytes as reportlab's
-    PDFArray, which formats (and encodes) element by element: ~0.3 ms for a subset's 256 glyph widths."""
-
-    def format(self, document: object, IND: bytes = b"\n ") -> bytes:
-        seq = self.sequence
-        if rl_config.pdfMultiLine or not all(type(e) in (int, float) for e in seq):
-            return super().format(document, IND)  # type: ignore[no-any-return]
-        return b"[ " + b" \n  ".join(fp_str(*seq[i : i + 10]).encode() for i in range(0, len(seq), 10)) + b" ]"
-
-
-class _SubsetFont(TTFont):  # type: ignore[misc]
-    """reportlab's embedded TrueType font, with a fast path in `splitString` for text whose characters
-    the document has already numbered, and its subsets' `/Widths` arrays written by `_Numbers`."""
-
-    def splitString(self, text: str | bytes, doc: object, encoding: str = "utf-8") -> list[tuple[int, bytes]]:
-        """reportlab's result, without its loop over the characters when all are in the first subset
-        already (an invoice has fewer than 256 distinct characters: most strings after the first few)."""
-        state = self.state.get(doc)
-        if state is not None and text and isinstance(text, str) and "\xa0" not in text:
-            get = state.assignments.get
-            codes = [get(code, 256) for code in map(ord, text)]  # 256: new (or not in the font) => reportlab
-            if max(codes) < 256:
-                return [(0, bytes(codes))]
-        return super().splitString(text, doc, encoding)  # type: ignore[no-any-return]
-
-    def addObjects(self, doc: object) -> None:
-        fonts = doc.idToObject["BasicFonts"].dict  # type: ignore[attr-defined]
-        before = set(fonts)
-        super().addObjects(doc)
-        for name, pdf_font in fonts.items():
-            widths = getattr(pdf_font, "Widths", None)
-            if name not in before and type(widths) is PDFArray:
-                pdf_font.Widths = _Numbers(widths.sequence)  # type: ignore[union-attr]
-
-
-class _TableSlice:
-    """A font table that hands out copies of its slices only: reportlab's subsetter copies the whole
-    `glyf` table (10 MB in wqy-zenhei) for every subset it makes: some milliseconds on every document."""
-
-    __slots__ = ("_view",)
-
-    def __init__(self, view: memoryview) -> None:
-        self._view = view
-
-    def __getitem__(self, key: slice) -> bytes:
-        return bytes(self._view[key])
-
-
-def _slice_big_tables(face: object) -> None:
-    """Make the subsetter read `glyf` and `post` through `_TableSlice` (it only ever slices them)."""
-    data, get_table, table_pos = (getattr(face, a, None) for a in ("_ttf_data", "get_table", "get_table_pos"))
-    if not isinstance(data, bytes) or get_table is None or table_pos is None:
-        return  # another reportlab: keep its own (slower) way
-    view = memoryview(data)
-
-    def sliced_get_table(tag: str) -> object:
-        if tag in ("glyf", "post"):
-            pos, length = table_pos(tag)
-            return _TableSlice(view[pos : pos + length])
-        return get_table(tag)
-
-    face.get_table = sliced_get_table  # type: ignore[attr-defined]
-
-
-# TrueType composite glyph flags (reportlab.pdfbase.ttfonts' GF_*): which argument sizes follow an index.
-_GF_WORDS, _GF_SCALE, _GF_MORE, _GF_XY_SCALE, _GF_2X2 = 1 << 0, 1 << 3, 1 << 5, 1 << 6, 1 << 7
-
-
-class _GlyphCache:
-    """The per-glyph work of reportlab's `TTFontFile.makeSubset`, done once per glyph and process.
-
-    reportlab re-reads every glyph's header, data and metrics from the font for every subset it makes
-    (~1 ms for an invoice's ~220 characters); the labels and figures recur on every invoice. This keeps,
-    per original glyph: its `glyf` bytes, where its component indices are (composite glyphs only) and
-    its metrics, and builds the same subset font, byte for byte (`tests/unit/test_pdf.py` compares)."""
-
-    def __init__(self, face: object) -> None:
-        self.face = face
-        self.glyphs: dict[int, tuple[bytes, tuple[tuple[int, int], ...], int, int]] = {}
-        f = face
-        self.fixed = [(tag, f.get_table(tag)) for tag in ("name", "OS/2", "cvt ", "fpgm", "prep") if _has(f, tag)]  # type: ignore[attr-defined]
-        self.post = b"\x00\x03\x00\x00" + f.get_table("post")[4:16] + b"\x00" * 16  # type: ignore[attr-defined]
-        self.hhea, self.maxp, self.head = (f.get_table(t) for t in ("hhea", "maxp", "head"))  # type: ignore[attr-defined]
-        self.glyf = f.get_table("glyf")  # type: ignore[attr-defined]  # once: a copy unless `_slice_big_tables`
-
-    def glyph(self, index: int) -> tuple[bytes, tuple[tuple[int, int], ...], int, int]:
-        """(data, ((offset, component index), ...), advance width, left side bearing) of a glyph."""
-        got = self.glyphs.get(index)
-        if got is None:
-            face = self.face
-            pos = face.glyphPos[index]  # type: ignore[attr-defined]
-            data = bytes(self.glyf[pos : face.glyphPos[index + 1]])  # type: ignore[attr-defined]
-            parts = []
-            if len(data) > 2 and unpack_from(">h", data)[0] < 0:  # composite: walk its components
-                at, flags = 10, _GF_MORE
-                while flags & _GF_MORE:
-                    flags, component = unpack_from(">HH", data, at)
-                    parts.append((at + 2, component))
-                    at += 4 + (4 if flags & _GF_WORDS else 2)
-                    at += 2 if flags & _GF_SCALE else 4 if flags & _GF_XY_SCALE else 8 if flags & _GF_2X2 else 0
-            aw, lsb = face.hmetrics[index]  # type: ignore[attr-defined]
-            got = self.glyphs[index] = (data, tuple(parts), int(aw), int(lsb))
-        return got
-
-    def make_subset(self, subset: Sequence[int]) -> bytes:
-        """`TTFontFile.makeSubset(subset)`, the same bytes."""
-        char_to_glyph = self.face.charToGlyph  # type: ignore[attr-defined]
-        glyph_map = [0]  # new glyph index -> old
-        glyph_set = {0: 0}  # old -> new
-        code_to_glyph = []
-        for code in subset:
-            old = char_to_glyph.get(code, 0)
-            new = glyph_set.get(old)
-            if new is None:
-                new = glyph_set[old] = len(glyph_map)
-                glyph_map.append(old)
-            code_to_glyph.append(new)
-        glyphs = [self.glyph(old) for old in glyph_map]
-        if any(parts for _, parts, _, _ in glyphs):  # add the parts of composite glyphs, as reportlab does
-            n = 0
-            while n < len(glyph_map):
-                for _, component in glyphs[n][1]:
-                    if component not in glyph_set:
-                        glyph_set[component] = len(glyph_map)
-                        glyph_map.append(component)
-                        glyphs.append(self.glyph(component))
-                n += 1
-        output = TTFontMaker()
-        for tag, table in self.fixed:
-            output.add(tag, table)
-        output.add("post", self.post)
-        hmtx: list[int] = []
-        for _, _, aw, lsb in glyphs:
-            hmtx += (aw, lsb)
-        n = len(hmtx) - 2
-        while n and hmtx[n] == hmtx[n - 2]:
-            n -= 2
-        n += 2
-        hmtx = hmtx[:n] + hmtx[n + 1 :: 2]
-        output.add("hmtx", pack(f">{len(hmtx)}H", *hmtx))
-        output.add("hhea", self.hhea[:34] + pack(">H", n >> 1) + self.hhea[36:])
-        output.add("maxp", self.maxp[:4] + pack(">H", len(glyph_map)) + self.maxp[6:])
-        cmap = [0, 1, 1, 0, 0, 12, 6, 10 + len(subset) * 2, 0, 0, len(subset), *code_to_glyph]
-        output.add("cmap", pack(f">{len(cmap)}H", *cmap))
-        glyf, offsets, pos = [], [], 0
-        for data, parts, _, _ in glyphs:
-            offsets.append(pos)
-            if parts:
-                buf = bytearray(data)
-                for at, component in parts:
-                    buf[at : at + 2] = pack(">H", glyph_set[component])
-                data = bytes(buf)
-            glyf.append(data)
-            pos += len(data)
-            if pos % 4:
-                glyf.append(b"\0" * (4 - pos % 4))
-                pos += 4 - pos % 4
-        offsets.append(pos)
-        output.add("glyf", b"".join(glyf))
-        long_loca = (pos + 1) >> 1 > 0xFFFF
-        loca = offsets if long_loca else [o >> 1 for o in offsets]
-        output.add("loca", pack(f">{len(loca)}{'L' if long_loca else 'H'}", *loca))
-        output.add("head", self.head[:50] + pack(">H", int(long_loca)) + self.head[52:])
-        return output.makeStream()  # type: ignore[no-any-return]
-
-
-def _has(face: object, tag: str) -> bool:
-    try:
-        face.get_table_pos(tag)  # type: ignore[attr-defined]
-    except KeyError:
-        return False
-    return True
-
-
-def _fast_subsets(face: object) -> None:
-    """Make this font instance's subsetter `_GlyphCache.make_subset` (other fonts keep reportlab's)."""
-    if not all(hasattr(face, a) for a in ("glyphPos", "hmetrics", "charToGlyph", "makeSubset", "get_table")):
-        return  # another reportlab: keep its own way
-    face.makeSubset = _GlyphCache(face).make_subset  # type: ignore[attr-defined]
 
 
 def font_for(text: str) -> str:
@@ -370,12 +201,12 @@ def draw_text(
 @lru_cache(maxsize=4096)
 def _placed(
     text: str, font: str | None, size: float, align: str, max_width: float | None
-) -> tuple[object, float, str, tuple[tuple[str, str], ...] | None]:
+) -> tuple[object, float, str, tuple[tuple[str | int, str], ...] | None]:
     """What `draw_text` writes that does not depend on the document, computed once per process for a
     string (labels, units, figures recur on every invoice): the font, the shift left of `x` for the
-    alignment, the size operand and, for a standard font, its (font name, escaped chunk) pairs.
-
-    A TrueType font's chunks are not cached: reportlab numbers a subset's characters per document."""
+    alignment, the size operand and the text's (font, escaped codes) chunks: a standard font's name, or
+    the subset of a TrueType font (`SubsetFont`), which is always 0, the shared subset: the codes of other
+    subsets are the document's (None: ask the document)."""
     font = font or font_for(text)
     if max_width is not None:
         size = fit_size(text, font, size, max_width)
@@ -384,25 +215,28 @@ def _placed(
         width = pdfmetrics.stringWidth(text, font, size)
         dx = width if align == "right" else width / 2
     face = pdfmetrics.getFont(font)
-    if face._dynamicFont:  # a TrueType font, embedded in subsets of 256 glyphs
-        return face, dx, fp_str(size), None
-    chunks = tuple((f.fontName, escapePDF(chunk)) for f, chunk in unicode2T1(text, [face, *face.substitutionFonts]))
+    chunks: tuple[tuple[str | int, str], ...] | None
+    if not face._dynamicFont:
+        chunks = tuple((f.fontName, escapePDF(c)) for f, c in unicode2T1(text, [face, *face.substitutionFonts]))
+    elif isinstance(face, SubsetFont) and (codes := face.shared.encode(text)) is not None:
+        chunks = ((0, escapePDF(codes)),)
+    else:
+        chunks = None
     return face, dx, fp_str(size), chunks
 
 
-def _show(canvas: Canvas, face: object, text: str, size: str, chunks: tuple[tuple[str, str], ...] | None) -> str:
+def _show(canvas: Canvas, face: object, text: str, size: str, chunks: tuple[tuple[str | int, str], ...] | None) -> str:
     """The text-showing operators for `text`, as reportlab's text objects write them.
 
     drawString costs ~20 µs a call (a text object each time); this is about a quarter of that, and an
     invoice page has some 150 strings. It uses the canvas's document, as reportlab's own text objects do."""
     doc = canvas._doc
-    if chunks is None:  # TrueType: the subset codes of this document
+    if face._dynamicFont:  # type: ignore[attr-defined]  # TrueType: subset names (and other codes) of this document
         name = face.getSubsetInternalName  # type: ignore[attr-defined]
-        return " ".join(
-            f"{name(subset, doc)} {size} Tf ({escapePDF(chunk)}) Tj"
-            for subset, chunk in face.splitString(text, doc)  # type: ignore[attr-defined]
-        )
-    return " ".join(f"{doc.getInternalFontName(font)} {size} Tf ({chunk}) Tj" for font, chunk in chunks)
+        if chunks is None:
+            chunks = tuple((subset, escapePDF(c)) for subset, c in face.splitString(text, doc))  # type: ignore[attr-defined]
+        return " ".join(f"{name(subset, doc)} {size} Tf ({chunk}) Tj" for subset, chunk in chunks)
+    return " ".join(f"{doc.getInternalFontName(font)} {size} Tf ({chunk}) Tj" for font, chunk in chunks)  # type: ignore[union-attr]
 
 
 def draw_code128(canvas: Canvas, x: float, y: float, data: str, width: float, height: float) -> None:

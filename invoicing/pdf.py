@@ -9,7 +9,6 @@ Pure: no DB, no network; the QR's URL is given by the caller (`formats.verify_ur
 from __future__ import annotations
 
 import io
-import re
 import zlib
 from dataclasses import dataclass
 from decimal import Decimal
@@ -74,7 +73,7 @@ class _FastFlate(PDFStreamFilterZCompress):  # type: ignore[misc]  # reportlab h
 
 
 _FLATE = _FastFlate()
-_NOT_PDFDOC_ASCII = re.compile(r"[^\x00-\x17\x20-\x7f]")  # PDFDocEncoding is ASCII but for 0x18-0x1f
+_NOT_PDFDOC_ASCII = "".join(map(chr, range(0x18, 0x20)))  # PDFDocEncoding is ASCII but for 0x18-0x1f
 
 
 class _Canvas(Canvas):  # type: ignore[misc]  # reportlab has no type hints
@@ -90,7 +89,7 @@ class _Canvas(Canvas):  # type: ignore[misc]  # reportlab has no type hints
         self._code: list[str] = []  # reportlab encodes just the preamble...
         super().endForm(**extra_attributes)
         data = "\n".join([self._preamble, *code])  # ...and the form gets the stream it would have made
-        fast = not _NOT_PDFDOC_ASCII.search(data)
+        fast = data.isascii() and not any(c in data for c in _NOT_PDFDOC_ASCII)  # no regex: a memchr scan or none
         self._doc.idToObject[xObjectName(name)].stream = data.encode("ascii") if fast else pdfdocEnc(data)
 
 

@@ -29,6 +29,7 @@ from invoicing.pdfparts import (
     fit_lines,
     fit_size,
     font_for,
+    text_width,
     wrap_text,
 )
 
@@ -253,7 +254,7 @@ def _make_forms(c: Canvas, inv: Invoice, verify_url: str) -> None:
         y = TOP - (18 + 5.5 * i) * mm
         c.setFillColor(INK)
         draw_text(c, RIGHT - 62 * mm, y, zh, 8)
-        draw_text(c, RIGHT - 62 * mm + c.stringWidth(zh, cjk_font(), 8) + 1.2 * mm, y, en, 6.5)
+        draw_text(c, RIGHT - 62 * mm + text_width(zh, cjk_font(), 8) + 1.2 * mm, y, en, 6.5)
         c.setFillColor(BLACK)
         draw_text(c, RIGHT - 38 * mm, y, value, 9.5, max_width=38 * mm)
     c.endForm()
@@ -268,7 +269,7 @@ def _title_block(c: Canvas, inv: Invoice) -> None:
     title, subtitle = _title(inv)
     colour = RED if inv.kind == "credit_note" else INK
     cx, font = (LEFT + QR_SIZE + RIGHT - 62 * mm) / 2, font_for(title)
-    half = c.stringWidth(title, font, 21) / 2
+    half = text_width(title, font, 21) / 2
     c.saveState()
     c.setFillColor(colour)
     c.setStrokeColor(colour)
@@ -407,7 +408,7 @@ def _tail(c: Canvas, inv: Invoice, remarks: list[str], top: float, remarks_h: fl
     draw_text(c, label_x + PAD, words_y + 3.2 * mm, "（大写）", 8)
     figures = _money(inv.totals.total, inv.currency)
     size = fit_size(figures, font_for(figures), 11.5, 55 * mm)
-    figures_x = RIGHT - PAD - c.stringWidth(figures, font_for(figures), size)
+    figures_x = RIGHT - PAD - text_width(figures, font_for(figures), size)
     draw_text(c, figures_x - 1.5 * mm, words_y + 3.2 * mm, "（小写）", 8, align="right")
     c.setFillColor(BLACK)
     for col, value in ((5, inv.totals.total_amount), (7, inv.totals.total_tax)):

@@ -60,7 +60,6 @@ class SubsetFont(TTFont):  # type: ignore[misc]  # reportlab has no type hints
             state.subsets = [shared.codes]  # a tuple: reportlab starts subset 1 at code 256, never adds to it
             state.nextCode = 256
             state.table, state.known = dict(shared.table), dict(shared.known)
-            state.names, state.shared_used = {}, False
         return state
 
     def splitString(self, text: str | bytes, doc: object, encoding: str = "utf-8") -> list[tuple[int, bytes]]:
@@ -96,23 +95,16 @@ class SubsetFont(TTFont):  # type: ignore[misc]  # reportlab has no type hints
         state.nextCode = n
 
     def getSubsetInternalName(self, subset: int, doc: object) -> str:
-        state = self.doc_state(doc)
-        name = state.names.get(subset)
-        if name is None:
-            name = state.names[subset] = super().getSubsetInternalName(subset, doc)
-            state.shared_used |= subset == 0
-        return name  # type: ignore[no-any-return]
+        self.doc_state(doc)  # ours, before reportlab's would make a state of its own
+        return super().getSubsetInternalName(subset, doc)  # type: ignore[no-any-return]
 
     def addObjects(self, doc: object) -> None:
-        """reportlab's `TTFont.addObjects`: a font dictionary per subset, the shared one's parts made once.
-        The shared subset is left out of a document that shows none of its characters."""
+        """reportlab's `TTFont.addObjects`: a font dictionary per subset, the shared one's parts made once."""
         state = self.doc_state(doc)
         state.frozen = 1
         fonts = doc.idToObject["BasicFonts"].dict  # type: ignore[attr-defined]
-        face, shared_used = self.face, state.shared_used
+        face = self.face
         for n, subset in enumerate(state.subsets):
-            if n == 0 and not shared_used:
-                continue
             name = self.getSubsetInternalName(n, doc)[1:]
             base = b"".join((SUBSETN(n), b"+", face.name, face.subfontNameX)).decode("pdfdoc")
             pdf_font = PDFTrueTypeFont()

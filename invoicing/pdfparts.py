@@ -24,7 +24,6 @@ from reportlab.lib.colors import Color
 from reportlab.lib.rl_accel import escapePDF, fp_str, unicode2T1
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.pdfdoc import PDFDocument
 from reportlab.pdfgen.canvas import Canvas
 
 try:
@@ -129,6 +128,8 @@ def cjk_font() -> str:
 
 def font_for(text: str) -> str:
     """Helvetica for text it can show (WinAnsi, e.g. figures, codes, `¥`), else the CJK font."""
+    if text.isascii():
+        return LATIN_FONT
     try:
         text.encode("cp1252")
     except UnicodeEncodeError:
@@ -137,8 +138,35 @@ def font_for(text: str) -> str:
 
 
 def text_width(text: str, font: str, size: float) -> float:
-    """Width of `text` in points."""
-    return float(pdfmetrics.stringWidth(text, font, size))
+    """Width of `text` in points: reportlab's `stringWidth`, the same figure, from a per-process table of
+    each character's advance (reportlab's takes ~15k instructions a call, and layout makes hundreds)."""
+    advances = _ADVANCES.get(font) or _advances(font)
+    return sum(map(advances.__getitem__, text)) * 0.001 * size
+
+
+class _Advances(dict[str, float]):
+    """Characters' advances in a font, in reportlab's units (1/1000 em), each looked up once."""
+
+    def __init__(self, font: str) -> None:
+        super().__init__()
+        self.face = pdfmetrics.getFont(font)
+
+    def __missing__(self, char: str) -> float:
+        face = self.face
+        if face._dynamicFont:  # TrueType: reportlab sums these, as floats
+            advance = float(face.face.charWidths.get(ord(char), face.face.defaultWidth))
+        else:  # Type 1: whole numbers (its encoded byte's width, or a substitution font's)
+            advance = round(face.stringWidth(char, 1000))
+        self[char] = advance
+        return advance
+
+
+_ADVANCES: dict[str, _Advances] = {}
+
+
+def _advances(font: str) -> _Advances:
+    table = _ADVANCES[font] = _Advances(font)
+    return table
 
 
 def fit_size(text: str, font: str, size: float, width: float, min_size: float = 5.0) -> float:
@@ -194,51 +222,67 @@ def draw_text(
     max_width: float | None = None,
 ) -> None:
     """One line of text at baseline `y`, in the current fill colour; `align` left/center/right of `x`;
-    shrunk to fit `max_width`. The font is `font_for(text)` unless given."""
+    shrunk to fit `max_width`. The font is `font_for(text)` unless given.
+
+    drawString costs ~20 µs a call (a text object each time); this writes the same operators (but for the
+    text matrix) in a small part of that, and an invoice page has some 150 strings."""
     face, dx, size_op, shows = _placed(text, font, size, align, max_width)
     doc = canvas._doc
     if shows is None:  # TrueType text with characters of the document's own, which it numbers
         runs = face.splitString(text, doc)  # type: ignore[attr-defined]
-        shows = tuple((subset, f" {size_op} Tf ({escapePDF(codes)}) Tj") for subset, codes in runs)
-    name = face.getSubsetInternalName if face._dynamicFont else _standard_font_name  # type: ignore[attr-defined]
-    canvas.addLiteral(
-        f"BT 1 0 0 1 {fp_str(x - dx, y)} Tm {' '.join([name(key, doc) + show for key, show in shows])} ET"
-    )
+        shows = tuple((face.fontName, f"+{n} {size_op} Tf ({escapePDF(codes)}) Tj") for n, codes in runs)  # type: ignore[attr-defined]
+    xy = (x - dx, y)
+    position = _POSITIONS.get(xy) or _position(xy)
+    names = doc.fontMapping  # reportlab's font resource names in this document: "/F1", "/F2" (+subset)
+    try:
+        ops = " ".join([names[name] + show for name, show in shows])
+    except KeyError:  # the font's first string in this document: it gets its name
+        if face._dynamicFont:  # type: ignore[attr-defined]
+            face.getSubsetInternalName(0, doc)  # type: ignore[attr-defined]
+        for name, _ in shows:
+            doc.getInternalFontName(name)
+        ops = " ".join([names[name] + show for name, show in shows])
+    canvas._code.append(f"BT 1 0 0 1 {position} Tm {ops} ET")  # canvas.addLiteral, without its call
+
+
+# Text positions as `fp_str` writes them, kept per process: a label sits at the same place on every invoice.
+_POSITIONS: dict[tuple[float, float], str] = {}
+
+
+def _position(xy: tuple[float, float]) -> str:
+    if len(_POSITIONS) >= 100_000:
+        _POSITIONS.clear()
+    text: str = fp_str(*xy)
+    _POSITIONS[xy] = text
+    return text
 
 
 @lru_cache(maxsize=4096)
 def _placed(
     text: str, font: str | None, size: float, align: str, max_width: float | None
-) -> tuple[object, float, str, tuple[tuple[str | int, str], ...] | None]:
+) -> tuple[object, float, str, tuple[tuple[str, str], ...] | None]:
     """What `draw_text` writes that does not depend on the document, computed once per process for a
     string (labels, units, figures recur on every invoice): the font, the shift left of `x` for the
-    alignment, the size operand and the text's (font, ` size Tf (codes) Tj`) runs, where the font is a
-    standard font's name or the subset of a TrueType font, which is 0, the shared subset (`SubsetFont`):
-    the codes of the document's own characters are the document's (None: ask the document).
-
-    drawString costs ~20 µs a call (a text object each time); `draw_text` writes the same operators (but
-    for the text matrix) in a fraction of that, and an invoice page has some 150 strings."""
+    alignment, the size operand and the text's runs: (font name, what follows the font's resource name in
+    the document: [+subset] size Tf (codes) Tj). A TrueType font's codes are the shared subset's
+    (`SubsetFont`); a string with characters of the document's own has None: they are the document's."""
     font = font or font_for(text)
     if max_width is not None:
         size = fit_size(text, font, size, max_width)
     dx = 0.0
     if align != "left":
-        width = pdfmetrics.stringWidth(text, font, size)
+        width = text_width(text, font, size)
         dx = width if align == "right" else width / 2
     face = pdfmetrics.getFont(font)
     size_op = fp_str(size)
-    runs: tuple[tuple[str | int, str], ...] | None
     if not face._dynamicFont:
-        runs = tuple((f.fontName, escapePDF(c)) for f, c in unicode2T1(text, [face, *face.substitutionFonts]))
-    elif isinstance(face, SubsetFont) and (codes := face.shared.encode(text)) is not None:
-        runs = ((0, escapePDF(codes)),)
-    else:
-        return face, dx, size_op, None
-    return face, dx, size_op, tuple((key, f" {size_op} Tf ({chunk}) Tj") for key, chunk in runs)
-
-
-def _standard_font_name(font: str | int, doc: PDFDocument) -> str:
-    return doc.getInternalFontName(font)  # type: ignore[no-any-return]
+        if text.isascii() and text.isprintable() and face.encName == "WinAnsiEncoding":  # ASCII is itself
+            return face, dx, size_op, ((font, f" {size_op} Tf ({escapePDF(text.encode())}) Tj"),)
+        runs = unicode2T1(text, [face, *face.substitutionFonts])
+        return face, dx, size_op, tuple((f.fontName, f" {size_op} Tf ({escapePDF(c)}) Tj") for f, c in runs)
+    if isinstance(face, SubsetFont) and (codes := face.shared.encode(text)) is not None:
+        return face, dx, size_op, ((font, f"+0 {size_op} Tf ({escapePDF(codes)}) Tj"),)
+    return face, dx, size_op, None
 
 
 def draw_code128(canvas: Canvas, x: float, y: float, data: str, width: float, height: float) -> None:

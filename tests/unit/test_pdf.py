@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import zxingcpp
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from pypdf import PdfReader
 from reportlab.lib.units import mm
@@ -23,7 +24,7 @@ from invoicing import pdffont, pdfparts
 from invoicing.formats import verify_url
 from invoicing.model import DEFAULT_TAX_RATES, Invoice, LineInput, money_str
 from invoicing.pdf import COL_X, PAD, PAGE_H, render_invoice_pdf
-from tests.unit.invoice_samples import BASE_URL, BUYER, invoices, make_invoice, sample_invoice
+from tests.unit.invoice_samples import BASE_URL, BUYER, chinese_text, invoices, make_invoice, sample_invoice
 
 OUT = Path(__file__).resolve().parents[2] / "test-output" / "pdf"
 needs_poppler = pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils is not installed")
@@ -278,15 +279,6 @@ def test_shared_subset_is_the_same_bytes_in_every_document_and_the_rest_is_the_d
     assert len(font_files(unzipped)[0]) > len(shared)  # the raw program when the document is not compressed
 
 
-def test_a_document_without_shared_characters_has_no_shared_subset() -> None:
-    buf = io.BytesIO()
-    c = Canvas(buf)
-    pdfparts.draw_text(c, 10, 10, "深圳", 10)
-    c.save()
-    assert _cjk_subsets(buf.getvalue()) == [b"AAAAAB"]
-    assert "深圳" in pypdf_pages(buf.getvalue())[0]
-
-
 def test_font_path_override_and_a_clear_error_when_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     real = pdfparts.find_cjk_font({})
     assert pdfparts.find_cjk_font({pdfparts.CJK_FONT_ENV: str(real)}) == real
@@ -349,6 +341,12 @@ def test_split_string_numbers_characters_as_reportlab_does() -> None:
         assert ours.splitString(text, doc_ours) == TTFont.splitString(ours, text, doc_plain), text
     assert ours.doc_state(doc_ours).subsets == ours.doc_state(doc_plain).subsets
     assert len(ours.doc_state(doc_ours).subsets) > 2
+
+
+@given(st.one_of(chinese_text, st.text(st.characters(max_codepoint=0x2FF), max_size=30)), st.sampled_from([6, 7.5, 8]))
+def test_text_width_is_reportlabs_string_width(text: str, size: float) -> None:
+    for font in (pdfparts.cjk_font(), pdfparts.LATIN_FONT):
+        assert pdfparts.text_width(text, font, size) == pdfmetrics.stringWidth(text, font, size), (text, font)
 
 
 def test_widths_arrays_write_the_same_bytes_as_reportlab() -> None:

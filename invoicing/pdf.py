@@ -9,7 +9,6 @@ Pure: no DB, no network; the QR's URL is given by the caller (`formats.verify_ur
 from __future__ import annotations
 
 import io
-import re
 import zlib
 from dataclasses import dataclass
 from decimal import Decimal
@@ -30,6 +29,7 @@ from invoicing.pdfparts import (
     fit_lines,
     fit_size,
     font_for,
+    text_width,
     wrap_text,
 )
 
@@ -74,7 +74,7 @@ class _FastFlate(PDFStreamFilterZCompress):  # type: ignore[misc]  # reportlab h
 
 
 _FLATE = _FastFlate()
-_NOT_PDFDOC_ASCII = re.compile(r"[^\x00-\x17\x20-\x7f]")  # PDFDocEncoding is ASCII but for 0x18-0x1f
+_NOT_PDFDOC_ASCII = "".join(map(chr, range(0x18, 0x20)))  # PDFDocEncoding is ASCII but for 0x18-0x1f
 
 
 class _Canvas(Canvas):  # type: ignore[misc]  # reportlab has no type hints
@@ -90,7 +90,7 @@ class _Canvas(Canvas):  # type: ignore[misc]  # reportlab has no type hints
         self._code: list[str] = []  # reportlab encodes just the preamble...
         super().endForm(**extra_attributes)
         data = "\n".join([self._preamble, *code])  # ...and the form gets the stream it would have made
-        fast = not _NOT_PDFDOC_ASCII.search(data)
+        fast = data.isascii() and not any(c in data for c in _NOT_PDFDOC_ASCII)  # no regex: a memchr scan or none
         self._doc.idToObject[xObjectName(name)].stream = data.encode("ascii") if fast else pdfdocEnc(data)
 
 
@@ -234,7 +234,7 @@ def _paginate(rows: list[_Row], party_h: float, tail_h: float) -> list[list[_Row
 
 
 def _make_forms(c: Canvas, inv: Invoice, verify_url: str) -> None:
-    """The page head (QR code, title, barcode, identity) and the void stamp, drawn once per document."""
+    """The page head (QR code, title, barcode, identity) and the void stamp (if voided), drawn once per document."""
     c.beginForm("head")
     draw_qr(c, LEFT, TOP - QR_SIZE, verify_url, QR_SIZE)
     c.setFillColor(INK)
@@ -254,13 +254,14 @@ def _make_forms(c: Canvas, inv: Invoice, verify_url: str) -> None:
         y = TOP - (18 + 5.5 * i) * mm
         c.setFillColor(INK)
         draw_text(c, RIGHT - 62 * mm, y, zh, 8)
-        draw_text(c, RIGHT - 62 * mm + c.stringWidth(zh, cjk_font(), 8) + 1.2 * mm, y, en, 6.5)
+        draw_text(c, RIGHT - 62 * mm + text_width(zh, cjk_font(), 8) + 1.2 * mm, y, en, 6.5)
         c.setFillColor(BLACK)
         draw_text(c, RIGHT - 38 * mm, y, value, 9.5, max_width=38 * mm)
     c.endForm()
-    c.beginForm("void")
-    draw_stamp(c, PAGE_W / 2, TOP - HEAD_H - 70 * mm, "作废", "VOID", STAMP)  # over the lines, on every page
-    c.endForm()
+    if inv.status == "voided":
+        c.beginForm("void")
+        draw_stamp(c, PAGE_W / 2, TOP - HEAD_H - 70 * mm, "作废", "VOID", STAMP)  # over the lines, on every page
+        c.endForm()
 
 
 def _title_block(c: Canvas, inv: Invoice) -> None:
@@ -268,7 +269,7 @@ def _title_block(c: Canvas, inv: Invoice) -> None:
     title, subtitle = _title(inv)
     colour = RED if inv.kind == "credit_note" else INK
     cx, font = (LEFT + QR_SIZE + RIGHT - 62 * mm) / 2, font_for(title)
-    half = c.stringWidth(title, font, 21) / 2
+    half = text_width(title, font, 21) / 2
     c.saveState()
     c.setFillColor(colour)
     c.setStrokeColor(colour)
@@ -407,7 +408,7 @@ def _tail(c: Canvas, inv: Invoice, remarks: list[str], top: float, remarks_h: fl
     draw_text(c, label_x + PAD, words_y + 3.2 * mm, "（大写）", 8)
     figures = _money(inv.totals.total, inv.currency)
     size = fit_size(figures, font_for(figures), 11.5, 55 * mm)
-    figures_x = RIGHT - PAD - c.stringWidth(figures, font_for(figures), size)
+    figures_x = RIGHT - PAD - text_width(figures, font_for(figures), size)
     draw_text(c, figures_x - 1.5 * mm, words_y + 3.2 * mm, "（小写）", 8, align="right")
     c.setFillColor(BLACK)
     for col, value in ((5, inv.totals.total_amount), (7, inv.totals.total_tax)):

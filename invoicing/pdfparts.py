@@ -3,9 +3,11 @@ Code 128, a vector QR code, an address block and a rubber stamp. Used by the inv
 later, the postal label and manifest. Pure: no DB, no network.
 
 The font is looked up once per process (`cjk_font()`), so `INVOICELOOP_CJK_FONT` is read at first use.
-For speed, what is the same from one document to the next is kept per process: each glyph's data for the
-subsetter (`_GlyphCache`, bounded by the font) and each string's font, size and offset (`_placed`, LRU);
-what reportlab numbers per document (subset codes, font names) is still asked of the document every time.
+For speed, what is the same from one document to the next is kept per process: the font's shared subset
+(`SHARED_TEXT`, built and compressed once: `pdffont`), each glyph's data for the subsetter, and each
+string's font, size, offset and, when its characters are all shared or it is in a standard font, its
+encoded text (`_placed`, LRU); what reportlab names or numbers per document (the font resource names, the
+codes of the document's own characters) is still asked of the document every time.
 """
 
 from __future__ import annotations
@@ -15,17 +17,13 @@ import re
 from collections.abc import Sequence
 from functools import cache, lru_cache
 from pathlib import Path
-from struct import pack, unpack_from
 
 import segno
 from barcode.codex import Code128
-from reportlab import rl_config
 from reportlab.lib.colors import Color
 from reportlab.lib.rl_accel import escapePDF, fp_str, unicode2T1
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.pdfdoc import PDFArray
-from reportlab.pdfbase.ttfonts import TTFont, TTFontMaker
 from reportlab.pdfgen.canvas import Canvas
 
 try:
@@ -34,9 +32,11 @@ except ImportError:  # optional: segno does the same, 20 times slower
     zxingcpp = None  # type: ignore[assignment]
 
 from invoicing.model import Address
+from invoicing.pdffont import SubsetFont
 
 __all__ = [
     "CJK_FONT_ENV",
+    "SHARED_TEXT",
     "CJKFontMissing",
     "address_lines",
     "cjk_font",
@@ -63,14 +63,31 @@ CJK_FONT_PATHS = (
     "/usr/share/fonts/wqy-zenhei/wqy-zenhei.ttc",  # Fedora: wqy-zenhei-fonts
     "/usr/share/fonts/wenquanyi/wqy-zenhei/wqy-zenhei.ttc",  # Arch: wqy-zenhei
 )
+# What every invoice prints in the CJK font, whatever it holds: embedded as one subset of the font built
+# once per process (`pdffont`). Other characters (names, addresses, items; the words of a credit note or a
+# void) go into a subset of each document's own. Every unused character here costs every invoice its glyph
+# (~230 bytes for a Chinese one, ~80 for a Latin one, before compression); at most 160 besides ASCII.
+SHARED_TEXT = "".join(
+    (
+        "0123456789 ",  # dates, page numbers; figures in addresses and descriptions
+        "零壹贰叁肆伍陆柒捌玖拾佰仟万亿元角分整",  # amounts in words (words.py)
+        "（）：，、/-.",  # punctuation of labels, names, addresses and descriptions
+        # The labels of `pdf.py` drawn in the CJK font (the all-Latin ones are drawn in Helvetica).
+        "电子发票 e-Invoice 扫码查验 / Scan to verify 发票代码 发票号码 开票日期 校验码 年月日",
+        "购买方 销售方 名称 Name 纳税人识别号 Tax ID 地址 Address 电话 Phone 收件人",
+        "序号 项目名称 单位 数量 单价 金额 税率 税额 合计 Total 价税合计 （大写） （小写） 备注",
+        "交付方式 Delivery：邮寄 Postal 电子 Electronic",
+        "第 1 页 / 共 1 页  Page 1 of 1 续下页 Continued on next page",
+    )
+)
 # A Latin word (kept whole when wrapping) or any single other character, with the spaces after it.
 _TOKEN_RE = re.compile(r"[\u0021-\u007e\u00a0-\u02ff]+\s*|\S\s*|\s+")
 # Characters that must not start a line (Chinese line-breaking rules, kinsoku).
 _NO_LINE_START = frozenset("，。、；：？！）》」』】〉”’,.;:?!)%")
 _DARK_RUN = re.compile(rb"\x01+")
 _DARK_PIXEL = bytes([1] + [0] * 255)  # zxing-cpp's image: 0 is dark
-_NUMBERS = [str(i) for i in range(256)]  # a QR code has at most 177 modules a side
 _DIGIT_BIT = bytes.maketrans(b"01", b"\x00\x01")  # python-barcode's "1010..." pattern
+_BIT_DIGIT = bytes.maketrans(b"\x00\x01", b"01")
 
 
 class CJKFontMissing(RuntimeError):
@@ -104,199 +121,15 @@ def cjk_font() -> str:
     """Register the CJK font with reportlab once per process (~0.3 s to parse) and return its name.
 
     It is embedded as a subset of the glyphs a document uses, so any viewer shows the text."""
-    path = find_cjk_font()
-    # asciiReadable=False: one subset (256 glyphs) holds a typical invoice's characters, not two.
-    font = _SubsetFont(CJK_FONT_NAME, str(path), subfontIndex=0, asciiReadable=False)
-    _slice_big_tables(font.face)
-    _fast_subsets(font.face)
+    font = SubsetFont(CJK_FONT_NAME, str(find_cjk_font()), SHARED_TEXT)
     pdfmetrics.registerFont(font)
     return CJK_FONT_NAME
 
 
-class _Numbers(PDFArray):  # type: ignore[misc]  # reportlab has no type hints
-    """A PDF array of numbers, formatted in one `fp_str` call per line of ten: the same bytes as reportlab's
-    PDFArray, which formats (and encodes) element by element: ~0.3 ms for a subset's 256 glyph widths."""
-
-    def format(self, document: object, IND: bytes = b"\n ") -> bytes:
-        seq = self.sequence
-        if rl_config.pdfMultiLine or not all(type(e) in (int, float) for e in seq):
-            return super().format(document, IND)  # type: ignore[no-any-return]
-        return b"[ " + b" \n  ".join(fp_str(*seq[i : i + 10]).encode() for i in range(0, len(seq), 10)) + b" ]"
-
-
-class _SubsetFont(TTFont):  # type: ignore[misc]
-    """reportlab's embedded TrueType font, with a fast path in `splitString` for text whose characters
-    the document has already numbered, and its subsets' `/Widths` arrays written by `_Numbers`."""
-
-    def splitString(self, text: str | bytes, doc: object, encoding: str = "utf-8") -> list[tuple[int, bytes]]:
-        """reportlab's result, without its loop over the characters when all are in the first subset
-        already (an invoice has fewer than 256 distinct characters: most strings after the first few)."""
-        state = self.state.get(doc)
-        if state is not None and text and isinstance(text, str) and "\xa0" not in text:
-            get = state.assignments.get
-            codes = [get(code, 256) for code in map(ord, text)]  # 256: new (or not in the font) => reportlab
-            if max(codes) < 256:
-                return [(0, bytes(codes))]
-        return super().splitString(text, doc, encoding)  # type: ignore[no-any-return]
-
-    def addObjects(self, doc: object) -> None:
-        fonts = doc.idToObject["BasicFonts"].dict  # type: ignore[attr-defined]
-        before = set(fonts)
-        super().addObjects(doc)
-        for name, pdf_font in fonts.items():
-            widths = getattr(pdf_font, "Widths", None)
-            if name not in before and type(widths) is PDFArray:
-                pdf_font.Widths = _Numbers(widths.sequence)  # type: ignore[union-attr]
-
-
-class _TableSlice:
-    """A font table that hands out copies of its slices only: reportlab's subsetter copies the whole
-    `glyf` table (10 MB in wqy-zenhei) for every subset it makes: some milliseconds on every document."""
-
-    __slots__ = ("_view",)
-
-    def __init__(self, view: memoryview) -> None:
-        self._view = view
-
-    def __getitem__(self, key: slice) -> bytes:
-        return bytes(self._view[key])
-
-
-def _slice_big_tables(face: object) -> None:
-    """Make the subsetter read `glyf` and `post` through `_TableSlice` (it only ever slices them)."""
-    data, get_table, table_pos = (getattr(face, a, None) for a in ("_ttf_data", "get_table", "get_table_pos"))
-    if not isinstance(data, bytes) or get_table is None or table_pos is None:
-        return  # another reportlab: keep its own (slower) way
-    view = memoryview(data)
-
-    def sliced_get_table(tag: str) -> object:
-        if tag in ("glyf", "post"):
-            pos, length = table_pos(tag)
-            return _TableSlice(view[pos : pos + length])
-        return get_table(tag)
-
-    face.get_table = sliced_get_table  # type: ignore[attr-defined]
-
-
-# TrueType composite glyph flags (reportlab.pdfbase.ttfonts' GF_*): which argument sizes follow an index.
-_GF_WORDS, _GF_SCALE, _GF_MORE, _GF_XY_SCALE, _GF_2X2 = 1 << 0, 1 << 3, 1 << 5, 1 << 6, 1 << 7
-
-
-class _GlyphCache:
-    """The per-glyph work of reportlab's `TTFontFile.makeSubset`, done once per glyph and process.
-
-    reportlab re-reads every glyph's header, data and metrics from the font for every subset it makes
-    (~1 ms for an invoice's ~220 characters); the labels and figures recur on every invoice. This keeps,
-    per original glyph: its `glyf` bytes, where its component indices are (composite glyphs only) and
-    its metrics, and builds the same subset font, byte for byte (`tests/unit/test_pdf.py` compares)."""
-
-    def __init__(self, face: object) -> None:
-        self.face = face
-        self.glyphs: dict[int, tuple[bytes, tuple[tuple[int, int], ...], int, int]] = {}
-        f = face
-        self.fixed = [(tag, f.get_table(tag)) for tag in ("name", "OS/2", "cvt ", "fpgm", "prep") if _has(f, tag)]  # type: ignore[attr-defined]
-        self.post = b"\x00\x03\x00\x00" + f.get_table("post")[4:16] + b"\x00" * 16  # type: ignore[attr-defined]
-        self.hhea, self.maxp, self.head = (f.get_table(t) for t in ("hhea", "maxp", "head"))  # type: ignore[attr-defined]
-        self.glyf = f.get_table("glyf")  # type: ignore[attr-defined]  # once: a copy unless `_slice_big_tables`
-
-    def glyph(self, index: int) -> tuple[bytes, tuple[tuple[int, int], ...], int, int]:
-        """(data, ((offset, component index), ...), advance width, left side bearing) of a glyph."""
-        got = self.glyphs.get(index)
-        if got is None:
-            face = self.face
-            pos = face.glyphPos[index]  # type: ignore[attr-defined]
-            data = bytes(self.glyf[pos : face.glyphPos[index + 1]])  # type: ignore[attr-defined]
-            parts = []
-            if len(data) > 2 and unpack_from(">h", data)[0] < 0:  # composite: walk its components
-                at, flags = 10, _GF_MORE
-                while flags & _GF_MORE:
-                    flags, component = unpack_from(">HH", data, at)
-                    parts.append((at + 2, component))
-                    at += 4 + (4 if flags & _GF_WORDS else 2)
-                    at += 2 if flags & _GF_SCALE else 4 if flags & _GF_XY_SCALE else 8 if flags & _GF_2X2 else 0
-            aw, lsb = face.hmetrics[index]  # type: ignore[attr-defined]
-            got = self.glyphs[index] = (data, tuple(parts), int(aw), int(lsb))
-        return got
-
-    def make_subset(self, subset: Sequence[int]) -> bytes:
-        """`TTFontFile.makeSubset(subset)`, the same bytes."""
-        char_to_glyph = self.face.charToGlyph  # type: ignore[attr-defined]
-        glyph_map = [0]  # new glyph index -> old
-        glyph_set = {0: 0}  # old -> new
-        code_to_glyph = []
-        for code in subset:
-            old = char_to_glyph.get(code, 0)
-            new = glyph_set.get(old)
-            if new is None:
-                new = glyph_set[old] = len(glyph_map)
-                glyph_map.append(old)
-            code_to_glyph.append(new)
-        glyphs = [self.glyph(old) for old in glyph_map]
-        if any(parts for _, parts, _, _ in glyphs):  # add the parts of composite glyphs, as reportlab does
-            n = 0
-            while n < len(glyph_map):
-                for _, component in glyphs[n][1]:
-                    if component not in glyph_set:
-                        glyph_set[component] = len(glyph_map)
-                        glyph_map.append(component)
-                        glyphs.append(self.glyph(component))
-                n += 1
-        output = TTFontMaker()
-        for tag, table in self.fixed:
-            output.add(tag, table)
-        output.add("post", self.post)
-        hmtx: list[int] = []
-        for _, _, aw, lsb in glyphs:
-            hmtx += (aw, lsb)
-        n = len(hmtx) - 2
-        while n and hmtx[n] == hmtx[n - 2]:
-            n -= 2
-        n += 2
-        hmtx = hmtx[:n] + hmtx[n + 1 :: 2]
-        output.add("hmtx", pack(f">{len(hmtx)}H", *hmtx))
-        output.add("hhea", self.hhea[:34] + pack(">H", n >> 1) + self.hhea[36:])
-        output.add("maxp", self.maxp[:4] + pack(">H", len(glyph_map)) + self.maxp[6:])
-        cmap = [0, 1, 1, 0, 0, 12, 6, 10 + len(subset) * 2, 0, 0, len(subset), *code_to_glyph]
-        output.add("cmap", pack(f">{len(cmap)}H", *cmap))
-        glyf, offsets, pos = [], [], 0
-        for data, parts, _, _ in glyphs:
-            offsets.append(pos)
-            if parts:
-                buf = bytearray(data)
-                for at, component in parts:
-                    buf[at : at + 2] = pack(">H", glyph_set[component])
-                data = bytes(buf)
-            glyf.append(data)
-            pos += len(data)
-            if pos % 4:
-                glyf.append(b"\0" * (4 - pos % 4))
-                pos += 4 - pos % 4
-        offsets.append(pos)
-        output.add("glyf", b"".join(glyf))
-        long_loca = (pos + 1) >> 1 > 0xFFFF
-        loca = offsets if long_loca else [o >> 1 for o in offsets]
-        output.add("loca", pack(f">{len(loca)}{'L' if long_loca else 'H'}", *loca))
-        output.add("head", self.head[:50] + pack(">H", int(long_loca)) + self.head[52:])
-        return output.makeStream()  # type: ignore[no-any-return]
-
-
-def _has(face: object, tag: str) -> bool:
-    try:
-        face.get_table_pos(tag)  # type: ignore[attr-defined]
-    except KeyError:
-        return False
-    return True
-
-
-def _fast_subsets(face: object) -> None:
-    """Make this font instance's subsetter `_GlyphCache.make_subset` (other fonts keep reportlab's)."""
-    if not all(hasattr(face, a) for a in ("glyphPos", "hmetrics", "charToGlyph", "makeSubset", "get_table")):
-        return  # another reportlab: keep its own way
-    face.makeSubset = _GlyphCache(face).make_subset  # type: ignore[attr-defined]
-
-
 def font_for(text: str) -> str:
     """Helvetica for text it can show (WinAnsi, e.g. figures, codes, `¥`), else the CJK font."""
+    if text.isascii():
+        return LATIN_FONT
     try:
         text.encode("cp1252")
     except UnicodeEncodeError:
@@ -305,8 +138,35 @@ def font_for(text: str) -> str:
 
 
 def text_width(text: str, font: str, size: float) -> float:
-    """Width of `text` in points."""
-    return float(pdfmetrics.stringWidth(text, font, size))
+    """Width of `text` in points: reportlab's `stringWidth`, the same figure, from a per-process table of
+    each character's advance (reportlab's takes ~15k instructions a call, and layout makes hundreds)."""
+    advances = _ADVANCES.get(font) or _advances(font)
+    return sum(map(advances.__getitem__, text)) * 0.001 * size
+
+
+class _Advances(dict[str, float]):
+    """Characters' advances in a font, in reportlab's units (1/1000 em), each looked up once."""
+
+    def __init__(self, font: str) -> None:
+        super().__init__()
+        self.face = pdfmetrics.getFont(font)
+
+    def __missing__(self, char: str) -> float:
+        face = self.face
+        if face._dynamicFont:  # TrueType: reportlab sums these, as floats
+            advance = float(face.face.charWidths.get(ord(char), face.face.defaultWidth))
+        else:  # Type 1: whole numbers (its encoded byte's width, or a substitution font's)
+            advance = round(face.stringWidth(char, 1000))
+        self[char] = advance
+        return advance
+
+
+_ADVANCES: dict[str, _Advances] = {}
+
+
+def _advances(font: str) -> _Advances:
+    table = _ADVANCES[font] = _Advances(font)
+    return table
 
 
 def fit_size(text: str, font: str, size: float, width: float, min_size: float = 5.0) -> float:
@@ -362,9 +222,39 @@ def draw_text(
     max_width: float | None = None,
 ) -> None:
     """One line of text at baseline `y`, in the current fill colour; `align` left/center/right of `x`;
-    shrunk to fit `max_width`. The font is `font_for(text)` unless given."""
-    face, dx, size_op, chunks = _placed(text, font, size, align, max_width)
-    canvas.addLiteral(f"BT 1 0 0 1 {fp_str(x - dx, y)} Tm {_show(canvas, face, text, size_op, chunks)} ET")
+    shrunk to fit `max_width`. The font is `font_for(text)` unless given.
+
+    drawString costs ~20 µs a call (a text object each time); this writes the same operators (but for the
+    text matrix) in a small part of that, and an invoice page has some 150 strings."""
+    face, dx, size_op, shows = _placed(text, font, size, align, max_width)
+    doc = canvas._doc
+    if shows is None:  # TrueType text with characters of the document's own, which it numbers
+        runs = face.splitString(text, doc)  # type: ignore[attr-defined]
+        shows = tuple((face.fontName, f"+{n} {size_op} Tf ({escapePDF(codes)}) Tj") for n, codes in runs)  # type: ignore[attr-defined]
+    xy = (x - dx, y)
+    position = _POSITIONS.get(xy) or _position(xy)
+    names = doc.fontMapping  # reportlab's font resource names in this document: "/F1", "/F2" (+subset)
+    try:
+        ops = " ".join([names[name] + show for name, show in shows])
+    except KeyError:  # the font's first string in this document: it gets its name
+        if face._dynamicFont:  # type: ignore[attr-defined]
+            face.getSubsetInternalName(0, doc)  # type: ignore[attr-defined]
+        for name, _ in shows:
+            doc.getInternalFontName(name)
+        ops = " ".join([names[name] + show for name, show in shows])
+    canvas._code.append(f"BT 1 0 0 1 {position} Tm {ops} ET")  # canvas.addLiteral, without its call
+
+
+# Text positions as `fp_str` writes them, kept per process: a label sits at the same place on every invoice.
+_POSITIONS: dict[tuple[float, float], str] = {}
+
+
+def _position(xy: tuple[float, float]) -> str:
+    if len(_POSITIONS) >= 100_000:
+        _POSITIONS.clear()
+    text: str = fp_str(*xy)
+    _POSITIONS[xy] = text
+    return text
 
 
 @lru_cache(maxsize=4096)
@@ -373,36 +263,26 @@ def _placed(
 ) -> tuple[object, float, str, tuple[tuple[str, str], ...] | None]:
     """What `draw_text` writes that does not depend on the document, computed once per process for a
     string (labels, units, figures recur on every invoice): the font, the shift left of `x` for the
-    alignment, the size operand and, for a standard font, its (font name, escaped chunk) pairs.
-
-    A TrueType font's chunks are not cached: reportlab numbers a subset's characters per document."""
+    alignment, the size operand and the text's runs: (font name, what follows the font's resource name in
+    the document: [+subset] size Tf (codes) Tj). A TrueType font's codes are the shared subset's
+    (`SubsetFont`); a string with characters of the document's own has None: they are the document's."""
     font = font or font_for(text)
     if max_width is not None:
         size = fit_size(text, font, size, max_width)
     dx = 0.0
     if align != "left":
-        width = pdfmetrics.stringWidth(text, font, size)
+        width = text_width(text, font, size)
         dx = width if align == "right" else width / 2
     face = pdfmetrics.getFont(font)
-    if face._dynamicFont:  # a TrueType font, embedded in subsets of 256 glyphs
-        return face, dx, fp_str(size), None
-    chunks = tuple((f.fontName, escapePDF(chunk)) for f, chunk in unicode2T1(text, [face, *face.substitutionFonts]))
-    return face, dx, fp_str(size), chunks
-
-
-def _show(canvas: Canvas, face: object, text: str, size: str, chunks: tuple[tuple[str, str], ...] | None) -> str:
-    """The text-showing operators for `text`, as reportlab's text objects write them.
-
-    drawString costs ~20 µs a call (a text object each time); this is about a quarter of that, and an
-    invoice page has some 150 strings. It uses the canvas's document, as reportlab's own text objects do."""
-    doc = canvas._doc
-    if chunks is None:  # TrueType: the subset codes of this document
-        name = face.getSubsetInternalName  # type: ignore[attr-defined]
-        return " ".join(
-            f"{name(subset, doc)} {size} Tf ({escapePDF(chunk)}) Tj"
-            for subset, chunk in face.splitString(text, doc)  # type: ignore[attr-defined]
-        )
-    return " ".join(f"{doc.getInternalFontName(font)} {size} Tf ({chunk}) Tj" for font, chunk in chunks)
+    size_op = fp_str(size)
+    if not face._dynamicFont:
+        if text.isascii() and text.isprintable() and face.encName == "WinAnsiEncoding":  # ASCII is itself
+            return face, dx, size_op, ((font, f" {size_op} Tf ({escapePDF(text.encode())}) Tj"),)
+        runs = unicode2T1(text, [face, *face.substitutionFonts])
+        return face, dx, size_op, tuple((f.fontName, f" {size_op} Tf ({escapePDF(c)}) Tj") for f, c in runs)
+    if isinstance(face, SubsetFont) and (codes := face.shared.encode(text)) is not None:
+        return face, dx, size_op, ((font, f"+0 {size_op} Tf ({escapePDF(codes)}) Tj"),)
+    return face, dx, size_op, None
 
 
 def draw_code128(canvas: Canvas, x: float, y: float, data: str, width: float, height: float) -> None:
@@ -445,19 +325,34 @@ def draw_qr(canvas: Canvas, x: float, y: float, data: str, size: float) -> None:
     `size` is the symbol without its quiet zone: leave 4 modules clear around it."""
     rows = qr_matrix(data)
     n = len(rows)
-    # One regex pass over all rows (joined with a light separator, so no run crosses a row) and the numbers
-    # from a table: ~30% fewer instructions than run by run per row; the same operators in the same order.
-    num = _NUMBERS if n < len(_NUMBERS) else [str(i) for i in range(n + 1)]
-    stride = n + 1
-    ops = [
-        f"{num[s % stride]} {num[n - 1 - s // stride]} {num[e - s]} 1 re"
-        for s, e in map(re.Match.span, _DARK_RUN.finditer(b"\x00".join(rows)))
-    ]
+    # Each row is read 8 modules at a time, and each 8 modules' `re` operators come from a table made once
+    # per process (`_chunk_ops`): no Python work per dark run, a quarter of the instructions. A run across
+    # two 8-module chunks is two abutting rectangles of the one path, filled as one shape.
+    chunks, pad = (n + 7) // 8, -n % 8
+    tables = [_chunk_ops(k) for k in range(chunks)]
+    lines = []
+    for row_y, row in zip(range(n - 1, -1, -1), rows, strict=True):
+        packed = (int(row.translate(_BIT_DIGIT), 2) << pad).to_bytes(chunks, "big")
+        ops = " ".join(filter(None, map(tuple.__getitem__, tables, packed)))
+        if ops:
+            lines.append(ops.replace("Y", str(row_y)))
     canvas.saveState()
     canvas.setFillColorRGB(0, 0, 0)
     canvas.transform(size / n, 0, 0, size / n, x, y)
-    canvas.addLiteral(" ".join(ops) + " f")
+    canvas.addLiteral(" ".join(lines) + " f")
     canvas.restoreState()
+
+
+@cache
+def _chunk_ops(k: int) -> tuple[str, ...]:
+    """For each value of the k-th 8 modules of a row (most significant bit first, 1 dark): its dark runs as
+    `x Y width 1 re` operators, Y standing for the row's y."""
+    return tuple(
+        " ".join(
+            f"{8 * k + start} Y {width} 1 re" for start, width in _runs(f"{value:08b}".encode().translate(_DIGIT_BIT))
+        )
+        for value in range(256)
+    )
 
 
 def draw_stamp(canvas: Canvas, x: float, y: float, big: str, small: str, colour: Color, angle: float = 28) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import zxingcpp
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from pypdf import PdfReader
 from reportlab.lib.units import mm
@@ -19,11 +20,11 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFontFile
 from reportlab.pdfgen.canvas import Canvas
 
-from invoicing import pdfparts
+from invoicing import pdffont, pdfparts
 from invoicing.formats import verify_url
 from invoicing.model import DEFAULT_TAX_RATES, Invoice, LineInput, money_str
 from invoicing.pdf import COL_X, PAD, PAGE_H, render_invoice_pdf
-from tests.unit.invoice_samples import BASE_URL, BUYER, invoices, make_invoice, sample_invoice
+from tests.unit.invoice_samples import BASE_URL, BUYER, chinese_text, invoices, make_invoice, sample_invoice
 
 OUT = Path(__file__).resolve().parents[2] / "test-output" / "pdf"
 needs_poppler = pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils is not installed")
@@ -219,7 +220,8 @@ def test_a_description_longer_than_a_page_goes_on_over_the_page() -> None:
                     column.append((n, -y, text.strip()))
 
         page.extract_text(visitor_text=visit)
-    assert "".join(text for _, _, text in sorted(column)) == huge
+    # By page and line; within a line in the order written (a line may be several runs, one per subset).
+    assert "".join(text for _, _, text in sorted(column, key=lambda run: run[:2])) == huge
     assert lowest >= 8 * mm  # nothing runs off the bottom: only the page number sits below the frame
 
 
@@ -238,6 +240,43 @@ def test_chinese_font_is_embedded(tmp_path: Path) -> None:
     fonts = subprocess.run(["pdffonts", str(path)], capture_output=True, check=True, text=True).stdout
     cjk = [row for row in fonts.splitlines() if "WenQuanYiZenHei" in row]
     assert cjk and all(re.search(r"TrueType\s+\S+\s+yes\s+yes\s+yes", row) for row in cjk), fonts  # emb sub uni
+
+
+def _cjk_subsets(pdf: bytes) -> list[bytes]:
+    return re.findall(rb"/BaseFont /([A-Z]{6})\+WenQuanYiZenHei", pdf)
+
+
+@pytest.mark.parametrize("delivery", ["electronic", "postal"])
+def test_every_label_is_in_the_shared_subset(delivery: str) -> None:
+    """An invoice whose own text (parties, items) is all Latin uses the shared subset alone: every label
+    drawn in the CJK font is in `SHARED_TEXT` (or it would need a subset of the document's own)."""
+    from invoicing.model import Seller
+    from tests.unit.invoice_samples import Party
+
+    items = [
+        LineInput(f"Item {i} Model X-200", "pcs", Decimal(i + 1), Decimal("9.99"), Decimal("0.13")) for i in range(70)
+    ]
+    inv = make_invoice(
+        items,
+        seller=Seller("ACME Trading Ltd", "91440101MA5CYB9X2T", "385 Tianhe Road, Guangzhou", "+862038880000"),
+        buyer=Party("Example Buyer Co", "91440300MA5FQ1234K", "+8613800138000", "buyer@example.cn"),
+        delivery_method=delivery,
+    )
+    pdf = render(inv)
+    assert len(PdfReader(io.BytesIO(pdf)).pages) >= 2  # 续下页 too
+    assert _cjk_subsets(pdf) == [b"AAAAAA"]
+
+
+def test_shared_subset_is_the_same_bytes_in_every_document_and_the_rest_is_the_documents_own() -> None:
+    def font_files(pdf: bytes) -> list[bytes]:
+        return [m.group(0) for m in re.finditer(rb"/Length1 \d+\s*>>\s*stream\n.*?endstream", pdf, re.S)]
+
+    one, other = render(sample_invoice(3)), render(sample_invoice(2, kind="credit_note"))
+    assert _cjk_subsets(one) == _cjk_subsets(other) == [b"AAAAAA", b"AAAAAB"]
+    (shared, own), (shared_too, own_too) = font_files(one), font_files(other)
+    assert shared == shared_too and own != own_too
+    unzipped = render_invoice_pdf(sample_invoice(3), "https://x.example", compress=False)
+    assert len(font_files(unzipped)[0]) > len(shared)  # the raw program when the document is not compressed
 
 
 def test_font_path_override_and_a_clear_error_when_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -283,22 +322,31 @@ def _composite_glyphs(face: TTFontFile) -> set[int]:
 
 
 def test_split_string_numbers_characters_as_reportlab_does() -> None:
-    """`_SubsetFont.splitString`'s fast path against reportlab's, over more than one subset of 256."""
+    """`SubsetFont.splitString` (str.translate, numbering new characters itself) against reportlab's loop
+    over the same document state (the shared subset as subset 0), over more than one subset of 256."""
     import random
 
     from reportlab.pdfbase.pdfdoc import PDFDocument
     from reportlab.pdfbase.ttfonts import TTFont
 
     ours = pdfmetrics.getFont(pdfparts.cjk_font())
-    plain = TTFont("PlainCJK", str(pdfparts.find_cjk_font({})), subfontIndex=0, asciiReadable=False)
     rng = random.Random(3)
-    pool = [chr(c) for c in sorted(plain.face.charToGlyph) if 0x4E00 <= c < 0x9FA5][:400] + list("AB 1,.\xa0")
-    texts = ["", "\xa0", "发票 No.1", "\U0010fffd?"] + [
+    pool = [chr(c) for c in sorted(ours.face.charToGlyph) if 0x4E00 <= c < 0x9FA5][:400] + list("AB 1,.\xa0发票")
+    texts = ["", "\xa0", "发票 No.1", "\U0010fffd?", "名称 Name"] + [
         "".join(rng.choices(pool, k=rng.randint(1, 12))) for _ in range(300)
     ]
     doc_ours, doc_plain = PDFDocument(), PDFDocument()
+    ours.doc_state(doc_plain)  # the same starting state, for reportlab's own loop
     for text in texts + texts:
-        assert ours.splitString(text, doc_ours) == plain.splitString(text, doc_plain), text
+        assert ours.splitString(text, doc_ours) == TTFont.splitString(ours, text, doc_plain), text
+    assert ours.doc_state(doc_ours).subsets == ours.doc_state(doc_plain).subsets
+    assert len(ours.doc_state(doc_ours).subsets) > 2
+
+
+@given(st.one_of(chinese_text, st.text(st.characters(max_codepoint=0x2FF), max_size=30)), st.sampled_from([6, 7.5, 8]))
+def test_text_width_is_reportlabs_string_width(text: str, size: float) -> None:
+    for font in (pdfparts.cjk_font(), pdfparts.LATIN_FONT):
+        assert pdfparts.text_width(text, font, size) == pdfmetrics.stringWidth(text, font, size), (text, font)
 
 
 def test_widths_arrays_write_the_same_bytes_as_reportlab() -> None:
@@ -306,7 +354,7 @@ def test_widths_arrays_write_the_same_bytes_as_reportlab() -> None:
 
     doc = PDFDocument()
     for seq in ([], [500], list(range(10)), list(range(11)), [1000, 0.5, 333.3333, 250] * 64):
-        assert pdfparts._Numbers(seq).format(doc) == PDFArray(seq).format(doc)
+        assert pdffont._Numbers(seq).format(doc) == PDFArray(seq).format(doc)
 
 
 def test_forms_get_the_stream_bytes_reportlab_would_give_them() -> None:
@@ -334,7 +382,9 @@ def test_streams_are_zipped_at_a_fast_level_for_our_documents_only() -> None:
     default = pdfdoc.PDFZCompress
     zipped = render(sample_invoice(3))
     assert pdfdoc.PDFZCompress is default and type(default) is pdfdoc.PDFStreamFilterZCompress
-    assert zipped.count(b"/FlateDecode") == 5  # head and void forms, page, font file, ToUnicode
+    # head form (no void form: not voided), page; font file and ToUnicode of the shared subset and of the
+    # document's own
+    assert zipped.count(b"/FlateDecode") == 6
     assert b"/FlateDecode" not in render_invoice_pdf(sample_invoice(3), "https://x.example", compress=False)
     raw = b"0 0 m 10 10 l S " * 500
     assert pdf._FLATE.encode(raw) == zlib.compress(raw, pdf.ZLIB_LEVEL) != zlib.compress(raw)

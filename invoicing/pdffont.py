@@ -1,0 +1,365 @@
+"""The CJK TrueType font as reportlab embeds it, at a lower cost per document (`pdfparts.cjk_font`).
+
+reportlab embeds a TrueType font as subsets of up to 256 glyphs, numbering the characters per document in
+the order they are first drawn, and builds each subset's font program, widths and ToUnicode CMap when the
+document is saved. `SubsetFont` does the same, except:
+
+- Subset 0 of every document is the shared subset: the characters an invoice prints whatever its content
+  (the labels, figures, the numerals of amounts in words: `pdfparts.SHARED_TEXT`). It is numbered
+  once per process, and its font program, widths and CMap are built and zlib-compressed once per process
+  and written into each document as they are. A document's own characters (names, addresses, item
+  descriptions) go into subsets 1, 2, ... as reportlab numbers them, so a document compresses the glyphs of
+  its own text only (about half of an invoice's); a string that has both kinds switches subsets (fonts)
+  between its runs, as reportlab's strings do when they span two subsets.
+- Text is encoded with `str.translate` from per-document tables; only characters new to the document go
+  through a Python loop, which numbers them as reportlab's `splitString` does.
+- The subsetter keeps each glyph's data once per process (`_GlyphCache`) and reads the font's big tables
+  through slices (`_TableSlice`); widths arrays are formatted ten numbers at a time (`_Numbers`).
+
+What a viewer gets is what reportlab would write: embedded TrueType subsets with widths and ToUnicode.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Iterable, Sequence
+from struct import pack, unpack_from
+
+from reportlab import rl_config
+from reportlab.lib.rl_accel import fp_str
+from reportlab.pdfbase.pdfdoc import PDFArray, PDFDictionary, PDFName, PDFStream, PDFTrueTypeFont, PDFZCompress
+from reportlab.pdfbase.ttfonts import FF_NONSYMBOLIC, FF_SYMBOLIC, SUBSETN, TTFont, TTFontMaker, makeToUnicodeCMap
+
+__all__ = ["SubsetFont"]
+
+_SAME_BYTES = re.compile(rb"(.)\1*", re.DOTALL)
+SHARED_ZLIB_LEVEL = 9  # the shared subset is compressed once per process: as small as zlib makes it
+
+
+class SubsetFont(TTFont):  # type: ignore[misc]  # reportlab has no type hints
+    """reportlab's embedded TrueType font, whose subset 0 in every document holds the characters of `shared`."""
+
+    def __init__(self, name: str, filename: str, shared: str, subfont_index: int = 0) -> None:
+        # asciiReadable=False: reportlab would reserve subset 0 for ASCII; ours is the shared subset.
+        super().__init__(name, filename, subfontIndex=subfont_index, asciiReadable=False)
+        _slice_big_tables(self.face)
+        _fast_subsets(self.face)
+        self.shared = _SharedSubset(self.face, shared)
+
+    def doc_state(self, doc: object) -> TTFont.State:
+        """The document's numbering: reportlab's state, with subset 0 the shared subset and the document's
+        other characters numbered from code 256 (subset 1) on, in the order they are first drawn; and, to
+        encode text with `str.translate`, `table` (character -> its code, as a character: subset * 256 +
+        code) and `known` (character -> None, to find the characters not numbered yet)."""
+        state = self.state.get(doc)
+        if state is None:
+            shared = self.shared
+            state = self.state[doc] = TTFont.State(False, self)
+            state.assignments = dict(shared.assignments)
+            state.subsets = [shared.codes]  # a tuple: reportlab starts subset 1 at code 256, never adds to it
+            state.nextCode = 256
+            state.table, state.known = dict(shared.table), dict(shared.known)
+        return state
+
+    def splitString(self, text: str | bytes, doc: object, encoding: str = "utf-8") -> list[tuple[int, bytes]]:
+        """reportlab's (subset, codes) runs of `text`, numbering new characters as reportlab does."""
+        if isinstance(text, bytes):
+            text = text.decode(encoding)
+        state = self.doc_state(doc)
+        new = text.translate(state.known)
+        if new:
+            self._number(state, dict.fromkeys(map(ord, new)))
+        return _runs(text.translate(state.table).encode("utf-16-be"))
+
+    def _number(self, state: TTFont.State, chars: Iterable[int]) -> None:
+        """Give `chars` codes as reportlab's `splitString` does: the next free one, where the first code of
+        a subset is .notdef and code 32 the space; NBSP is the space and a character the font lacks .notdef."""
+        subsets, n, glyphs = state.subsets, state.nextCode, self.face.charToGlyph
+        for char in chars:
+            if char == 0xA0:
+                code = state.assignments.get(32, 0)
+            elif char not in glyphs:
+                code = 0
+            else:
+                if n & 0xFF == 32:
+                    subsets[n >> 8].append(32)
+                    n += 1
+                if not n & 0xFF:
+                    subsets.append([0])
+                    n += 1
+                subsets[n >> 8].append(char)
+                code = state.assignments[char] = n
+                n += 1
+            state.table[char], state.known[char] = chr(code), None
+        state.nextCode = n
+
+    def getSubsetInternalName(self, subset: int, doc: object) -> str:
+        self.doc_state(doc)  # ours, before reportlab's would make a state of its own
+        return super().getSubsetInternalName(subset, doc)  # type: ignore[no-any-return]
+
+    def addObjects(self, doc: object) -> None:
+        """reportlab's `TTFont.addObjects`: a font dictionary per subset, the shared one's parts made once."""
+        state = self.doc_state(doc)
+        state.frozen = 1
+        fonts = doc.idToObject["BasicFonts"].dict  # type: ignore[attr-defined]
+        face = self.face
+        for n, subset in enumerate(state.subsets):
+            name = self.getSubsetInternalName(n, doc)[1:]
+            base = b"".join((SUBSETN(n), b"+", face.name, face.subfontNameX)).decode("pdfdoc")
+            pdf_font = PDFTrueTypeFont()
+            pdf_font.__Comment__ = f"Font {self.fontName} subset {n}"
+            pdf_font.Name, pdf_font.BaseFont = name, base
+            pdf_font.FirstChar, pdf_font.LastChar = 0, len(subset) - 1
+            if n == 0:
+                parts = self.shared
+                pdf_font.Widths = parts.widths
+                cmap = _stream(doc, parts.cmap, parts.cmap_packed)
+                program = _stream(doc, parts.program, parts.program_packed, Length1=len(parts.program))
+            else:
+                pdf_font.Widths = _Numbers([face.getCharWidth(code) for code in subset])
+                cmap = _stream(doc, makeToUnicodeCMap(base, subset).encode())
+                raw = face.makeSubset(subset)
+                program = _stream(doc, raw, Length1=len(raw))
+            pdf_font.ToUnicode = doc.Reference(cmap, f"toUnicodeCMap:{base}")  # type: ignore[attr-defined]
+            program_ref = doc.Reference(program, f"fontFile:{face.filename}({base})")  # type: ignore[attr-defined]
+            pdf_font.FontDescriptor = doc.Reference(_descriptor(face, base, program_ref), f"fontDescriptor:{base}")  # type: ignore[attr-defined]
+            doc.Reference(pdf_font, name)  # type: ignore[attr-defined]
+            fonts[name] = pdf_font
+        del self.state[doc]
+
+
+def _runs(codes: bytes) -> list[tuple[int, bytes]]:
+    """(subset, codes) runs of text encoded as UTF-16-BE from subset * 256 + code characters."""
+    if not codes:
+        return []
+    subsets, low = codes[0::2], codes[1::2]
+    if subsets.count(subsets[0]) == len(subsets):
+        return [(subsets[0], low)]
+    return [(subsets[m.start()], low[m.start() : m.end()]) for m in _SAME_BYTES.finditer(subsets)]
+
+
+class _SharedSubset:
+    """Subset 0: the characters of `text` that the font has, numbered once per process: ASCII as itself
+    (code 32 must be the space in every subset, and the content streams stay readable), the others in the
+    codes 1-31 and 127-255; its font program, widths array and ToUnicode CMap, raw and zlib'd; and the
+    tables for `str.translate` to encode text in it (`doc_state`)."""
+
+    def __init__(self, face: object, text: str) -> None:
+        chars = [c for c in dict.fromkeys(map(ord, text)) if c in face.charToGlyph]  # type: ignore[attr-defined]
+        others = [c for c in chars if not 32 <= c < 127]
+        free = [c for c in range(1, 256) if not 32 <= c < 127]
+        if len(others) > len(free):
+            raise ValueError(f"{len(others)} shared characters besides ASCII: at most {len(free)} fit a subset")
+        codes = [0] * 256  # code -> character; 0 is .notdef (and what an unused code shows)
+        codes[32] = 32
+        for char in chars:
+            if 32 < char < 127:
+                codes[char] = char
+        for code, char in zip(free, others, strict=False):
+            codes[code] = char
+        self.codes = tuple(codes[: max(code for code, char in enumerate(codes) if char) + 1])
+        self.assignments = {char: code for code, char in enumerate(self.codes) if char} | {0: 0}
+        self.table = {char: chr(code) for char, code in self.assignments.items()}
+        self.known = dict.fromkeys(self.assignments)
+        base = b"".join((SUBSETN(0), b"+", face.name, face.subfontNameX)).decode("pdfdoc")  # type: ignore[attr-defined]
+        self.program = face.makeSubset(self.codes)  # type: ignore[attr-defined]
+        self.cmap = makeToUnicodeCMap(base, self.codes).encode()
+        self.widths = _Numbers([face.getCharWidth(code) for code in self.codes]).format(None)  # type: ignore[attr-defined]
+        self.program_packed = zlib.compress(self.program, SHARED_ZLIB_LEVEL)
+        self.cmap_packed = zlib.compress(self.cmap, SHARED_ZLIB_LEVEL)
+
+    def encode(self, text: str) -> bytes | None:
+        """`text` in subset 0's codes, as `splitString` gives it in any document; None unless all of its
+        characters are shared."""
+        if not text or text.translate(self.known):
+            return None
+        return text.translate(self.table).encode("latin-1")
+
+
+def _stream(doc: object, raw: bytes, packed: bytes | None = None, **entries: object) -> PDFStream:
+    """A font stream of `raw`, filtered as reportlab filters font streams in `doc`, but taking `packed`
+    (`raw` compressed by zlib already) when that filter is FlateDecode alone, instead of compressing again."""
+    filters = [PDFZCompress] if doc.compression else doc.defaultStreamFilters  # type: ignore[attr-defined]
+    stream = PDFStream(PDFDictionary(entries), raw, filters)
+    if packed is not None and filters and len(filters) == 1 and filters[0].pdfname == "FlateDecode":
+        stream.dictionary["Filter"] = PDFArray([PDFName("FlateDecode")])  # so reportlab does not filter it
+        stream.content = packed
+    return stream
+
+
+def _descriptor(face: object, base: str, program: object) -> PDFDictionary:
+    """A subset's FontDescriptor, as reportlab's `TTFontFace.addSubsetObjects` writes it."""
+    f = face
+    return PDFDictionary(
+        {
+            "Type": "/FontDescriptor",
+            "Ascent": f.ascent,  # type: ignore[attr-defined]
+            "CapHeight": f.capHeight,  # type: ignore[attr-defined]
+            "Descent": f.descent,  # type: ignore[attr-defined]
+            "Flags": f.flags & ~FF_NONSYMBOLIC | FF_SYMBOLIC,  # type: ignore[attr-defined]
+            "FontBBox": PDFArray(f.bbox),  # type: ignore[attr-defined]
+            "FontName": PDFName(base),
+            "ItalicAngle": f.italicAngle,  # type: ignore[attr-defined]
+            "StemV": f.stemV,  # type: ignore[attr-defined]
+            "FontFile2": program,
+            "MissingWidth": f.defaultWidth,  # type: ignore[attr-defined]
+        }
+    )
+
+
+class _Numbers(PDFArray):  # type: ignore[misc]  # reportlab has no type hints
+    """A PDF array of numbers, formatted in one `fp_str` call per line of ten: the same bytes as reportlab's
+    PDFArray, which formats (and encodes) element by element: ~0.3 ms for a subset's 256 glyph widths."""
+
+    def format(self, document: object, IND: bytes = b"\n ") -> bytes:
+        seq = self.sequence
+        if rl_config.pdfMultiLine or not all(type(e) in (int, float) for e in seq):
+            return super().format(document, IND)  # type: ignore[no-any-return]
+        return b"[ " + b" \n  ".join(fp_str(*seq[i : i + 10]).encode() for i in range(0, len(seq), 10)) + b" ]"
+
+
+class _TableSlice:
+    """A font table that hands out copies of its slices only: reportlab's subsetter copies the whole
+    `glyf` table (10 MB in wqy-zenhei) for every subset it makes: some milliseconds on every document."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+
+    def __getitem__(self, key: slice) -> bytes:
+        return bytes(self._view[key])
+
+
+def _slice_big_tables(face: object) -> None:
+    """Make the subsetter read `glyf` and `post` through `_TableSlice` (it only ever slices them)."""
+    data, get_table, table_pos = (getattr(face, a, None) for a in ("_ttf_data", "get_table", "get_table_pos"))
+    if not isinstance(data, bytes) or get_table is None or table_pos is None:
+        return  # another reportlab: keep its own (slower) way
+    view = memoryview(data)
+
+    def sliced_get_table(tag: str) -> object:
+        if tag in ("glyf", "post"):
+            pos, length = table_pos(tag)
+            return _TableSlice(view[pos : pos + length])
+        return get_table(tag)
+
+    face.get_table = sliced_get_table  # type: ignore[attr-defined]
+
+
+# TrueType composite glyph flags (reportlab.pdfbase.ttfonts' GF_*): which argument sizes follow an index.
+_GF_WORDS, _GF_SCALE, _GF_MORE, _GF_XY_SCALE, _GF_2X2 = 1 << 0, 1 << 3, 1 << 5, 1 << 6, 1 << 7
+
+
+class _GlyphCache:
+    """The per-glyph work of reportlab's `TTFontFile.makeSubset`, done once per glyph and process.
+
+    reportlab re-reads every glyph's header, data and metrics from the font for every subset it makes
+    (~1 ms for an invoice's ~220 characters); the labels and figures recur on every invoice. This keeps,
+    per original glyph: its `glyf` bytes, where its component indices are (composite glyphs only) and
+    its metrics, and builds the same subset font, byte for byte (`tests/unit/test_pdf.py` compares)."""
+
+    def __init__(self, face: object) -> None:
+        self.face = face
+        self.glyphs: dict[int, tuple[bytes, tuple[tuple[int, int], ...], int, int]] = {}
+        f = face
+        self.fixed = [(tag, f.get_table(tag)) for tag in ("name", "OS/2", "cvt ", "fpgm", "prep") if _has(f, tag)]  # type: ignore[attr-defined]
+        self.post = b"\x00\x03\x00\x00" + f.get_table("post")[4:16] + b"\x00" * 16  # type: ignore[attr-defined]
+        self.hhea, self.maxp, self.head = (f.get_table(t) for t in ("hhea", "maxp", "head"))  # type: ignore[attr-defined]
+        self.glyf = f.get_table("glyf")  # type: ignore[attr-defined]  # once: a copy unless `_slice_big_tables`
+
+    def glyph(self, index: int) -> tuple[bytes, tuple[tuple[int, int], ...], int, int]:
+        """(data, ((offset, component index), ...), advance width, left side bearing) of a glyph."""
+        got = self.glyphs.get(index)
+        if got is None:
+            face = self.face
+            pos = face.glyphPos[index]  # type: ignore[attr-defined]
+            data = bytes(self.glyf[pos : face.glyphPos[index + 1]])  # type: ignore[attr-defined]
+            parts = []
+            if len(data) > 2 and unpack_from(">h", data)[0] < 0:  # composite: walk its components
+                at, flags = 10, _GF_MORE
+                while flags & _GF_MORE:
+                    flags, component = unpack_from(">HH", data, at)
+                    parts.append((at + 2, component))
+                    at += 4 + (4 if flags & _GF_WORDS else 2)
+                    at += 2 if flags & _GF_SCALE else 4 if flags & _GF_XY_SCALE else 8 if flags & _GF_2X2 else 0
+            aw, lsb = face.hmetrics[index]  # type: ignore[attr-defined]
+            got = self.glyphs[index] = (data, tuple(parts), int(aw), int(lsb))
+        return got
+
+    def make_subset(self, subset: Sequence[int]) -> bytes:
+        """`TTFontFile.makeSubset(subset)`, the same bytes."""
+        char_to_glyph = self.face.charToGlyph  # type: ignore[attr-defined]
+        glyph_map = [0]  # new glyph index -> old
+        glyph_set = {0: 0}  # old -> new
+        code_to_glyph = []
+        for code in subset:
+            old = char_to_glyph.get(code, 0)
+            new = glyph_set.get(old)
+            if new is None:
+                new = glyph_set[old] = len(glyph_map)
+                glyph_map.append(old)
+            code_to_glyph.append(new)
+        glyphs = [self.glyph(old) for old in glyph_map]
+        if any(parts for _, parts, _, _ in glyphs):  # add the parts of composite glyphs, as reportlab does
+            n = 0
+            while n < len(glyph_map):
+                for _, component in glyphs[n][1]:
+                    if component not in glyph_set:
+                        glyph_set[component] = len(glyph_map)
+                        glyph_map.append(component)
+                        glyphs.append(self.glyph(component))
+                n += 1
+        output = TTFontMaker()
+        for tag, table in self.fixed:
+            output.add(tag, table)
+        output.add("post", self.post)
+        hmtx: list[int] = []
+        for _, _, aw, lsb in glyphs:
+            hmtx += (aw, lsb)
+        n = len(hmtx) - 2
+        while n and hmtx[n] == hmtx[n - 2]:
+            n -= 2
+        n += 2
+        hmtx = hmtx[:n] + hmtx[n + 1 :: 2]
+        output.add("hmtx", pack(f">{len(hmtx)}H", *hmtx))
+        output.add("hhea", self.hhea[:34] + pack(">H", n >> 1) + self.hhea[36:])
+        output.add("maxp", self.maxp[:4] + pack(">H", len(glyph_map)) + self.maxp[6:])
+        cmap = [0, 1, 1, 0, 0, 12, 6, 10 + len(subset) * 2, 0, 0, len(subset), *code_to_glyph]
+        output.add("cmap", pack(f">{len(cmap)}H", *cmap))
+        glyf, offsets, pos = [], [], 0
+        for data, parts, _, _ in glyphs:
+            offsets.append(pos)
+            if parts:
+                buf = bytearray(data)
+                for at, component in parts:
+                    buf[at : at + 2] = pack(">H", glyph_set[component])
+                data = bytes(buf)
+            glyf.append(data)
+            pos += len(data)
+            if pos % 4:
+                glyf.append(b"\0" * (4 - pos % 4))
+                pos += 4 - pos % 4
+        offsets.append(pos)
+        output.add("glyf", b"".join(glyf))
+        long_loca = (pos + 1) >> 1 > 0xFFFF
+        loca = offsets if long_loca else [o >> 1 for o in offsets]
+        output.add("loca", pack(f">{len(loca)}{'L' if long_loca else 'H'}", *loca))
+        output.add("head", self.head[:50] + pack(">H", int(long_loca)) + self.head[52:])
+        return output.makeStream()  # type: ignore[no-any-return]
+
+
+def _has(face: object, tag: str) -> bool:
+    try:
+        face.get_table_pos(tag)  # type: ignore[attr-defined]
+    except KeyError:
+        return False
+    return True
+
+
+def _fast_subsets(face: object) -> None:
+    """Make this font instance's subsetter `_GlyphCache.make_subset` (other fonts keep reportlab's)."""
+    if not all(hasattr(face, a) for a in ("glyphPos", "hmetrics", "charToGlyph", "makeSubset", "get_table")):
+        return  # another reportlab: keep its own way
+    face.makeSubset = _GlyphCache(face).make_subset  # type: ignore[attr-defined]

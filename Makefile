@@ -35,7 +35,8 @@ lint: install
 	$(BIN)/ruff check invoicing verification delivery tests bench
 	$(BIN)/mypy
 
-bench: install  ## speed, as ratios against same-run baselines
+bench: install  ## speed, as ratios against same-run baselines (wrk generates the HTTP load)
+	@dpkg -s wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
 	$(BIN)/python -m bench.bench_issue
 	$(BIN)/python -m bench.bench_pdf
 	@for b in bench_verify bench_delivery; do [ -f bench/$$b.py ] && $(BIN)/python -m bench.$$b || true; done

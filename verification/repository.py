@@ -11,11 +11,17 @@ from typing import Any
 
 import asyncpg
 
-from invoicing.repository import INVOICE_SELECT
-
-# Both columns as `= ANY` keep the (code, number) index in use whatever the table's size; the rows may
-# include pairs nobody asked for (codes x numbers), which the caller does not look up.
-FIND_INVOICES = INVOICE_SELECT + " WHERE i.invoice_code = ANY($1::text[]) AND i.invoice_number = ANY($2::text[])"
+# What a verification reads of its invoices: the columns `invoicing.repository.to_invoice` needs (not the
+# counts, which the log statement returns), and whether the buyer has had their one notice (then no notice
+# row is attempted). Both columns as `= ANY` keep the (code, number) index in use whatever the table's size;
+# the rows may include pairs nobody asked for (codes x numbers), which the caller does not look up.
+FIND_INVOICES = """
+SELECT i.id, i.issuer_id, s.label AS series, i.status, i.content, i.record_hash, i.signature, i.key_id,
+       i.original_invoice_id, i.voided_at, i.void_reason, i.invoice_code, i.invoice_number,
+       d.status AS delivery_status, d.tracking_number,
+       EXISTS (SELECT 1 FROM sms_outbox o WHERE o.invoice_id = i.id AND o.kind = 'buyer_notice') AS buyer_notified
+  FROM invoices i JOIN series s ON s.id = i.series_id LEFT JOIN delivery_orders d ON d.invoice_id = i.id
+ WHERE i.invoice_code = ANY($1::text[]) AND i.invoice_number = ANY($2::text[])"""
 
 # One statement (one round trip, one commit) logs a batch of verifications, counts those of existing
 # invoices (or their mismatches) in `invoice_counts`, and writes each buyer's one notice when asked. The

@@ -262,8 +262,9 @@ def _receipt_text(result: Verification) -> str:
 
 
 def _notice(row: asyncpg.Record, asker: Asker) -> tuple[str, str] | None:
-    """The buyer's one notice (phone, text) when someone else (not the buyer's phone) verifies."""
+    """The buyer's one notice (phone, text) when someone else (not the buyer's phone) verifies and the buyer
+    has had none (two batches may both try: the unique index keeps one)."""
     phone = (row["content"].get("buyer") or {}).get("phone")
-    if not phone or phone == asker.phone or not cached_is_mobile(phone):
+    if row["buyer_notified"] or not phone or phone == asker.phone or not cached_is_mobile(phone):
         return None
     return phone, NOTICE_TEXT.format(code=row["content"]["invoice_code"], number=row["content"]["invoice_number"])

@@ -24,11 +24,20 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Iterable, Sequence
+from functools import cached_property
 from struct import pack, unpack_from
 
 from reportlab import rl_config
 from reportlab.lib.rl_accel import fp_str
-from reportlab.pdfbase.pdfdoc import PDFArray, PDFDictionary, PDFName, PDFStream, PDFTrueTypeFont, PDFZCompress
+from reportlab.pdfbase.pdfdoc import (
+    PDFArray,
+    PDFDictionary,
+    PDFName,
+    PDFObject,
+    PDFObjectReference,
+    PDFStream,
+    PDFZCompress,
+)
 from reportlab.pdfbase.ttfonts import FF_NONSYMBOLIC, FF_SYMBOLIC, SUBSETN, TTFont, TTFontMaker, makeToUnicodeCMap
 
 __all__ = ["SubsetFont"]
@@ -99,34 +108,100 @@ class SubsetFont(TTFont):  # type: ignore[misc]  # reportlab has no type hints
         return super().getSubsetInternalName(subset, doc)  # type: ignore[no-any-return]
 
     def addObjects(self, doc: object) -> None:
-        """reportlab's `TTFont.addObjects`: a font dictionary per subset, the shared one's parts made once."""
+        """reportlab's `TTFont.addObjects`: per subset a font dictionary, its widths, ToUnicode CMap, font
+        descriptor and font program; the shared subset's made once per process, the others' now. They are
+        written by `_Written`: reportlab formats a dictionary entry by entry through Python codecs."""
         state = self.doc_state(doc)
         state.frozen = 1
         fonts = doc.idToObject["BasicFonts"].dict  # type: ignore[attr-defined]
-        face = self.face
+        face, reference = self.face, doc.Reference  # type: ignore[attr-defined]
         for n, subset in enumerate(state.subsets):
             name = self.getSubsetInternalName(n, doc)[1:]
-            base = b"".join((SUBSETN(n), b"+", face.name, face.subfontNameX)).decode("pdfdoc")
-            pdf_font = PDFTrueTypeFont()
-            pdf_font.__Comment__ = f"Font {self.fontName} subset {n}"
-            pdf_font.Name, pdf_font.BaseFont = name, base
-            pdf_font.FirstChar, pdf_font.LastChar = 0, len(subset) - 1
             if n == 0:
-                parts = self.shared
-                pdf_font.Widths = parts.widths
-                cmap = _stream(doc, parts.cmap, parts.cmap_packed)
-                program = _stream(doc, parts.program, parts.program_packed, Length1=len(parts.program))
+                base, shared = self.shared.base, self.shared
+                widths, cmap, program = shared.widths, shared.cmap, shared.program
+                cmap_stream = _stream(doc, cmap, shared.cmap_packed)
+                program_stream = _stream(doc, program, shared.program_packed, length1=True)
             else:
-                pdf_font.Widths = _Numbers([face.getCharWidth(code) for code in subset])
-                cmap = _stream(doc, makeToUnicodeCMap(base, subset).encode())
-                raw = face.makeSubset(subset)
-                program = _stream(doc, raw, Length1=len(raw))
-            pdf_font.ToUnicode = doc.Reference(cmap, f"toUnicodeCMap:{base}")  # type: ignore[attr-defined]
-            program_ref = doc.Reference(program, f"fontFile:{face.filename}({base})")  # type: ignore[attr-defined]
-            pdf_font.FontDescriptor = doc.Reference(_descriptor(face, base, program_ref), f"fontDescriptor:{base}")  # type: ignore[attr-defined]
-            doc.Reference(pdf_font, name)  # type: ignore[attr-defined]
+                base = _subset_name(face, n)
+                widths = _Numbers([face.getCharWidth(code) for code in subset]).format(doc)
+                cmap_stream = _stream(doc, makeToUnicodeCMap(base, subset).encode())
+                program_stream = _stream(doc, face.makeSubset(subset), length1=True)
+            font_name = PDFName(base).encode()
+            to_unicode = reference(cmap_stream, f"toUnicodeCMap:{base}")
+            program_ref = reference(program_stream, f"fontFile:{face.filename}({base})")
+            descriptor = _Written(self._descriptor, b" /FontFile2 ", program_ref, b" /FontName ", font_name, b"\n>>")
+            pdf_font = _Written(
+                b"<<\n/BaseFont " + font_name + b" /FirstChar 0 /FontDescriptor ",
+                reference(descriptor, f"fontDescriptor:{base}"),
+                b" /LastChar %d /Name /%s /Subtype /TrueType\n /ToUnicode " % (len(subset) - 1, name.encode()),
+                to_unicode,
+                b" /Type /Font /Widths " + widths + b"\n>>",
+            )
+            reference(pdf_font, name)
             fonts[name] = pdf_font
         del self.state[doc]
+
+    @cached_property
+    def _descriptor(self) -> bytes:
+        """The start of every subset's FontDescriptor (as reportlab's `TTFontFace.addSubsetObjects` has it)."""
+        f = self.face
+        entries = {
+            "Ascent": f.ascent,
+            "CapHeight": f.capHeight,
+            "Descent": f.descent,
+            "Flags": f.flags & ~FF_NONSYMBOLIC | FF_SYMBOLIC,
+            "FontBBox": PDFArray(f.bbox),
+            "ItalicAngle": f.italicAngle,
+            "MissingWidth": f.defaultWidth,
+            "StemV": f.stemV,
+            "Type": "/FontDescriptor",
+        }
+        return PDFDictionary(entries).format(None)[: -len(b"\n>>")]  # type: ignore[no-any-return]
+
+
+class _Written(PDFObject):  # type: ignore[misc]  # reportlab has no type hints
+    """A PDF object as bytes we write, with references to other objects, which reportlab numbers."""
+
+    __RefOnly__ = 1  # an indirect object: a dictionary that refers to it gets a reference
+
+    def __init__(self, *parts: bytes | PDFObjectReference) -> None:
+        self.parts = parts
+
+    def format(self, document: object) -> bytes:
+        return b"".join(part if isinstance(part, bytes) else part.format(document) for part in self.parts)
+
+
+class _Stream(PDFObject):  # type: ignore[misc]
+    """A stream whose content is filtered already: `entries` are its dictionary's, but /Length."""
+
+    __RefOnly__ = 1
+
+    def __init__(self, entries: bytes, content: bytes) -> None:
+        self.entries, self.content = entries, content
+
+    def format(self, document: object) -> bytes:
+        content = document.encrypt.encode(self.content)  # type: ignore[attr-defined]
+        return b"<<\n%s/Length %d\n>>\nstream\n%s" % (self.entries, len(content), content) + b"endstream\n"
+
+
+def _stream(doc: object, raw: bytes, packed: bytes | None = None, *, length1: bool = False) -> PDFObject:
+    """A font stream of `raw`, filtered as reportlab filters font streams in `doc`: compressed by the
+    document's filter, or `packed` (`raw` compressed by zlib already) when that filter is FlateDecode;
+    /Length1 (the program's length) for a font program. Other filters: reportlab's stream does it all."""
+    filters = [PDFZCompress] if doc.compression else doc.defaultStreamFilters  # type: ignore[attr-defined]
+    entries = b"/Length1 %d " % len(raw) if length1 else b""
+    if not filters:
+        return _Stream(entries, raw)
+    if len(filters) == 1 and filters[0].pdfname == "FlateDecode":
+        content = packed if packed is not None else filters[0].encode(raw)
+        return _Stream(b"/Filter [ /FlateDecode ] " + entries, content)
+    return PDFStream(PDFDictionary({"Length1": len(raw)} if length1 else {}), raw, filters)
+
+
+def _subset_name(face: object, n: int) -> str:
+    """reportlab's name of subset `n`: AAAAAA+font name, AAAAAB+..."""
+    return b"".join((SUBSETN(n), b"+", face.name, face.subfontNameX)).decode("pdfdoc")  # type: ignore[attr-defined]
 
 
 def _runs(codes: bytes) -> list[tuple[int, bytes]]:
@@ -162,9 +237,9 @@ class _SharedSubset:
         self.assignments = {char: code for code, char in enumerate(self.codes) if char} | {0: 0}
         self.table = {char: chr(code) for char, code in self.assignments.items()}
         self.known = dict.fromkeys(self.assignments)
-        base = b"".join((SUBSETN(0), b"+", face.name, face.subfontNameX)).decode("pdfdoc")  # type: ignore[attr-defined]
+        self.base = _subset_name(face, 0)
         self.program = face.makeSubset(self.codes)  # type: ignore[attr-defined]
-        self.cmap = makeToUnicodeCMap(base, self.codes).encode()
+        self.cmap = makeToUnicodeCMap(self.base, self.codes).encode()
         self.widths = _Numbers([face.getCharWidth(code) for code in self.codes]).format(None)  # type: ignore[attr-defined]
         self.program_packed = zlib.compress(self.program, SHARED_ZLIB_LEVEL)
         self.cmap_packed = zlib.compress(self.cmap, SHARED_ZLIB_LEVEL)
@@ -175,37 +250,6 @@ class _SharedSubset:
         if not text or text.translate(self.known):
             return None
         return text.translate(self.table).encode("latin-1")
-
-
-def _stream(doc: object, raw: bytes, packed: bytes | None = None, **entries: object) -> PDFStream:
-    """A font stream of `raw`, filtered as reportlab filters font streams in `doc`, but taking `packed`
-    (`raw` compressed by zlib already) when that filter is FlateDecode alone, instead of compressing again."""
-    filters = [PDFZCompress] if doc.compression else doc.defaultStreamFilters  # type: ignore[attr-defined]
-    stream = PDFStream(PDFDictionary(entries), raw, filters)
-    if packed is not None and filters and len(filters) == 1 and filters[0].pdfname == "FlateDecode":
-        stream.dictionary["Filter"] = PDFArray([PDFName("FlateDecode")])  # so reportlab does not filter it
-        stream.content = packed
-    return stream
-
-
-def _descriptor(face: object, base: str, program: object) -> PDFDictionary:
-    """A subset's FontDescriptor, as reportlab's `TTFontFace.addSubsetObjects` writes it."""
-    f = face
-    return PDFDictionary(
-        {
-            "Type": "/FontDescriptor",
-            "Ascent": f.ascent,  # type: ignore[attr-defined]
-            "CapHeight": f.capHeight,  # type: ignore[attr-defined]
-            "Descent": f.descent,  # type: ignore[attr-defined]
-            "Flags": f.flags & ~FF_NONSYMBOLIC | FF_SYMBOLIC,  # type: ignore[attr-defined]
-            "FontBBox": PDFArray(f.bbox),  # type: ignore[attr-defined]
-            "FontName": PDFName(base),
-            "ItalicAngle": f.italicAngle,  # type: ignore[attr-defined]
-            "StemV": f.stemV,  # type: ignore[attr-defined]
-            "FontFile2": program,
-            "MissingWidth": f.defaultWidth,  # type: ignore[attr-defined]
-        }
-    )
 
 
 class _Numbers(PDFArray):  # type: ignore[misc]  # reportlab has no type hints

@@ -149,21 +149,9 @@ class Limits:
     def _window(self) -> int:
         return int(time.time()) // self.figures.rate_window_s
 
-    def _rate_key(self, client: str) -> str:
-        return f"vl:rate:{client}:{self._window()}"
-
     def _rate_error(self, retry_s: int) -> RateLimited:
         f = self.figures
         return RateLimited(f"at most {f.rate_per_window} verifications per {f.rate_window_s} s", max(1, retry_s))
-
-    async def check_rate(self, client: str) -> None:
-        """Count a request of this client address; `RateLimited` (429, Retry-After) over the rate."""
-        if self.redis is None:
-            return
-        f = self.figures
-        retry = await self._over(self._rate_key(client), f.rate_per_window, f.rate_window_s)
-        if retry is not None:
-            raise self._rate_error(retry)
 
     async def settle(self, invoice: str, client: str, *, found: Found, trusted: bool, rate: bool = True) -> int:
         """After the lookup of `invoice` (its code and number): count the client's rate (when `rate`;

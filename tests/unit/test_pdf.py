@@ -357,6 +357,17 @@ def test_widths_arrays_write_the_same_bytes_as_reportlab() -> None:
         assert pdffont._Numbers(seq).format(doc) == PDFArray(seq).format(doc)
 
 
+def test_to_unicode_cmaps_are_reportlabs() -> None:
+    import random
+
+    from reportlab.pdfbase.ttfonts import makeToUnicodeCMap
+
+    rng = random.Random(5)
+    for size in (1, 2, 100, 256):
+        subset = [0, *rng.sample(range(0x20, 0x2FFFF), size - 1)]
+        assert pdffont._to_unicode_cmap("AAAAAB+Font-0", subset) == makeToUnicodeCMap("AAAAAB+Font-0", subset).encode()
+
+
 def test_forms_get_the_stream_bytes_reportlab_would_give_them() -> None:
     from invoicing import pdf
 

@@ -254,7 +254,7 @@ def _paginate(rows: list[_Row], party_h: float, tail_h: float) -> list[list[_Row
 
 
 def _make_forms(c: Canvas, inv: Invoice, verify_url: str) -> None:
-    """The page head (QR code, title, barcode, identity) and the void stamp (if voided), drawn once per document."""
+    """The page head (QR code, title, barcode, identity) and a voided invoice's stamp: once per document."""
     c.beginForm("head")
     draw_qr(c, LEFT, TOP - QR_SIZE, verify_url, QR_SIZE)
     _fill(c, INK)

@@ -13,8 +13,9 @@ document is saved. `SubsetFont` does the same, except:
   between its runs, as reportlab's strings do when they span two subsets.
 - Text is encoded with `str.translate` from per-document tables; only characters new to the document go
   through a Python loop, which numbers them as reportlab's `splitString` does.
-- The subsetter keeps each glyph's data once per process (`_GlyphCache`) and reads the font's big tables
-  through slices (`_TableSlice`); widths arrays are formatted ten numbers at a time (`_Numbers`).
+- The subsetter keeps each glyph's data once per process (`ttfsubset`); widths arrays and ToUnicode CMaps
+  are written from per-process tables of their numbers (`_Numbers`, `_to_unicode_cmap`), and the font
+  objects as bytes (`_Written`, `_Stream`): reportlab formats a dictionary entry by entry.
 
 What a viewer gets is what reportlab would write: embedded TrueType subsets with widths and ToUnicode.
 """
@@ -25,8 +26,6 @@ import re
 import zlib
 from collections.abc import Iterable, Sequence
 from functools import cached_property
-from itertools import accumulate, chain
-from struct import pack, unpack_from
 
 from reportlab import rl_config
 from reportlab.lib.rl_accel import fp_str
@@ -39,7 +38,9 @@ from reportlab.pdfbase.pdfdoc import (
     PDFStream,
     PDFZCompress,
 )
-from reportlab.pdfbase.ttfonts import FF_NONSYMBOLIC, FF_SYMBOLIC, SUBSETN, TTFont, TTFontMaker, makeToUnicodeCMap
+from reportlab.pdfbase.ttfonts import FF_NONSYMBOLIC, FF_SYMBOLIC, SUBSETN, TTFont, makeToUnicodeCMap
+
+from invoicing.ttfsubset import speed_up_subsets
 
 __all__ = ["SubsetFont"]
 
@@ -53,8 +54,7 @@ class SubsetFont(TTFont):  # type: ignore[misc]  # reportlab has no type hints
     def __init__(self, name: str, filename: str, shared: str, subfont_index: int = 0) -> None:
         # asciiReadable=False: reportlab would reserve subset 0 for ASCII; ours is the shared subset.
         super().__init__(name, filename, subfontIndex=subfont_index, asciiReadable=False)
-        _slice_big_tables(self.face)
-        _fast_subsets(self.face)
+        speed_up_subsets(self.face)
         self.shared = _SharedSubset(self.face, shared)
 
     def doc_state(self, doc: object) -> TTFont.State:
@@ -301,136 +301,3 @@ class _NumberText(dict[float, str]):
 
 
 _NUMBER_TEXT = _NumberText()
-
-
-class _TableSlice:
-    """A font table that hands out copies of its slices only: reportlab's subsetter copies the whole
-    `glyf` table (10 MB in wqy-zenhei) for every subset it makes: some milliseconds on every document."""
-
-    __slots__ = ("_view",)
-
-    def __init__(self, view: memoryview) -> None:
-        self._view = view
-
-    def __getitem__(self, key: slice) -> bytes:
-        return bytes(self._view[key])
-
-
-def _slice_big_tables(face: object) -> None:
-    """Make the subsetter read `glyf` and `post` through `_TableSlice` (it only ever slices them)."""
-    data, get_table, table_pos = (getattr(face, a, None) for a in ("_ttf_data", "get_table", "get_table_pos"))
-    if not isinstance(data, bytes) or get_table is None or table_pos is None:
-        return  # another reportlab: keep its own (slower) way
-    view = memoryview(data)
-
-    def sliced_get_table(tag: str) -> object:
-        if tag in ("glyf", "post"):
-            pos, length = table_pos(tag)
-            return _TableSlice(view[pos : pos + length])
-        return get_table(tag)
-
-    face.get_table = sliced_get_table  # type: ignore[attr-defined]
-
-
-# TrueType composite glyph flags (reportlab.pdfbase.ttfonts' GF_*): which argument sizes follow an index.
-_GF_WORDS, _GF_SCALE, _GF_MORE, _GF_XY_SCALE, _GF_2X2 = 1 << 0, 1 << 3, 1 << 5, 1 << 6, 1 << 7
-
-
-class _GlyphCache(dict[int, tuple[bytes, tuple[tuple[int, int], ...], tuple[int, int]]]):
-    """The per-glyph work of reportlab's `TTFontFile.makeSubset`, done once per glyph and process.
-
-    reportlab re-reads every glyph's header, data and metrics from the font for every subset it makes
-    (~1 ms for an invoice's ~220 characters); the labels and figures recur on every invoice. This keeps,
-    per original glyph: its `glyf` bytes (padded to 4), where its component indices are (composite glyphs
-    only) and its metrics, and builds the same subset font, byte for byte (`tests/unit/test_pdf.py`
-    compares), with list operations rather than a Python loop per glyph where it can."""
-
-    def __init__(self, face: object) -> None:
-        super().__init__()
-        self.face = face
-        f = face
-        self.fixed = [(tag, f.get_table(tag)) for tag in ("name", "OS/2", "cvt ", "fpgm", "prep") if _has(f, tag)]  # type: ignore[attr-defined]
-        self.post = b"\x00\x03\x00\x00" + f.get_table("post")[4:16] + b"\x00" * 16  # type: ignore[attr-defined]
-        self.hhea, self.maxp, self.head = (f.get_table(t) for t in ("hhea", "maxp", "head"))  # type: ignore[attr-defined]
-        self.glyf = f.get_table("glyf")  # type: ignore[attr-defined]  # once: a copy unless `_slice_big_tables`
-
-    def __missing__(self, index: int) -> tuple[bytes, tuple[tuple[int, int], ...], tuple[int, int]]:
-        """(data padded to 4 bytes, ((offset, component index), ...), (advance width, left side bearing))."""
-        face = self.face
-        pos = face.glyphPos[index]  # type: ignore[attr-defined]
-        data = bytes(self.glyf[pos : face.glyphPos[index + 1]])  # type: ignore[attr-defined]
-        parts = []
-        if len(data) > 2 and unpack_from(">h", data)[0] < 0:  # composite: walk its components
-            at, flags = 10, _GF_MORE
-            while flags & _GF_MORE:
-                flags, component = unpack_from(">HH", data, at)
-                parts.append((at + 2, component))
-                at += 4 + (4 if flags & _GF_WORDS else 2)
-                at += 2 if flags & _GF_SCALE else 4 if flags & _GF_XY_SCALE else 8 if flags & _GF_2X2 else 0
-        aw, lsb = face.hmetrics[index]  # type: ignore[attr-defined]
-        got = self[index] = (data + b"\0" * (-len(data) % 4), tuple(parts), (int(aw), int(lsb)))
-        return got
-
-    def make_subset(self, subset: Sequence[int]) -> bytes:
-        """`TTFontFile.makeSubset(subset)`, the same bytes."""
-        char_to_glyph = self.face.charToGlyph  # type: ignore[attr-defined]
-        olds = [char_to_glyph.get(code, 0) for code in subset]
-        glyph_map = list(dict.fromkeys([0, *olds]))  # new glyph index -> old, in the order of first use
-        glyphs = list(map(self.__getitem__, glyph_map))
-        glyph_set = {old: new for new, old in enumerate(glyph_map)}
-        code_to_glyph = list(map(glyph_set.__getitem__, olds))
-        if any(parts for _, parts, _ in glyphs):  # add the parts of composite glyphs, as reportlab does
-            n = 0
-            while n < len(glyph_map):
-                for _, component in glyphs[n][1]:
-                    if component not in glyph_set:
-                        glyph_set[component] = len(glyph_map)
-                        glyph_map.append(component)
-                        glyphs.append(self[component])
-                n += 1
-        output = TTFontMaker()
-        for tag, table in self.fixed:
-            output.add(tag, table)
-        output.add("post", self.post)
-        hmtx = list(chain.from_iterable(metrics for _, _, metrics in glyphs))
-        n = len(hmtx) - 2
-        while n and hmtx[n] == hmtx[n - 2]:
-            n -= 2
-        n += 2
-        hmtx = hmtx[:n] + hmtx[n + 1 :: 2]
-        output.add("hmtx", pack(f">{len(hmtx)}H", *hmtx))
-        output.add("hhea", self.hhea[:34] + pack(">H", n >> 1) + self.hhea[36:])
-        output.add("maxp", self.maxp[:4] + pack(">H", len(glyph_map)) + self.maxp[6:])
-        cmap = [0, 1, 1, 0, 0, 12, 6, 10 + len(subset) * 2, 0, 0, len(subset), *code_to_glyph]
-        output.add("cmap", pack(f">{len(cmap)}H", *cmap))
-        glyf = [data if not parts else _renumbered(data, parts, glyph_set) for data, parts, _ in glyphs]
-        offsets = list(accumulate(map(len, glyf), initial=0))
-        output.add("glyf", b"".join(glyf))
-        long_loca = (offsets[-1] + 1) >> 1 > 0xFFFF
-        loca = offsets if long_loca else [o >> 1 for o in offsets]
-        output.add("loca", pack(f">{len(loca)}{'L' if long_loca else 'H'}", *loca))
-        output.add("head", self.head[:50] + pack(">H", int(long_loca)) + self.head[52:])
-        return output.makeStream()  # type: ignore[no-any-return]
-
-
-def _renumbered(data: bytes, parts: tuple[tuple[int, int], ...], glyph_set: dict[int, int]) -> bytes:
-    """A composite glyph with its components' indices in the subset."""
-    buf = bytearray(data)
-    for at, component in parts:
-        buf[at : at + 2] = pack(">H", glyph_set[component])
-    return bytes(buf)
-
-
-def _has(face: object, tag: str) -> bool:
-    try:
-        face.get_table_pos(tag)  # type: ignore[attr-defined]
-    except KeyError:
-        return False
-    return True
-
-
-def _fast_subsets(face: object) -> None:
-    """Make this font instance's subsetter `_GlyphCache.make_subset` (other fonts keep reportlab's)."""
-    if not all(hasattr(face, a) for a in ("glyphPos", "hmetrics", "charToGlyph", "makeSubset", "get_table")):
-        return  # another reportlab: keep its own way
-    face.makeSubset = _GlyphCache(face).make_subset  # type: ignore[attr-defined]

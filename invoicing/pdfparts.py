@@ -4,10 +4,11 @@ later, the postal label and manifest. Pure: no DB, no network.
 
 The font is looked up once per process (`cjk_font()`), so `INVOICELOOP_CJK_FONT` is read at first use.
 For speed, what is the same from one document to the next is kept per process: the font's shared subset
-(`SHARED_TEXT`, built and compressed once: `pdffont`), each glyph's data for the subsetter, and each
-string's font, size, offset and, when its characters are all shared or it is in a standard font, its
-encoded text (`_placed`, LRU); what reportlab names or numbers per document (the font resource names, the
-codes of the document's own characters) is still asked of the document every time.
+(`SHARED_TEXT`, built and compressed once: `pdffont`), each glyph's data for the subsetter, each
+character's advance (`text_width`), text positions as written, each string's font, size, offset and,
+when its characters are all shared or it is in a standard font, its encoded text (`_placed`, LRU), and
+the QR path's operators for each 8 modules (`_chunk_ops`). What reportlab names or numbers per document
+(the font resource names, the codes of the document's own characters) is the document's.
 """
 
 from __future__ import annotations
@@ -142,7 +143,9 @@ def font_for(text: str) -> str:
 def text_width(text: str, font: str, size: float) -> float:
     """Width of `text` in points: reportlab's `stringWidth`, the same figure, from a per-process table of
     each character's advance (reportlab's takes ~15k instructions a call, and layout makes hundreds)."""
-    advances = _ADVANCES.get(font) or _advances(font)
+    advances = _ADVANCES.get(font)
+    if advances is None:
+        advances = _ADVANCES[font] = _Advances(font)
     return sum(map(advances.__getitem__, text)) * 0.001 * size
 
 
@@ -164,11 +167,6 @@ class _Advances(dict[str, float]):
 
 
 _ADVANCES: dict[str, _Advances] = {}
-
-
-def _advances(font: str) -> _Advances:
-    table = _ADVANCES[font] = _Advances(font)
-    return table
 
 
 def fit_size(text: str, font: str, size: float, width: float, min_size: float = 5.0) -> float:

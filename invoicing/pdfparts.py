@@ -250,7 +250,7 @@ _POSITIONS: dict[tuple[float, float], str] = {}
 
 
 def _position(xy: tuple[float, float]) -> str:
-    if len(_POSITIONS) >= 100_000:
+    if len(_POSITIONS) >= 20_000:  # ~3 MB; labels and table cells recur, so far fewer in practice
         _POSITIONS.clear()
     text: str = fp_str(*xy)
     _POSITIONS[xy] = text

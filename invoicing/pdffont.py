@@ -13,8 +13,9 @@ document is saved. `SubsetFont` does the same, except:
   between its runs, as reportlab's strings do when they span two subsets.
 - Text is encoded with `str.translate` from per-document tables; only characters new to the document go
   through a Python loop, which numbers them as reportlab's `splitString` does.
-- The subsetter keeps each glyph's data once per process (`_GlyphCache`) and reads the font's big tables
-  through slices (`_TableSlice`); widths arrays are formatted ten numbers at a time (`_Numbers`).
+- The subsetter keeps each glyph's data once per process (`ttfsubset`); widths arrays and ToUnicode CMaps
+  are written from per-process tables of their numbers (`_Numbers`, `_to_unicode_cmap`), and the font
+  objects as bytes (`_Written`, `_Stream`): reportlab formats a dictionary entry by entry.
 
 What a viewer gets is what reportlab would write: embedded TrueType subsets with widths and ToUnicode.
 """
@@ -25,7 +26,6 @@ import re
 import zlib
 from collections.abc import Iterable, Sequence
 from functools import cached_property
-from struct import pack, unpack_from
 
 from reportlab import rl_config
 from reportlab.lib.rl_accel import fp_str
@@ -38,7 +38,9 @@ from reportlab.pdfbase.pdfdoc import (
     PDFStream,
     PDFZCompress,
 )
-from reportlab.pdfbase.ttfonts import FF_NONSYMBOLIC, FF_SYMBOLIC, SUBSETN, TTFont, TTFontMaker, makeToUnicodeCMap
+from reportlab.pdfbase.ttfonts import FF_NONSYMBOLIC, FF_SYMBOLIC, SUBSETN, TTFont, makeToUnicodeCMap
+
+from invoicing.ttfsubset import speed_up_subsets
 
 __all__ = ["SubsetFont"]
 
@@ -52,8 +54,7 @@ class SubsetFont(TTFont):  # type: ignore[misc]  # reportlab has no type hints
     def __init__(self, name: str, filename: str, shared: str, subfont_index: int = 0) -> None:
         # asciiReadable=False: reportlab would reserve subset 0 for ASCII; ours is the shared subset.
         super().__init__(name, filename, subfontIndex=subfont_index, asciiReadable=False)
-        _slice_big_tables(self.face)
-        _fast_subsets(self.face)
+        speed_up_subsets(self.face)
         self.shared = _SharedSubset(self.face, shared)
 
     def doc_state(self, doc: object) -> TTFont.State:
@@ -125,7 +126,7 @@ class SubsetFont(TTFont):  # type: ignore[misc]  # reportlab has no type hints
             else:
                 base = _subset_name(face, n)
                 widths = _Numbers([face.getCharWidth(code) for code in subset]).format(doc)
-                cmap_stream = _stream(doc, makeToUnicodeCMap(base, subset).encode())
+                cmap_stream = _stream(doc, _to_unicode_cmap(base, subset))
                 program_stream = _stream(doc, face.makeSubset(subset), length1=True)
             font_name = PDFName(base).encode()
             to_unicode = reference(cmap_stream, f"toUnicodeCMap:{base}")
@@ -252,158 +253,51 @@ class _SharedSubset:
         return text.translate(self.table).encode("latin-1")
 
 
+def _to_unicode_cmap(font_name: str, subset: Sequence[int]) -> bytes:
+    """reportlab's `makeToUnicodeCMap(font_name, subset)`, the same text, its lines from per-process tables
+    rather than formatted code by code."""
+    head = (
+        "/CIDInit /ProcSet findresource begin\n12 dict begin\nbegincmap\n/CIDSystemInfo\n"
+        f"<< /Registry ({font_name})\n/Ordering ({font_name})\n/Supplement 0\n>> def\n"
+        f"/CMapName /{font_name} def\n/CMapType 2 def\n"
+        f"1 begincodespacerange\n<00> <{len(subset) - 1:02X}>\nendcodespacerange\n{len(subset)} beginbfchar"
+    )
+    lines = map(str.__add__, _CODE_HEX, map(_UNICODE_HEX.__getitem__, subset))
+    tail = "endbfchar\nendcmap\nCMapName currentdict /CMap defineresource pop\nend\nend"
+    return "\n".join([head, *lines, tail]).encode()
+
+
+_CODE_HEX = [f"<{code:02X}> <" for code in range(256)]
+
+
+class _UnicodeHex(dict[int, str]):
+    def __missing__(self, char: int) -> str:
+        text = self[char] = f"{char:04X}>"
+        return text
+
+
+_UNICODE_HEX = _UnicodeHex()
+
+
 class _Numbers(PDFArray):  # type: ignore[misc]  # reportlab has no type hints
-    """A PDF array of numbers, formatted in one `fp_str` call per line of ten: the same bytes as reportlab's
-    PDFArray, which formats (and encodes) element by element: ~0.3 ms for a subset's 256 glyph widths."""
+    """A PDF array of numbers, in lines of ten: the same bytes as reportlab's PDFArray, which formats (and
+    encodes) element by element (~0.3 ms for a subset's 256 glyph widths). Each number is written as
+    `fp_str` writes it (~4k instructions a number), once per process: a font has few distinct widths."""
 
     def format(self, document: object, IND: bytes = b"\n ") -> bytes:
         seq = self.sequence
         if rl_config.pdfMultiLine or not all(type(e) in (int, float) for e in seq):
             return super().format(document, IND)  # type: ignore[no-any-return]
-        return b"[ " + b" \n  ".join(fp_str(*seq[i : i + 10]).encode() for i in range(0, len(seq), 10)) + b" ]"
+        text = list(map(_NUMBER_TEXT.__getitem__, seq))
+        return b"[ " + b" \n  ".join(" ".join(text[i : i + 10]).encode() for i in range(0, len(seq), 10)) + b" ]"
 
 
-class _TableSlice:
-    """A font table that hands out copies of its slices only: reportlab's subsetter copies the whole
-    `glyf` table (10 MB in wqy-zenhei) for every subset it makes: some milliseconds on every document."""
-
-    __slots__ = ("_view",)
-
-    def __init__(self, view: memoryview) -> None:
-        self._view = view
-
-    def __getitem__(self, key: slice) -> bytes:
-        return bytes(self._view[key])
+class _NumberText(dict[float, str]):
+    def __missing__(self, number: float) -> str:
+        text: str = fp_str(number)
+        if len(self) < 10_000:
+            self[number] = text
+        return text
 
 
-def _slice_big_tables(face: object) -> None:
-    """Make the subsetter read `glyf` and `post` through `_TableSlice` (it only ever slices them)."""
-    data, get_table, table_pos = (getattr(face, a, None) for a in ("_ttf_data", "get_table", "get_table_pos"))
-    if not isinstance(data, bytes) or get_table is None or table_pos is None:
-        return  # another reportlab: keep its own (slower) way
-    view = memoryview(data)
-
-    def sliced_get_table(tag: str) -> object:
-        if tag in ("glyf", "post"):
-            pos, length = table_pos(tag)
-            return _TableSlice(view[pos : pos + length])
-        return get_table(tag)
-
-    face.get_table = sliced_get_table  # type: ignore[attr-defined]
-
-
-# TrueType composite glyph flags (reportlab.pdfbase.ttfonts' GF_*): which argument sizes follow an index.
-_GF_WORDS, _GF_SCALE, _GF_MORE, _GF_XY_SCALE, _GF_2X2 = 1 << 0, 1 << 3, 1 << 5, 1 << 6, 1 << 7
-
-
-class _GlyphCache:
-    """The per-glyph work of reportlab's `TTFontFile.makeSubset`, done once per glyph and process.
-
-    reportlab re-reads every glyph's header, data and metrics from the font for every subset it makes
-    (~1 ms for an invoice's ~220 characters); the labels and figures recur on every invoice. This keeps,
-    per original glyph: its `glyf` bytes, where its component indices are (composite glyphs only) and
-    its metrics, and builds the same subset font, byte for byte (`tests/unit/test_pdf.py` compares)."""
-
-    def __init__(self, face: object) -> None:
-        self.face = face
-        self.glyphs: dict[int, tuple[bytes, tuple[tuple[int, int], ...], int, int]] = {}
-        f = face
-        self.fixed = [(tag, f.get_table(tag)) for tag in ("name", "OS/2", "cvt ", "fpgm", "prep") if _has(f, tag)]  # type: ignore[attr-defined]
-        self.post = b"\x00\x03\x00\x00" + f.get_table("post")[4:16] + b"\x00" * 16  # type: ignore[attr-defined]
-        self.hhea, self.maxp, self.head = (f.get_table(t) for t in ("hhea", "maxp", "head"))  # type: ignore[attr-defined]
-        self.glyf = f.get_table("glyf")  # type: ignore[attr-defined]  # once: a copy unless `_slice_big_tables`
-
-    def glyph(self, index: int) -> tuple[bytes, tuple[tuple[int, int], ...], int, int]:
-        """(data, ((offset, component index), ...), advance width, left side bearing) of a glyph."""
-        got = self.glyphs.get(index)
-        if got is None:
-            face = self.face
-            pos = face.glyphPos[index]  # type: ignore[attr-defined]
-            data = bytes(self.glyf[pos : face.glyphPos[index + 1]])  # type: ignore[attr-defined]
-            parts = []
-            if len(data) > 2 and unpack_from(">h", data)[0] < 0:  # composite: walk its components
-                at, flags = 10, _GF_MORE
-                while flags & _GF_MORE:
-                    flags, component = unpack_from(">HH", data, at)
-                    parts.append((at + 2, component))
-                    at += 4 + (4 if flags & _GF_WORDS else 2)
-                    at += 2 if flags & _GF_SCALE else 4 if flags & _GF_XY_SCALE else 8 if flags & _GF_2X2 else 0
-            aw, lsb = face.hmetrics[index]  # type: ignore[attr-defined]
-            got = self.glyphs[index] = (data, tuple(parts), int(aw), int(lsb))
-        return got
-
-    def make_subset(self, subset: Sequence[int]) -> bytes:
-        """`TTFontFile.makeSubset(subset)`, the same bytes."""
-        char_to_glyph = self.face.charToGlyph  # type: ignore[attr-defined]
-        glyph_map = [0]  # new glyph index -> old
-        glyph_set = {0: 0}  # old -> new
-        code_to_glyph = []
-        for code in subset:
-            old = char_to_glyph.get(code, 0)
-            new = glyph_set.get(old)
-            if new is None:
-                new = glyph_set[old] = len(glyph_map)
-                glyph_map.append(old)
-            code_to_glyph.append(new)
-        glyphs = [self.glyph(old) for old in glyph_map]
-        if any(parts for _, parts, _, _ in glyphs):  # add the parts of composite glyphs, as reportlab does
-            n = 0
-            while n < len(glyph_map):
-                for _, component in glyphs[n][1]:
-                    if component not in glyph_set:
-                        glyph_set[component] = len(glyph_map)
-                        glyph_map.append(component)
-                        glyphs.append(self.glyph(component))
-                n += 1
-        output = TTFontMaker()
-        for tag, table in self.fixed:
-            output.add(tag, table)
-        output.add("post", self.post)
-        hmtx: list[int] = []
-        for _, _, aw, lsb in glyphs:
-            hmtx += (aw, lsb)
-        n = len(hmtx) - 2
-        while n and hmtx[n] == hmtx[n - 2]:
-            n -= 2
-        n += 2
-        hmtx = hmtx[:n] + hmtx[n + 1 :: 2]
-        output.add("hmtx", pack(f">{len(hmtx)}H", *hmtx))
-        output.add("hhea", self.hhea[:34] + pack(">H", n >> 1) + self.hhea[36:])
-        output.add("maxp", self.maxp[:4] + pack(">H", len(glyph_map)) + self.maxp[6:])
-        cmap = [0, 1, 1, 0, 0, 12, 6, 10 + len(subset) * 2, 0, 0, len(subset), *code_to_glyph]
-        output.add("cmap", pack(f">{len(cmap)}H", *cmap))
-        glyf, offsets, pos = [], [], 0
-        for data, parts, _, _ in glyphs:
-            offsets.append(pos)
-            if parts:
-                buf = bytearray(data)
-                for at, component in parts:
-                    buf[at : at + 2] = pack(">H", glyph_set[component])
-                data = bytes(buf)
-            glyf.append(data)
-            pos += len(data)
-            if pos % 4:
-                glyf.append(b"\0" * (4 - pos % 4))
-                pos += 4 - pos % 4
-        offsets.append(pos)
-        output.add("glyf", b"".join(glyf))
-        long_loca = (pos + 1) >> 1 > 0xFFFF
-        loca = offsets if long_loca else [o >> 1 for o in offsets]
-        output.add("loca", pack(f">{len(loca)}{'L' if long_loca else 'H'}", *loca))
-        output.add("head", self.head[:50] + pack(">H", int(long_loca)) + self.head[52:])
-        return output.makeStream()  # type: ignore[no-any-return]
-
-
-def _has(face: object, tag: str) -> bool:
-    try:
-        face.get_table_pos(tag)  # type: ignore[attr-defined]
-    except KeyError:
-        return False
-    return True
-
-
-def _fast_subsets(face: object) -> None:
-    """Make this font instance's subsetter `_GlyphCache.make_subset` (other fonts keep reportlab's)."""
-    if not all(hasattr(face, a) for a in ("glyphPos", "hmetrics", "charToGlyph", "makeSubset", "get_table")):
-        return  # another reportlab: keep its own way
-    face.makeSubset = _GlyphCache(face).make_subset  # type: ignore[attr-defined]
+_NUMBER_TEXT = _NumberText()

@@ -4,10 +4,11 @@ later, the postal label and manifest. Pure: no DB, no network.
 
 The font is looked up once per process (`cjk_font()`), so `INVOICELOOP_CJK_FONT` is read at first use.
 For speed, what is the same from one document to the next is kept per process: the font's shared subset
-(`SHARED_TEXT`, built and compressed once: `pdffont`), each glyph's data for the subsetter, and each
-string's font, size, offset and, when its characters are all shared or it is in a standard font, its
-encoded text (`_placed`, LRU); what reportlab names or numbers per document (the font resource names, the
-codes of the document's own characters) is still asked of the document every time.
+(`SHARED_TEXT`, built and compressed once: `pdffont`), each glyph's data for the subsetter, each
+character's advance (`text_width`), text positions as written, each string's font, size, offset and,
+when its characters are all shared or it is in a standard font, its encoded text (`_placed`, LRU), and
+the QR path's operators for each 8 modules (`_chunk_ops`). What reportlab names or numbers per document
+(the font resource names, the codes of the document's own characters) is the document's.
 """
 
 from __future__ import annotations
@@ -28,11 +29,14 @@ from reportlab.pdfgen.canvas import Canvas
 
 try:
     import zxingcpp
-except ImportError:  # optional: segno does the same, 20 times slower
+except ImportError:  # optional: segno does the same, 50 times slower
     zxingcpp = None  # type: ignore[assignment]
 
 from invoicing.model import Address
 from invoicing.pdffont import SubsetFont
+
+if zxingcpp is not None:
+    from invoicing import qrmask
 
 __all__ = [
     "CJK_FONT_ENV",
@@ -85,7 +89,6 @@ _TOKEN_RE = re.compile(r"[\u0021-\u007e\u00a0-\u02ff]+\s*|\S\s*|\s+")
 # Characters that must not start a line (Chinese line-breaking rules, kinsoku).
 _NO_LINE_START = frozenset("，。、；：？！）》」』】〉”’,.;:?!)%")
 _DARK_RUN = re.compile(rb"\x01+")
-_DARK_PIXEL = bytes([1] + [0] * 255)  # zxing-cpp's image: 0 is dark
 _DIGIT_BIT = bytes.maketrans(b"01", b"\x00\x01")  # python-barcode's "1010..." pattern
 _BIT_DIGIT = bytes.maketrans(b"\x00\x01", b"01")
 
@@ -140,7 +143,9 @@ def font_for(text: str) -> str:
 def text_width(text: str, font: str, size: float) -> float:
     """Width of `text` in points: reportlab's `stringWidth`, the same figure, from a per-process table of
     each character's advance (reportlab's takes ~15k instructions a call, and layout makes hundreds)."""
-    advances = _ADVANCES.get(font) or _advances(font)
+    advances = _ADVANCES.get(font)
+    if advances is None:
+        advances = _ADVANCES[font] = _Advances(font)
     return sum(map(advances.__getitem__, text)) * 0.001 * size
 
 
@@ -162,11 +167,6 @@ class _Advances(dict[str, float]):
 
 
 _ADVANCES: dict[str, _Advances] = {}
-
-
-def _advances(font: str) -> _Advances:
-    table = _ADVANCES[font] = _Advances(font)
-    return table
 
 
 def fit_size(text: str, font: str, size: float, width: float, min_size: float = 5.0) -> float:
@@ -250,7 +250,7 @@ _POSITIONS: dict[tuple[float, float], str] = {}
 
 
 def _position(xy: tuple[float, float]) -> str:
-    if len(_POSITIONS) >= 100_000:
+    if len(_POSITIONS) >= 20_000:  # ~3 MB; labels and table cells recur, so far fewer in practice
         _POSITIONS.clear()
     text: str = fp_str(*xy)
     _POSITIONS[xy] = text
@@ -308,32 +308,34 @@ def _runs(row: bytes) -> list[tuple[int, int]]:
 def qr_matrix(data: str) -> list[bytes]:
     """The QR code of `data` at error-correction level M (not boosted): rows top first, 1 dark, 0 light.
 
-    zxing-cpp's encoder (C++, ~1.5 ms) when installed, else segno's (pure Python, ~30 ms: most of it
-    choosing the mask). Both follow ISO/IEC 18004, including the mask choice by penalty score."""
-    if zxingcpp is None:
-        return [bytes(row) for row in segno.make(data, error="m", boost_error=False, micro=False).matrix]
-    symbol = zxingcpp.create_barcode(data, zxingcpp.BarcodeFormat.QRCode, ec_level="M")
-    image = zxingcpp.write_barcode_to_image(symbol, scale=1, add_quiet_zones=False)
-    raw = memoryview(image)  # type: ignore[arg-type]  # it has the buffer protocol; its stub does not say so
-    n, pixels = image.shape[0], bytes(raw).translate(_DARK_PIXEL)
-    return [pixels[i * n : (i + 1) * n] for i in range(n)]
+    zxing-cpp's encoder (C++; its mask choice sped up by `qrmask`, ~0.6 ms) when installed, else segno's
+    (pure Python, ~30 ms: most of it choosing the mask). Both follow ISO/IEC 18004, including the mask
+    choice by penalty score."""
+    n, rows = _qr_rows(data)
+    return [f"{int.from_bytes(row, 'big') >> (-n % 8):0{n}b}".encode().translate(_DIGIT_BIT) for row in rows]
+
+
+def _qr_rows(data: str) -> tuple[int, list[bytes]]:
+    """(size, rows top first, 8 modules a byte, most significant bit first, 1 dark, padded light)."""
+    if zxingcpp is not None:
+        return qrmask.qr_rows(data)
+    matrix = segno.make(data, error="m", boost_error=False, micro=False).matrix
+    n = len(matrix)
+    return n, [(int(bytes(row).translate(_BIT_DIGIT), 2) << (-n % 8)).to_bytes((n + 7) // 8, "big") for row in matrix]
 
 
 def draw_qr(canvas: Canvas, x: float, y: float, data: str, size: float) -> None:
     """The QR code of `data` (level M) as one vector path, `size` square from (x, y) bottom left.
 
     `size` is the symbol without its quiet zone: leave 4 modules clear around it."""
-    rows = qr_matrix(data)
-    n = len(rows)
-    # Each row is read 8 modules at a time, and each 8 modules' `re` operators come from a table made once
-    # per process (`_chunk_ops`): no Python work per dark run, a quarter of the instructions. A run across
-    # two 8-module chunks is two abutting rectangles of the one path, filled as one shape.
-    chunks, pad = (n + 7) // 8, -n % 8
-    tables = [_chunk_ops(k) for k in range(chunks)]
+    n, rows = _qr_rows(data)
+    # Each row is read 8 modules (a byte) at a time, and each byte's `re` operators come from a table made
+    # once per process (`_chunk_ops`): no Python work per dark run, a quarter of the instructions. A run
+    # across two bytes is two abutting rectangles of the one path, filled as one shape.
+    tables = [_chunk_ops(k) for k in range((n + 7) // 8)]
     lines = []
     for row_y, row in zip(range(n - 1, -1, -1), rows, strict=True):
-        packed = (int(row.translate(_BIT_DIGIT), 2) << pad).to_bytes(chunks, "big")
-        ops = " ".join(filter(None, map(tuple.__getitem__, tables, packed)))
+        ops = " ".join(filter(None, map(tuple.__getitem__, tables, row)))
         if ops:
             lines.append(ops.replace("Y", str(row_y)))
     canvas.saveState()

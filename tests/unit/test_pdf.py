@@ -130,6 +130,26 @@ def test_codes_decode_with_an_independent_reader(tmp_path: Path, dpi: int) -> No
     assert f"CODE-128:{inv.invoice_code}{inv.invoice_number}\n" in out
 
 
+def test_qr_mask_is_the_one_zxing_cpp_chooses() -> None:
+    """`qrmask` scores the 8 masks itself (zint's rules, on bitboards): the symbol must be zxing-cpp's own,
+    over sizes from 21 modules up and byte, alphanumeric and Chinese (ECI) content."""
+    import random
+    import string
+
+    rng = random.Random(18004)
+    alphabets = (
+        string.ascii_uppercase + string.digits + " $%*+-./:",
+        string.printable,
+        "发票校验码" + string.ascii_letters,
+    )
+    for _ in range(150):
+        data = "".join(rng.choices(rng.choice(alphabets), k=rng.randint(1, 700)))
+        code = zxingcpp.create_barcode(data, zxingcpp.BarcodeFormat.QRCode, ec_level="M")
+        image = zxingcpp.write_barcode_to_image(code, scale=1, add_quiet_zones=False)
+        n, pixels = image.shape[0], bytes(memoryview(image)).translate(bytes.maketrans(b"\x00\xff", b"\x01\x00"))
+        assert pdfparts.qr_matrix(data) == [pixels[i * n : (i + 1) * n] for i in range(n)], data
+
+
 @needs_poppler
 def test_segno_encoder_makes_the_same_decodable_qr(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fallback when zxing-cpp is not installed."""
@@ -355,6 +375,17 @@ def test_widths_arrays_write_the_same_bytes_as_reportlab() -> None:
     doc = PDFDocument()
     for seq in ([], [500], list(range(10)), list(range(11)), [1000, 0.5, 333.3333, 250] * 64):
         assert pdffont._Numbers(seq).format(doc) == PDFArray(seq).format(doc)
+
+
+def test_to_unicode_cmaps_are_reportlabs() -> None:
+    import random
+
+    from reportlab.pdfbase.ttfonts import makeToUnicodeCMap
+
+    rng = random.Random(5)
+    for size in (1, 2, 100, 256):
+        subset = [0, *rng.sample(range(0x20, 0x2FFFF), size - 1)]
+        assert pdffont._to_unicode_cmap("AAAAAB+Font-0", subset) == makeToUnicodeCMap("AAAAAB+Font-0", subset).encode()
 
 
 def test_forms_get_the_stream_bytes_reportlab_would_give_them() -> None:

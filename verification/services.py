@@ -74,7 +74,7 @@ class Verifier:
     queue: Any = None
     keys: dict[str, bytes] = field(default_factory=dict)
     good_signatures: set[tuple[str, str, str]] = field(default_factory=set)
-    lanes: int = 1  # batches in flight at once in this process: one gathers the most per batch
+    lanes: int = 2  # batches in flight at once in this process: one gathers while the other commits
     batches: Coalescer[_Item, Verification] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

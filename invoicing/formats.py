@@ -15,8 +15,9 @@ import msgspec
 from invoicing.model import Address, Invoice, Line, Party, Seller, Totals, money_str, plain_str
 from invoicing.words import amount_in_words
 
-__all__ = ["ZERO_HASH", "amount_in_words", "canonical_bytes", "check_code", "content_of", "invoice_from_content",
-           "record_hash", "rfc3339", "sha256_hex", "signing_core", "verify_url", "void_content", "void_signing_core"]
+__all__ = ["ZERO_HASH", "amount_in_words", "canonical_bytes", "check_code", "content_of", "content_signing_core",
+           "invoice_from_content", "record_hash", "rfc3339", "sha256_hex", "signing_core", "verify_url", "void_content",
+           "void_signing_core"]
 
 ZERO_HASH = "0" * 64
 RECORD_VERSION = 1
@@ -148,6 +149,14 @@ def signing_core(code: str, number: str, issue_date: date, total_amount: Decimal
 def invoice_signing_core(inv: Invoice) -> str:
     return signing_core(inv.invoice_code, inv.invoice_number, inv.issue_date, inv.totals.total_amount,
                         inv.totals.total_tax, inv.totals.total, inv.check_code, inv.record_hash)
+
+
+def content_signing_core(content: dict[str, Any], rec_hash: str) -> str:
+    """The signing core of an invoice or credit note from its stored content: what `invoice_signing_core`
+    gives for the invoice the content describes."""
+    return signing_core(content["invoice_code"], content["invoice_number"], date.fromisoformat(content["issue_date"]),
+                        Decimal(content["total_amount"]), Decimal(content["total_tax"]), Decimal(content["total"]),
+                        content["check_code"], rec_hash)  # fmt: skip
 
 
 def void_content(inv: Invoice, *, reason: str, voided_at: datetime, prev_hash: str) -> dict[str, Any]:

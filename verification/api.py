@@ -15,7 +15,7 @@ from verification.inbound import sms_inbound
 from verification.limits import LimitFigures, Limits
 from verification.model import OUTCOME_TEXT, parse_query
 from verification.services import Verification, Verifier, verify
-from verification.views import client_address, masked_invoice
+from verification.views import client_address
 from verification.web import verify_form, verify_page
 
 
@@ -35,7 +35,7 @@ def verification_json(result: Verification) -> dict[str, Any]:
     zh, en = OUTCOME_TEXT[result.outcome]
     body: dict[str, Any] = {
         "result": result.outcome, "message": {"zh": zh, "en": en},
-        "invoice": masked_invoice(result.invoice) if result.invoice else None,
+        "invoice": result.invoice,
         "times_verified": result.times_verified,
         "first_verified_at": formats.rfc3339(result.first_verified_at) if result.first_verified_at else None,
     }  # fmt: skip

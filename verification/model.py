@@ -19,6 +19,7 @@ width, so padding is unambiguous, and it spares people whose spreadsheet ate the
 
 from __future__ import annotations
 
+import functools
 import hmac
 import re
 import unicodedata
@@ -26,12 +27,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import phonenumbers
 
 from invoicing.errors import FieldErrors
-from invoicing.model import Invoice, Status
+from invoicing.model import Status
 
 Outcome = Literal["valid", "mismatch", "not_found", "voided", "reversed", "partially_credited", "locked", "tampered"]
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
@@ -92,9 +93,10 @@ class InvoiceSummary:
     total: Decimal  # including tax
 
     @classmethod
-    def of(cls, invoice: Invoice) -> InvoiceSummary:
-        """The summary of an issued record."""
-        return cls(invoice.invoice_code, invoice.invoice_number, invoice.issue_date, invoice.totals.total)
+    def of(cls, shown: Mapping[str, Any]) -> InvoiceSummary:
+        """The summary of a record from its stored content or its public view (the same keys)."""
+        return cls(shown["invoice_code"], shown["invoice_number"], date.fromisoformat(shown["issue_date"]),
+                   Decimal(shown["total"]))  # fmt: skip
 
 
 def _clean(value: object) -> str | None:
@@ -256,6 +258,24 @@ def mask_name(name: str) -> str:
     return name[0] + "*" * (len(name) - 2) + name[-1]
 
 
+def public_invoice(content: Mapping[str, Any], status: str) -> dict[str, Any]:
+    """The invoice as a stranger may see it, from its stored content: the seller in full, the buyer's name and
+    phone masked, no check code; every figure as the signed record states it."""
+    buyer, seller = content["buyer"], content["seller"]
+    return {
+        "kind": content["kind"], "invoice_code": content["invoice_code"],
+        "invoice_number": content["invoice_number"], "issue_date": content["issue_date"], "status": status,
+        "currency": content["currency"], "seller": {"name": seller["name"], "tax_id": seller["tax_id"]},
+        "buyer": {"name": mask_name(buyer["name"]), "phone": cached_mask_phone(buyer["phone"]) if buyer["phone"] else None},
+        "lines": [{key: line[key] for key in _PUBLIC_LINE} for line in content["lines"]],
+        "total_amount": content["total_amount"], "total_tax": content["total_tax"], "total": content["total"],
+        "total_in_words": content["total_in_words"],
+    }  # fmt: skip
+
+
+_PUBLIC_LINE = ("description", "unit", "quantity", "unit_price", "tax_rate", "amount", "tax_amount")
+
+
 def mask_phone(phone: str) -> str:
     """`+8613800138000` -> `+86 138****8000`: country code, first 3 and last 4 national digits.
 
@@ -272,6 +292,10 @@ def mask_phone(phone: str) -> str:
     else:
         shown = "***"
     return f"+{number.country_code} {shown}"
+
+
+# Parsing a phone costs ~0.2 ms; the same buyers' phones come back again and again.
+cached_mask_phone = functools.lru_cache(maxsize=4096)(mask_phone)
 
 
 def normalise_phone(text: str, default_region: str = "CN") -> str | None:

@@ -11,16 +11,16 @@ from typing import Any
 
 import asyncpg
 
-# What a verification reads of its invoices: the columns `invoicing.repository.to_invoice` needs (not the
-# counts, which the log statement returns), and whether the buyer has had their one notice (then no notice
-# row is attempted). Both columns as `= ANY` keep the (code, number) index in use whatever the table's size;
-# the rows may include pairs nobody asked for (codes x numbers), which the caller does not look up.
+# What a verification reads of its invoices: the stored content and what proves it (the public view, the
+# match and the integrity check are all worked out from these), the status, and whether the buyer has had
+# their one notice (then no notice row is attempted); not the counts, which the log statement returns. Both
+# columns as `= ANY` keep the (code, number) index in use whatever the table's size; the rows may include
+# pairs nobody asked for (codes x numbers), which the caller does not look up.
 FIND_INVOICES = """
-SELECT i.id, i.issuer_id, s.label AS series, i.status, i.content, i.record_hash, i.signature, i.key_id,
-       i.original_invoice_id, i.voided_at, i.void_reason, i.invoice_code, i.invoice_number,
-       d.status AS delivery_status, d.tracking_number,
+SELECT i.id, i.issuer_id, i.status, i.content, i.record_hash, i.signature, i.key_id, i.invoice_code,
+       i.invoice_number,
        EXISTS (SELECT 1 FROM sms_outbox o WHERE o.invoice_id = i.id AND o.kind = 'buyer_notice') AS buyer_notified
-  FROM invoices i JOIN series s ON s.id = i.series_id LEFT JOIN delivery_orders d ON d.invoice_id = i.id
+  FROM invoices i
  WHERE i.invoice_code = ANY($1::text[]) AND i.invoice_number = ANY($2::text[])"""
 
 # One statement (one round trip, one commit) logs a batch of verifications, counts those of existing
@@ -85,7 +85,7 @@ SET_INBOUND_REPLY = "UPDATE sms_inbound SET reply = $2 WHERE message_sid = $1"
 
 
 async def find_invoices(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
-    """The invoice rows (as `invoicing.repository.to_invoice` reads them) by (code, number)."""
+    """The invoice rows (`FIND_INVOICES`) by (code, number)."""
     rows = await conn.fetch(FIND_INVOICES, list({code for code, _ in keys}), list({number for _, number in keys}))
     return {(row["invoice_code"], row["invoice_number"]): row for row in rows}
 

@@ -10,7 +10,8 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -18,7 +19,6 @@ import asyncpg
 from invoicing import formats, repository
 from invoicing.errors import RateLimited
 from invoicing.keys import verify_signature
-from invoicing.model import Invoice
 from verification import repository as vrepo
 from verification.batching import Coalescer
 from verification.limits import LOCKED, MATCHED, MISMATCHED, NOT_FOUND, Ask, Found, Limits
@@ -30,6 +30,7 @@ from verification.model import (
     is_mobile,
     matches,
     outcome_for,
+    public_invoice,
 )
 from verification.sms import reply_text
 
@@ -58,7 +59,7 @@ class Verification:
     """The answer: the outcome, the invoice when it may be shown, the counts, and the receipt state."""
 
     outcome: Outcome
-    invoice: Invoice | None = None
+    invoice: dict[str, Any] | None = None  # as the public may see it (`public_invoice`), when the outcome shows it
     times_verified: int = 0
     first_verified_at: datetime | None = None
     receipt: str | None = None  # "queued", "daily_limit_reached" or None (no phone given)
@@ -100,30 +101,33 @@ class Verifier:
             self.keys.update(await repository.signing_keys(conn))
 
 
-def is_tampered(v: Verifier, row: asyncpg.Record, inv: Invoice) -> bool:
-    """The stored record fails its hash (recomputed from the stored content every time) or its signature
-    (a signature over a given core verifies or not for good, so good ones are remembered). The row's key
-    must be loaded (`Verifier.load_keys`); an unknown key id fails."""
-    if formats.record_hash(row["content"]) != row["record_hash"]:
+def is_tampered(v: Verifier, row: asyncpg.Record) -> bool:
+    """The stored record fails its hash (recomputed from the stored content every time) or its signature.
+    Good signatures are remembered by (key id, record hash, signature): once the content hashes to the record
+    hash it is the content that was signed, so the same triple verifies for good. The row's key must be
+    loaded (`Verifier.load_keys`); an unknown key id fails."""
+    content, rec_hash, signature = row["content"], row["record_hash"], row["signature"]
+    if formats.record_hash(content) != rec_hash:
         return True
-    core, signature = formats.invoice_signing_core(inv), row["signature"]
-    if (row["key_id"], core, signature) in v.good_signatures:
+    if (row["key_id"], rec_hash, signature) in v.good_signatures:
         return False
     key = v.keys.get(row["key_id"])
-    if key is None or not verify_signature(key, core, signature):
+    if key is None or not verify_signature(key, formats.content_signing_core(content, rec_hash), signature):
         return True
     if len(v.good_signatures) >= GOOD_SIGNATURES_KEPT:
         v.good_signatures.clear()
-    v.good_signatures.add((row["key_id"], core, signature))
+    v.good_signatures.add((row["key_id"], rec_hash, signature))
     return False
 
 
-def _match(row: asyncpg.Record, query: VerificationQuery, asker: Asker) -> tuple[Invoice, bool]:
-    inv = repository.to_invoice(row)
-    ok = matches(query, check_code=inv.check_code, total_amount=inv.totals.total_amount, issue_date=inv.issue_date)
+def _matched(row: asyncpg.Record, query: VerificationQuery, asker: Asker) -> bool:
+    """Whether the query's details match the stored content (the full check code too, from a QR URL)."""
+    content = row["content"]
+    ok = matches(query, check_code=content["check_code"], total_amount=Decimal(content["total_amount"]),
+                 issue_date=date.fromisoformat(content["issue_date"]))  # fmt: skip
     if asker.full_check_code is not None:
-        ok &= hmac.compare_digest(asker.full_check_code.encode(), inv.check_code.encode())
-    return inv, ok
+        ok &= hmac.compare_digest(asker.full_check_code.encode(), content["check_code"].encode())
+    return ok
 
 
 @dataclass(frozen=True)
@@ -181,10 +185,9 @@ async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | B
 
 @dataclass(frozen=True)
 class _Found:
-    """What the lookup found for one item: the row, the invoice and whether the details matched."""
+    """What the lookup found for one item: the row and whether the details matched."""
 
     row: asyncpg.Record | None
-    invoice: Invoice | None = None
     matched: bool = False
 
     @property
@@ -193,23 +196,20 @@ class _Found:
 
 
 def _lookup(row: asyncpg.Record | None, item: _Item) -> _Found:
-    if row is None:
-        return _Found(None)
-    inv, matched = _match(row, item.query, item.asker)
-    return _Found(row, inv, matched)
+    return _Found(None) if row is None else _Found(row, _matched(row, item.query, item.asker))
 
 
 def _judge(v: Verifier, f: _Found, state: int) -> Verification:
     """The answer to one item that got past the rate."""
-    if f.row is None or f.invoice is None:
+    if f.row is None:
         return Verification("not_found")
     if state == LOCKED:
         return Verification("locked")
-    tampered = f.matched and is_tampered(v, f.row, f.invoice)
+    tampered = f.matched and is_tampered(v, f.row)
     if tampered:
         log.error("integrity alarm: invoice %s fails its record hash or signature", f.row["id"])
     outcome = outcome_for(f.row["status"], f.matched, tampered)
-    return Verification(outcome, f.invoice if outcome in SHOWS_INVOICE else None)
+    return Verification(outcome, public_invoice(f.row["content"], f.row["status"]) if outcome in SHOWS_INVOICE else None)
 
 
 async def _record(v: Verifier, conn: asyncpg.Connection, works: list[_Work]) -> list[int]:

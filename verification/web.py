@@ -15,7 +15,7 @@ from invoicing.errors import RateLimited, ValidationFailed
 from verification.model import OUTCOME_TEXT, fields_from_qr, parse_query
 from verification.qr import QR_FIELDS, QrCheck, check_qr_params
 from verification.services import Verification, Verifier, verify
-from verification.views import client_address, masked_invoice
+from verification.views import client_address
 
 FORM_FIELDS = ("invoice_code", "invoice_number", "issue_date", "check_code_last6", "total_amount", "phone")
 _ENV = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
@@ -35,7 +35,7 @@ def _result_context(result: Verification, qr: QrCheck | None) -> dict[str, Any]:
     zh, en = OUTCOME_TEXT[result.outcome]
     return {
         "result": result.outcome, "tone": TONE[result.outcome], "zh": zh, "en": en,
-        "invoice": masked_invoice(result.invoice) if result.invoice else None,
+        "invoice": result.invoice,
         "times_verified": result.times_verified, "receipt": result.receipt,
         "first_verified_at": result.first_verified_at.strftime("%Y-%m-%d %H:%M UTC") if result.first_verified_at else None,
         "qr": qr,

@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 
 from invoicing import formats
 from invoicing.keys import b64url_decode, verify_signature
+from invoicing.model import Invoice
 from tests.unit.example_record import BASE_URL, KEY_SEED, SECRET, example_invoice, example_signer
+from tests.unit.invoice_samples import invoices
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "formats.md"
 
@@ -48,6 +50,7 @@ def test_our_code_produces_the_documented_example() -> None:
     assert formats.canonical_bytes(formats.content_of(inv)).decode() == v["canonical"]
     assert (inv.check_code, inv.record_hash, inv.signature) == (v["check_code"], v["record_hash"], v["signature"])
     assert formats.invoice_signing_core(inv) == v["signing_core"]
+    assert formats.content_signing_core(formats.content_of(inv), inv.record_hash) == v["signing_core"]
     assert example_signer().key_id == v["key_id"] and formats.verify_url(BASE_URL, inv) == v["verify_url"]
     assert inv.total_in_words == "贰佰贰拾陆元整"
 
@@ -59,6 +62,13 @@ def test_stored_content_rebuilds_the_same_invoice() -> None:
                                          status=inv.status, record_hash=inv.record_hash, signature=inv.signature,
                                          key_id=inv.key_id)
     assert again == inv
+
+
+@settings(max_examples=50)
+@given(invoices())
+def test_the_signing_core_from_stored_content_is_the_invoices(inv: Invoice) -> None:
+    content = json.loads(formats.canonical_bytes(formats.content_of(inv)))  # as read back from the database
+    assert formats.content_signing_core(content, inv.record_hash) == formats.invoice_signing_core(inv)
 
 
 def _shuffled(value: Any, rnd: Any) -> Any:

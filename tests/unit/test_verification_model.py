@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
@@ -11,7 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from invoicing import formats
 from invoicing.errors import ValidationFailed
+from invoicing.model import money_str, plain_str
 from tests.unit.invoice_samples import sample_invoice
 from verification.model import (
     OUTCOME_TEXT,
@@ -28,6 +31,7 @@ from verification.model import (
     normalise_phone,
     outcome_for,
     parse_query,
+    public_invoice,
 )
 
 GOOD = {"invoice_code": "044012600111", "invoice_number": "00000001", "issue_date": "2026-11-27",
@@ -108,11 +112,29 @@ def test_fields_from_qr_take_the_tail_of_the_check_code() -> None:
     assert query == VerificationQuery("044012600111", "00000001", date(2026, 11, 27), "123456")
 
 
-def test_summary_of_an_invoice() -> None:
+def test_summary_of_an_invoice_from_its_content_or_its_public_view() -> None:
     invoice = sample_invoice(lines=2)
-    summary = InvoiceSummary.of(invoice)
-    assert (summary.invoice_code, summary.invoice_number) == (invoice.invoice_code, invoice.invoice_number)
-    assert (summary.issue_date, summary.total) == (invoice.issue_date, invoice.totals.total)
+    content = formats.content_of(invoice)
+    for shown in (content, public_invoice(content, invoice.status)):
+        summary = InvoiceSummary.of(shown)
+        assert (summary.invoice_code, summary.invoice_number) == (invoice.invoice_code, invoice.invoice_number)
+        assert (summary.issue_date, summary.total) == (invoice.issue_date, invoice.totals.total)
+
+
+def test_public_invoice_masks_the_buyer_and_shows_the_figures_as_signed() -> None:
+    invoice = sample_invoice(lines=10)  # line 8 costs 138.123456 a bag: shown in full, as issued and signed
+    shown = public_invoice(formats.content_of(invoice), "voided")
+    assert shown["status"] == "voided" and shown["issue_date"] == invoice.issue_date.isoformat()
+    assert shown["seller"] == {"name": invoice.seller.name, "tax_id": invoice.seller.tax_id}
+    assert shown["buyer"] == {"name": mask_name(invoice.buyer.name), "phone": mask_phone(invoice.buyer.phone or "")}
+    assert invoice.check_code not in str(shown) and (invoice.buyer.phone or "-") not in str(shown)
+    assert [(ln["description"], ln["quantity"], ln["unit_price"], ln["tax_rate"], ln["amount"]) for ln in shown["lines"]] == [
+        (ln.description, plain_str(ln.quantity), plain_str(ln.unit_price, 2), plain_str(ln.tax_rate), money_str(ln.amount))
+        for ln in invoice.lines
+    ]  # fmt: skip
+    assert (shown["total_amount"], shown["total"]) == (money_str(invoice.totals.total_amount), money_str(invoice.totals.total))
+    no_phone = public_invoice(formats.content_of(replace(invoice, buyer=replace(invoice.buyer, phone=None))), "issued")
+    assert no_phone["buyer"]["phone"] is None
 
 
 # --- matches ------------------------------------------------------------------------------------

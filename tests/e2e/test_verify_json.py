@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
 
+from invoicing import formats
 from invoicing.settings import Settings
 from tests.verification_fixtures import keyed_hash, query_of, random_mobile, wrong_last6
 
@@ -76,6 +78,28 @@ async def test_tampered_record(consumer: Any, seller: Any, pool: asyncpg.Pool) -
     answer = await verify(consumer, invoice)
     assert answer["result"] == "tampered" and answer["invoice"] is None
     assert (await verify(consumer, invoice, check_code_last6=wrong_last6(invoice)))["result"] == "mismatch"
+
+
+async def test_a_rehashed_or_swapped_signature_record_is_tampered_after_a_good_check(
+    consumer: Any, seller: Any, pool: asyncpg.Pool
+) -> None:
+    """Good signatures are remembered after a check: a record changed and rehashed without our key, or given
+    another record's signature, must still fail."""
+    rehashed, swapped, donor = (await seller.issue(), await seller.issue(), await seller.issue())
+    for invoice in (rehashed, swapped, donor):
+        assert (await verify(consumer, invoice))["result"] == "valid"
+    async with pool.acquire() as conn:
+        content = await conn.fetchval("SELECT content FROM invoices WHERE id = $1", uuid.UUID(rehashed["id"]))
+        content = json.loads(content) if isinstance(content, str) else content
+        content["remarks"] = "改过"  # and the record hash recomputed to match: only the signature can tell
+        await conn.execute("UPDATE invoices SET content = $2::text::jsonb, record_hash = $3 WHERE id = $1",
+                           uuid.UUID(rehashed["id"]), json.dumps(content), formats.record_hash(content))  # fmt: skip
+        await conn.execute("UPDATE invoices SET signature = (SELECT signature FROM invoices WHERE id = $2) WHERE id = $1",
+                           uuid.UUID(swapped["id"]), uuid.UUID(donor["id"]))  # fmt: skip
+    for invoice in (rehashed, swapped):
+        answer = await verify(consumer, invoice)
+        assert answer["result"] == "tampered" and answer["invoice"] is None
+    assert (await verify(consumer, donor))["result"] == "valid"
 
 
 async def test_five_mismatches_lock_the_pair_until_reset(

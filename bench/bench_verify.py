@@ -1,6 +1,8 @@
 """Benchmark: JSON verifications per second and p99 at 64 connections, beside a bare route doing one
 primary-key SELECT on the same pool and a bare route touching nothing, all served by the same uvicorn
-setup (2 workers) in the same run. Only 127.0.0.1; bounded in time (~60 s in all).
+setup (2 workers) in the same run; `verify_1st` is the same route on a second server that checks every
+signature (the first verification of an invoice; `verify` repeats 300 invoices, whose good signatures are
+remembered). Only 127.0.0.1; bounded in time (~80 s in all).
 
 Run: `python -m bench.bench_verify` (DATABASE_URL/REDIS_URL default to the local servers; a throwaway
 database is created and dropped).
@@ -53,7 +55,8 @@ async def select_one(state: State) -> dict[str, Any]:
 
 
 def bench_app() -> Any:
-    """The service (every route, limits on with a ceiling the bench cannot reach) plus the bare routes."""
+    """The service (every route, limits on with a ceiling the bench cannot reach) plus the bare routes; with
+    BENCH_SIGNATURE_CACHE=off the verifier checks every signature, as for an invoice's first verification."""
     import uuid
 
     from invoicing.app import create_app, extra_routes
@@ -61,6 +64,12 @@ def bench_app() -> Any:
     settings = dataclasses.replace(Settings.from_env(), extra={"VERIFY_RATE_PER_WINDOW": "1000000000"})
     app = create_app(settings, extra_routes=[*extra_routes(), bare, select_one])
     app.state.bench_id = uuid.UUID(os.environ["BENCH_INVOICE_ID"])
+    if os.environ.get("BENCH_SIGNATURE_CACHE") == "off":
+
+        async def no_signature_cache(app: Any) -> None:
+            app.state.verifier.signatures_kept = 0
+
+        app.on_startup.append(no_signature_cache)
     return app
 
 
@@ -169,31 +178,39 @@ def _p99(latencies: list[float]) -> float:
 
 async def _run(url: str) -> dict[str, list[tuple[float, float, int]]]:
     bodies, invoice_id = await _prepare(url)
-    port = random.randint(20000, 40000)
     env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": REDIS, "CHECK_CODE_SECRET": "bench-secret",
            "INVOICELOOP_DATA_DIR": str(DATA_DIR), "BENCH_INVOICE_ID": invoice_id}  # fmt: skip
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "uvicorn", "bench.bench_verify:bench_app", "--factory", "--workers", "2",
-        "--port", str(port), "--log-level", "warning", "--no-access-log", env=env,
-    )  # fmt: skip
+    port, uncached = random.sample(range(20000, 40000), 2)  # the second server checks every signature
+    servers = [await _serve(port, env), await _serve(uncached, {**env, "BENCH_SIGNATURE_CACHE": "off"})]
     try:
         await _wait(port)
-        cases = [("bare", "GET", "/bench/bare", []), ("pk_select", "GET", "/bench/select", []),
-                 ("verify", "POST", "/v1/verifications", bodies)]  # fmt: skip
+        await _wait(uncached)
+        cases = [("bare", "GET", "/bench/bare", [], port), ("pk_select", "GET", "/bench/select", [], port),
+                 ("verify", "POST", "/v1/verifications", bodies, port),
+                 ("verify_1st", "POST", "/v1/verifications", bodies, uncached)]  # fmt: skip
         rounds: dict[str, list[tuple[float, float, int]]] = {name: [] for name, *_ in cases}
         for round_ in range(ROUNDS):  # alternating, so that load from elsewhere hits every route alike
-            for name, method, path, payloads in cases:
+            for name, method, path, payloads, at in cases:
                 if shutil.which("wrk"):
                     if round_ == 0:
-                        await asyncio.to_thread(_wrk, port, method, path, payloads, 2)  # warm-up run, discarded
-                    rounds[name].append(await asyncio.to_thread(_wrk, port, method, path, payloads))
+                        await asyncio.to_thread(_wrk, at, method, path, payloads, 2)  # warm-up run, discarded
+                    rounds[name].append(await asyncio.to_thread(_wrk, at, method, path, payloads))
                 else:  # a Python load loop (it takes a good part of the CPU itself)
-                    rate, latencies, errors = await _load(port, _maker(method, path, payloads))
+                    rate, latencies, errors = await _load(at, _maker(method, path, payloads))
                     rounds[name].append((rate, _p99(latencies), errors))
         return rounds
     finally:
-        server.terminate()
-        await asyncio.wait_for(server.wait(), 15)
+        for server in servers:
+            server.terminate()
+            await asyncio.wait_for(server.wait(), 15)
+
+
+async def _serve(port: int, env: dict[str, str]) -> asyncio.subprocess.Process:
+    """`uvicorn` with 2 workers serving `bench_app` on `port`."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "uvicorn", "bench.bench_verify:bench_app", "--factory", "--workers", "2",
+        "--port", str(port), "--log-level", "warning", "--no-access-log", env=env,
+    )  # fmt: skip
 
 
 async def _wait(port: int) -> None:
@@ -227,10 +244,12 @@ async def main() -> None:
     for name, (rate, p99, errors) in medians.items():
         each = " ".join(f"{r[0]:.0f}" for r in results[name])
         print(f"  {name:10} {rate:9.0f} req/s   p99 {p99:7.1f} ms   non-200: {errors}   (rounds: {each})")
-    verify, select = medians["verify"], medians["pk_select"]
+    verify, select, first = medians["verify"], medians["pk_select"], medians["verify_1st"]
     print(
         f"  verify / pk_select = {verify[0] / select[0]:.2f} (target >= 0.6), p99 verify / pk_select = "
-        f"{verify[1] / select[1]:.2f} (target <= 1.5); verify / bare = {verify[0] / medians['bare'][0]:.2f}"
+        f"{verify[1] / select[1]:.2f} (target <= 1.5); verify / bare = {verify[0] / medians['bare'][0]:.2f}\n"
+        f"  verify_1st (every signature checked, as for an invoice's first verification) / pk_select = "
+        f"{first[0] / select[0]:.2f}, p99 {first[1] / select[1]:.2f}"
     )
 
 

@@ -20,7 +20,7 @@ from delivery import events, export, labels, services
 from delivery import repository as repo
 from delivery.model import parse_tracking_number
 from invoicing import formats, repository
-from invoicing.api import authenticate, decode, decode_cursor, encode_cursor, provide_issuer
+from invoicing.api import BEARER, authenticate, decode, decode_cursor, encode_cursor, provide_issuer
 from invoicing.errors import FieldError, NotFound, ValidationFailed
 from invoicing.formats import rfc3339
 from invoicing.repository import Issuer
@@ -50,6 +50,7 @@ class PostalController(Controller):
     path = "/v1/postal"
     tags = ["postal"]  # noqa: RUF012 - litestar reads these class attributes
     dependencies = {"operator_id": Provide(provide_operator)}  # noqa: RUF012
+    security = BEARER
 
     @get("/manifests", description="This operator's manifests, newest first, in cursor pages.")
     async def list_manifests(
@@ -138,7 +139,8 @@ def _delivery_json(found: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@get("/v1/invoices/{invoice_id:str}/delivery", dependencies={"issuer": Provide(provide_issuer)}, tags=["invoices"])
+@get("/v1/invoices/{invoice_id:str}/delivery", dependencies={"issuer": Provide(provide_issuer)}, tags=["invoices"],
+     security=BEARER)
 async def invoice_delivery(state: State, issuer: Issuer, invoice_id: str) -> dict[str, Any]:
     """The postal delivery order of this issuer's invoice: status, tracking number, events (404 for electronic)."""
     async with state.pool.acquire() as conn:

@@ -282,10 +282,16 @@ def _issued_response(state: State, issued: services.Issued, *, batch: bool) -> R
     return Response({"invoices": items} if batch else items[0], status_code=201, headers=headers)
 
 
+# The OpenAPI security requirement of the routes that take an issuer or operator key; the public routes
+# (verification, SMS webhook, published keys, health, metrics) carry none.
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
 class InvoiceController(Controller):
     path = "/v1/invoices"
     tags = ["invoices"]  # noqa: RUF012 - litestar reads these class attributes
     dependencies = {"issuer": Provide(provide_issuer)}  # noqa: RUF012
+    security = BEARER
 
     @post("/", request_max_body_size=SINGLE_MAX_BYTES, status_code=201,
           description="Issue one invoice. `Idempotency-Key` makes retries safe.")
@@ -379,7 +385,7 @@ class InvoiceController(Controller):
         return _issued_response(state, issued, batch=False)
 
 
-@get("/v1/stats", dependencies={"issuer": Provide(provide_issuer)}, tags=["invoices"])
+@get("/v1/stats", dependencies={"issuer": Provide(provide_issuer)}, tags=["invoices"], security=BEARER)
 async def issuer_stats(state: State, issuer: Issuer) -> dict[str, Any]:
     """This issuer's figures by month."""
     async with state.pool.acquire() as conn:

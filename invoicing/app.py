@@ -137,7 +137,6 @@ def create_app(settings: Settings, *, extra_routes: list[Any] | None = None) -> 
             description="Issue, verify and deliver invoices. Issuer routes take an issuer key, /v1/postal routes an "
                         "operator key, as `Authorization: Bearer <key>`. Errors are application/problem+json.",
             components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
-            security=[{"bearer": []}],
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")]),
         request_max_body_size=api.BATCH_MAX_BYTES,
         debug=False,

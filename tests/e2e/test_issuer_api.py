@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -192,7 +193,23 @@ async def test_pdf_download_with_etag(issuer_client: httpx.AsyncClient) -> None:
     assert voided.status_code == 200 and voided.headers["etag"] != resp.headers["etag"]
 
 
-async def test_operations_endpoints(http: httpx.AsyncClient) -> None:
+async def test_the_schema_marks_exactly_the_routes_that_want_a_key(http: httpx.AsyncClient) -> None:
+    """Every operation the schema says needs a bearer key answers 401 without one; every other does not."""
+    schema = (await http.get("/schema/openapi.json")).json()
+    assert "security" not in schema and "bearer" in schema["components"]["securitySchemes"]
+    keyed = 0
+    for path, operations in schema["paths"].items():
+        url = re.sub(r"\{[^}]+\}", "00000000-0000-0000-0000-000000000001", path)
+        for method, operation in operations.items():
+            response = await http.request(method.upper(), url, json={} if method == "post" else None)
+            wants_key = operation.get("security") == [{"bearer": []}]
+            keyed += wants_key
+            assert (response.status_code == 401) == wants_key, (method, path, response.status_code)
+    assert keyed >= 10
+
+
+async def test_operations_endpoints(http: httpx.AsyncClient, issuer_client: httpx.AsyncClient) -> None:
+    assert (await issuer_client.post("/v1/invoices", json=invoice_body())).status_code == 201  # counted in /metrics
     assert (await http.get("/healthz")).json() == {"status": "ok"}
     ready = await http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {"postgresql": "ok", "redis": "ok"}

@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import redis.asyncio as aioredis
+import redis.exceptions
 from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, ValidationException
@@ -18,13 +20,21 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from invoicing import api, db, keys, repository
-from invoicing.errors import DomainError, RateLimited, ValidationFailed
+from invoicing.errors import DomainError, RateLimited, Unavailable, ValidationFailed
 from invoicing.queue import Queue
 from invoicing.services import Issuing
 from invoicing.settings import Settings
 
 log = logging.getLogger("invoiceloop")
 PROBLEM = "application/problem+json"
+# PostgreSQL or Redis cannot be reached (down, restarting, out of connections, too slow to answer): the
+# request was not carried out and may be sent again as it is, so 503 with Retry-After, not a 500.
+BACKEND_ERRORS: tuple[type[Exception], ...] = (
+    ConnectionError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.TooManyConnectionsError,
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+)  # fmt: skip
+PAGES = ("/verify",)  # answered with an HTML page, errors too
 
 
 def problem(status: int, title: str, detail: str, slug: str, **extra: Any) -> Response[Any]:
@@ -41,8 +51,10 @@ def on_domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response
     extra: dict[str, Any] = {}
     if isinstance(exc, ValidationFailed):
         extra["errors"] = [{"field": e.field, "message": e.message} for e in exc.errors]
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | Unavailable):
         extra["retry_after"] = exc.retry_after_s
+    if isinstance(exc, Unavailable) and (page := _error_page(request, 503)):
+        return page
     return problem(exc.status, exc.title, exc.detail, exc.type_slug, **extra)
 
 
@@ -62,9 +74,27 @@ def on_http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
     return problem(status, titles.get(status, "Bad request"), detail, f"http-{status}")
 
 
+def on_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.warning("backend unavailable (%s) on %s %s", type(exc).__name__, request.method, request.url.path)
+    return _error_page(request, 503) or problem(
+        503, "Service unavailable", "the database or the cache cannot be reached just now; try again shortly",
+        "unavailable", retry_after=Unavailable.retry_after_s,
+    )  # fmt: skip
+
+
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
-    return problem(500, "Internal error", "an unexpected error; it has been logged", "internal")
+    return _error_page(request, 500) or problem(500, "Internal error", "an unexpected error; it has been logged",
+                                                "internal")  # fmt: skip
+
+
+def _error_page(request: Request[Any, Any, Any], status: int) -> Response[Any] | None:
+    """The verification page's own error page (a person reads it, not a program), when it is asked for."""
+    web = _optional("verification.web")
+    if web is None or request.url.path not in PAGES:
+        return None
+    page: Response[Any] = web.error_page(status, Unavailable.retry_after_s if status == 503 else None)
+    return page
 
 
 @get("/healthz", tags=["operations"], include_in_schema=True)
@@ -130,7 +160,8 @@ def create_app(settings: Settings, *, extra_routes: list[Any] | None = None) -> 
         lifespan=[lifespan],
         state=State({"settings": settings, "key_cache": api.KeyCache(settings.key_cache_ttl_s, {}), "issuers": {},
                      "pdf_cache": api.PdfCache()}),
-        exception_handlers={DomainError: on_domain_error, HTTPException: on_http_error, Exception: on_unexpected},
+        exception_handlers={DomainError: on_domain_error, HTTPException: on_http_error, Exception: on_unexpected,
+                            **dict.fromkeys(BACKEND_ERRORS, on_unavailable)},
         middleware=[prometheus.middleware],
         openapi_config=OpenAPIConfig(
             title="invoiceloop", version="1.0.0", path="/schema",

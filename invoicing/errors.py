@@ -79,6 +79,16 @@ class RateLimited(DomainError):
         self.retry_after_s = max(1, int(retry_after_s))
 
 
+class Unavailable(DomainError):
+    """Something the request needs cannot be reached just now (PostgreSQL, Redis): nothing was carried out
+    and the same request may be sent again after `retry_after_s`."""
+
+    status = 503
+    title = "Service unavailable"
+    type_slug = "unavailable"
+    retry_after_s = 5
+
+
 class ConfigError(Exception):
     """The service is set up wrongly (missing key file, bad URL): a message for the operator, not a 4xx."""
 

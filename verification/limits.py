@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from redis.exceptions import RedisError
 
-from invoicing.errors import DomainError, RateLimited
+from invoicing.errors import RateLimited, Unavailable
 
 CN_TZ = ZoneInfo("Asia/Shanghai")
 
@@ -88,11 +88,9 @@ class Ask:
     rate: bool = True
 
 
-class LimitsUnavailable(DomainError):
+class LimitsUnavailable(Unavailable):
     """Redis cannot be reached: verifications are refused (503) rather than let through unlimited."""
 
-    status = 503
-    title = "Service unavailable"
     type_slug = "limits-unavailable"
 
 

@@ -11,7 +11,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 
-from invoicing.errors import RateLimited, ValidationFailed
+from invoicing.errors import RateLimited, Unavailable, ValidationFailed
 from verification.model import OUTCOME_TEXT, fields_from_qr, parse_query
 from verification.qr import QR_FIELDS, QrCheck, check_qr_params
 from verification.services import Verification, Verifier, verify
@@ -29,6 +29,15 @@ def render(status: int = 200, **context: Any) -> Response[str]:
     """The page with this context (form values, result, QR check, errors)."""
     html = _ENV.get_template("verify.html").render(**context)
     return Response(html, status_code=status, media_type="text/html; charset=utf-8", headers=_HEADERS)
+
+
+def error_page(status: int, retry_after_s: int | None = None, form: dict[str, str] | None = None) -> Response[str]:
+    """The page saying the check could not be carried out: the service is briefly unavailable (503, with
+    Retry-After) or failed unexpectedly (500); the form keeps what was asked when it is known."""
+    response = render(status, form=form or {}, failure=status, retry_after=retry_after_s)
+    if retry_after_s is not None:
+        response.headers["Retry-After"] = str(retry_after_s)
+    return response
 
 
 def _result_context(result: Verification, qr: QrCheck | None) -> dict[str, Any]:
@@ -62,6 +71,8 @@ async def _answer(
         response = render(429, form=shown, limited=exc.retry_after_s)
         response.headers["Retry-After"] = str(exc.retry_after_s)
         return response
+    except Unavailable as exc:
+        return error_page(exc.status, exc.retry_after_s, shown)
     return render(form=shown, **_result_context(result, qr))
 
 

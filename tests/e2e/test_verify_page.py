@@ -4,16 +4,18 @@ on a phone-sized and a desktop-sized screen, with screenshots in test-output/ver
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from tests.conftest import ServerProcess
-from tests.verification_fixtures import invoices_in_every_state, random_address, wrong_last6
+from tests.verification_fixtures import invoices_in_every_state, query_of, random_address, wrong_last6
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]  # fmt: skip
@@ -116,3 +118,35 @@ async def test_browser_form_qr_and_mismatch(
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= SCREENS[screen]["width"]  # nothing sticks out sideways
     await page.context.close()
+
+
+async def test_an_unreachable_cache_is_a_503_page_and_problem(
+    browser: Browser, settings: Any, seller: Any, output_dir: Path
+) -> None:
+    """Redis down: the page tells the person to try again shortly, the JSON endpoint answers problem+json,
+    both 503 with Retry-After (the request may be sent again as it is), and the server keeps serving."""
+    invoice = await seller.issue()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # a port nobody listens on
+    port = closed.getsockname()[1]
+    server = ServerProcess(settings, output_dir / "verify-no-redis.log", REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+            answer = await client.post("/v1/verifications", json=query_of(invoice))
+            assert answer.status_code == 503 and answer.headers["content-type"].startswith("application/problem+json")
+            assert answer.headers["retry-after"] == str(answer.json()["retry_after"]) and answer.json()["status"] == 503
+            form = await client.post("/verify", data=form_of(invoice))
+            assert form.status_code == 503 and form.headers["content-type"].startswith("text/html")
+            assert 'id="failure"' in form.text and "data-result" not in form.text and form.headers["retry-after"]
+            assert (await client.get("/healthz")).status_code == 200
+        page = await new_page(browser, "phone")
+        opened = await page.goto(server.base_url + "/verify" + invoice["verify_url"].split("/verify", 1)[1])
+        assert opened is not None and opened.status == 503
+        assert "暂时不可用" in await page.inner_text("#failure") and await page.query_selector("#result") is None
+        assert await page.input_value("#invoice_code") == invoice["invoice_code"]  # ready to try again
+        await page.screenshot(path=str(output_dir / "verify" / "phone-unavailable.png"), full_page=True)
+        await page.context.close()
+    finally:
+        server.stop()
+        closed.close()
+    assert "unexpected" not in (output_dir / "verify-no-redis.log").read_text()  # a 503, not a 500 bug

@@ -3,6 +3,7 @@ application/problem+json (RFC 9457)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -147,6 +148,7 @@ def create_app(settings: Settings, *, extra_routes: list[Any] | None = None) -> 
         try:
             for hook in startup_hooks():
                 await hook(app)
+            _freeze_startup_objects()
             yield
         finally:
             await app.state.queue.close()
@@ -172,6 +174,14 @@ def create_app(settings: Settings, *, extra_routes: list[Any] | None = None) -> 
         request_max_body_size=api.BATCH_MAX_BYTES,
         debug=False,
     )
+
+
+def _freeze_startup_objects() -> None:
+    """Move what start-up built (modules, the app, tables) out of the cyclic collector's reach. Otherwise every
+    full collection walks it all again: under verification load that was 26 full collections in 20 s of up to
+    66 ms each (6% of the CPU and as many stalls); frozen, the longest was 1 ms."""
+    gc.collect()
+    gc.freeze()
 
 
 def _optional(module: str) -> Any:

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.bindings import crypto_sign_open
+from nacl.exceptions import BadSignatureError
 
 from invoicing.settings import write_private
 
@@ -45,9 +46,15 @@ class Signer:
 
 
 def verify_signature(public_raw: bytes, core: str, signature: str) -> bool:
+    """Whether `signature` (base64url) is `public_raw`'s Ed25519 signature of `core`. Checked by libsodium
+    (PyNaCl): ~55 µs against ~134 µs through `cryptography` here, and it runs on every first verification of
+    an invoice; it also refuses small-order keys and non-canonical encodings, which nothing of ours makes."""
     try:
-        Ed25519PublicKey.from_public_bytes(public_raw).verify(b64url_decode(signature), core.encode("utf-8"))
-    except (InvalidSignature, ValueError):
+        raw = b64url_decode(signature)
+        if len(raw) != 64:
+            return False
+        crypto_sign_open(raw + core.encode("utf-8"), public_raw)
+    except (BadSignatureError, ValueError, TypeError):
         return False
     return True
 

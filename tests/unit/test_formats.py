@@ -13,12 +13,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from invoicing import formats
-from invoicing.keys import b64url_decode, verify_signature
+from invoicing.keys import b64url, b64url_decode, verify_signature
 from invoicing.model import Invoice
 from tests.unit.example_record import BASE_URL, KEY_SEED, SECRET, example_invoice, example_signer
 from tests.unit.invoice_samples import invoices
@@ -143,3 +144,20 @@ def test_signatures_round_trip_and_bind_the_core(core: str, other: str) -> None:
     if other != core:
         assert not verify_signature(signer.public_raw, other, signature)
     assert not verify_signature(signer.public_raw, core, signature[:-2] + ("AA" if signature[-2:] != "AA" else "BA"))
+
+
+@given(st.text(max_size=120), st.binary(max_size=70), st.integers(0, 63), st.integers(1, 255))
+def test_signature_check_agrees_with_cryptography(core: str, junk: bytes, at: int, flip: int) -> None:
+    """libsodium (our check) and cryptography (our signer) agree on good, altered and malformed signatures."""
+    signer = example_signer()
+    good = b64url_decode(signer.sign(core))
+    altered = good[:at] + bytes([good[at] ^ flip]) + good[at + 1 :]
+    public = Ed25519PublicKey.from_public_bytes(signer.public_raw)
+    for raw in (good, altered, junk):
+        try:
+            public.verify(raw, core.encode())
+            theirs = True
+        except InvalidSignature:
+            theirs = False
+        assert verify_signature(signer.public_raw, core, b64url(raw)) is theirs
+    assert not verify_signature(signer.public_raw[:31], core, b64url(good))  # a key of the wrong length

@@ -19,7 +19,7 @@ from litestar.response import Response, Stream
 from delivery import events, export, labels, services
 from delivery import repository as repo
 from delivery.model import parse_tracking_number
-from invoicing import formats, repository
+from invoicing import formats, repository, sms_outbox
 from invoicing.api import BEARER, authenticate, decode, decode_cursor, encode_cursor, provide_issuer
 from invoicing.errors import FieldError, NotFound, ValidationFailed
 from invoicing.formats import rfc3339
@@ -115,8 +115,7 @@ class PostalController(Controller):
             raise ValidationFailed(errors=[FieldError("events", f"send 1 to {MAX_EVENTS} events")])
         async with state.pool.acquire() as conn:
             result = await events.ingest(conn, operator_id, payload.events)
-        if result.sms_orders:
-            await state.queue.enqueue("send_delivery_sms", result.sms_orders, job_id=f"sms:{result.sms_orders[0]}")
+        await sms_outbox.nudge(state.queue, result.sms_ids)
         return result.as_json()
 
 

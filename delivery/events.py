@@ -1,6 +1,7 @@
 """Tracking events (`POST /v1/postal/events`) and the issuer's view of a delivery. The rules are
 `model.apply_event`'s; this module loads the orders, applies each event and writes the result in one
-transaction. A delivered order with a phone gets a row in `delivery_sms`, sent later by the worker."""
+transaction. A delivered order with a phone gets a "delivered" text in the shared SMS outbox
+(`invoicing.sms_outbox`, at most one per invoice), sent later by the worker."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from typing import Any
 import asyncpg
 
 from delivery import model
+from invoicing import sms_outbox
 from invoicing.errors import NotFound
 
 LOCK_ORDERS = """
-SELECT d.id, d.tracking_number, d.status, d.latest_event_at, d.phone, i.invoice_code, i.invoice_number
+SELECT d.id, d.invoice_id, d.tracking_number, d.status, d.latest_event_at, d.phone, i.invoice_code, i.invoice_number
   FROM delivery_orders d JOIN invoices i ON i.id = d.invoice_id
  WHERE d.tracking_number = ANY($1::text[]) AND d.operator_id = $2
  ORDER BY d.id FOR UPDATE OF d"""
@@ -36,17 +38,12 @@ UPDATE delivery_orders d SET status = u.status, latest_event_at = u.latest_event
        AS u(id, status, latest_event_at, signed_by, delivered_at)
  WHERE d.id = u.id"""
 
-INSERT_SMS = """
-INSERT INTO delivery_sms (order_id, phone, body) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])
-ON CONFLICT (order_id) DO NOTHING"""
-
-
 @dataclass
 class Ingested:
     accepted: int = 0
     duplicates: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
-    sms_orders: list[str] = field(default_factory=list)
+    sms_ids: list[int] = field(default_factory=list)  # outbox rows written, for the worker
 
     def as_json(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
@@ -120,11 +117,10 @@ async def _write(conn: asyncpg.Connection, owner: uuid.UUID, stored: list[tuple[
                            [o["latest_event_at"] for o in changed], [o.get("signed_by") for o in changed],
                            [o.get("delivered_at") for o in changed])  # fmt: skip
     texts = [o for o in changed if o.get("delivered_at") and o["status"] == "delivered" and o["phone"]]
-    if texts:
-        await conn.execute(INSERT_SMS, [o["id"] for o in texts], [o["phone"] for o in texts],
-                           [delivered_sms(o["invoice_code"], o["invoice_number"], o.get("signed_by"))
-                            for o in texts])  # fmt: skip
-        result.sms_orders = [str(o["id"]) for o in texts]
+    result.sms_ids = await sms_outbox.add(conn, "delivered", [
+        (o["invoice_id"], o["phone"], delivered_sms(o["invoice_code"], o["invoice_number"], o.get("signed_by")))
+        for o in texts
+    ])  # fmt: skip
 
 
 # ---------------------------------------------------------------- the issuer's view

@@ -89,6 +89,15 @@ class Unavailable(DomainError):
     retry_after_s = 5
 
 
+class SmsSendFailed(Exception):
+    """A text could not be sent (the SMS channel or the network refused); `reason` is short and never carries
+    credentials. The outbox job retries on it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class ConfigError(Exception):
     """The service is set up wrongly (missing key file, bad URL): a message for the operator, not a 4xx."""
 

@@ -9,7 +9,7 @@ from typing import Any
 from arq.connections import RedisSettings
 from arq.worker import Worker
 
-from invoicing import db
+from invoicing import db, sms_outbox
 from invoicing.app import _optional, create_app, extra_routes, load_issuing, make_sms
 from invoicing.settings import Settings
 
@@ -20,9 +20,9 @@ async def ping(ctx: dict[str, Any]) -> str:
 
 
 def job_modules() -> list[Any]:
-    """The `jobs` modules of the delivery and verification packages. Each provides FUNCTIONS and
-    may provide CRON_JOBS, WORKER_OPTIONS and async `startup(ctx)` / `shutdown(ctx)`."""
-    modules = [_optional(m) for m in ("delivery.jobs", "verification.jobs")]
+    """The modules with jobs: the SMS outbox and the delivery package's. Each provides FUNCTIONS and may
+    provide CRON_JOBS, WORKER_OPTIONS and async `startup(ctx)` / `shutdown(ctx)`."""
+    modules = [sms_outbox, _optional("delivery.jobs")]
     return [m for m in modules if m is not None]
 
 
@@ -33,7 +33,7 @@ def redis_settings(settings: Settings) -> RedisSettings:
 
 
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
-    """The arq worker with the jobs and cron sweeps of the delivery and verification packages.
+    """The arq worker with the jobs and cron sweeps of the SMS outbox and the delivery package.
 
     ctx carries `settings`, `pool` (asyncpg), `issuing` and `sms` (the SMS channel) for every job."""
     modules = job_modules()

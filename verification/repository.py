@@ -1,5 +1,6 @@
-"""SQL of verification: the invoice looked up by code and number, the verification log, the counts,
-the SMS outbox and the inbound de-duplication. The caller owns the transaction."""
+"""SQL of verification: the invoice looked up by code and number, the verification log, the counts, the
+buyer's notice (into the shared `invoicing.sms_outbox`) and the inbound de-duplication. The caller owns the
+transaction."""
 
 from __future__ import annotations
 
@@ -58,24 +59,6 @@ SELECT v.ord, c.times_verified - coalesce(sum(v.counted::int) OVER (PARTITION BY
   FROM v LEFT JOIN counted c ON c.invoice_id = v.invoice_id LEFT JOIN notice n ON n.invoice_id = v.invoice_id
  ORDER BY v.ord"""
 
-INSERT_OUTBOX_MANY = """
-INSERT INTO sms_outbox (kind, invoice_id, phone, body)
-SELECT 'receipt', NULL, phone, body FROM unnest($1::text[], $2::text[]) AS r(phone, body) RETURNING id"""
-
-CLAIM_OUTBOX = """
-UPDATE sms_outbox SET status = 'sending', claimed_at = now(), attempts = attempts + 1
- WHERE id = $1 AND (status = 'pending' OR (status = 'sending' AND claimed_at < now() - make_interval(secs => $2)))
-RETURNING phone, body, attempts"""
-
-MARK_SENT = "UPDATE sms_outbox SET status = 'sent', provider_id = $2, sent_at = now(), last_error = NULL WHERE id = $1"
-
-MARK_UNSENT = "UPDATE sms_outbox SET status = $2, last_error = $3 WHERE id = $1 AND status = 'sending'"
-
-UNSENT = """
-SELECT id, attempts FROM sms_outbox
- WHERE (status = 'pending' AND created_at < now() - make_interval(secs => $1))
-    OR (status = 'sending' AND claimed_at < now() - make_interval(secs => $2))
- ORDER BY id LIMIT $3"""
 
 CLAIM_INBOUND = "INSERT INTO sms_inbound (message_sid) VALUES ($1) ON CONFLICT DO NOTHING RETURNING message_sid"
 
@@ -124,32 +107,6 @@ async def record(conn: asyncpg.Connection, entries: Sequence[LogEntry]) -> list[
     ), strict=True))  # fmt: skip
     rows = await conn.fetch(RECORD, *columns)
     return [Counts(row["times_verified"], row["first_verified_at"], row["notice_id"]) for row in rows]
-
-
-async def add_receipts(conn: asyncpg.Connection, receipts: Sequence[tuple[str, str]]) -> list[int]:
-    """Receipt rows (phone, text) in the outbox; their ids."""
-    rows = await conn.fetch(INSERT_OUTBOX_MANY, [phone for phone, _ in receipts], [text for _, text in receipts])
-    return [int(row["id"]) for row in rows]
-
-
-async def claim_sms(conn: asyncpg.Connection, outbox_id: int, stale_s: float) -> asyncpg.Record | None:
-    """Take an unsent row for sending (or one whose sender vanished `stale_s` ago); None if sent or taken."""
-    return await conn.fetchrow(CLAIM_OUTBOX, outbox_id, stale_s)
-
-
-async def mark_sent(conn: asyncpg.Connection, outbox_id: int, provider_id: str) -> None:
-    """The provider took the message."""
-    await conn.execute(MARK_SENT, outbox_id, provider_id)
-
-
-async def mark_unsent(conn: asyncpg.Connection, outbox_id: int, status: str, reason: str) -> None:
-    """Back to `pending` (to retry) or `failed` (given up), with the provider's short reason."""
-    await conn.execute(MARK_UNSENT, outbox_id, status, reason[:300])
-
-
-async def unsent(conn: asyncpg.Connection, older_s: float, stale_s: float, limit: int = 500) -> list[asyncpg.Record]:
-    """Rows the queue lost: pending for `older_s`, or stuck in sending for `stale_s`."""
-    return list(await conn.fetch(UNSENT, older_s, stale_s, limit))
 
 
 async def claim_inbound(conn: asyncpg.Connection, message_sid: str) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from invoicing import formats, repository
+from invoicing import formats, repository, sms_outbox
 from invoicing.errors import RateLimited
 from invoicing.keys import verify_signature
 from verification import repository as vrepo
@@ -179,8 +179,7 @@ async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | B
                 works.append(_Work(item, f.row, _judge(v, f, state)))
         outbox_ids = await _record(v, conn, works)
     if v.queue is not None:
-        for outbox_id in outbox_ids:
-            await v.queue.enqueue("send_sms", outbox_id, job_id=f"sms:{outbox_id}:0")
+        await sms_outbox.nudge(v.queue, outbox_ids)
     answers = iter(w.result for w in works)
     return [state if isinstance(state, RateLimited) else next(answers) for state in states]
 
@@ -230,10 +229,9 @@ async def _record(v: Verifier, conn: asyncpg.Connection, works: list[_Work]) -> 
                 )
             if counts.notice_id is not None and counts.notice_id not in outbox_ids:
                 outbox_ids.append(counts.notice_id)
-        texts = [
-            (w.item.asker.phone or "", _receipt_text(w.result)) for w, ok in zip(receipts, allowed, strict=True) if ok
-        ]
-        outbox_ids += await vrepo.add_receipts(conn, texts) if texts else []
+        texts = [(None, w.item.asker.phone or "", _receipt_text(w.result))
+                 for w, ok in zip(receipts, allowed, strict=True) if ok]  # fmt: skip
+        outbox_ids += await sms_outbox.add(conn, "receipt", texts)
     for w, ok in zip(receipts, allowed, strict=True):
         w.result.receipt = "queued" if ok else "daily_limit_reached"
     return outbox_ids

@@ -26,7 +26,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
-from invoicing.errors import ConfigError
+from invoicing.errors import ConfigError, SmsSendFailed
 from invoicing.model import money_str
 from verification.model import (
     SHOWS_INVOICE,
@@ -157,14 +157,6 @@ def verify_twilio_signature(auth_token: str, url: str, params: Mapping[str, str]
     if not signature:
         return False
     return bool(RequestValidator(auth_token).validate(url, dict(params), signature))
-
-
-class SmsSendFailed(Exception):
-    """A message could not be sent; `reason` is short and never carries credentials."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class SmsChannel(Protocol):

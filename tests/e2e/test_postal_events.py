@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from delivery import jobs
+from invoicing import sms_outbox
 from tests.delivery_fixtures import PROVINCE_OF, postal_body, wait_until
 from tests.e2e.test_postal_api import issue_and_fulfil
 from tests.samples import invoice_body
@@ -89,9 +89,12 @@ async def test_events_each_judged_on_its_own(
     assert foreign_view["status"] == "dispatched" and foreign_view["events"] == []
 
     sms = RecordingSms()
-    sent = await jobs.send_delivery_sms({"pool": pool, "sms": sms}, [str(view_b["order_id"])])
-    assert sent == 1 and sms.sent[0][0] == "+8613800138000" and b["invoice_number"] in sms.sent[0][1]
-    assert await jobs.send_delivery_sms({"pool": pool, "sms": sms}, [str(view_b["order_id"])]) == 0
+    texts = await pool.fetch("SELECT id FROM sms_outbox WHERE kind = 'delivered' AND invoice_id = ANY($1::uuid[])",
+                             [a["id"], b["id"], c["id"]])  # fmt: skip
+    assert len(texts) == 1  # only b was delivered
+    assert await sms_outbox.send_sms({"pool": pool, "sms": sms}, texts[0]["id"]) == "sent"
+    assert sms.sent[0][0] == "+8613800138000" and b["invoice_number"] in sms.sent[0][1]
+    assert await sms_outbox.send_sms({"pool": pool, "sms": sms}, texts[0]["id"]) == "nothing to do"
 
 
 async def test_event_body_limits(operator_factory: Any) -> None:
@@ -164,8 +167,8 @@ async def test_delivered_sms_is_sent_by_the_worker(
 
     async def sent() -> Any:
         return await pool.fetchrow(
-            "SELECT s.sent_at, s.provider_id, s.body FROM delivery_sms s JOIN delivery_orders d ON d.id = s.order_id "
-            "WHERE d.tracking_number = $1 AND s.sent_at IS NOT NULL",
+            "SELECT s.sent_at, s.provider_id, s.body FROM sms_outbox s JOIN delivery_orders d ON d.invoice_id = s.invoice_id "
+            "WHERE s.kind = 'delivered' AND d.tracking_number = $1 AND s.sent_at IS NOT NULL",
             number,
         )
 

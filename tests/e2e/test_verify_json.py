@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
 
 import asyncpg
+import pytest
 import redis.asyncio as aioredis
 
 from invoicing import formats
+from invoicing.cli import main
 from invoicing.settings import Settings
 from tests.verification_fixtures import keyed_hash, query_of, random_mobile, wrong_last6
 
@@ -180,3 +183,15 @@ async def test_log_holds_keyed_hashes_only(
     assert consumer.address not in str(dict(row)) and phone not in str(dict(row))
     server_log = (output_dir / "verify-server.log").read_text()
     assert invoice["check_code"] not in server_log and phone not in server_log
+
+
+async def test_stats_command_shows_mismatches(settings: Any, seller: Any, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    await seller.issue()
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    assert await asyncio.to_thread(main, ["stats", "--json"]) == 0
+    months = json.loads(capsys.readouterr().out)["months"]
+    assert months and all("mismatches" in m and "verified_share" in m for m in months)
+    assert await asyncio.to_thread(main, ["stats"]) == 0
+    assert "mismatches" in capsys.readouterr().out.splitlines()[0]
+

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from invoicing import db, keys, repository, services, validation
+from invoicing import db, keys, repository, services, sms_outbox, validation
 from invoicing.model import DEFAULT_TAX_RATES
 from invoicing.services import Issuing
 from invoicing.settings import Settings
@@ -76,7 +76,7 @@ async def test_upgrade_moves_verification_counts_out_of_invoices(settings: Setti
                 seen, unseen = (await services.issue(conn, issuing, issuer, [draft(), draft()])).invoices
                 await conn.execute("UPDATE invoices SET times_verified = 3, mismatches = 2, "
                                    "first_verified_at = '2026-11-27T01:02:03Z' WHERE id = $1", uuid.UUID(seen.id))  # fmt: skip
-            assert (await db.migrate_url(url)).applied == ["0004_invoice_counts.sql"]
+            assert (await db.migrate_url(url)).applied[0] == "0004_invoice_counts.sql"
             async with pool.acquire() as conn:
                 rows = await conn.fetch("SELECT invoice_id::text, times_verified, mismatches FROM invoice_counts")
                 assert [tuple(r) for r in rows] == [(seen.id, 3, 2)]
@@ -88,6 +88,50 @@ async def test_upgrade_moves_verification_counts_out_of_invoices(settings: Setti
                 assert seen_row is not None and unseen_row is not None
                 assert seen_row["times_verified"] == 3 and unseen_row["times_verified"] == 0
                 assert seen_row["first_verified_at"].isoformat().startswith("2026-11-27T01:02:03")
+        finally:
+            await pool.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_upgrade_moves_delivery_texts_into_the_one_outbox(settings: Settings, tmp_path: Path,
+                                                                 server_url: str) -> None:
+    """0005 on a database with delivery texts sent, given up and still to send: each arrives in sms_outbox
+    as `delivered` with its state, delivery_sms is gone, and a second delivered text of an invoice is refused."""
+    name = f"invoiceloop_up_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = settings.require_database_url().rsplit("/", 1)[0] + "/" + name
+    try:
+        (tmp_path / "m").mkdir()
+        for path in db.migration_files():
+            if path.name < "0005":
+                shutil.copy(path, tmp_path / "m")
+        await db.migrate_url(url, tmp_path / "m")
+        pool = await db.create_pool(url, max_size=2)
+        try:
+            from invoicing.app import load_issuing
+
+            issuing = await load_issuing(Settings(database_url=url, data_dir=tmp_path, check_code_secret="s"), pool)
+            issuer, _ = await new_issuer(pool)
+            async with pool.acquire() as conn:
+                invoices = (await services.issue(conn, issuing, issuer, [draft(delivery="postal")] * 3)).invoices
+                orders = [await conn.fetchval("SELECT id FROM delivery_orders WHERE invoice_id = $1", uuid.UUID(i.id))
+                          for i in invoices]  # fmt: skip
+                for order, (attempts, sent) in zip(orders, [(1, True), (5, False), (0, False)], strict=True):
+                    await conn.execute("INSERT INTO delivery_sms (order_id, phone, body, attempts, sent_at, provider_id) "
+                                       "VALUES ($1, '+8613800138000', 'delivered', $2, CASE WHEN $3 THEN now() END, "
+                                       "CASE WHEN $3 THEN 'SM1' END)", order, attempts, sent)  # fmt: skip
+            assert (await db.migrate_url(url)).applied == ["0005_one_sms_outbox.sql"]
+            async with pool.acquire() as conn:
+                rows = await conn.fetch("SELECT invoice_id::text, status, attempts, provider_id FROM sms_outbox "
+                                        "WHERE kind = 'delivered' ORDER BY id")  # fmt: skip
+                assert [tuple(r) for r in rows] == [(invoices[0].id, "sent", 1, "SM1"), (invoices[1].id, "failed", 5, None),
+                                                    (invoices[2].id, "pending", 0, None)]  # fmt: skip
+                assert await conn.fetchval("SELECT to_regclass('delivery_sms')") is None
+                again = await sms_outbox.add(conn, "delivered", [(uuid.UUID(invoices[2].id), "+8613800138000", "x")])
+                assert again == []
         finally:
             await pool.close()
     finally:

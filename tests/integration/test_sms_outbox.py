@@ -1,19 +1,17 @@
-"""The SMS outbox jobs on real PostgreSQL: send once, retry with Retry, give up, and the sweep."""
+"""The shared SMS outbox on real PostgreSQL: send once, retry with Retry, give up, the sweep, and one
+notice or delivered text per invoice."""
 
 from __future__ import annotations
 
-import asyncio
-import json
+import uuid
 from typing import Any
 
 import asyncpg
 import pytest
 from arq import Retry
 
-from invoicing.cli import main
-from verification import jobs
-from verification import repository as vrepo
-from verification.sms import SmsSendFailed
+from invoicing import sms_outbox
+from invoicing.errors import SmsSendFailed
 
 
 class FlakySms:
@@ -38,7 +36,7 @@ class FakeArq:
 
 async def outbox_row(pool: asyncpg.Pool) -> int:
     async with pool.acquire() as conn:
-        [outbox_id] = await vrepo.add_receipts(conn, [("+8613912345678", "【发票查验】查验一致。Genuine.")])
+        [outbox_id] = await sms_outbox.add(conn, "receipt", [(None, "+8613912345678", "【发票查验】查验一致。Genuine.")])
     assert outbox_id is not None
     return outbox_id
 
@@ -51,21 +49,21 @@ async def status_of(pool: asyncpg.Pool, outbox_id: int) -> asyncpg.Record:
 
 async def test_sent_once_then_nothing_to_do(pool: asyncpg.Pool) -> None:
     outbox_id, sms = await outbox_row(pool), FlakySms(0)
-    assert await jobs.send_sms({"pool": pool, "sms": sms, "job_try": 1}, outbox_id) == "sent"
-    assert await jobs.send_sms({"pool": pool, "sms": sms, "job_try": 1}, outbox_id) == "nothing to do"
+    assert await sms_outbox.send_sms({"pool": pool, "sms": sms, "job_try": 1}, outbox_id) == "sent"
+    assert await sms_outbox.send_sms({"pool": pool, "sms": sms, "job_try": 1}, outbox_id) == "nothing to do"
     row = await status_of(pool, outbox_id)
     assert row["status"] == "sent" and row["provider_id"] == "SM1" and len(sms.sent) == 1
 
 
 async def test_retries_then_gives_up(pool: asyncpg.Pool) -> None:
     outbox_id, sms = await outbox_row(pool), FlakySms(10)
-    for job_try in range(1, jobs.MAX_TRIES):
+    for job_try in range(1, sms_outbox.MAX_TRIES):
         with pytest.raises(Retry):
-            await jobs.send_sms({"pool": pool, "sms": sms, "job_try": job_try}, outbox_id)
+            await sms_outbox.send_sms({"pool": pool, "sms": sms, "job_try": job_try}, outbox_id)
         assert (await status_of(pool, outbox_id))["status"] == "pending"
-    assert await jobs.send_sms({"pool": pool, "sms": sms, "job_try": jobs.MAX_TRIES}, outbox_id) == "failed"
+    assert await sms_outbox.send_sms({"pool": pool, "sms": sms, "job_try": sms_outbox.MAX_TRIES}, outbox_id) == "failed"
     row = await status_of(pool, outbox_id)
-    assert row["status"] == "failed" and row["attempts"] == jobs.MAX_TRIES and "HTTP 500" in row["last_error"]
+    assert row["status"] == "failed" and row["attempts"] == sms_outbox.MAX_TRIES and "HTTP 500" in row["last_error"]
 
 
 async def test_sweep_re_enqueues_lost_rows(pool: asyncpg.Pool) -> None:
@@ -73,18 +71,18 @@ async def test_sweep_re_enqueues_lost_rows(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         await conn.execute("UPDATE sms_outbox SET created_at = now() - interval '1 minute' WHERE id = $1", outbox_id)
     arq = FakeArq()
-    assert await jobs.sweep_sms({"pool": pool, "redis": arq}) >= 1
+    assert await sms_outbox.sweep_sms({"pool": pool, "redis": arq}) >= 1
     mine = [job for job in arq.jobs if job[1] == outbox_id]
     assert mine and mine[0][0] == "send_sms" and "sweep" in mine[0][2]
-    assert await jobs.send_sms({"pool": pool, "sms": FlakySms(0), "job_try": 1}, outbox_id) == "sent"
+    assert await sms_outbox.send_sms({"pool": pool, "sms": FlakySms(0), "job_try": 1}, outbox_id) == "sent"
 
 
-async def test_stats_command_shows_mismatches(settings: Any, seller: Any, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    await seller.issue()
-    monkeypatch.setenv("DATABASE_URL", settings.database_url)
-    assert await asyncio.to_thread(main, ["stats", "--json"]) == 0
-    months = json.loads(capsys.readouterr().out)["months"]
-    assert months and all("mismatches" in m and "verified_share" in m for m in months)
-    assert await asyncio.to_thread(main, ["stats"]) == 0
-    assert "mismatches" in capsys.readouterr().out.splitlines()[0]
+
+async def test_one_notice_and_one_delivered_text_per_invoice(pool: asyncpg.Pool, seller: Any) -> None:
+    invoice_id = uuid.UUID((await seller.issue())["id"])
+    async with pool.acquire() as conn:
+        for kind in ("buyer_notice", "delivered"):
+            first = await sms_outbox.add(conn, kind, [(invoice_id, "+8613912345678", "一")])
+            assert len(first) == 1 and await sms_outbox.add(conn, kind, [(invoice_id, "+8613912345678", "二")]) == []
+        receipts = [(None, "+8613912345678", "回执")] * 2
+        assert len(await sms_outbox.add(conn, "receipt", receipts)) == 2  # receipts are not once per invoice

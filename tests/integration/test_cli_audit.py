@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +54,13 @@ async def test_migrate_applies_once_and_refuses_a_changed_file(settings: Setting
         await admin.close()
 
 
-async def test_upgrade_moves_verification_counts_out_of_invoices(settings: Settings, tmp_path: Path,
-                                                                 server_url: str) -> None:
-    """0004 on a database that has counted verifications: the counts arrive in invoice_counts, the old
-    columns are gone, and the invoice reads back with them."""
+@contextlib.asynccontextmanager
+async def database_before(migration: str, settings: Settings, tmp_path: Path,
+                          server_url: str) -> AsyncIterator[tuple[str, asyncpg.Pool, Issuing, Any]]:
+    """A throwaway database migrated up to (not including) `migration`, with an issuer: (url, pool, issuing,
+    issuer); dropped afterwards."""
+    from invoicing.app import load_issuing
+
     name = f"invoiceloop_up_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(server_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -63,80 +68,66 @@ async def test_upgrade_moves_verification_counts_out_of_invoices(settings: Setti
     try:
         (tmp_path / "m").mkdir()
         for path in db.migration_files():
-            if path.name < "0004":
+            if path.name < migration:
                 shutil.copy(path, tmp_path / "m")
         await db.migrate_url(url, tmp_path / "m")
         pool = await db.create_pool(url, max_size=2)
         try:
-            from invoicing.app import load_issuing
-
             issuing = await load_issuing(Settings(database_url=url, data_dir=tmp_path, check_code_secret="s"), pool)
             issuer, _ = await new_issuer(pool)
-            async with pool.acquire() as conn:
-                seen, unseen = (await services.issue(conn, issuing, issuer, [draft(), draft()])).invoices
-                await conn.execute("UPDATE invoices SET times_verified = 3, mismatches = 2, "
-                                   "first_verified_at = '2026-11-27T01:02:03Z' WHERE id = $1", uuid.UUID(seen.id))  # fmt: skip
-            assert (await db.migrate_url(url)).applied[0] == "0004_invoice_counts.sql"
-            async with pool.acquire() as conn:
-                rows = await conn.fetch("SELECT invoice_id::text, times_verified, mismatches FROM invoice_counts")
-                assert [tuple(r) for r in rows] == [(seen.id, 3, 2)]
-                columns = await conn.fetchval("SELECT count(*) FROM information_schema.columns WHERE table_name = "
-                                              "'invoices' AND column_name IN ('times_verified', 'mismatches')")  # fmt: skip
-                assert columns == 0
-                seen_row = await repository.get_invoice_row(conn, issuer.id, seen.id)
-                unseen_row = await repository.get_invoice_row(conn, issuer.id, unseen.id)
-                assert seen_row is not None and unseen_row is not None
-                assert seen_row["times_verified"] == 3 and unseen_row["times_verified"] == 0
-                assert seen_row["first_verified_at"].isoformat().startswith("2026-11-27T01:02:03")
+            yield url, pool, issuing, issuer
         finally:
             await pool.close()
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_upgrade_moves_verification_counts_out_of_invoices(settings: Settings, tmp_path: Path,
+                                                                 server_url: str) -> None:
+    """0004 on a database that has counted verifications: the counts arrive in invoice_counts, the old
+    columns are gone, and the invoice reads back with them."""
+    async with database_before("0004", settings, tmp_path, server_url) as (url, pool, issuing, issuer):
+        async with pool.acquire() as conn:
+            seen, unseen = (await services.issue(conn, issuing, issuer, [draft(), draft()])).invoices
+            await conn.execute("UPDATE invoices SET times_verified = 3, mismatches = 2, "
+                               "first_verified_at = '2026-11-27T01:02:03Z' WHERE id = $1", uuid.UUID(seen.id))  # fmt: skip
+        assert (await db.migrate_url(url)).applied[0] == "0004_invoice_counts.sql"
+        async with pool.acquire() as conn:
+            rows = await conn.fetch("SELECT invoice_id::text, times_verified, mismatches FROM invoice_counts")
+            assert [tuple(r) for r in rows] == [(seen.id, 3, 2)]
+            columns = await conn.fetchval("SELECT count(*) FROM information_schema.columns WHERE table_name = "
+                                          "'invoices' AND column_name IN ('times_verified', 'mismatches')")  # fmt: skip
+            assert columns == 0
+            seen_row = await repository.get_invoice_row(conn, issuer.id, seen.id)
+            unseen_row = await repository.get_invoice_row(conn, issuer.id, unseen.id)
+            assert seen_row is not None and unseen_row is not None
+            assert seen_row["times_verified"] == 3 and unseen_row["times_verified"] == 0
+            assert seen_row["first_verified_at"].isoformat().startswith("2026-11-27T01:02:03")
 
 
 async def test_upgrade_moves_delivery_texts_into_the_one_outbox(settings: Settings, tmp_path: Path,
                                                                  server_url: str) -> None:
     """0005 on a database with delivery texts sent, given up and still to send: each arrives in sms_outbox
     as `delivered` with its state, delivery_sms is gone, and a second delivered text of an invoice is refused."""
-    name = f"invoiceloop_up_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = settings.require_database_url().rsplit("/", 1)[0] + "/" + name
-    try:
-        (tmp_path / "m").mkdir()
-        for path in db.migration_files():
-            if path.name < "0005":
-                shutil.copy(path, tmp_path / "m")
-        await db.migrate_url(url, tmp_path / "m")
-        pool = await db.create_pool(url, max_size=2)
-        try:
-            from invoicing.app import load_issuing
-
-            issuing = await load_issuing(Settings(database_url=url, data_dir=tmp_path, check_code_secret="s"), pool)
-            issuer, _ = await new_issuer(pool)
-            async with pool.acquire() as conn:
-                invoices = (await services.issue(conn, issuing, issuer, [draft(delivery="postal")] * 3)).invoices
-                orders = [await conn.fetchval("SELECT id FROM delivery_orders WHERE invoice_id = $1", uuid.UUID(i.id))
-                          for i in invoices]  # fmt: skip
-                for order, (attempts, sent) in zip(orders, [(1, True), (5, False), (0, False)], strict=True):
-                    await conn.execute("INSERT INTO delivery_sms (order_id, phone, body, attempts, sent_at, provider_id) "
-                                       "VALUES ($1, '+8613800138000', 'delivered', $2, CASE WHEN $3 THEN now() END, "
-                                       "CASE WHEN $3 THEN 'SM1' END)", order, attempts, sent)  # fmt: skip
-            assert (await db.migrate_url(url)).applied == ["0005_one_sms_outbox.sql"]
-            async with pool.acquire() as conn:
-                rows = await conn.fetch("SELECT invoice_id::text, status, attempts, provider_id FROM sms_outbox "
-                                        "WHERE kind = 'delivered' ORDER BY id")  # fmt: skip
-                assert [tuple(r) for r in rows] == [(invoices[0].id, "sent", 1, "SM1"), (invoices[1].id, "failed", 5, None),
-                                                    (invoices[2].id, "pending", 0, None)]  # fmt: skip
-                assert await conn.fetchval("SELECT to_regclass('delivery_sms')") is None
-                again = await sms_outbox.add(conn, "delivered", [(uuid.UUID(invoices[2].id), "+8613800138000", "x")])
-                assert again == []
-        finally:
-            await pool.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with database_before("0005", settings, tmp_path, server_url) as (url, pool, issuing, issuer):
+        async with pool.acquire() as conn:
+            invoices = (await services.issue(conn, issuing, issuer, [draft(delivery="postal")] * 3)).invoices
+            orders = [await conn.fetchval("SELECT id FROM delivery_orders WHERE invoice_id = $1", uuid.UUID(i.id))
+                      for i in invoices]  # fmt: skip
+            for order, (attempts, sent) in zip(orders, [(1, True), (5, False), (0, False)], strict=True):
+                await conn.execute("INSERT INTO delivery_sms (order_id, phone, body, attempts, sent_at, provider_id) "
+                                   "VALUES ($1, '+8613800138000', 'delivered', $2, CASE WHEN $3 THEN now() END, "
+                                   "CASE WHEN $3 THEN 'SM1' END)", order, attempts, sent)  # fmt: skip
+        assert (await db.migrate_url(url)).applied == ["0005_one_sms_outbox.sql"]
+        async with pool.acquire() as conn:
+            rows = await conn.fetch("SELECT invoice_id::text, status, attempts, provider_id FROM sms_outbox "
+                                    "WHERE kind = 'delivered' ORDER BY id")  # fmt: skip
+            assert [tuple(r) for r in rows] == [(invoices[0].id, "sent", 1, "SM1"), (invoices[1].id, "failed", 5, None),
+                                                (invoices[2].id, "pending", 0, None)]  # fmt: skip
+            assert await conn.fetchval("SELECT to_regclass('delivery_sms')") is None
+            again = await sms_outbox.add(conn, "delivered", [(uuid.UUID(invoices[2].id), "+8613800138000", "x")])
+            assert again == []
 
 
 def test_issuer_create_and_keys(settings: Settings) -> None:

@@ -61,7 +61,8 @@ async def nudge(queue: Any, outbox_ids: Sequence[int]) -> None:
 
 
 async def send_sms(ctx: dict[str, Any], outbox_id: int) -> str:
-    """Send one outbox message through the SMS channel; retries on `SmsSendFailed`, then marks it failed."""
+    """Send one outbox message through the SMS channel; a refusal (`SmsSendFailed`, or any error of the
+    channel) is retried with `Retry`, and after `MAX_TRIES` the row is marked failed."""
     pool = ctx["pool"]
     async with pool.acquire() as conn:
         row = await conn.fetchrow(CLAIM, outbox_id, STALE_SENDING_S)
@@ -69,12 +70,14 @@ async def send_sms(ctx: dict[str, Any], outbox_id: int) -> str:
         return "nothing to do"
     try:
         provider_id = await ctx["sms"].send(row["phone"], row["body"])
-    except SmsSendFailed as exc:
+    except Exception as exc:  # a channel's own bug too: a try spent, never an endless resend
         job_try = int(ctx.get("job_try", 1))
         final = job_try >= MAX_TRIES
+        reason = exc.reason if isinstance(exc, SmsSendFailed) else type(exc).__name__
         async with pool.acquire() as conn:
-            await conn.execute(MARK_UNSENT, outbox_id, "failed" if final else "pending", exc.reason[:300])
-        log.warning("SMS %s not sent (try %s): %s", outbox_id, job_try, exc.reason)
+            await conn.execute(MARK_UNSENT, outbox_id, "failed" if final else "pending", reason[:300])
+        log.warning("SMS %s not sent (try %s): %s", outbox_id, job_try, reason,
+                    exc_info=None if isinstance(exc, SmsSendFailed) else exc)  # fmt: skip
         if final:
             return "failed"
         raise Retry(defer=RETRY_DEFER_S * job_try) from None

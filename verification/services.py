@@ -197,7 +197,13 @@ class _Found:
 
 
 def _lookup(row: asyncpg.Record | None, item: _Item) -> _Found:
-    return _Found(None) if row is None else _Found(row, _matched(row, item.query, item.asker))
+    if row is None:
+        return _Found(None)
+    try:
+        return _Found(row, _matched(row, item.query, item.asker))
+    except (KeyError, TypeError, ValueError, ArithmeticError):  # stored content we never wrote: no match
+        log.error("integrity alarm: invoice %s has unreadable stored content", row["id"])
+        return _Found(row, False)
 
 
 def _judge(v: Verifier, f: _Found, state: int) -> Verification:

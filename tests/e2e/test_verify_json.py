@@ -83,6 +83,17 @@ async def test_tampered_record(consumer: Any, seller: Any, pool: asyncpg.Pool) -
     assert (await verify(consumer, invoice, check_code_last6=wrong_last6(invoice)))["result"] == "mismatch"
 
 
+async def test_unreadable_stored_content_is_a_mismatch_not_a_failed_batch(
+    consumer: Any, seller: Any, pool: asyncpg.Pool
+) -> None:
+    broken, sound = await seller.issue(), await seller.issue()
+    async with pool.acquire() as conn:
+        await conn.execute("""UPDATE invoices SET content = jsonb_set(content, '{total_amount}', '"lots"')
+                               WHERE id = $1""", uuid.UUID(broken["id"]))  # fmt: skip
+    answers = await asyncio.gather(verify(consumer, broken), verify(consumer, sound))  # one batch, likely
+    assert [a["result"] for a in answers] == ["mismatch", "valid"]
+
+
 async def test_a_rehashed_or_swapped_signature_record_is_tampered_after_a_good_check(
     consumer: Any, seller: Any, pool: asyncpg.Pool
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from typing import Any
 
@@ -36,6 +37,21 @@ async def test_valid_shows_masked_invoice_and_counts(consumer: Any, seller: Any)
     second = await verify(consumer, invoice, check_code_last6=None, total_amount=invoice["total_amount"])
     assert second["result"] == "valid" and second["times_verified"] == 2
     assert second["first_verified_at"] == first["first_verified_at"]
+
+
+async def test_metrics_count_verifications_by_channel_and_outcome(consumer: Any, seller: Any) -> None:
+    def count(text: str, outcome: str) -> float:
+        found = re.search(rf'^invoiceloop_verifications_total{{channel="json",outcome="{outcome}"}} (\S+)$', text, re.M)
+        return float(found[1]) if found else 0.0
+
+    invoice = await seller.issue()
+    before = (await consumer.get("/metrics")).text
+    await verify(consumer, invoice)
+    await verify(consumer, invoice, check_code_last6=wrong_last6(invoice))
+    await verify(consumer, invoice, check_code_last6=wrong_last6(invoice))
+    after = (await consumer.get("/metrics")).text
+    assert count(after, "valid") - count(before, "valid") == 1
+    assert count(after, "mismatch") - count(before, "mismatch") == 2
 
 
 async def test_mismatch_not_found_and_bad_fields(consumer: Any, seller: Any) -> None:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Response, Stream
 
 from delivery import events, export, labels, services
@@ -54,8 +54,8 @@ class PostalController(Controller):
 
     @get("/manifests", description="This operator's manifests, newest first, in cursor pages.")
     async def list_manifests(
-        self, state: State, operator_id: str, limit: int = Parameter(default=50, ge=1, le=500),
-        cursor: str | None = None, status: Literal["open", "closed"] | None = None,
+        self, state: State, operator_id: NamedDependency[str], limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        cursor: FromQuery[str | None] = None, status: FromQuery[Literal["open", "closed"] | None] = None,
     ) -> dict[str, Any]:  # fmt: skip
         async with state.pool.acquire() as conn:
             rows = await repo.list_manifests(conn, operator_id, status, decode_cursor(cursor, "m"), limit)
@@ -66,8 +66,8 @@ class PostalController(Controller):
     @get("/manifests/{manifest_id:str}",
          description="One manifest as `json` (default), `csv` (FORMATS.md) or a printable `pdf`; streamed.")  # fmt: skip
     async def get_manifest(
-        self, state: State, operator_id: str, manifest_id: str,
-        format: Literal["json", "csv", "pdf"] = Parameter(query="format", default="json"),
+        self, state: State, operator_id: NamedDependency[str], manifest_id: FromPath[str],
+        format: FromQuery[Literal["json", "csv", "pdf"]] = "json",
     ) -> Stream:  # fmt: skip
         async with state.pool.acquire() as conn:
             row = await services.get_manifest(conn, operator_id, manifest_id)
@@ -83,14 +83,14 @@ class PostalController(Controller):
 
     @post("/manifests/{manifest_id:str}/close", status_code=200,
           description="Hand the manifest over: frozen, its orders dispatched; 409 when already closed.")  # fmt: skip
-    async def close(self, state: State, operator_id: str, manifest_id: str) -> dict[str, Any]:
+    async def close(self, state: State, operator_id: NamedDependency[str], manifest_id: FromPath[str]) -> dict[str, Any]:
         async with state.pool.acquire() as conn:
             row = await services.close_manifest(conn, operator_id, manifest_id)
         return _manifest_json(row)
 
     @get("/labels/{tracking_number:str}", media_type="application/pdf",
          description="The 100 x 150 mm address label with the tracking barcode.")  # fmt: skip
-    async def label(self, state: State, operator_id: str, tracking_number: str) -> Response[bytes]:
+    async def label(self, state: State, operator_id: NamedDependency[str], tracking_number: FromPath[str]) -> Response[bytes]:
         number = parse_tracking_number(tracking_number)
         async with state.pool.acquire() as conn:
             row = await conn.fetchrow(LABEL_ROW, str(number), operator_id) if number else None
@@ -109,7 +109,7 @@ class PostalController(Controller):
 
     @post("/events", status_code=200, request_max_body_size=EVENTS_MAX_BYTES,
           description="Up to 1000 tracking events; each is accepted, a duplicate, or rejected with its reason.")  # fmt: skip
-    async def post_events(self, request: Request[Any, Any, Any], state: State, operator_id: str) -> dict[str, Any]:
+    async def post_events(self, request: Request[Any, Any, Any], state: State, operator_id: NamedDependency[str]) -> dict[str, Any]:
         payload = decode(await request.body(), EventsIn)
         if not 1 <= len(payload.events) <= MAX_EVENTS:
             raise ValidationFailed(errors=[FieldError("events", f"send 1 to {MAX_EVENTS} events")])
@@ -140,7 +140,7 @@ def _delivery_json(found: dict[str, Any]) -> dict[str, Any]:
 
 @get("/v1/invoices/{invoice_id:str}/delivery", dependencies={"issuer": Provide(provide_issuer)}, tags=["invoices"],
      security=BEARER)
-async def invoice_delivery(state: State, issuer: Issuer, invoice_id: str) -> dict[str, Any]:
+async def invoice_delivery(state: State, issuer: NamedDependency[Issuer], invoice_id: FromPath[str]) -> dict[str, Any]:
     """The postal delivery order of this issuer's invoice: status, tracking number, events (404 for electronic)."""
     async with state.pool.acquire() as conn:
         found = await events.delivery_of(conn, issuer.id, invoice_id)

@@ -10,13 +10,13 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Response
 from prometheus_client import Counter
 
@@ -295,7 +295,7 @@ class InvoiceController(Controller):
 
     @post("/", request_max_body_size=SINGLE_MAX_BYTES, status_code=201,
           description="Issue one invoice. `Idempotency-Key` makes retries safe.")
-    async def issue(self, request: Request[Any, Any, Any], state: State, issuer: Issuer, data: InvoiceIn) -> Response[Any]:
+    async def issue(self, request: Request[Any, Any, Any], state: State, issuer: NamedDependency[Issuer], data: JSONBody[InvoiceIn]) -> Response[Any]:
         payload = data
         req = validation.invoice_request(msgspec.to_builtins(payload), state.settings.tax_rates)
         idem = _idempotency(request, "invoice", payload)
@@ -306,8 +306,8 @@ class InvoiceController(Controller):
 
     @post("/batch", request_max_body_size=BATCH_MAX_BYTES, status_code=201,
           description="Issue 1 to 1000 invoices, all or nothing, numbered in the order given.")
-    async def issue_batch(self, request: Request[Any, Any, Any], state: State, issuer: Issuer,
-                          data: BatchIn) -> Response[Any]:
+    async def issue_batch(self, request: Request[Any, Any, Any], state: State, issuer: NamedDependency[Issuer],
+                          data: JSONBody[BatchIn]) -> Response[Any]:
         payload = data
         if not 1 <= len(payload.invoices) <= MAX_BATCH:
             raise ValidationFailed(errors=[FieldError("invoices", f"send 1 to {MAX_BATCH} invoices")])
@@ -328,14 +328,14 @@ class InvoiceController(Controller):
         return _issued_response(state, issued, batch=True)
 
     @get("/{invoice_id:str}")
-    async def get_one(self, state: State, issuer: Issuer, invoice_id: str) -> dict[str, Any]:
+    async def get_one(self, state: State, issuer: NamedDependency[Issuer], invoice_id: FromPath[str]) -> dict[str, Any]:
         async with state.pool.acquire() as conn:
             inv = await services.get_invoice(conn, issuer.id, invoice_id)
         return invoice_json(inv, state.settings.public_base_url)
 
     @get("/{invoice_id:str}/pdf", media_type="application/pdf",
          description="The invoice as PDF; `ETag` from the record hash and status, `If-None-Match` answers 304.")
-    async def pdf(self, request: Request[Any, Any, Any], state: State, issuer: Issuer, invoice_id: str) -> Response[Any]:
+    async def pdf(self, request: Request[Any, Any, Any], state: State, issuer: NamedDependency[Issuer], invoice_id: FromPath[str]) -> Response[Any]:
         async with state.pool.acquire() as conn:
             inv = await services.get_invoice(conn, issuer.id, invoice_id)
         etag = f'"{hashlib.sha256(f"{inv.record_hash}|{inv.status}".encode()).hexdigest()[:32]}"'
@@ -348,10 +348,12 @@ class InvoiceController(Controller):
 
     @get("/", description="This issuer's invoices, newest first, in cursor pages.")
     async def list_all(
-        self, state: State, issuer: Issuer, limit: int = Parameter(default=50, ge=1, le=500),
-        cursor: str | None = None, status: Literal["issued", "voided", "partially_credited", "reversed"] | None = None,
-        issued_from: date | None = None, issued_to: date | None = None, invoice_number: str | None = None,
-        invoice_code: str | None = None, kind: Literal["invoice", "credit_note"] | None = None,
+        self, state: State, issuer: NamedDependency[Issuer], limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        cursor: FromQuery[str | None] = None,
+        status: FromQuery[Literal["issued", "voided", "partially_credited", "reversed"] | None] = None,
+        issued_from: FromQuery[date | None] = None, issued_to: FromQuery[date | None] = None,
+        invoice_number: FromQuery[str | None] = None, invoice_code: FromQuery[str | None] = None,
+        kind: FromQuery[Literal["invoice", "credit_note"] | None] = None,
     ) -> dict[str, Any]:
         filt = repository.ListFilter(status, issued_from, issued_to, invoice_number, invoice_code, kind)
         async with state.pool.acquire() as conn:
@@ -363,7 +365,7 @@ class InvoiceController(Controller):
 
     @post("/{invoice_id:str}/void", request_max_body_size=64 * 1024, status_code=200,
           description="Void an invoice of this month that nobody verified and the post has not taken (409 otherwise).")
-    async def void(self, state: State, issuer: Issuer, invoice_id: str, data: VoidIn) -> dict[str, Any]:
+    async def void(self, state: State, issuer: NamedDependency[Issuer], invoice_id: FromPath[str], data: JSONBody[VoidIn]) -> dict[str, Any]:
         payload = data
         errors = FieldErrors()
         reason = validation.text({"reason": payload.reason}, "reason", "reason", errors)
@@ -374,8 +376,8 @@ class InvoiceController(Controller):
 
     @post("/{invoice_id:str}/credit-notes", request_max_body_size=SINGLE_MAX_BYTES, status_code=201,
           description="A red-letter credit note: all of the invoice (omit `lines`) or `[{line_no, quantity}]`.")
-    async def credit(self, request: Request[Any, Any, Any], state: State, issuer: Issuer, invoice_id: str,
-                     data: CreditIn) -> Response[Any]:
+    async def credit(self, request: Request[Any, Any, Any], state: State, issuer: NamedDependency[Issuer], invoice_id: FromPath[str],
+                     data: JSONBody[CreditIn]) -> Response[Any]:
         payload = data
         reason, wanted = validation.credit_request(msgspec.to_builtins(payload))
         idem = _idempotency(request, f"credit:{invoice_id}", payload)
@@ -386,7 +388,7 @@ class InvoiceController(Controller):
 
 
 @get("/v1/stats", dependencies={"issuer": Provide(provide_issuer)}, tags=["invoices"], security=BEARER)
-async def issuer_stats(state: State, issuer: Issuer) -> dict[str, Any]:
+async def issuer_stats(state: State, issuer: NamedDependency[Issuer]) -> dict[str, Any]:
     """This issuer's figures by month."""
     async with state.pool.acquire() as conn:
         rows = await repository.stats(conn, issuer.id)

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from litestar import Request, post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 
 from invoicing import formats
 from invoicing.api import Strict
@@ -45,7 +46,7 @@ def verification_json(result: Verification) -> dict[str, Any]:
 
 
 @post("/v1/verifications", status_code=200, tags=["verification"], request_max_body_size=16 * 1024)
-async def create_verification(request: Request[Any, Any, Any], state: State, data: VerificationIn) -> dict[str, Any]:
+async def create_verification(request: Request[Any, Any, Any], state: State, data: JSONBody[VerificationIn]) -> dict[str, Any]:
     """Verify an invoice: `result` is valid, mismatch, not_found, voided, reversed, partially_credited,
     locked or tampered; `phone` asks for an SMS receipt. 429 with Retry-After over the rate limit."""
     verifier: Verifier = state.verifier

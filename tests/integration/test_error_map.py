@@ -1,0 +1,52 @@
+"""The app's one error map, in process on real PostgreSQL and Redis: an unreachable backend is a 503 with
+Retry-After and a bug a 500, each as problem+json for programs and as the HTML page on `/verify`. Stand-in
+routes raise what a dropped connection or a bug raises, since neither can be caused on demand."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import redis.exceptions
+from litestar import get, post
+from litestar.testing import AsyncTestClient
+
+from invoicing.app import create_app
+from invoicing.settings import Settings
+
+
+@get("/verify")
+async def page_outage() -> None:
+    raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+
+
+@post("/verify")
+async def page_bug() -> None:
+    raise RuntimeError("a bug")
+
+
+@get("/v1/outage")
+async def api_outage() -> None:
+    raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+
+@get("/v1/bug")
+async def api_bug() -> None:
+    raise RuntimeError("a bug")
+
+
+async def test_outages_are_503_and_bugs_500_in_the_callers_format(settings: Settings) -> None:
+    app = create_app(settings, extra_routes=[page_outage, page_bug, api_outage, api_bug])
+    async with AsyncTestClient(app) as client:
+        outage: Any = await client.get("/v1/outage")
+        assert outage.status_code == 503 and outage.headers["content-type"].startswith("application/problem+json")
+        assert outage.headers["retry-after"] == str(outage.json()["retry_after"]) and "Connection refused" not in outage.text
+        bug = await client.get("/v1/bug")
+        assert bug.status_code == 500 and bug.headers["content-type"].startswith("application/problem+json")
+        assert "a bug" not in bug.text
+        page = await client.get("/verify")
+        assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
+        assert 'id="failure"' in page.text and "暂时不可用" in page.text and page.headers["retry-after"]
+        broken = await client.post("/verify")
+        assert broken.status_code == 500 and broken.headers["content-type"].startswith("text/html")
+        assert "查验出错" in broken.text and "retry-after" not in broken.headers and "a bug" not in broken.text

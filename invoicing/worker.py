@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from arq.connections import RedisSettings
@@ -36,6 +37,10 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
     """The arq worker with the jobs and cron sweeps of the SMS outbox and the delivery package.
 
     ctx carries `settings`, `pool` (asyncpg), `issuing` and `sms` (the SMS channel) for every job."""
+    # arq logs every job's start and end at INFO: with the delivery sweep every 2 s that buried everything
+    # else (the console SMS of `invoiceloop run`, warnings). Failures stay visible: our jobs log their own
+    # warnings, and arq its exceptions and given-up retries at WARNING and above.
+    logging.getLogger("arq.worker").setLevel(logging.WARNING)
     modules = job_modules()
     functions: list[Any] = [ping, *(f for m in modules for f in m.FUNCTIONS)]
     cron_jobs = [c for m in modules for c in getattr(m, "CRON_JOBS", [])]

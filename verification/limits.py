@@ -151,18 +151,12 @@ class Limits:
         f = self.figures
         return RateLimited(f"at most {f.rate_per_window} verifications per {f.rate_window_s} s", max(1, retry_s))
 
-    async def settle(self, invoice: str, client: str, *, found: Found, trusted: bool, rate: bool = True) -> int:
-        """After the lookup of `invoice` (its code and number): count the client's rate (when `rate`;
-        `RateLimited` over it), tell whether the pair is locked (`LOCKED`), else count a mismatch or
-        remember a success (`found`) and go on (`GO`; `TRUSTED`, counting nothing, for a signed QR URL)."""
-        state = (await self.settle_many([(Ask(invoice, client, trusted, rate), found)]))[0]
-        if isinstance(state, RateLimited):
-            raise state
-        return state
-
     async def settle_many(self, items: Sequence[tuple[Ask, Found]]) -> list[int | RateLimited]:
-        """`settle` for a batch in one round trip: per item its state, or the `RateLimited` to answer it
-        with. `LimitsUnavailable` (for all) when Redis cannot be reached."""
+        """After the lookup, in one round trip for a batch, per item (`Ask`, what was `Found`): count the
+        client's rate (when `rate`), tell whether the pair is locked (`LOCKED`), else count a mismatch or
+        remember a success and go on (`GO`; `TRUSTED`, counting nothing, for a signed QR URL). Per item its
+        state, or the `RateLimited` to answer it with; `LimitsUnavailable` (for all) when Redis cannot be
+        reached."""
         if self.redis is None:
             return [TRUSTED] * len(items)
         f = self.figures

@@ -119,9 +119,9 @@ def is_tampered(v: Verifier, row: asyncpg.Record) -> bool:
     key = v.keys.get(row["key_id"])
     if key is None or not verify_signature(key, formats.content_signing_core(content, rec_hash), signature):
         return True
-    if len(v.good_signatures) >= v.signatures_kept:
-        v.good_signatures.clear()
     if v.signatures_kept:
+        if len(v.good_signatures) >= v.signatures_kept:
+            v.good_signatures.clear()
         v.good_signatures.add((row["key_id"], rec_hash, signature))
     return False
 

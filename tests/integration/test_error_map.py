@@ -15,24 +15,21 @@ from invoicing.app import create_app
 from invoicing.settings import Settings
 
 
-@get("/verify")
-async def page_outage() -> None:
-    raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+def raising(route: Any, path: str, error: Exception) -> Any:
+    """A stand-in route at `path` that raises `error`."""
+
+    async def handler() -> None:
+        raise error
+
+    name = f"raise_{route.__name__}_{path.strip('/').replace('/', '_')}"
+    handler.__name__ = handler.__qualname__ = name
+    return route(path, operation_id=name)(handler)
 
 
-@post("/verify")
-async def page_bug() -> None:
-    raise RuntimeError("a bug")
-
-
-@get("/v1/outage")
-async def api_outage() -> None:
-    raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
-
-
-@get("/v1/bug")
-async def api_bug() -> None:
-    raise RuntimeError("a bug")
+page_outage = raising(get, "/verify", asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"))
+page_bug = raising(post, "/verify", RuntimeError("a bug"))
+api_outage = raising(get, "/v1/outage", redis.exceptions.ConnectionError("Error 111 connecting. Connection refused."))
+api_bug = raising(get, "/v1/bug", RuntimeError("a bug"))
 
 
 async def test_outages_are_503_and_bugs_500_in_the_callers_format(settings: Settings) -> None:

@@ -45,20 +45,28 @@ def test_figures_from_settings_extra_and_day_ttl() -> None:
     assert Limits(None).redis is None
 
 
+async def settle(limits: Limits, invoice: str, client: str, *, found: Found, trusted: bool, rate: bool = True) -> int:
+    """One item through `settle_many`; its `RateLimited` raised."""
+    state = (await limits.settle_many([(Ask(invoice, client, trusted, rate), found)]))[0]
+    if isinstance(state, RateLimited):
+        raise state
+    return state
+
+
 async def test_rate_limit_429_then_resets(limits: Limits) -> None:
     client = secrets.token_hex(8)
     await asyncio.sleep(1.01 - time.time() % 1)  # all in one fixed window
     for _ in range(3):
-        await limits.settle("x", client, found=MATCHED, trusted=True)
+        await settle(limits, "x", client, found=MATCHED, trusted=True)
     with pytest.raises(RateLimited) as refused:
-        await limits.settle("x", client, found=MATCHED, trusted=True)
+        await settle(limits, "x", client, found=MATCHED, trusted=True)
     assert refused.value.retry_after_s == 1
     await asyncio.sleep(1.05)
-    assert await limits.settle("x", client, found=MATCHED, trusted=True) == TRUSTED
+    assert await settle(limits, "x", client, found=MATCHED, trusted=True) == TRUSTED
 
 
 async def guess(limits: Limits, invoice: str, client: str, found: Found = MISMATCHED, trusted: bool = False) -> int:
-    return await limits.settle(invoice, client, found=found, trusted=trusted, rate=False)
+    return await settle(limits, invoice, client, found=found, trusted=trusted, rate=False)
 
 
 async def test_pair_lock_and_global_ceiling(limits: Limits) -> None:
@@ -104,6 +112,6 @@ async def test_sms_caps(limits: Limits) -> None:
 async def test_redis_down_refuses_with_503() -> None:
     unreachable = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
     with pytest.raises(LimitsUnavailable) as refused:
-        await Limits(unreachable).settle("x", "y", found=MATCHED, trusted=False)
+        await settle(Limits(unreachable), "x", "y", found=MATCHED, trusted=False)
     assert refused.value.status == 503
     await unreachable.aclose()

@@ -47,15 +47,23 @@ async def baseline_update(pool: asyncpg.Pool) -> float:
         for k in range(0, len(ids), 1000):
             part = ids[k : k + 1000]
             async with conn.transaction():
-                await conn.execute("""UPDATE bench_orders b SET status = 'manifested', tn = u.tn
+                await conn.execute(
+                    """UPDATE bench_orders b SET status = 'manifested', tn = u.tn
                                         FROM unnest($1::uuid[], $2::text[]) AS u(id, tn) WHERE b.id = u.id""",
-                                   part, [str(i) for i in part])  # fmt: skip
+                    part,
+                    [str(i) for i in part],
+                )
         return len(ids) / (time.perf_counter() - start)
 
 
 async def count_status(pool: asyncpg.Pool, ids: list[str], status: str) -> int:
-    return int(await pool.fetchval("SELECT count(*) FROM delivery_orders WHERE invoice_id = ANY($1::uuid[]) "
-                                   "AND status = $2", [uuid.UUID(i) for i in ids], status))  # fmt: skip
+    return int(
+        await pool.fetchval(
+            "SELECT count(*) FROM delivery_orders WHERE invoice_id = ANY($1::uuid[]) AND status = $2",
+            [uuid.UUID(i) for i in ids],
+            status,
+        )
+    )
 
 
 async def fulfil_rate(pool: asyncpg.Pool, settings: Settings, ids: list[str]) -> float:
@@ -83,8 +91,11 @@ async def latency(pool: asyncpg.Pool, base_url: str, key: str, count: int = 200)
         ids = await asyncio.gather(*(one() for _ in range(count)))
     while await count_status(pool, ids, "manifested") < count:  # noqa: ASYNC110 - polling the database
         await asyncio.sleep(0.1)
-    rows = await pool.fetch("SELECT extract(epoch FROM manifested_at - created_at) AS s FROM delivery_orders "
-                            "WHERE invoice_id = ANY($1::uuid[])", [uuid.UUID(i) for i in ids])  # fmt: skip
+    rows = await pool.fetch(
+        "SELECT extract(epoch FROM manifested_at - created_at) AS s FROM delivery_orders "
+        "WHERE invoice_id = ANY($1::uuid[])",
+        [uuid.UUID(i) for i in ids],
+    )
     return sorted(float(r["s"]) for r in rows)
 
 
@@ -108,8 +119,10 @@ async def big_manifest(pool: asyncpg.Pool, issuing: Any) -> str:
 
 async def csv_rates(pool: asyncpg.Pool, srv: ServerProcess, key: str, manifest_id: str) -> dict[str, float]:
     async with pool.acquire() as conn:
-        manifest = await conn.fetchrow("SELECT m.*, (SELECT 0) AS item_count, '' AS operator_name FROM manifests m "
-                                       "WHERE id = $1", uuid.UUID(manifest_id))  # fmt: skip
+        manifest = await conn.fetchrow(
+            "SELECT m.*, (SELECT 0) AS item_count, '' AS operator_name FROM manifests m WHERE id = $1",
+            uuid.UUID(manifest_id),
+        )
     start = time.perf_counter()
     rows = sum([chunk.count(b"\r\n") async for chunk in export.csv_stream(pool, manifest)]) - 1
     in_process = rows / (time.perf_counter() - start)
@@ -119,19 +132,42 @@ async def csv_rates(pool: asyncpg.Pool, srv: ServerProcess, key: str, manifest_i
         async with c.stream("GET", f"/v1/postal/manifests/{manifest_id}", params={"format": "csv"}) as answer:
             size = sum([len(chunk) async for chunk in answer.aiter_raw()])
         over_http = MANIFEST_ORDERS / (time.perf_counter() - start)
-    return {"rows": rows, "in_process": in_process, "http": over_http, "mb": size / 1e6,
-            "rss_before": before / 1024, "rss_after": vm_hwm_kb(srv.proc.pid) / 1024}  # fmt: skip
+    return {
+        "rows": rows,
+        "in_process": in_process,
+        "http": over_http,
+        "mb": size / 1e6,
+        "rss_before": before / 1024,
+        "rss_after": vm_hwm_kb(srv.proc.pid) / 1024,
+    }
 
 
 async def event_rate(pool: asyncpg.Pool, srv: ServerProcess, key: str, ids: list[str]) -> float:
-    numbers = [r["tracking_number"] for r in await pool.fetch(
-        "SELECT tracking_number FROM delivery_orders WHERE invoice_id = ANY($1::uuid[])", [uuid.UUID(i) for i in ids])]  # fmt: skip
-    await pool.execute("UPDATE delivery_orders SET status = 'dispatched' WHERE invoice_id = ANY($1::uuid[])",
-                       [uuid.UUID(i) for i in ids])  # fmt: skip
+    numbers = [
+        r["tracking_number"]
+        for r in await pool.fetch(
+            "SELECT tracking_number FROM delivery_orders WHERE invoice_id = ANY($1::uuid[])",
+            [uuid.UUID(i) for i in ids],
+        )
+    ]
+    await pool.execute(
+        "UPDATE delivery_orders SET status = 'dispatched' WHERE invoice_id = ANY($1::uuid[])",
+        [uuid.UUID(i) for i in ids],
+    )
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 3600))
-    batches = [[{"event_id": f"b{k + j}", "tracking_number": n, "status": "in_transit", "occurred_at": stamp,
-                 "location": "广州"} for j, n in enumerate(numbers[k : k + 1000])]
-               for k in range(0, len(numbers), 1000)]  # fmt: skip
+    batches = [
+        [
+            {
+                "event_id": f"b{k + j}",
+                "tracking_number": n,
+                "status": "in_transit",
+                "occurred_at": stamp,
+                "location": "广州",
+            }
+            for j, n in enumerate(numbers[k : k + 1000])
+        ]
+        for k in range(0, len(numbers), 1000)
+    ]
     async with httpx.AsyncClient(base_url=srv.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
         start = time.perf_counter()
         for batch in batches:
@@ -170,12 +206,18 @@ def report(base: float, fulfil: float, lat: list[float], events: float, csv_r: d
     p95 = lat[int(len(lat) * 0.95) - 1]
     print(f"delivery benchmark ({FULFIL_ORDERS} orders, one operator; server and worker on the same 2 cores)")
     print(f"  baseline batched UPDATE ... FROM unnest   {base:9.0f} rows/s")
-    print(f"  worker fulfilment (1000-order jobs)       {fulfil:9.0f} orders/s  ratio {fulfil / base:.2f} "
-          f"(target >= 2000/s)")  # fmt: skip
-    print(f"  issue -> manifested, {len(lat)} single issues   p50 {statistics.median(lat):.2f} s, p95 {p95:.2f} s "
-          f"(target p95 < 2 s)")  # fmt: skip
-    print(f"  manifest CSV, {int(csv_r['rows'])} rows            {csv_r['in_process']:9.0f} rows/s in process, "
-          f"{csv_r['http']:.0f} rows/s over HTTP ({csv_r['mb']:.1f} MB; target >= 100000/s)")  # fmt: skip
+    print(
+        f"  worker fulfilment (1000-order jobs)       {fulfil:9.0f} orders/s  ratio {fulfil / base:.2f} "
+        f"(target >= 2000/s)"
+    )
+    print(
+        f"  issue -> manifested, {len(lat)} single issues   p50 {statistics.median(lat):.2f} s, p95 {p95:.2f} s "
+        f"(target p95 < 2 s)"
+    )
+    print(
+        f"  manifest CSV, {int(csv_r['rows'])} rows            {csv_r['in_process']:9.0f} rows/s in process, "
+        f"{csv_r['http']:.0f} rows/s over HTTP ({csv_r['mb']:.1f} MB; target >= 100000/s)"
+    )
     print(f"  server peak RSS (VmHWM) before/after      {csv_r['rss_before']:.0f} / {csv_r['rss_after']:.0f} MB")
     print(f"  tracking events, batches of 1000          {events:9.0f} events/s  ratio {events / base:.2f}")
 
@@ -190,8 +232,12 @@ async def main_async() -> None:
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(database_url=admin_url.rsplit("/", 1)[0] + "/" + name,
-                                redis_url="redis://127.0.0.1:6379/13", data_dir=Path(tmp), check_code_secret="bench")  # fmt: skip
+            settings = Settings(
+                database_url=admin_url.rsplit("/", 1)[0] + "/" + name,
+                redis_url="redis://127.0.0.1:6379/13",
+                data_dir=Path(tmp),
+                check_code_secret="bench",
+            )
             await db.migrate_url(settings.database_url or "")
             await bench(settings)
     finally:

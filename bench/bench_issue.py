@@ -63,12 +63,17 @@ async def baselines(url: str) -> dict[str, float]:
         return 1
 
     async def gapless(i: int) -> int:
-        await conns[i].execute("""WITH c AS (UPDATE bench_counter SET n = n + 1 WHERE id = 1 RETURNING n)
-                                  INSERT INTO bench_numbered SELECT n, $1 FROM c""", body)
+        await conns[i].execute(
+            """WITH c AS (UPDATE bench_counter SET n = n + 1 WHERE id = 1 RETURNING n)
+                                  INSERT INTO bench_numbered SELECT n, $1 FROM c""",
+            body,
+        )
         return 1
 
-    result = {"insert": await run_for(SECONDS, CONCURRENCY, insert),
-              "gapless": await run_for(SECONDS, CONCURRENCY, gapless)}
+    result = {
+        "insert": await run_for(SECONDS, CONCURRENCY, insert),
+        "gapless": await run_for(SECONDS, CONCURRENCY, gapless),
+    }
     for c in conns:
         await c.close()
     return result
@@ -88,17 +93,35 @@ end
 """
 
 
-def wrk(base_url: str, key: str, path: str, bodies: list[dict[str, object]], connections: int,
-        seconds: float) -> tuple[float, int]:
+def wrk(
+    base_url: str, key: str, path: str, bodies: list[dict[str, object]], connections: int, seconds: float
+) -> tuple[float, int]:
     """Requests/s and non-2xx count from `wrk` (C, so the load generator costs little CPU)."""
     with tempfile.TemporaryDirectory() as tmp:
         script, lines = Path(tmp) / "post.lua", Path(tmp) / "bodies.jsonl"
         script.write_text(WRK_SCRIPT)
         lines.write_text("\n".join(json.dumps(b, ensure_ascii=False) for b in bodies) + "\n")
         env = {**os.environ, "BENCH_BODIES": str(lines), "BENCH_KEY": key, "BENCH_PATH": path}
-        out = subprocess.run(["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds:.0f}s", "--timeout", "30s",
-                              "-s", str(script), base_url + path], env=env, capture_output=True, text=True,
-                             check=True).stdout
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t",
+                "2",
+                "-c",
+                str(connections),
+                "-d",
+                f"{seconds:.0f}s",
+                "--timeout",
+                "30s",
+                "-s",
+                str(script),
+                base_url + path,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return rate, int(bad[1]) if bad else 0
@@ -109,9 +132,11 @@ async def http_rates(base_url: str, key: str) -> dict[str, float]:
     batch = {"invoices": [invoice_body(series="batch") for _ in range(1000)]}
     await asyncio.to_thread(wrk, base_url, key, "/v1/invoices", many, CONCURRENCY, 1)  # open series, warm up
     results = {}
-    for name, path, bodies, conns in [("http16", "/v1/invoices", many, CONCURRENCY),
-                                      ("http1", "/v1/invoices", [invoice_body(series="one")], CONCURRENCY),
-                                      ("batch", "/v1/invoices/batch", [batch], 2)]:
+    for name, path, bodies, conns in [
+        ("http16", "/v1/invoices", many, CONCURRENCY),
+        ("http1", "/v1/invoices", [invoice_body(series="one")], CONCURRENCY),
+        ("batch", "/v1/invoices/batch", [batch], 2),
+    ]:
         rate, bad = await asyncio.to_thread(wrk, base_url, key, path, bodies, conns, SECONDS)
         if bad:
             print(f"  ({name}: {bad} answers were not 2xx)")
@@ -123,12 +148,18 @@ def report(base: dict[str, float], rates: dict[str, float]) -> None:
     print(f"issuing, {CONCURRENCY} concurrent, {SECONDS:.0f} s each, 2 uvicorn workers, wrk on the same 2 cores")
     print(f"  baseline asyncpg INSERT+COMMIT            {base['insert']:9.0f} /s")
     print(f"  baseline gapless counter+insert, 1 series {base['gapless']:9.0f} /s")
-    print(f"  HTTP issue, 16 series                     {rates['http16']:9.0f} /s   "
-          f"ratio {rates['http16'] / base['insert']:.2f} of INSERT (target >= 0.5)")
-    print(f"  HTTP issue, 1 series                      {rates['http1']:9.0f} /s   "
-          f"ratio {rates['http1'] / base['gapless']:.2f} of gapless (target >= 0.5)")
-    print(f"  batch endpoint (1000 per request)         {rates['batch']:9.0f} invoices/s (target >= 10000)   "
-          f"ratio {rates['batch'] / base['insert']:.1f} of INSERT")
+    print(
+        f"  HTTP issue, 16 series                     {rates['http16']:9.0f} /s   "
+        f"ratio {rates['http16'] / base['insert']:.2f} of INSERT (target >= 0.5)"
+    )
+    print(
+        f"  HTTP issue, 1 series                      {rates['http1']:9.0f} /s   "
+        f"ratio {rates['http1'] / base['gapless']:.2f} of gapless (target >= 0.5)"
+    )
+    print(
+        f"  batch endpoint (1000 per request)         {rates['batch']:9.0f} invoices/s (target >= 10000)   "
+        f"ratio {rates['batch'] / base['insert']:.1f} of INSERT"
+    )
 
 
 def main() -> None:
@@ -146,8 +177,12 @@ def run(server_url: str, data: Path) -> None:
     name = f"invoiceloop_bench_{secrets.token_hex(3)}"
     redis_url = "redis://127.0.0.1:6379/14" if port_open("127.0.0.1", 6379) else None
     with embedded_redis(data / "redis") if redis_url is None else _null(redis_url) as r_url:
-        settings = Settings(database_url=server_url.rsplit("/", 1)[0] + "/" + name, redis_url=r_url, data_dir=data,
-                            check_code_secret="bench")
+        settings = Settings(
+            database_url=server_url.rsplit("/", 1)[0] + "/" + name,
+            redis_url=r_url,
+            data_dir=data,
+            check_code_secret="bench",
+        )
         asyncio.run(_with_db(settings, server_url, name))
 
 
@@ -159,8 +194,9 @@ async def _with_db(settings: Settings, server_url: str, name: str) -> None:
         pool = await db.create_pool(settings.database_url or "")
         _, key = await new_issuer(pool)
         await pool.close()
-        server = await asyncio.to_thread(ServerProcess, settings, Path(tempfile.gettempdir()) / "bench-server.log",
-                                         workers=2)
+        server = await asyncio.to_thread(
+            ServerProcess, settings, Path(tempfile.gettempdir()) / "bench-server.log", workers=2
+        )
         try:
             base = await baselines(settings.database_url or "")
             rates = await http_rates(server.base_url, key)

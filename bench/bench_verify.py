@@ -119,8 +119,21 @@ def _wrk(port: int, method: str, path: str, bodies: list[bytes], seconds: float 
         script.write_text(WRK_SCRIPT)
         lines.write_bytes(b"".join(body + b"\n" for body in bodies))
         env = {**os.environ, "BENCH_BODIES": str(lines), "BENCH_PATH": path, "BENCH_METHOD": method}
-        args = ["wrk", "-t", "2", "-c", str(CONNECTIONS), "-d", f"{seconds:.0f}s", "--timeout", "30s", "--latency",
-                "-s", str(script), f"http://127.0.0.1:{port}{path}"]  # fmt: skip
+        args = [
+            "wrk",
+            "-t",
+            "2",
+            "-c",
+            str(CONNECTIONS),
+            "-d",
+            f"{seconds:.0f}s",
+            "--timeout",
+            "30s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}{path}",
+        ]
         out = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
@@ -143,8 +156,10 @@ def _maker(method: str, path: str, bodies: list[bytes]) -> Any:
 
 
 def _request(method: str, path: str, body: bytes = b"", address: str = "127.0.0.1") -> bytes:
-    head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: {address}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")  # fmt: skip
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: {address}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
     return head.encode() + body
 
 
@@ -159,15 +174,24 @@ async def _prepare(url: str) -> tuple[list[bytes], str]:
     settings = Settings(database_url=url, check_code_secret="bench-secret", data_dir=DATA_DIR)
     issuing = await load_issuing(settings, pool)
     line = {"description": "办公椅", "unit": "把", "quantity": "2", "unit_price": "100.00", "tax_rate": "0.13"}
-    request = invoice_request({"buyer": {"name": "张三", "phone": "+8613800138000"}, "lines": [line]},
-                              settings.tax_rates)  # fmt: skip
+    request = invoice_request(
+        {"buyer": {"name": "张三", "phone": "+8613800138000"}, "lines": [line]}, settings.tax_rates
+    )
     async with pool.acquire() as conn:
         issuer, _ = await services.create_issuer(conn, name="基准测试有限公司", tax_id=valid_uscc(), region="4401")
         issued = await services.issue(conn, issuing, issuer, [services.draft_of(request)] * INVOICES)
     await pool.close()
-    bodies = [json.dumps({"invoice_code": i.invoice_code, "invoice_number": i.invoice_number,
-                          "issue_date": i.issue_date.isoformat(), "check_code_last6": i.check_code[-6:]}).encode()
-              for i in issued.invoices]  # fmt: skip
+    bodies = [
+        json.dumps(
+            {
+                "invoice_code": i.invoice_code,
+                "invoice_number": i.invoice_number,
+                "issue_date": i.issue_date.isoformat(),
+                "check_code_last6": i.check_code[-6:],
+            }
+        ).encode()
+        for i in issued.invoices
+    ]
     return bodies, issued.invoices[0].id
 
 
@@ -178,16 +202,25 @@ def _p99(latencies: list[float]) -> float:
 
 async def _run(url: str) -> dict[str, list[tuple[float, float, int]]]:
     bodies, invoice_id = await _prepare(url)
-    env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": REDIS, "CHECK_CODE_SECRET": "bench-secret",
-           "INVOICELOOP_DATA_DIR": str(DATA_DIR), "BENCH_INVOICE_ID": invoice_id}  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "REDIS_URL": REDIS,
+        "CHECK_CODE_SECRET": "bench-secret",
+        "INVOICELOOP_DATA_DIR": str(DATA_DIR),
+        "BENCH_INVOICE_ID": invoice_id,
+    }
     port, uncached = random.sample(range(20000, 40000), 2)  # the second server checks every signature
     servers = [await _serve(port, env), await _serve(uncached, {**env, "BENCH_SIGNATURE_CACHE": "off"})]
     try:
         await _wait(port)
         await _wait(uncached)
-        cases = [("bare", "GET", "/bench/bare", [], port), ("pk_select", "GET", "/bench/select", [], port),
-                 ("verify", "POST", "/v1/verifications", bodies, port),
-                 ("verify_1st", "POST", "/v1/verifications", bodies, uncached)]  # fmt: skip
+        cases = [
+            ("bare", "GET", "/bench/bare", [], port),
+            ("pk_select", "GET", "/bench/select", [], port),
+            ("verify", "POST", "/v1/verifications", bodies, port),
+            ("verify_1st", "POST", "/v1/verifications", bodies, uncached),
+        ]
         rounds: dict[str, list[tuple[float, float, int]]] = {name: [] for name, *_ in cases}
         for round_ in range(ROUNDS):  # alternating, so that load from elsewhere hits every route alike
             for name, method, path, payloads, at in cases:
@@ -208,9 +241,20 @@ async def _run(url: str) -> dict[str, list[tuple[float, float, int]]]:
 async def _serve(port: int, env: dict[str, str]) -> asyncio.subprocess.Process:
     """`uvicorn` with 2 workers serving `bench_app` on `port`."""
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "uvicorn", "bench.bench_verify:bench_app", "--factory", "--workers", "2",
-        "--port", str(port), "--log-level", "warning", "--no-access-log", env=env,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.bench_verify:bench_app",
+        "--factory",
+        "--workers",
+        "2",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        env=env,
+    )
 
 
 async def _wait(port: int) -> None:
@@ -237,10 +281,14 @@ async def main() -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.close()
     load = "wrk" if shutil.which("wrk") else "python"
-    print(f"{CONNECTIONS} connections, uvicorn 2 workers, load from {load}; {ROUNDS} alternating rounds of "
-          f"{SECONDS:.0f} s per route, medians")  # fmt: skip
-    medians = {name: (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs),
-                      sum(r[2] for r in runs)) for name, runs in results.items()}  # fmt: skip
+    print(
+        f"{CONNECTIONS} connections, uvicorn 2 workers, load from {load}; {ROUNDS} alternating rounds of "
+        f"{SECONDS:.0f} s per route, medians"
+    )
+    medians = {
+        name: (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs), sum(r[2] for r in runs))
+        for name, runs in results.items()
+    }
     for name, (rate, p99, errors) in medians.items():
         each = " ".join(f"{r[0]:.0f}" for r in results[name])
         print(f"  {name:10} {rate:9.0f} req/s   p99 {p99:7.1f} ms   non-200: {errors}   (rounds: {each})")

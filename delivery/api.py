@@ -54,21 +54,33 @@ class PostalController(Controller):
 
     @get("/manifests", description="This operator's manifests, newest first, in cursor pages.")
     async def list_manifests(
-        self, state: State, operator_id: NamedDependency[str], limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        cursor: FromQuery[str | None] = None, status: FromQuery[Literal["open", "closed"] | None] = None,
-    ) -> dict[str, Any]:  # fmt: skip
+        self,
+        state: State,
+        operator_id: NamedDependency[str],
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        cursor: FromQuery[str | None] = None,
+        status: FromQuery[Literal["open", "closed"] | None] = None,
+    ) -> dict[str, Any]:
         async with state.pool.acquire() as conn:
             rows = await repo.list_manifests(conn, operator_id, status, decode_cursor(cursor, "m"), limit)
         more = len(rows) > limit
         rows = rows[:limit]
-        return {"items": [_manifest_json(r) for r in rows], "next_cursor": encode_cursor(rows[-1]["seq"], "m") if more else None}
+        return {
+            "items": [_manifest_json(r) for r in rows],
+            "next_cursor": encode_cursor(rows[-1]["seq"], "m") if more else None,
+        }
 
-    @get("/manifests/{manifest_id:str}",
-         description="One manifest as `json` (default), `csv` (FORMATS.md) or a printable `pdf`; streamed.")  # fmt: skip
+    @get(
+        "/manifests/{manifest_id:str}",
+        description="One manifest as `json` (default), `csv` (FORMATS.md) or a printable `pdf`; streamed.",
+    )
     async def get_manifest(
-        self, state: State, operator_id: NamedDependency[str], manifest_id: FromPath[str],
+        self,
+        state: State,
+        operator_id: NamedDependency[str],
+        manifest_id: FromPath[str],
         format: FromQuery[Literal["json", "csv", "pdf"]] = "json",
-    ) -> Stream:  # fmt: skip
+    ) -> Stream:
         async with state.pool.acquire() as conn:
             row = await services.get_manifest(conn, operator_id, manifest_id)
         name = f"manifest-{row['manifest_number']}.{format}"
@@ -81,16 +93,26 @@ class PostalController(Controller):
             body = export.json_stream(state.pool, row)
         return Stream(body, media_type=MEDIA[format], headers=headers)
 
-    @post("/manifests/{manifest_id:str}/close", status_code=200,
-          description="Hand the manifest over: frozen, its orders dispatched; 409 when already closed.")  # fmt: skip
-    async def close(self, state: State, operator_id: NamedDependency[str], manifest_id: FromPath[str]) -> dict[str, Any]:
+    @post(
+        "/manifests/{manifest_id:str}/close",
+        status_code=200,
+        description="Hand the manifest over: frozen, its orders dispatched; 409 when already closed.",
+    )
+    async def close(
+        self, state: State, operator_id: NamedDependency[str], manifest_id: FromPath[str]
+    ) -> dict[str, Any]:
         async with state.pool.acquire() as conn:
             row = await services.close_manifest(conn, operator_id, manifest_id)
         return _manifest_json(row)
 
-    @get("/labels/{tracking_number:str}", media_type="application/pdf",
-         description="The 100 x 150 mm address label with the tracking barcode.")  # fmt: skip
-    async def label(self, state: State, operator_id: NamedDependency[str], tracking_number: FromPath[str]) -> Response[bytes]:
+    @get(
+        "/labels/{tracking_number:str}",
+        media_type="application/pdf",
+        description="The 100 x 150 mm address label with the tracking barcode.",
+    )
+    async def label(
+        self, state: State, operator_id: NamedDependency[str], tracking_number: FromPath[str]
+    ) -> Response[bytes]:
         number = parse_tracking_number(tracking_number)
         async with state.pool.acquire() as conn:
             row = await conn.fetchrow(LABEL_ROW, str(number), operator_id) if number else None
@@ -100,16 +122,31 @@ class PostalController(Controller):
         if row is None or invoice is None:
             raise NotFound(f"no delivery order {tracking_number} for this operator")
         url = formats.verify_url(state.settings.public_base_url, repository.to_invoice(invoice))
-        data = labels.LabelData(row["tracking_number"], labels.address_from(row["address"]), row["phone"],
-                                row["invoice_code"], row["invoice_number"], row["issuer_name"], row["issuer_address"],
-                                row["issuer_phone"], row["operator_name"], url)  # fmt: skip
+        data = labels.LabelData(
+            row["tracking_number"],
+            labels.address_from(row["address"]),
+            row["phone"],
+            row["invoice_code"],
+            row["invoice_number"],
+            row["issuer_name"],
+            row["issuer_address"],
+            row["issuer_phone"],
+            row["operator_name"],
+            url,
+        )
         body = await asyncio.to_thread(labels.render_label, data)
         disposition = f'inline; filename="label-{row["tracking_number"]}.pdf"'
         return Response(body, media_type="application/pdf", headers={"Content-Disposition": disposition})
 
-    @post("/events", status_code=200, request_max_body_size=EVENTS_MAX_BYTES,
-          description="Up to 1000 tracking events; each is accepted, a duplicate, or rejected with its reason.")  # fmt: skip
-    async def post_events(self, request: Request[Any, Any, Any], state: State, operator_id: NamedDependency[str]) -> dict[str, Any]:
+    @post(
+        "/events",
+        status_code=200,
+        request_max_body_size=EVENTS_MAX_BYTES,
+        description="Up to 1000 tracking events; each is accepted, a duplicate, or rejected with its reason.",
+    )
+    async def post_events(
+        self, request: Request[Any, Any, Any], state: State, operator_id: NamedDependency[str]
+    ) -> dict[str, Any]:
         payload = decode(await request.body(), EventsIn)
         if not 1 <= len(payload.events) <= MAX_EVENTS:
             raise ValidationFailed(errors=[FieldError("events", f"send 1 to {MAX_EVENTS} events")])
@@ -138,8 +175,12 @@ def _delivery_json(found: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@get("/v1/invoices/{invoice_id:str}/delivery", dependencies={"issuer": Provide(provide_issuer)}, tags=["invoices"],
-     security=BEARER)
+@get(
+    "/v1/invoices/{invoice_id:str}/delivery",
+    dependencies={"issuer": Provide(provide_issuer)},
+    tags=["invoices"],
+    security=BEARER,
+)
 async def invoice_delivery(state: State, issuer: NamedDependency[Issuer], invoice_id: FromPath[str]) -> dict[str, Any]:
     """The postal delivery order of this issuer's invoice: status, tracking number, events (404 for electronic)."""
     async with state.pool.acquire() as conn:

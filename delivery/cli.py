@@ -40,22 +40,33 @@ def cmd_operator_create(args: argparse.Namespace, settings: Settings) -> int:
 
     async def create(conn: asyncpg.Connection) -> Any:
         return await services.create_operator(
-            conn, name=args.name, provinces=[p for p in args.provinces.split(",") if p.strip()],
-            s10_service=args.s10_service, s10_country=args.s10_country, serial_first=args.serial_first,
-            serial_last=args.serial_last)  # fmt: skip
+            conn,
+            name=args.name,
+            provinces=[p for p in args.provinces.split(",") if p.strip()],
+            s10_service=args.s10_service,
+            s10_country=args.s10_country,
+            serial_first=args.serial_first,
+            serial_last=args.serial_last,
+        )
 
     try:
         op, key = asyncio.run(_with_conn(settings, create))
     except _Refused as exc:
         print(f"invoiceloop: {exc}", file=sys.stderr)
         return 2
-    data = {"operator_id": op.id, "api_key": key, "provinces": op.provinces,
-            "serial_range": [op.serial_first, op.serial_last]}  # fmt: skip
+    data = {
+        "operator_id": op.id,
+        "api_key": key,
+        "provinces": op.provinces,
+        "serial_range": [op.serial_first, op.serial_last],
+    }
     if args.json:
         print(json.dumps(data, ensure_ascii=False))
     else:
-        print(f"operator {op.id} ({op.name}) serving {','.join(op.provinces)}; "
-              f"S10 {op.s10_service}########?{op.s10_country}, serials {op.serial_first}..{op.serial_last}")  # fmt: skip
+        print(
+            f"operator {op.id} ({op.name}) serving {','.join(op.provinces)}; "
+            f"S10 {op.s10_service}########?{op.s10_country}, serials {op.serial_first}..{op.serial_last}"
+        )
         print(f"api key (shown once, keep it safe): {key}")
     return 0
 

@@ -38,6 +38,7 @@ UPDATE delivery_orders d SET status = u.status, latest_event_at = u.latest_event
        AS u(id, status, latest_event_at, signed_by, delivered_at)
  WHERE d.id = u.id"""
 
+
 @dataclass
 class Ingested:
     accepted: int = 0
@@ -72,8 +73,10 @@ async def ingest(conn: asyncpg.Connection, operator_id: str, raw_events: list[An
     valid = _validate(raw_events, datetime.now(UTC), result)
     async with conn.transaction():
         owner = uuid.UUID(operator_id)
-        orders = {r["tracking_number"]: dict(r) for r in
-                  await conn.fetch(LOCK_ORDERS, sorted({e.tracking_number for _, e in valid}), owner)}  # fmt: skip
+        orders = {
+            r["tracking_number"]: dict(r)
+            for r in await conn.fetch(LOCK_ORDERS, sorted({e.tracking_number for _, e in valid}), owner)
+        }
         seen = {r["event_id"] for r in await conn.fetch(SEEN_IDS, owner, [e.event_id for _, e in valid])}
         stored: list[tuple[model.EventInput, Any, bool]] = []
         before = {t: (o["status"], o["latest_event_at"]) for t, o in orders.items()}
@@ -82,8 +85,9 @@ async def ingest(conn: asyncpg.Connection, operator_id: str, raw_events: list[An
             if order is None:
                 result.rejected.append({"index": index, "reason": model.UNKNOWN_TRACKING})
                 continue
-            decision = model.apply_event(order["status"], order["latest_event_at"], event,
-                                         duplicate=event.event_id in seen)  # fmt: skip
+            decision = model.apply_event(
+                order["status"], order["latest_event_at"], event, duplicate=event.event_id in seen
+            )
             _count(result, index, decision)
             if decision.stored:
                 seen.add(event.event_id)
@@ -91,8 +95,13 @@ async def ingest(conn: asyncpg.Connection, operator_id: str, raw_events: list[An
                 order["status"], order["latest_event_at"] = decision.status, decision.latest_event_at
                 if decision.outcome == "applied" and event.status == "delivered":
                     order["signed_by"], order["delivered_at"] = event.signed_by, event.occurred_at
-        await _write(conn, owner, stored, [o for t, o in orders.items()
-                                           if (o["status"], o["latest_event_at"]) != before[t]], result)  # fmt: skip
+        await _write(
+            conn,
+            owner,
+            stored,
+            [o for t, o in orders.items() if (o["status"], o["latest_event_at"]) != before[t]],
+            result,
+        )
     result.rejected.sort(key=lambda r: r["index"])
     return result
 
@@ -106,21 +115,42 @@ def _count(result: Ingested, index: int, decision: model.Decision) -> None:
         result.accepted += 1
 
 
-async def _write(conn: asyncpg.Connection, owner: uuid.UUID, stored: list[tuple[model.EventInput, Any, bool]],
-                 changed: list[dict[str, Any]], result: Ingested) -> None:  # fmt: skip
+async def _write(
+    conn: asyncpg.Connection,
+    owner: uuid.UUID,
+    stored: list[tuple[model.EventInput, Any, bool]],
+    changed: list[dict[str, Any]],
+    result: Ingested,
+) -> None:
     if stored:
-        cols = list(zip(*[(e.event_id, oid, e.status, e.occurred_at, e.location, e.note, e.signed_by, applied)
-                          for e, oid, applied in stored], strict=True))  # fmt: skip
+        cols = list(
+            zip(
+                *[
+                    (e.event_id, oid, e.status, e.occurred_at, e.location, e.note, e.signed_by, applied)
+                    for e, oid, applied in stored
+                ],
+                strict=True,
+            )
+        )
         await conn.execute(INSERT_EVENTS, owner, *[list(c) for c in cols])
     if changed:
-        await conn.execute(UPDATE_ORDERS, [o["id"] for o in changed], [o["status"] for o in changed],
-                           [o["latest_event_at"] for o in changed], [o.get("signed_by") for o in changed],
-                           [o.get("delivered_at") for o in changed])  # fmt: skip
+        await conn.execute(
+            UPDATE_ORDERS,
+            [o["id"] for o in changed],
+            [o["status"] for o in changed],
+            [o["latest_event_at"] for o in changed],
+            [o.get("signed_by") for o in changed],
+            [o.get("delivered_at") for o in changed],
+        )
     texts = [o for o in changed if o.get("delivered_at") and o["status"] == "delivered" and o["phone"]]
-    result.sms_ids = await sms_outbox.add(conn, "delivered", [
-        (o["invoice_id"], o["phone"], delivered_sms(o["invoice_code"], o["invoice_number"], o.get("signed_by")))
-        for o in texts
-    ])  # fmt: skip
+    result.sms_ids = await sms_outbox.add(
+        conn,
+        "delivered",
+        [
+            (o["invoice_id"], o["phone"], delivered_sms(o["invoice_code"], o["invoice_number"], o.get("signed_by")))
+            for o in texts
+        ],
+    )
 
 
 # ---------------------------------------------------------------- the issuer's view

@@ -39,10 +39,16 @@ async def item_batches(pool: asyncpg.Pool, manifest: Mapping[str, Any]) -> Async
 
 def header(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """The manifest as the API shows it."""
-    return {"id": str(manifest["id"]), "manifest_number": manifest["manifest_number"],
-            "operator_id": str(manifest["operator_id"]), "operator_name": manifest["operator_name"],
-            "status": manifest["status"], "item_count": manifest["item_count"],
-            "created_at": manifest["created_at"], "closed_at": manifest["closed_at"]}  # fmt: skip
+    return {
+        "id": str(manifest["id"]),
+        "manifest_number": manifest["manifest_number"],
+        "operator_id": str(manifest["operator_id"]),
+        "operator_name": manifest["operator_name"],
+        "status": manifest["status"],
+        "item_count": manifest["item_count"],
+        "created_at": manifest["created_at"],
+        "closed_at": manifest["closed_at"],
+    }
 
 
 async def csv_stream(pool: asyncpg.Pool, manifest: Mapping[str, Any]) -> AsyncIterator[bytes]:
@@ -75,8 +81,9 @@ async def _copy_csv(pool: asyncpg.Pool, manifest: Mapping[str, Any], queue: asyn
 
     try:
         async with pool.acquire() as conn:
-            await conn.copy_from_query(repo.MANIFEST_ITEMS_COPY, manifest["id"], manifest["manifest_number"],
-                                       output=sink, format="csv")  # fmt: skip
+            await conn.copy_from_query(
+                repo.MANIFEST_ITEMS_COPY, manifest["id"], manifest["manifest_number"], output=sink, format="csv"
+            )
         if buffer:
             await queue.put(bytes(buffer))
     finally:

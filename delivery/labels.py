@@ -38,11 +38,16 @@ class LabelData:
 def address_from(stored: Mapping[str, Any]) -> Address:
     """The Address of a delivery order's stored `address` (the buyer address as hashed)."""
     province = str(stored.get("province", ""))
-    return Address(recipient=str(stored.get("recipient", "")), line1=str(stored.get("line1", "")),
-                   city=str(stored.get("city", "")), province=province,
-                   province_code=str(stored.get("province_code") or province_code(province) or ""),
-                   postal_code=str(stored.get("postal_code", "")), country=str(stored.get("country") or "CN"),
-                   line2=str(stored.get("line2") or ""))  # fmt: skip
+    return Address(
+        recipient=str(stored.get("recipient", "")),
+        line1=str(stored.get("line1", "")),
+        city=str(stored.get("city", "")),
+        province=province,
+        province_code=str(stored.get("province_code") or province_code(province) or ""),
+        postal_code=str(stored.get("postal_code", "")),
+        country=str(stored.get("country") or "CN"),
+        line2=str(stored.get("line2") or ""),
+    )
 
 
 def render_label(data: LabelData) -> bytes:
@@ -70,8 +75,9 @@ def render_label(data: LabelData) -> bytes:
         _qr(canvas, data.verify_url)
     y = _rule(canvas, min(y + 3, 24 * mm))
     draw_text(canvas, MARGIN, y - 12, "内件 Contents: 发票 Invoice", 8)
-    draw_text(canvas, MARGIN, y - 26, f"发票代码 {data.invoice_code}   发票号码 {data.invoice_number}", 10,
-              max_width=WIDTH)  # fmt: skip
+    draw_text(
+        canvas, MARGIN, y - 26, f"发票代码 {data.invoice_code}   发票号码 {data.invoice_number}", 10, max_width=WIDTH
+    )
     canvas.showPage()
     canvas.save()
     return buffer.getvalue()

@@ -21,9 +21,19 @@ from invoicing.model import SHANGHAI
 from invoicing.pdfparts import LATIN_FONT, draw_code128, draw_text, font_for, wrap_text
 
 CSV_COLUMNS = (
-    "manifest_number", "tracking_number", "invoice_code", "invoice_number", "recipient", "phone",
-    "address_line1", "city", "province", "postal_code", "country", "created_at",
-)  # fmt: skip
+    "manifest_number",
+    "tracking_number",
+    "invoice_code",
+    "invoice_number",
+    "recipient",
+    "phone",
+    "address_line1",
+    "city",
+    "province",
+    "postal_code",
+    "country",
+    "created_at",
+)
 CHUNK_ROWS = 500  # rows joined per yielded chunk: fewer, larger writes to the socket
 
 
@@ -139,8 +149,13 @@ ROW_H = 46.0
 MODULE = 0.8  # Code 128 module width in points (0.28 mm), within what handheld scanners read
 BAR_H = 24.0
 # (heading, left x, width) of each column
-COLUMNS = (("#", 28, 30), ("运单号 Tracking", 58, 200), ("发票 Invoice", 258, 110), ("收件人 Recipient", 368, 150),
-           ("地址 Address", 518, 296))  # fmt: skip
+COLUMNS = (
+    ("#", 28, 30),
+    ("运单号 Tracking", 58, 200),
+    ("发票 Invoice", 258, 110),
+    ("收件人 Recipient", 368, 150),
+    ("地址 Address", 518, 296),
+)
 TOP = PAGE[1] - MARGIN
 BOTTOM = MARGIN + 18  # the footer line sits below this
 
@@ -218,8 +233,7 @@ def _draw_row(canvas: Canvas, top: float, index: int, item: Mapping[str, str | N
     canvas.line(MARGIN, top - ROW_H + 2, PAGE[0] - MARGIN, top - ROW_H + 2)
 
 
-def _draw_clipped(canvas: Canvas, x: float, y: float, text: str, size: float, width: float,
-                  max_lines: int) -> float:  # fmt: skip
+def _draw_clipped(canvas: Canvas, x: float, y: float, text: str, size: float, width: float, max_lines: int) -> float:
     """`text` wrapped from baseline `y` down, at most `max_lines` (an ellipsis marks a cut); returns the
     next baseline."""
     lines = wrap_text(text, font_for(text), size, width) if text else []

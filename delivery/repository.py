@@ -36,8 +36,16 @@ async def serial_ranges(conn: asyncpg.Connection, service: str, country: str) ->
     return [(r["serial_first"], r["serial_last"]) for r in await conn.fetch(RANGES_OF, service, country)]
 
 
-async def insert_operator(conn: asyncpg.Connection, operator_id: str, name: str, provinces: list[str], service: str,
-                          country: str, first: int, last: int) -> None:  # fmt: skip
+async def insert_operator(
+    conn: asyncpg.Connection,
+    operator_id: str,
+    name: str,
+    provinces: list[str],
+    service: str,
+    country: str,
+    first: int,
+    last: int,
+) -> None:
     await conn.execute(INSERT_OPERATOR, uuid.UUID(operator_id), name, provinces, service, country, first, last)
 
 
@@ -90,8 +98,9 @@ UPDATE delivery_orders d SET status = 'manifested', operator_id = u.operator_id,
  WHERE d.id = u.id AND d.status = 'pending'"""
 
 
-async def lock_pending(conn: asyncpg.Connection, invoice_ids: Sequence[str] | None, limit: int,
-                       min_age_s: float = 0.0) -> list[asyncpg.Record]:  # fmt: skip
+async def lock_pending(
+    conn: asyncpg.Connection, invoice_ids: Sequence[str] | None, limit: int, min_age_s: float = 0.0
+) -> list[asyncpg.Record]:
     """Pending orders of these invoices, or (None) the sweep's stragglers older than `min_age_s`."""
     if invoice_ids is None:
         return list(await conn.fetch(LOCK_STRAGGLERS, min_age_s, limit))
@@ -108,12 +117,23 @@ async def open_manifest(conn: asyncpg.Connection, operator_id: str) -> uuid.UUID
         await conn.execute(INSERT_MANIFEST, key)
 
 
-async def manifest_orders(conn: asyncpg.Connection, orders: list[asyncpg.Record], operator_id: str,
-                          manifest_id: uuid.UUID, tracking_numbers: list[str]) -> None:  # fmt: skip
+async def manifest_orders(
+    conn: asyncpg.Connection,
+    orders: list[asyncpg.Record],
+    operator_id: str,
+    manifest_id: uuid.UUID,
+    tracking_numbers: list[str],
+) -> None:
     """Write the operator, manifest and tracking number of newly manifested `orders` (lock_pending's rows)."""
-    await conn.execute(MANIFEST_ORDERS, [o["id"] for o in orders], [uuid.UUID(operator_id)] * len(orders),
-                       [manifest_id] * len(orders), tracking_numbers, [o["invoice_code"] for o in orders],
-                       [o["invoice_number"] for o in orders])  # fmt: skip
+    await conn.execute(
+        MANIFEST_ORDERS,
+        [o["id"] for o in orders],
+        [uuid.UUID(operator_id)] * len(orders),
+        [manifest_id] * len(orders),
+        tracking_numbers,
+        [o["invoice_code"] for o in orders],
+        [o["invoice_number"] for o in orders],
+    )
 
 
 # ---------------------------------------------------------------- manifests
@@ -159,8 +179,9 @@ SELECT $2::text AS manifest_number, d.tracking_number, d.invoice_code, d.invoice
  ORDER BY d.tracking_number"""
 
 
-async def list_manifests(conn: asyncpg.Connection, operator_id: str, status: str | None, before_seq: int | None,
-                         limit: int) -> list[asyncpg.Record]:  # fmt: skip
+async def list_manifests(
+    conn: asyncpg.Connection, operator_id: str, status: str | None, before_seq: int | None, limit: int
+) -> list[asyncpg.Record]:
     """Newest first, `limit + 1` rows so the caller knows whether a next page exists."""
     return list(await conn.fetch(LIST_MANIFESTS, uuid.UUID(operator_id), status, before_seq, limit + 1))
 

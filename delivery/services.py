@@ -63,9 +63,16 @@ def _free_range(taken: list[tuple[int, int]], first: int | None, last: int | Non
     return first, last
 
 
-async def create_operator(conn: asyncpg.Connection, *, name: str, provinces: Sequence[str], s10_service: str = "RR",
-                          s10_country: str = "CN", serial_first: int | None = None,
-                          serial_last: int | None = None) -> tuple[Operator, str]:  # fmt: skip
+async def create_operator(
+    conn: asyncpg.Connection,
+    *,
+    name: str,
+    provinces: Sequence[str],
+    s10_service: str = "RR",
+    s10_country: str = "CN",
+    serial_first: int | None = None,
+    serial_last: int | None = None,
+) -> tuple[Operator, str]:
     """A postal operator, its serial range (never overlapping another's with the same service and country,
     so tracking numbers are unique) and its first API key (returned once)."""
     codes = _check_operator(name, provinces, s10_service, s10_country)
@@ -87,8 +94,9 @@ async def create_demo_operator(conn: asyncpg.Connection) -> dict[str, Any]:
 # ---------------------------------------------------------------- fulfilment
 
 
-async def fulfil(conn: asyncpg.Connection, invoice_ids: Sequence[str] | None = None, *, min_age_s: float = 0.0,
-                 limit: int = BATCH) -> int:  # fmt: skip
+async def fulfil(
+    conn: asyncpg.Connection, invoice_ids: Sequence[str] | None = None, *, min_age_s: float = 0.0, limit: int = BATCH
+) -> int:
     """Fulfil up to `limit` pending orders in one transaction: those of `invoice_ids`, or (None) the sweep's
     stragglers. Each gets its operator, the next S10 serial of that operator and a place on the operator's
     open manifest. Orders already fulfilled, locked by another worker or without an operator are left.
@@ -122,8 +130,13 @@ async def _manifest_for(conn: asyncpg.Connection, operator_id: str, orders: list
     return len(orders)
 
 
-async def fulfil_all(conn: asyncpg.Connection, invoice_ids: Sequence[str] | None = None, *, min_age_s: float = 0.0,
-                     max_batches: int = 100) -> int:  # fmt: skip
+async def fulfil_all(
+    conn: asyncpg.Connection,
+    invoice_ids: Sequence[str] | None = None,
+    *,
+    min_age_s: float = 0.0,
+    max_batches: int = 100,
+) -> int:
     """`fulfil` batch after batch until nothing is left (or `max_batches`); returns the total."""
     total = 0
     for _ in range(max_batches):

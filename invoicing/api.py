@@ -128,15 +128,24 @@ def decode(body: bytes, kind: type[T]) -> T:
 
 def request_hash(endpoint: str, payload: Any) -> str:
     """A digest of the decoded request (whitespace and key order do not matter), for Idempotency-Key."""
-    return hashlib.sha256(endpoint.encode() + b"\0" + msgspec.json.encode(msgspec.to_builtins(payload), order="sorted")).hexdigest()
+    return hashlib.sha256(
+        endpoint.encode() + b"\0" + msgspec.json.encode(msgspec.to_builtins(payload), order="sorted")
+    ).hexdigest()
 
 
 # ---------------------------------------------------------------- responses
 
+
 def _line_json(line: Line) -> dict[str, Any]:
-    item: dict[str, Any] = {"description": line.description, "unit": line.unit, "quantity": plain_str(line.quantity),
-            "unit_price": plain_str(line.unit_price, 2), "tax_rate": plain_str(line.tax_rate),
-            "amount": money_str(line.amount), "tax_amount": money_str(line.tax_amount)}
+    item: dict[str, Any] = {
+        "description": line.description,
+        "unit": line.unit,
+        "quantity": plain_str(line.quantity),
+        "unit_price": plain_str(line.unit_price, 2),
+        "tax_rate": plain_str(line.tax_rate),
+        "amount": money_str(line.amount),
+        "tax_amount": money_str(line.tax_amount),
+    }
     if line.original_line is not None:
         item["original_line"] = line.original_line
     return item
@@ -145,19 +154,40 @@ def _line_json(line: Line) -> dict[str, Any]:
 def invoice_json(inv: Invoice, base_url: str) -> dict[str, Any]:
     """The Invoice of API.md: every request field normalised, the figures, identity and proofs."""
     return {
-        "id": inv.id, "kind": inv.kind, "series": inv.series, "invoice_code": inv.invoice_code,
-        "invoice_number": inv.invoice_number, "issue_date": inv.issue_date.isoformat(),
-        "issued_at": formats.rfc3339(inv.issued_at), "status": inv.status, "seller": formats.seller_content(inv.seller),
-        "buyer": formats.buyer_content(inv.buyer), "currency": inv.currency, "lines": [_line_json(line) for line in inv.lines],
-        "total_amount": money_str(inv.totals.total_amount), "total_tax": money_str(inv.totals.total_tax),
-        "total": money_str(inv.totals.total), "total_in_words": inv.total_in_words, "check_code": inv.check_code,
-        "record_hash": inv.record_hash, "prev_hash": inv.prev_hash, "signature": inv.signature, "key_id": inv.key_id,
-        "verify_url": formats.verify_url(base_url, inv), "pdf_url": f"{base_url}/v1/invoices/{inv.id}/pdf",
-        "delivery": {"method": inv.delivery_method, "status": inv.delivery_status,
-                     "tracking_number": inv.tracking_number},
-        "remarks": inv.remarks, "original_invoice_id": inv.original_invoice_id,
-        "original_invoice_code": inv.original_invoice_code, "original_invoice_number": inv.original_invoice_number,
-        "voided_at": formats.rfc3339(inv.voided_at) if inv.voided_at else None, "void_reason": inv.void_reason,
+        "id": inv.id,
+        "kind": inv.kind,
+        "series": inv.series,
+        "invoice_code": inv.invoice_code,
+        "invoice_number": inv.invoice_number,
+        "issue_date": inv.issue_date.isoformat(),
+        "issued_at": formats.rfc3339(inv.issued_at),
+        "status": inv.status,
+        "seller": formats.seller_content(inv.seller),
+        "buyer": formats.buyer_content(inv.buyer),
+        "currency": inv.currency,
+        "lines": [_line_json(line) for line in inv.lines],
+        "total_amount": money_str(inv.totals.total_amount),
+        "total_tax": money_str(inv.totals.total_tax),
+        "total": money_str(inv.totals.total),
+        "total_in_words": inv.total_in_words,
+        "check_code": inv.check_code,
+        "record_hash": inv.record_hash,
+        "prev_hash": inv.prev_hash,
+        "signature": inv.signature,
+        "key_id": inv.key_id,
+        "verify_url": formats.verify_url(base_url, inv),
+        "pdf_url": f"{base_url}/v1/invoices/{inv.id}/pdf",
+        "delivery": {
+            "method": inv.delivery_method,
+            "status": inv.delivery_status,
+            "tracking_number": inv.tracking_number,
+        },
+        "remarks": inv.remarks,
+        "original_invoice_id": inv.original_invoice_id,
+        "original_invoice_code": inv.original_invoice_code,
+        "original_invoice_number": inv.original_invoice_number,
+        "voided_at": formats.rfc3339(inv.voided_at) if inv.voided_at else None,
+        "void_reason": inv.void_reason,
     }
 
 
@@ -172,8 +202,8 @@ def decode_cursor(cursor: str | None, tag: str = "s") -> int | None:
         return None
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if text.startswith(tag) and text[len(tag):].isdigit():
-            return int(text[len(tag):])
+        if text.startswith(tag) and text[len(tag) :].isdigit():
+            return int(text[len(tag) :])
     except (ValueError, UnicodeDecodeError):
         pass
     raise ValidationFailed(errors=[FieldError("cursor", "is not a cursor this API gave out")])
@@ -202,6 +232,7 @@ class PdfCache:
 
 
 # ---------------------------------------------------------------- authentication
+
 
 @dataclass
 class KeyCache:
@@ -293,9 +324,15 @@ class InvoiceController(Controller):
     dependencies = {"issuer": Provide(provide_issuer)}  # noqa: RUF012
     security = BEARER
 
-    @post("/", request_max_body_size=SINGLE_MAX_BYTES, status_code=201,
-          description="Issue one invoice. `Idempotency-Key` makes retries safe.")
-    async def issue(self, request: Request[Any, Any, Any], state: State, issuer: NamedDependency[Issuer], data: JSONBody[InvoiceIn]) -> Response[Any]:
+    @post(
+        "/",
+        request_max_body_size=SINGLE_MAX_BYTES,
+        status_code=201,
+        description="Issue one invoice. `Idempotency-Key` makes retries safe.",
+    )
+    async def issue(
+        self, request: Request[Any, Any, Any], state: State, issuer: NamedDependency[Issuer], data: JSONBody[InvoiceIn]
+    ) -> Response[Any]:
         payload = data
         req = validation.invoice_request(msgspec.to_builtins(payload), state.settings.tax_rates)
         idem = _idempotency(request, "invoice", payload)
@@ -304,10 +341,15 @@ class InvoiceController(Controller):
         await _nudge_fulfilment(state, issued)
         return _issued_response(state, issued, batch=False)
 
-    @post("/batch", request_max_body_size=BATCH_MAX_BYTES, status_code=201,
-          description="Issue 1 to 1000 invoices, all or nothing, numbered in the order given.")
-    async def issue_batch(self, request: Request[Any, Any, Any], state: State, issuer: NamedDependency[Issuer],
-                          data: JSONBody[BatchIn]) -> Response[Any]:
+    @post(
+        "/batch",
+        request_max_body_size=BATCH_MAX_BYTES,
+        status_code=201,
+        description="Issue 1 to 1000 invoices, all or nothing, numbered in the order given.",
+    )
+    async def issue_batch(
+        self, request: Request[Any, Any, Any], state: State, issuer: NamedDependency[Issuer], data: JSONBody[BatchIn]
+    ) -> Response[Any]:
         payload = data
         if not 1 <= len(payload.invoices) <= MAX_BATCH:
             raise ValidationFailed(errors=[FieldError("invoices", f"send 1 to {MAX_BATCH} invoices")])
@@ -333,9 +375,14 @@ class InvoiceController(Controller):
             inv = await services.get_invoice(conn, issuer.id, invoice_id)
         return invoice_json(inv, state.settings.public_base_url)
 
-    @get("/{invoice_id:str}/pdf", media_type="application/pdf",
-         description="The invoice as PDF; `ETag` from the record hash and status, `If-None-Match` answers 304.")
-    async def pdf(self, request: Request[Any, Any, Any], state: State, issuer: NamedDependency[Issuer], invoice_id: FromPath[str]) -> Response[Any]:
+    @get(
+        "/{invoice_id:str}/pdf",
+        media_type="application/pdf",
+        description="The invoice as PDF; `ETag` from the record hash and status, `If-None-Match` answers 304.",
+    )
+    async def pdf(
+        self, request: Request[Any, Any, Any], state: State, issuer: NamedDependency[Issuer], invoice_id: FromPath[str]
+    ) -> Response[Any]:
         async with state.pool.acquire() as conn:
             inv = await services.get_invoice(conn, issuer.id, invoice_id)
         etag = f'"{hashlib.sha256(f"{inv.record_hash}|{inv.status}".encode()).hexdigest()[:32]}"'
@@ -348,11 +395,16 @@ class InvoiceController(Controller):
 
     @get("/", description="This issuer's invoices, newest first, in cursor pages.")
     async def list_all(
-        self, state: State, issuer: NamedDependency[Issuer], limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        self,
+        state: State,
+        issuer: NamedDependency[Issuer],
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         cursor: FromQuery[str | None] = None,
         status: FromQuery[Literal["issued", "voided", "partially_credited", "reversed"] | None] = None,
-        issued_from: FromQuery[date | None] = None, issued_to: FromQuery[date | None] = None,
-        invoice_number: FromQuery[str | None] = None, invoice_code: FromQuery[str | None] = None,
+        issued_from: FromQuery[date | None] = None,
+        issued_to: FromQuery[date | None] = None,
+        invoice_number: FromQuery[str | None] = None,
+        invoice_code: FromQuery[str | None] = None,
         kind: FromQuery[Literal["invoice", "credit_note"] | None] = None,
     ) -> dict[str, Any]:
         filt = repository.ListFilter(status, issued_from, issued_to, invoice_number, invoice_code, kind)
@@ -363,9 +415,15 @@ class InvoiceController(Controller):
         items = [invoice_json(repository.to_invoice(r), state.settings.public_base_url) for r in rows]
         return {"items": items, "next_cursor": encode_cursor(rows[-1]["seq"]) if more else None}
 
-    @post("/{invoice_id:str}/void", request_max_body_size=64 * 1024, status_code=200,
-          description="Void an invoice of this month that nobody verified and the post has not taken (409 otherwise).")
-    async def void(self, state: State, issuer: NamedDependency[Issuer], invoice_id: FromPath[str], data: JSONBody[VoidIn]) -> dict[str, Any]:
+    @post(
+        "/{invoice_id:str}/void",
+        request_max_body_size=64 * 1024,
+        status_code=200,
+        description="Void an invoice of this month that nobody verified and the post has not taken (409 otherwise).",
+    )
+    async def void(
+        self, state: State, issuer: NamedDependency[Issuer], invoice_id: FromPath[str], data: JSONBody[VoidIn]
+    ) -> dict[str, Any]:
         payload = data
         errors = FieldErrors()
         reason = validation.text({"reason": payload.reason}, "reason", "reason", errors)
@@ -374,10 +432,20 @@ class InvoiceController(Controller):
             inv = await services.void(conn, state.issuing, issuer, invoice_id, reason)
         return invoice_json(inv, state.settings.public_base_url)
 
-    @post("/{invoice_id:str}/credit-notes", request_max_body_size=SINGLE_MAX_BYTES, status_code=201,
-          description="A red-letter credit note: all of the invoice (omit `lines`) or `[{line_no, quantity}]`.")
-    async def credit(self, request: Request[Any, Any, Any], state: State, issuer: NamedDependency[Issuer], invoice_id: FromPath[str],
-                     data: JSONBody[CreditIn]) -> Response[Any]:
+    @post(
+        "/{invoice_id:str}/credit-notes",
+        request_max_body_size=SINGLE_MAX_BYTES,
+        status_code=201,
+        description="A red-letter credit note: all of the invoice (omit `lines`) or `[{line_no, quantity}]`.",
+    )
+    async def credit(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        issuer: NamedDependency[Issuer],
+        invoice_id: FromPath[str],
+        data: JSONBody[CreditIn],
+    ) -> Response[Any]:
         payload = data
         reason, wanted = validation.credit_request(msgspec.to_builtins(payload))
         idem = _idempotency(request, f"credit:{invoice_id}", payload)
@@ -399,11 +467,18 @@ def month_figures(row: Any) -> dict[str, Any]:
     """One month's figures: counts, amounts, and the closed-loop shares (verified, delivered)."""
     live, postal = row["live"], row["postal"]
     return {
-        "month": row["month"], "invoices": row["invoices"], "credit_notes": row["credit_notes"],
-        "voided": row["voided"], "amount": money_str(row["amount"]), "credited": money_str(row["credited"]),
-        "verified": row["verified"], "verified_share": round(row["verified"] / live, 4) if live else 0.0,
+        "month": row["month"],
+        "invoices": row["invoices"],
+        "credit_notes": row["credit_notes"],
+        "voided": row["voided"],
+        "amount": money_str(row["amount"]),
+        "credited": money_str(row["credited"]),
+        "verified": row["verified"],
+        "verified_share": round(row["verified"] / live, 4) if live else 0.0,
         "mismatches": row["mismatches"],
-        "postal": postal, "delivered": row["delivered"], "returned": row["returned"],
+        "postal": postal,
+        "delivered": row["delivered"],
+        "returned": row["returned"],
         "pending_without_operator": row["pending_without_operator"],
         "delivered_share": round(row["delivered"] / postal, 4) if postal else 0.0,
     }

@@ -31,16 +31,26 @@ PROBLEM = "application/problem+json"
 # PostgreSQL or Redis cannot be reached (down, restarting, out of connections, too slow to answer): the
 # request was not carried out and may be sent again as it is, so 503 with Retry-After, not a 500.
 BACKEND_ERRORS: tuple[type[Exception], ...] = (
-    ConnectionError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.TooManyConnectionsError,
-    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-)  # fmt: skip
+    ConnectionError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 PAGES = ("/verify",)  # answered with an HTML page, errors too
 
 
 def problem(status: int, title: str, detail: str, slug: str, **extra: Any) -> Response[Any]:
-    body = {"type": f"https://invoiceloop.dev/problems/{slug}", "title": title, "status": status, "detail": detail,
-            **extra}
+    body = {
+        "type": f"https://invoiceloop.dev/problems/{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
     headers = {}
     if "retry_after" in extra:
         headers["Retry-After"] = str(extra["retry_after"])
@@ -66,8 +76,13 @@ def on_http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
         extra = exc.extra if isinstance(exc.extra, list) else []
         if extra and all(e.get("source") == "body" for e in extra):  # a JSON body of the wrong shape
             fields = [api.body_field_error(str(e.get("key", "")), str(e.get("message", ""))) for e in extra]
-            return problem(422, "Validation failed", "The request has invalid fields.", "validation",
-                           errors=[{"field": f.field, "message": f.message} for f in fields])
+            return problem(
+                422,
+                "Validation failed",
+                "The request has invalid fields.",
+                "validation",
+                errors=[{"field": f.field, "message": f.message} for f in fields],
+            )
         errors = [{"field": str(e.get("key", "")), "message": str(e.get("message", ""))} for e in extra]
         return problem(400, "Bad request", "some parameters are invalid", "bad-parameters", errors=errors)
     titles = {404: "Not found", 405: "Method not allowed", 413: "Request body too large", 401: "Unauthorized"}
@@ -78,15 +93,19 @@ def on_http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
 def on_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.warning("backend unavailable (%s) on %s %s", type(exc).__name__, request.method, request.url.path)
     return _error_page(request, 503) or problem(
-        503, "Service unavailable", "the database or the cache cannot be reached just now; try again shortly",
-        "unavailable", retry_after=Unavailable.retry_after_s,
-    )  # fmt: skip
+        503,
+        "Service unavailable",
+        "the database or the cache cannot be reached just now; try again shortly",
+        "unavailable",
+        retry_after=Unavailable.retry_after_s,
+    )
 
 
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
-    return _error_page(request, 500) or problem(500, "Internal error", "an unexpected error; it has been logged",
-                                                "internal")  # fmt: skip
+    return _error_page(request, 500) or problem(
+        500, "Internal error", "an unexpected error; it has been logged", "internal"
+    )
 
 
 def _error_page(request: Request[Any, Any, Any], status: int) -> Response[Any] | None:
@@ -160,17 +179,30 @@ def create_app(settings: Settings, *, extra_routes: list[Any] | None = None) -> 
     return Litestar(
         route_handlers=[healthz, readyz, PrometheusController, *api.ROUTES, *(extra_routes or [])],  # type: ignore[list-item]
         lifespan=[lifespan],
-        state=State({"settings": settings, "key_cache": api.KeyCache(settings.key_cache_ttl_s, {}), "issuers": {},
-                     "pdf_cache": api.PdfCache()}),
-        exception_handlers={DomainError: on_domain_error, HTTPException: on_http_error, Exception: on_unexpected,
-                            **dict.fromkeys(BACKEND_ERRORS, on_unavailable)},
+        state=State(
+            {
+                "settings": settings,
+                "key_cache": api.KeyCache(settings.key_cache_ttl_s, {}),
+                "issuers": {},
+                "pdf_cache": api.PdfCache(),
+            }
+        ),
+        exception_handlers={
+            DomainError: on_domain_error,
+            HTTPException: on_http_error,
+            Exception: on_unexpected,
+            **dict.fromkeys(BACKEND_ERRORS, on_unavailable),
+        },
         middleware=[prometheus.middleware],
         openapi_config=OpenAPIConfig(
-            title="invoiceloop", version="1.0.0", path="/schema",
+            title="invoiceloop",
+            version="1.0.0",
+            path="/schema",
             description="Issue, verify and deliver invoices. Issuer routes take an issuer key, /v1/postal routes an "
-                        "operator key, as `Authorization: Bearer <key>`. Errors are application/problem+json.",
+            "operator key, as `Authorization: Bearer <key>`. Errors are application/problem+json.",
             components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")]),
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
         request_max_body_size=api.BATCH_MAX_BYTES,
         debug=False,
     )
@@ -211,9 +243,13 @@ def make_sms(settings: Settings) -> Any:
     sms = _optional("verification.sms")
     if sms is None:
         return None
-    return sms.make_sms_channel(settings.sms_backend, account_sid=settings.twilio_account_sid,
-                                auth_token=settings.twilio_auth_token, from_number=settings.twilio_from_number,
-                                api_base_url=settings.twilio_api_base_url)
+    return sms.make_sms_channel(
+        settings.sms_backend,
+        account_sid=settings.twilio_account_sid,
+        auth_token=settings.twilio_auth_token,
+        from_number=settings.twilio_from_number,
+        api_base_url=settings.twilio_api_base_url,
+    )
 
 
 def app_from_env() -> Litestar:

@@ -44,10 +44,13 @@ class Finding:
 
 def _columns_agree(row: Any, content: dict[str, Any]) -> bool:
     """The indexed columns of an invoice row say what its hashed content says."""
-    return (row["kind"] == content["kind"] and row["invoice_code"] == content["invoice_code"]
-            and row["invoice_number"] == content["invoice_number"]
-            and row["issue_date"].isoformat() == content["issue_date"]
-            and all(Decimal(content[k]) == row[k] for k in ("total_amount", "total_tax", "total")))
+    return (
+        row["kind"] == content["kind"]
+        and row["invoice_code"] == content["invoice_code"]
+        and row["invoice_number"] == content["invoice_number"]
+        and row["issue_date"].isoformat() == content["issue_date"]
+        and all(Decimal(content[k]) == row[k] for k in ("total_amount", "total_tax", "total"))
+    )
 
 
 def _signature_ok(row: Any, content: dict[str, Any], public_keys: dict[str, bytes]) -> bool:
@@ -57,9 +60,16 @@ def _signature_ok(row: Any, content: dict[str, Any], public_keys: dict[str, byte
     if row["type"] == "void":
         core = formats.void_signing_core(content, row["record_hash"])
     else:
-        inv = formats.invoice_from_content(content, id=row["ref"], issuer_id="", series="", status="issued",
-                                           record_hash=row["record_hash"], signature=row["signature"],
-                                           key_id=row["key_id"])
+        inv = formats.invoice_from_content(
+            content,
+            id=row["ref"],
+            issuer_id="",
+            series="",
+            status="issued",
+            record_hash=row["record_hash"],
+            signature=row["signature"],
+            key_id=row["key_id"],
+        )
         core = formats.invoice_signing_core(inv)
     return verify_signature(key, core, row["signature"])
 

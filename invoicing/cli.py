@@ -43,6 +43,7 @@ def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 
 # ---------------------------------------------------------------- migrate
 
+
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     try:
         result = _run(db.migrate_url(settings.require_database_url()))
@@ -55,6 +56,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # ---------------------------------------------------------------- issuers and keys
+
 
 def validate_issuer_args(args: argparse.Namespace) -> tuple[str, str | None]:
     try:
@@ -72,12 +74,12 @@ def validate_issuer_args(args: argparse.Namespace) -> tuple[str, str | None]:
     return tax_id, phone
 
 
-async def _create_issuer(settings: Settings, name: str, tax_id: str, region: str, address: str,
-                         phone: str | None) -> tuple[repository.Issuer, str]:
+async def _create_issuer(
+    settings: Settings, name: str, tax_id: str, region: str, address: str, phone: str | None
+) -> tuple[repository.Issuer, str]:
     conn = await _connect(settings)
     try:
-        return await services.create_issuer(conn, name=name, tax_id=tax_id, region=region, address=address,
-                                            phone=phone)
+        return await services.create_issuer(conn, name=name, tax_id=tax_id, region=region, address=address, phone=phone)
     finally:
         await conn.close()
 
@@ -87,8 +89,11 @@ def cmd_issuer_create(args: argparse.Namespace, settings: Settings) -> int:
     if not args.name.strip():
         raise CliError("--name must not be empty")
     issuer, api_key = _run(_create_issuer(settings, args.name.strip(), tax_id, args.region, args.address, phone))
-    _print(args, {"issuer_id": issuer.id, "api_key": api_key},
-           f"issuer {issuer.id} ({issuer.name}, {issuer.tax_id})\napi key (shown once, keep it safe): {api_key}")
+    _print(
+        args,
+        {"issuer_id": issuer.id, "api_key": api_key},
+        f"issuer {issuer.id} ({issuer.name}, {issuer.tax_id})\napi key (shown once, keep it safe): {api_key}",
+    )
     return 0
 
 
@@ -108,8 +113,11 @@ async def _issuer_key(settings: Settings, issuer_id: str, revoke: str | None) ->
 
 def cmd_issuer_key(args: argparse.Namespace, settings: Settings) -> int:
     out = _run(_issuer_key(settings, args.issuer, args.revoke))
-    text = (f"revoked {out['revoked']} key(s)" if "revoked" in out
-            else f"new api key (shown once, keep it safe): {out['api_key']}")
+    text = (
+        f"revoked {out['revoked']} key(s)"
+        if "revoked" in out
+        else f"new api key (shown once, keep it safe): {out['api_key']}"
+    )
     _print(args, out, text)
     if "revoked" in out and out["revoked"] == 0:
         return 1
@@ -136,6 +144,7 @@ def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # ---------------------------------------------------------------- audit and stats
+
 
 async def _audit(settings: Settings, issuer_id: str | None) -> Any:
     conn = await _connect(settings)
@@ -170,25 +179,56 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps({"months": months}, ensure_ascii=False))
         return 0
-    columns = [("month", 8), ("invoices", 9), ("amount", 16), ("verified", 9), ("delivered", 10), ("returned", 9),
-               ("no operator", 12), ("voided", 7), ("credits", 8), ("mismatches", 10)]
+    columns = [
+        ("month", 8),
+        ("invoices", 9),
+        ("amount", 16),
+        ("verified", 9),
+        ("delivered", 10),
+        ("returned", 9),
+        ("no operator", 12),
+        ("voided", 7),
+        ("credits", 8),
+        ("mismatches", 10),
+    ]
     print(" ".join(f"{name:>{width}}" if i else f"{name:{width}}" for i, (name, width) in enumerate(columns)))
     for m in months:
-        values = [m["month"], m["invoices"], m["amount"], f"{m['verified_share']:.1%}", f"{m['delivered_share']:.1%}",
-                  m.get("returned", 0), m.get("pending_without_operator", 0), m["voided"], m["credit_notes"],
-                  m.get("mismatches", 0)]
-        print(" ".join(f"{v:>{w}}" if i else f"{v:{w}}" for i, (v, (_, w)) in enumerate(zip(values, columns, strict=True))))
+        values = [
+            m["month"],
+            m["invoices"],
+            m["amount"],
+            f"{m['verified_share']:.1%}",
+            f"{m['delivered_share']:.1%}",
+            m.get("returned", 0),
+            m.get("pending_without_operator", 0),
+            m["voided"],
+            m["credit_notes"],
+            m.get("mismatches", 0),
+        ]
+        print(
+            " ".join(
+                f"{v:>{w}}" if i else f"{v:{w}}" for i, (v, (_, w)) in enumerate(zip(values, columns, strict=True))
+            )
+        )
     return 0
 
 
 # ---------------------------------------------------------------- serve, worker, run
 
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     settings.require_database_url()
-    uvicorn.run("invoicing.app:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_level="info", access_log=False)
+    uvicorn.run(
+        "invoicing.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+        access_log=False,
+    )
     return 0
 
 
@@ -226,8 +266,9 @@ def _demo(settings: Settings) -> dict[str, Any]:
 
     body = "91440101MA5CXKYQ1"
     tax_id = body + uscc.calc_check_digit(body)
-    issuer, key = _run(_create_issuer(settings, "广州示例科技有限公司", tax_id, "4401", "广州市天河区天河路 1 号",
-                                      "+862012345678"))
+    issuer, key = _run(
+        _create_issuer(settings, "广州示例科技有限公司", tax_id, "4401", "广州市天河区天河路 1 号", "+862012345678")
+    )
     demo: dict[str, Any] = {"issuer_id": issuer.id, "issuer_api_key": key}
     from invoicing import worker
 
@@ -259,6 +300,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # ---------------------------------------------------------------- parser
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="invoiceloop", description=__doc__)
@@ -293,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys_cmd = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
     keys_cmd.add_parser("rotate", help="new signing key; old public keys stay published").set_defaults(
-        handler=cmd_keys_rotate)
+        handler=cmd_keys_rotate
+    )
     aud = sub.add_parser("audit", help="re-check every record hash, chain link and signature")
     aud.add_argument("--issuer")
     aud.set_defaults(handler=cmd_audit)

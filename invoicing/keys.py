@@ -64,8 +64,9 @@ def jwk(key_id: str, public_raw: bytes) -> dict[str, str]:
 
 
 def _pem(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def load_or_create(path: Path) -> Signer:

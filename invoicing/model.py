@@ -28,17 +28,39 @@ DeliveryMethod = Literal["electronic", "postal"]
 
 # GB/T 2260 province-level divisions: code -> (full name, short name)
 PROVINCES: dict[str, tuple[str, str]] = {
-    "11": ("北京市", "北京"), "12": ("天津市", "天津"), "13": ("河北省", "河北"),
-    "14": ("山西省", "山西"), "15": ("内蒙古自治区", "内蒙古"), "21": ("辽宁省", "辽宁"),
-    "22": ("吉林省", "吉林"), "23": ("黑龙江省", "黑龙江"), "31": ("上海市", "上海"),
-    "32": ("江苏省", "江苏"), "33": ("浙江省", "浙江"), "34": ("安徽省", "安徽"),
-    "35": ("福建省", "福建"), "36": ("江西省", "江西"), "37": ("山东省", "山东"),
-    "41": ("河南省", "河南"), "42": ("湖北省", "湖北"), "43": ("湖南省", "湖南"),
-    "44": ("广东省", "广东"), "45": ("广西壮族自治区", "广西"), "46": ("海南省", "海南"),
-    "50": ("重庆市", "重庆"), "51": ("四川省", "四川"), "52": ("贵州省", "贵州"),
-    "53": ("云南省", "云南"), "54": ("西藏自治区", "西藏"), "61": ("陕西省", "陕西"),
-    "62": ("甘肃省", "甘肃"), "63": ("青海省", "青海"), "64": ("宁夏回族自治区", "宁夏"),
-    "65": ("新疆维吾尔自治区", "新疆"), "71": ("台湾省", "台湾"), "81": ("香港特别行政区", "香港"),
+    "11": ("北京市", "北京"),
+    "12": ("天津市", "天津"),
+    "13": ("河北省", "河北"),
+    "14": ("山西省", "山西"),
+    "15": ("内蒙古自治区", "内蒙古"),
+    "21": ("辽宁省", "辽宁"),
+    "22": ("吉林省", "吉林"),
+    "23": ("黑龙江省", "黑龙江"),
+    "31": ("上海市", "上海"),
+    "32": ("江苏省", "江苏"),
+    "33": ("浙江省", "浙江"),
+    "34": ("安徽省", "安徽"),
+    "35": ("福建省", "福建"),
+    "36": ("江西省", "江西"),
+    "37": ("山东省", "山东"),
+    "41": ("河南省", "河南"),
+    "42": ("湖北省", "湖北"),
+    "43": ("湖南省", "湖南"),
+    "44": ("广东省", "广东"),
+    "45": ("广西壮族自治区", "广西"),
+    "46": ("海南省", "海南"),
+    "50": ("重庆市", "重庆"),
+    "51": ("四川省", "四川"),
+    "52": ("贵州省", "贵州"),
+    "53": ("云南省", "云南"),
+    "54": ("西藏自治区", "西藏"),
+    "61": ("陕西省", "陕西"),
+    "62": ("甘肃省", "甘肃"),
+    "63": ("青海省", "青海"),
+    "64": ("宁夏回族自治区", "宁夏"),
+    "65": ("新疆维吾尔自治区", "新疆"),
+    "71": ("台湾省", "台湾"),
+    "81": ("香港特别行政区", "香港"),
     "82": ("澳门特别行政区", "澳门"),
 }
 _PROVINCE_BY_NAME = {n: c for c, names in PROVINCES.items() for n in names}
@@ -84,11 +106,11 @@ def plain_str(value: Decimal, min_places: int = 0) -> str:
 def parse_positive_decimal(text: object, path: str, errors: FieldErrors) -> Decimal | None:
     """A decimal string with up to 8 decimals and greater than zero; errors name `path`."""
     if not isinstance(text, str):
-        errors.add(path, "must be a decimal string such as \"2\" or \"100.00\", not a number")
+        errors.add(path, 'must be a decimal string such as "2" or "100.00", not a number')
         return None
     match = _DECIMAL_RE.match(text.strip())
     if not match:
-        errors.add(path, "must be a positive decimal string with at most 8 decimals, e.g. \"2.5\"")
+        errors.add(path, 'must be a positive decimal string with at most 8 decimals, e.g. "2.5"')
         return None
     value = Decimal(text.strip())
     if value <= 0:
@@ -237,8 +259,9 @@ def local_date(moment: datetime) -> date:
     return moment.astimezone(SHANGHAI).date()
 
 
-def void_refusal(invoice: Invoice, now: datetime, *, times_verified: int, has_credits: bool,
-                 dispatched: bool) -> str | None:
+def void_refusal(
+    invoice: Invoice, now: datetime, *, times_verified: int, has_credits: bool, dispatched: bool
+) -> str | None:
     """Why this record may not be voided, or None when it may (API.md: this calendar month only,
     never verified, never dispatched by post)."""
     if invoice.status == "voided":
@@ -310,12 +333,24 @@ def _credit_one(orig: Line, done: Line, want: CreditRequestLine, i: int, errors:
         errors.add(f"lines[{i}].quantity", f"at most {plain_str(left_qty)} of line {want.line_no} is left to credit")
         return None
     if qty == left_qty:
-        return Line(orig.description, orig.unit, -qty, orig.unit_price, orig.tax_rate, round_half_up(-left_amount),
-                    round_half_up(-left_tax), want.line_no)
-    line = replace(compute_line(LineInput(orig.description, orig.unit, qty, orig.unit_price, orig.tax_rate), sign=-1),
-                   original_line=want.line_no)
+        return Line(
+            orig.description,
+            orig.unit,
+            -qty,
+            orig.unit_price,
+            orig.tax_rate,
+            round_half_up(-left_amount),
+            round_half_up(-left_tax),
+            want.line_no,
+        )
+    line = replace(
+        compute_line(LineInput(orig.description, orig.unit, qty, orig.unit_price, orig.tax_rate), sign=-1),
+        original_line=want.line_no,
+    )
     if -line.amount > left_amount or -line.tax_amount > left_tax:
-        errors.add(f"lines[{i}].quantity", f"crediting {plain_str(qty)} would exceed what is left of line {want.line_no}")
+        errors.add(
+            f"lines[{i}].quantity", f"crediting {plain_str(qty)} would exceed what is left of line {want.line_no}"
+        )
         return None
     return line
 
@@ -330,14 +365,22 @@ def sum_credited(original: Invoice, credit_notes: list[Invoice]) -> list[Line]:
         for line in note.lines:
             index = (line.original_line or 1) - 1
             s = sums[index]
-            sums[index] = replace(s, quantity=s.quantity + line.quantity,
-                                             amount=s.amount + line.amount, tax_amount=s.tax_amount + line.tax_amount)
+            sums[index] = replace(
+                s,
+                quantity=s.quantity + line.quantity,
+                amount=s.amount + line.amount,
+                tax_amount=s.tax_amount + line.tax_amount,
+            )
     return sums
 
 
 def status_after_credit(original: Invoice, credited: list[Line]) -> Status:
     """`reversed` when every figure of every line is credited back, else `partially_credited`."""
     for orig, done in zip(original.lines, credited, strict=True):
-        if orig.amount + done.amount != 0 or orig.tax_amount + done.tax_amount != 0 or orig.quantity + done.quantity != 0:
+        if (
+            orig.amount + done.amount != 0
+            or orig.tax_amount + done.tax_amount != 0
+            or orig.quantity + done.quantity != 0
+        ):
             return "partially_credited"
     return "reversed"

@@ -49,13 +49,16 @@ def key_hash(api_key: str) -> bytes:
 
 
 async def insert_issuer(conn: asyncpg.Connection, issuer: Issuer) -> None:
-    await conn.execute(INSERT_ISSUER, uuid.UUID(issuer.id), issuer.name, issuer.tax_id, issuer.region,
-                       issuer.address, issuer.phone)
+    await conn.execute(
+        INSERT_ISSUER, uuid.UUID(issuer.id), issuer.name, issuer.tax_id, issuer.region, issuer.address, issuer.phone
+    )
 
 
 async def get_issuer(conn: asyncpg.Connection, issuer_id: str) -> Issuer | None:
     row = await conn.fetchrow(SELECT_ISSUER, uuid.UUID(issuer_id))
-    return Issuer(str(row["id"]), row["name"], row["tax_id"], row["region"], row["address"], row["phone"]) if row else None
+    return (
+        Issuer(str(row["id"]), row["name"], row["tax_id"], row["region"], row["address"], row["phone"]) if row else None
+    )
 
 
 async def insert_key(conn: asyncpg.Connection, kind: str, owner_id: str, api_key: str) -> None:
@@ -124,7 +127,11 @@ class SeriesHead:
 async def bump_series(conn: asyncpg.Connection, issuer_id: str, label: str, year: int, count: int) -> SeriesHead | None:
     """Take `count` numbers (and chain places) from the series; the row stays locked until commit."""
     row = await conn.fetchrow(BUMP_SERIES, uuid.UUID(issuer_id), label, year, count, count)
-    return SeriesHead(row["id"], row["invoice_code"], row["last_number"], row["last_seq"], row["last_hash"]) if row else None
+    return (
+        SeriesHead(row["id"], row["invoice_code"], row["last_number"], row["last_seq"], row["last_hash"])
+        if row
+        else None
+    )
 
 
 async def ensure_series(conn: asyncpg.Connection, issuer: Issuer, label: str, year: int) -> None:
@@ -205,7 +212,11 @@ SELECT id, invoice_code, last_number, last_seq, last_hash FROM series WHERE issu
 async def read_head(conn: asyncpg.Connection, issuer_id: str, label: str, year: int) -> SeriesHead | None:
     """The series head as committed now (no lock)."""
     row = await conn.fetchrow(READ_HEAD, uuid.UUID(issuer_id), label, year)
-    return SeriesHead(row["id"], row["invoice_code"], row["last_number"], row["last_seq"], row["last_hash"]) if row else None
+    return (
+        SeriesHead(row["id"], row["invoice_code"], row["last_number"], row["last_seq"], row["last_hash"])
+        if row
+        else None
+    )
 
 
 def _order_values(inv: Invoice) -> tuple[Any, Any, Any] | None:
@@ -221,10 +232,27 @@ async def insert_one_if_head(conn: asyncpg.Connection, key_id: str, rec: NewReco
     inv = rec.invoice
     order = _order_values(inv) or (None, None, None)
     inserted = await conn.fetchval(
-        INSERT_ONE_IF_HEAD, uuid.UUID(inv.id), uuid.UUID(inv.issuer_id), key_id, rec.series_id, rec.chain_seq,
-        inv.kind, inv.invoice_code, inv.invoice_number, inv.issue_date, inv.issued_at, inv.totals.total_amount,
-        inv.totals.total_tax, inv.totals.total, inv.delivery_method, rec.content_json, inv.prev_hash,
-        inv.record_hash, inv.signature, *order)
+        INSERT_ONE_IF_HEAD,
+        uuid.UUID(inv.id),
+        uuid.UUID(inv.issuer_id),
+        key_id,
+        rec.series_id,
+        rec.chain_seq,
+        inv.kind,
+        inv.invoice_code,
+        inv.invoice_number,
+        inv.issue_date,
+        inv.issued_at,
+        inv.totals.total_amount,
+        inv.totals.total_tax,
+        inv.totals.total,
+        inv.delivery_method,
+        rec.content_json,
+        inv.prev_hash,
+        inv.record_hash,
+        inv.signature,
+        *order,
+    )
     return bool(inserted)
 
 
@@ -236,24 +264,41 @@ class NewRecord:
     content_json: str
 
 
-async def insert_records(conn: asyncpg.Connection, issuer_id: str, key_id: str, records: list[NewRecord],
-                         heads: dict[int, str]) -> None:
+async def insert_records(
+    conn: asyncpg.Connection, issuer_id: str, key_id: str, records: list[NewRecord], heads: dict[int, str]
+) -> None:
     cols: list[list[Any]] = [[] for _ in range(17)]
     orders: list[list[Any]] = [[], [], [], []]
     for rec in records:
         inv = rec.invoice
-        values = (uuid.UUID(inv.id), rec.series_id, rec.chain_seq, inv.kind, inv.invoice_code, inv.invoice_number,
-                  inv.issue_date, inv.issued_at, inv.totals.total_amount, inv.totals.total_tax, inv.totals.total,
-                  inv.delivery_method, uuid.UUID(inv.original_invoice_id) if inv.original_invoice_id else None,
-                  rec.content_json, inv.record_hash, inv.prev_hash, inv.signature)
+        values = (
+            uuid.UUID(inv.id),
+            rec.series_id,
+            rec.chain_seq,
+            inv.kind,
+            inv.invoice_code,
+            inv.invoice_number,
+            inv.issue_date,
+            inv.issued_at,
+            inv.totals.total_amount,
+            inv.totals.total_tax,
+            inv.totals.total,
+            inv.delivery_method,
+            uuid.UUID(inv.original_invoice_id) if inv.original_invoice_id else None,
+            rec.content_json,
+            inv.record_hash,
+            inv.prev_hash,
+            inv.signature,
+        )
         for col, value in zip(cols, values, strict=True):
             col.append(value)
         order = _order_values(inv)
         if order is not None:
             for col, value in zip(orders, (uuid.UUID(inv.id), *order), strict=True):
                 col.append(value)
-    await conn.execute(INSERT_RECORDS, cols[0], uuid.UUID(issuer_id), key_id, *cols[1:],
-                       list(heads), list(heads.values()), *orders)
+    await conn.execute(
+        INSERT_RECORDS, cols[0], uuid.UUID(issuer_id), key_id, *cols[1:], list(heads), list(heads.values()), *orders
+    )
 
 
 # ---------------------------------------------------------------- reading invoices
@@ -274,10 +319,18 @@ CREDIT_NOTES_OF = INVOICE_SELECT + " WHERE i.original_invoice_id = $1 ORDER BY i
 
 def to_invoice(row: asyncpg.Record) -> Invoice:
     return formats.invoice_from_content(
-        row["content"], id=str(row["id"]), issuer_id=str(row["issuer_id"]), series=row["series"],
-        status=row["status"], record_hash=row["record_hash"], signature=row["signature"], key_id=row["key_id"],
+        row["content"],
+        id=str(row["id"]),
+        issuer_id=str(row["issuer_id"]),
+        series=row["series"],
+        status=row["status"],
+        record_hash=row["record_hash"],
+        signature=row["signature"],
+        key_id=row["key_id"],
         original_invoice_id=str(row["original_invoice_id"]) if row["original_invoice_id"] else None,
-        delivery_status=row["delivery_status"], tracking_number=row["tracking_number"], voided_at=row["voided_at"],
+        delivery_status=row["delivery_status"],
+        tracking_number=row["tracking_number"],
+        voided_at=row["voided_at"],
         void_reason=row["void_reason"],
     )
 
@@ -289,8 +342,9 @@ def parse_uuid(text: str) -> uuid.UUID | None:
         return None
 
 
-async def get_invoice_row(conn: asyncpg.Connection, issuer_id: str, invoice_id: str,
-                          *, lock: bool = False) -> asyncpg.Record | None:
+async def get_invoice_row(
+    conn: asyncpg.Connection, issuer_id: str, invoice_id: str, *, lock: bool = False
+) -> asyncpg.Record | None:
     """The invoice row of this issuer (None for another tenant's: the caller answers 404)."""
     key = parse_uuid(invoice_id)
     if key is None:
@@ -310,12 +364,15 @@ async def credit_notes_of(conn: asyncpg.Connection, invoice_id: str) -> list[Inv
     return [to_invoice(r) for r in await conn.fetch(CREDIT_NOTES_OF, uuid.UUID(invoice_id))]
 
 
-LIST_INVOICES = INVOICE_SELECT + """
+LIST_INVOICES = (
+    INVOICE_SELECT
+    + """
  WHERE i.issuer_id = $1 AND ($2::bigint IS NULL OR i.seq < $2)
    AND ($3::text IS NULL OR i.status = $3) AND ($4::date IS NULL OR i.issue_date >= $4)
    AND ($5::date IS NULL OR i.issue_date <= $5) AND ($6::text IS NULL OR i.invoice_number = $6)
    AND ($7::text IS NULL OR i.invoice_code = $7) AND ($8::text IS NULL OR i.kind = $8)
  ORDER BY i.seq DESC LIMIT $9"""
+)
 
 
 @dataclass(frozen=True)
@@ -328,11 +385,24 @@ class ListFilter:
     kind: str | None = None
 
 
-async def list_invoices(conn: asyncpg.Connection, issuer_id: str, filt: ListFilter, before_seq: int | None,
-                        limit: int) -> list[asyncpg.Record]:
+async def list_invoices(
+    conn: asyncpg.Connection, issuer_id: str, filt: ListFilter, before_seq: int | None, limit: int
+) -> list[asyncpg.Record]:
     """Newest first; `limit + 1` rows are asked for so the caller knows whether a next page exists."""
-    return list(await conn.fetch(LIST_INVOICES, uuid.UUID(issuer_id), before_seq, filt.status, filt.issued_from,
-                                 filt.issued_to, filt.invoice_number, filt.invoice_code, filt.kind, limit + 1))
+    return list(
+        await conn.fetch(
+            LIST_INVOICES,
+            uuid.UUID(issuer_id),
+            before_seq,
+            filt.status,
+            filt.issued_from,
+            filt.issued_to,
+            filt.invoice_number,
+            filt.invoice_code,
+            filt.kind,
+            limit + 1,
+        )
+    )
 
 
 # ---------------------------------------------------------------- state changes

@@ -81,12 +81,14 @@ class Issued:
 
 # ---------------------------------------------------------------- issuers and keys
 
+
 def new_api_key(kind: str) -> str:
     return KEY_PREFIX[kind] + secrets.token_urlsafe(32)
 
 
-async def create_issuer(conn: asyncpg.Connection, *, name: str, tax_id: str, region: str, address: str = "",
-                        phone: str | None = None) -> tuple[Issuer, str]:
+async def create_issuer(
+    conn: asyncpg.Connection, *, name: str, tax_id: str, region: str, address: str = "", phone: str | None = None
+) -> tuple[Issuer, str]:
     """A new issuer and its first API key (returned once; only its hash is stored)."""
     issuer = Issuer(str(uuid.uuid4()), name, tax_id, region, address, phone)
     api_key = new_api_key("issuer")
@@ -104,30 +106,55 @@ async def add_api_key(conn: asyncpg.Connection, kind: str, owner_id: str) -> str
 
 # ---------------------------------------------------------------- issuing
 
+
 def seal(inv: Invoice, issuing: Issuing) -> tuple[Invoice, str]:
     """Give a numbered record (check code already set) its record hash and signature; returns it with
     its canonical content as JSON text (what is stored, exactly as hashed)."""
     canonical = formats.canonical_bytes(formats.content_of(inv))
     rec_hash = formats.sha256_hex(canonical)
-    core = formats.signing_core(inv.invoice_code, inv.invoice_number, inv.issue_date, inv.totals.total_amount,
-                                inv.totals.total_tax, inv.totals.total, inv.check_code, rec_hash)
+    core = formats.signing_core(
+        inv.invoice_code,
+        inv.invoice_number,
+        inv.issue_date,
+        inv.totals.total_amount,
+        inv.totals.total_tax,
+        inv.totals.total,
+        inv.check_code,
+        rec_hash,
+    )
     return replace(inv, record_hash=rec_hash, signature=issuing.signer.sign(core)), canonical.decode()
 
 
-def _number(draft: Draft, issuer: Issuer, code: str, number: int, now: datetime, prev_hash: str,
-            issuing: Issuing) -> Invoice:
+def _number(
+    draft: Draft, issuer: Issuer, code: str, number: int, now: datetime, prev_hash: str, issuing: Issuing
+) -> Invoice:
     """The draft with its identity, check code and chain link (not yet hashed and signed)."""
     totals = compute_totals(draft.lines)
     original = draft.original
     issue_date, invoice_number = local_date(now), f"{number:08d}"
     return Invoice(
-        id=str(uuid.uuid4()), issuer_id=issuer.id, kind=draft.kind, series=draft.series, invoice_code=code,
-        invoice_number=invoice_number, issue_date=issue_date, issued_at=now, status="issued",
-        seller=issuer.seller, buyer=draft.buyer, currency="CNY", lines=draft.lines, totals=totals,
+        id=str(uuid.uuid4()),
+        issuer_id=issuer.id,
+        kind=draft.kind,
+        series=draft.series,
+        invoice_code=code,
+        invoice_number=invoice_number,
+        issue_date=issue_date,
+        issued_at=now,
+        status="issued",
+        seller=issuer.seller,
+        buyer=draft.buyer,
+        currency="CNY",
+        lines=draft.lines,
+        totals=totals,
         total_in_words=formats.amount_in_words(totals.total),
         check_code=formats.check_code(issuing.secret, code, invoice_number, issue_date, totals.total),
-        record_hash="", prev_hash=prev_hash, signature="", key_id=issuing.signer.key_id,
-        delivery_method=draft.delivery, remarks=draft.remarks,
+        record_hash="",
+        prev_hash=prev_hash,
+        signature="",
+        key_id=issuing.signer.key_id,
+        delivery_method=draft.delivery,
+        remarks=draft.remarks,
         original_invoice_id=original.id if original else None,
         original_invoice_code=original.invoice_code if original else None,
         original_invoice_number=original.invoice_number if original else None,
@@ -135,7 +162,9 @@ def _number(draft: Draft, issuer: Issuer, code: str, number: int, now: datetime,
     )
 
 
-async def _issue_drafts(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, drafts: list[Draft]) -> list[Invoice]:
+async def _issue_drafts(
+    conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, drafts: list[Draft]
+) -> list[Invoice]:
     """Number, seal and write `drafts` inside the caller's transaction, in order within each series.
 
     Series are locked in label order so concurrent batches over several labels cannot deadlock."""
@@ -170,11 +199,13 @@ def draft_of(request: InvoiceRequest) -> Draft:
     return Draft("invoice", request.series, request.buyer, lines, request.delivery, request.remarks)
 
 
-async def _claim_idempotency(conn: asyncpg.Connection, issuer: Issuer, idem: Idempotency,
-                             ids: list[str]) -> list[str] | None:
+async def _claim_idempotency(
+    conn: asyncpg.Connection, issuer: Issuer, idem: Idempotency, ids: list[str]
+) -> list[str] | None:
     """Insert the key (blocking while another request holds it). None: ours; else the ids it gave."""
-    claimed = await conn.fetchval(CLAIM_KEY, uuid.UUID(issuer.id), idem.key, idem.request_hash,
-                                  [uuid.UUID(i) for i in ids])
+    claimed = await conn.fetchval(
+        CLAIM_KEY, uuid.UUID(issuer.id), idem.key, idem.request_hash, [uuid.UUID(i) for i in ids]
+    )
     if claimed:
         return None
     row = await conn.fetchrow(GET_KEY, uuid.UUID(issuer.id), idem.key)
@@ -193,8 +224,9 @@ SET_KEY_IDS = "UPDATE idempotency_keys SET invoice_ids = $3 WHERE issuer_id = $1
 OPTIMISTIC_TRIES = 2
 
 
-async def _issue_one_optimistic(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer,
-                                draft: Draft) -> Invoice | None:
+async def _issue_one_optimistic(
+    conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, draft: Draft
+) -> Invoice | None:
     """Number, seal and sign one record against the series head as last seen, outside any lock, then
     append it in one statement that checks the head is unchanged. None when the series does not
     exist yet, is busy in this process, or its head kept moving: the caller takes the locking path."""
@@ -209,26 +241,31 @@ async def _issue_one_optimistic(conn: asyncpg.Connection, issuing: Issuing, issu
         del issuing.in_flight[key]
 
 
-async def _append_optimistic(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, draft: Draft,
-                             now: datetime, key: tuple[str, str, int]) -> Invoice | None:
+async def _append_optimistic(
+    conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, draft: Draft, now: datetime, key: tuple[str, str, int]
+) -> Invoice | None:
     head = issuing.heads.get(key) or await repository.read_head(conn, issuer.id, draft.series, key[2])
     for _ in range(OPTIMISTIC_TRIES):
         if head is None:
             return None
-        inv, content = seal(_number(draft, issuer, head.invoice_code, head.last_number + 1, now, head.last_hash,
-                                    issuing), issuing)
-        if await repository.insert_one_if_head(conn, issuing.signer.key_id,
-                                               NewRecord(inv, head.id, head.last_seq + 1, content)):
-            issuing.heads[key] = repository.SeriesHead(head.id, head.invoice_code, head.last_number + 1,
-                                                       head.last_seq + 1, inv.record_hash)
+        inv, content = seal(
+            _number(draft, issuer, head.invoice_code, head.last_number + 1, now, head.last_hash, issuing), issuing
+        )
+        if await repository.insert_one_if_head(
+            conn, issuing.signer.key_id, NewRecord(inv, head.id, head.last_seq + 1, content)
+        ):
+            issuing.heads[key] = repository.SeriesHead(
+                head.id, head.invoice_code, head.last_number + 1, head.last_seq + 1, inv.record_hash
+            )
             return inv
         head = await repository.read_head(conn, issuer.id, draft.series, key[2])
     issuing.heads.pop(key, None)
     return None
 
 
-async def issue(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, drafts: list[Draft],
-                idem: Idempotency | None = None) -> Issued:
+async def issue(
+    conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, drafts: list[Draft], idem: Idempotency | None = None
+) -> Issued:
     """Issue 1 to 1000 records all or nothing; with an Idempotency-Key a retry gets the same records.
 
     A single record without a key first tries the one-round-trip optimistic append; batches, keyed
@@ -250,6 +287,7 @@ async def issue(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, draf
 
 # ---------------------------------------------------------------- reading
 
+
 async def get_invoice(conn: asyncpg.Connection, issuer_id: str, invoice_id: str) -> Invoice:
     row = await repository.get_invoice_row(conn, issuer_id, invoice_id)
     if row is None:
@@ -258,6 +296,7 @@ async def get_invoice(conn: asyncpg.Connection, issuer_id: str, invoice_id: str)
 
 
 # ---------------------------------------------------------------- void and credit
+
 
 async def void(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, invoice_id: str, reason: str) -> Invoice:
     """Void an invoice of this month that nobody verified and the post has not taken; the void is
@@ -268,10 +307,17 @@ async def void(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, invoi
             raise NotFound(f"no invoice {invoice_id} for this issuer")
         inv = repository.to_invoice(row)
         now = issuing.clock()
-        has_credits = bool(await conn.fetchval("SELECT 1 FROM invoices WHERE original_invoice_id = $1 LIMIT 1", row["id"]))
+        has_credits = bool(
+            await conn.fetchval("SELECT 1 FROM invoices WHERE original_invoice_id = $1 LIMIT 1", row["id"])
+        )
         delivery = await conn.fetchval(repository.DELIVERY_STATUS, row["id"])
-        why = void_refusal(inv, now, times_verified=row["times_verified"], has_credits=has_credits,
-                           dispatched=delivery not in (None, "pending", "manifested", "cancelled"))
+        why = void_refusal(
+            inv,
+            now,
+            times_verified=row["times_verified"],
+            has_credits=has_credits,
+            dispatched=delivery not in (None, "pending", "manifested", "cancelled"),
+        )
         if why:
             raise Conflict(why)
         head = await repository.bump_chain(conn, row["series_id"])
@@ -279,14 +325,32 @@ async def void(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, invoi
         canonical = formats.canonical_bytes(content)
         rec_hash = formats.sha256_hex(canonical)
         signature = issuing.signer.sign(formats.void_signing_core(content, rec_hash))
-        await conn.execute(repository.INSERT_VOID, head.id, head.last_seq, row["id"], canonical.decode(), rec_hash,
-                           head.last_hash, signature, issuing.signer.key_id, now, reason)
+        await conn.execute(
+            repository.INSERT_VOID,
+            head.id,
+            head.last_seq,
+            row["id"],
+            canonical.decode(),
+            rec_hash,
+            head.last_hash,
+            signature,
+            issuing.signer.key_id,
+            now,
+            reason,
+        )
         await conn.execute(repository.CANCEL_DELIVERY, row["id"])
         return await get_invoice(conn, issuer.id, invoice_id)
 
 
-async def credit(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, invoice_id: str, reason: str,
-                 wanted: list[CreditRequestLine] | None, idem: Idempotency | None = None) -> Issued:
+async def credit(
+    conn: asyncpg.Connection,
+    issuing: Issuing,
+    issuer: Issuer,
+    invoice_id: str,
+    reason: str,
+    wanted: list[CreditRequestLine] | None,
+    idem: Idempotency | None = None,
+) -> Issued:
     """A red-letter credit note against the invoice (all of it, or the lines asked for), numbered in
     the current year's series of the original's label; the original becomes partially credited or
     reversed. The original is locked, so concurrent credits cannot together exceed it."""
@@ -304,7 +368,9 @@ async def credit(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, inv
         lines = credit_lines(original, done, wanted)
         draft = Draft("credit_note", original.series, original.buyer, tuple(lines), "electronic", reason, original)
         [note] = await _issue_drafts(conn, issuing, issuer, [draft])
-        await repository.set_status(conn, original.id, status_after_credit(original, sum_credited(original, [*notes, note])))
+        await repository.set_status(
+            conn, original.id, status_after_credit(original, sum_credited(original, [*notes, note]))
+        )
         if idem is not None:
             await conn.execute(SET_KEY_IDS, uuid.UUID(issuer.id), idem.key, [uuid.UUID(note.id)])
     return Issued([note])

@@ -76,8 +76,13 @@ async def send_sms(ctx: dict[str, Any], outbox_id: int) -> str:
         reason = exc.reason if isinstance(exc, SmsSendFailed) else type(exc).__name__
         async with pool.acquire() as conn:
             await conn.execute(MARK_UNSENT, outbox_id, "failed" if final else "pending", reason[:300])
-        log.warning("SMS %s not sent (try %s): %s", outbox_id, job_try, reason,
-                    exc_info=None if isinstance(exc, SmsSendFailed) else exc)  # fmt: skip
+        log.warning(
+            "SMS %s not sent (try %s): %s",
+            outbox_id,
+            job_try,
+            reason,
+            exc_info=None if isinstance(exc, SmsSendFailed) else exc,
+        )
         if final:
             return "failed"
         raise Retry(defer=RETRY_DEFER_S * job_try) from None

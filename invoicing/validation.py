@@ -29,8 +29,20 @@ from invoicing.model import (
     province_code,
 )
 
-MAX_TEXT = {"name": 200, "description": 200, "unit": 20, "remarks": 500, "series": 32, "line1": 200,
-            "line2": 200, "city": 60, "recipient": 100, "postal_code": 12, "reason": 500, "email": 254}
+MAX_TEXT = {
+    "name": 200,
+    "description": 200,
+    "unit": 20,
+    "remarks": 500,
+    "series": 32,
+    "line1": 200,
+    "line2": 200,
+    "city": 60,
+    "recipient": 100,
+    "postal_code": 12,
+    "reason": 500,
+    "email": 254,
+}
 
 
 @functools.lru_cache(maxsize=65536)
@@ -95,10 +107,14 @@ def _address(data: dict[str, Any] | None, errors: FieldErrors) -> Address | None
     if country != "CN":
         errors.add(f"{p}.country", "postal delivery is only within China (CN)")
     return Address(
-        recipient=text(data, "recipient", f"{p}.recipient", errors), line1=text(data, "line1", f"{p}.line1", errors),
-        city=text(data, "city", f"{p}.city", errors), province=PROVINCES[code][0] if code else province,
-        province_code=code or "", postal_code=text(data, "postal_code", f"{p}.postal_code", errors),
-        country=country, line2=text(data, "line2", f"{p}.line2", errors, required=False),
+        recipient=text(data, "recipient", f"{p}.recipient", errors),
+        line1=text(data, "line1", f"{p}.line1", errors),
+        city=text(data, "city", f"{p}.city", errors),
+        province=PROVINCES[code][0] if code else province,
+        province_code=code or "",
+        postal_code=text(data, "postal_code", f"{p}.postal_code", errors),
+        country=country,
+        line2=text(data, "line2", f"{p}.line2", errors, required=False),
     )
 
 

@@ -64,8 +64,14 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
     for m in modules:
         options.update(getattr(m, "WORKER_OPTIONS", {}))
     options.update(overrides)
-    return Worker(functions=functions, cron_jobs=cron_jobs, redis_settings=redis_settings(settings),
-                  on_startup=startup, on_shutdown=shutdown, **options)
+    return Worker(
+        functions=functions,
+        cron_jobs=cron_jobs,
+        redis_settings=redis_settings(settings),
+        on_startup=startup,
+        on_shutdown=shutdown,
+        **options,
+    )
 
 
 async def run_worker(settings: Settings) -> int:

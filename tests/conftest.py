@@ -128,8 +128,13 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     data = tmp_path_factory.mktemp("data")
-    return Settings(database_url=database_url, redis_url=redis_url, data_dir=data,
-                    public_base_url="http://127.0.0.1:8000", check_code_secret="test-secret-" + secrets.token_hex(8))
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        data_dir=data,
+        public_base_url="http://127.0.0.1:8000",
+        check_code_secret="test-secret-" + secrets.token_hex(8),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -148,9 +153,14 @@ async def issuing(settings: Settings, pool: asyncpg.Pool) -> Issuing:
 
 async def new_issuer(pool: asyncpg.Pool, region: str = "4401") -> tuple[Issuer, str]:
     async with pool.acquire() as conn:
-        return await services.create_issuer(conn, name="广州测试贸易有限公司", tax_id=valid_uscc(region + "01"),
-                                            region=region, address="广州市天河区体育西路 100 号",
-                                            phone="+862087654321")
+        return await services.create_issuer(
+            conn,
+            name="广州测试贸易有限公司",
+            tax_id=valid_uscc(region + "01"),
+            region=region,
+            address="广州市天河区体育西路 100 号",
+            phone="+862087654321",
+        )
 
 
 @pytest.fixture
@@ -161,24 +171,37 @@ async def issuer(pool: asyncpg.Pool) -> tuple[Issuer, str]:
 
 # ---------------------------------------------------------------- a real HTTP server
 
+
 def _env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))}
-    env.update({"DATABASE_URL": settings.database_url or "", "REDIS_URL": settings.redis_url or "",
-                "INVOICELOOP_DATA_DIR": str(settings.data_dir), "CHECK_CODE_SECRET": settings.check_code_secret or "",
-                "INVOICELOOP_KEY_CACHE_TTL_S": "0.2",
-                **extra})
+    env.update(
+        {
+            "DATABASE_URL": settings.database_url or "",
+            "REDIS_URL": settings.redis_url or "",
+            "INVOICELOOP_DATA_DIR": str(settings.data_dir),
+            "CHECK_CODE_SECRET": settings.check_code_secret or "",
+            "INVOICELOOP_KEY_CACHE_TTL_S": "0.2",
+            **extra,
+        }
+    )
     return env
 
 
 class CliProcess:
     """An `invoiceloop ...` command in a subprocess against the test settings, output to `log_path`."""
 
-    def __init__(self, settings: Settings, log_path: Path, args: list[str], *, log_mode: str = "w",
-                 **extra_env: str) -> None:
+    def __init__(
+        self, settings: Settings, log_path: Path, args: list[str], *, log_mode: str = "w", **extra_env: str
+    ) -> None:
         self.log_path = log_path
         self.log = open(log_path, log_mode)
-        self.proc = subprocess.Popen([sys.executable, "-m", "invoicing.cli", *args], env=_env(settings, **extra_env),
-                                     cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "invoicing.cli", *args],
+            env=_env(settings, **extra_env),
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def kill(self) -> None:
         self.proc.kill()
@@ -200,8 +223,13 @@ class ServerProcess(CliProcess):
     def __init__(self, settings: Settings, log_path: Path, *, workers: int = 1, **extra_env: str) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        super().__init__(settings, log_path, ["serve", "--port", str(self.port), "--workers", str(workers)],
-                         PUBLIC_BASE_URL=self.base_url, **extra_env)
+        super().__init__(
+            settings,
+            log_path,
+            ["serve", "--port", str(self.port), "--workers", str(workers)],
+            PUBLIC_BASE_URL=self.base_url,
+            **extra_env,
+        )
         self._wait()
 
     def _wait(self) -> None:
@@ -236,8 +264,9 @@ async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
 async def issuer_client(server: ServerProcess, pool: asyncpg.Pool) -> AsyncIterator[Any]:
     """An HTTP client authenticated as a new issuer; `.issuer` is the Issuer."""
     issuer, key = await new_issuer(pool)
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=60,
-                                 headers={"Authorization": f"Bearer {key}"}) as client:
+    async with httpx.AsyncClient(
+        base_url=server.base_url, timeout=60, headers={"Authorization": f"Bearer {key}"}
+    ) as client:
         client.issuer = issuer  # type: ignore[attr-defined]
         client.api_key = key  # type: ignore[attr-defined]
         yield client

@@ -24,8 +24,20 @@ from tests.conftest import CliProcess, ServerProcess
 from tests.samples import invoice_body
 
 # One province per test that relies on the province's operator; 54 (Tibet) is never served in tests.
-PROVINCE_OF = {"kill": "32", "redis_down": "33", "manifest": "35", "close": "36", "memory": "37", "events": "41",
-               "events_other": "42", "isolation": "43", "label": "45", "void": "46", "sms": "13", "unserved": "54"}  # fmt: skip
+PROVINCE_OF = {
+    "kill": "32",
+    "redis_down": "33",
+    "manifest": "35",
+    "close": "36",
+    "memory": "37",
+    "events": "41",
+    "events_other": "42",
+    "isolation": "43",
+    "label": "45",
+    "void": "46",
+    "sms": "13",
+    "unserved": "54",
+}
 
 
 def postal_body(province: str, *, phone: str | None = "+8613800138000") -> dict[str, Any]:
@@ -36,8 +48,9 @@ def postal_body(province: str, *, phone: str | None = "+8613800138000") -> dict[
     return body
 
 
-async def issue_postal(pool: asyncpg.Pool, issuing: services.Issuing, issuer: Issuer, count: int, province: str,
-                       batch: int = 500) -> list[str]:  # fmt: skip
+async def issue_postal(
+    pool: asyncpg.Pool, issuing: services.Issuing, issuer: Issuer, count: int, province: str, batch: int = 500
+) -> list[str]:
     """Issue `count` postal invoices in batches (services directly: fast); returns their ids."""
     draft = services.draft_of(invoice_request(postal_body(province), DEFAULT_TAX_RATES))
     ids: list[str] = []

@@ -114,12 +114,27 @@ def _message_resource(sid: str, account_sid: str, to: str, from_: str, body: str
     now = format_datetime(datetime.now(UTC), usegmt=True)
     uri = f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json"
     return {
-        "sid": sid, "account_sid": account_sid, "api_version": "2010-04-01", "status": "queued",
-        "to": to, "from": from_, "body": body, "direction": "outbound-api", "num_segments": "1",
-        "num_media": "0", "price": None, "price_unit": "USD", "error_code": None, "error_message": None,
-        "messaging_service_sid": None, "date_created": now, "date_updated": now, "date_sent": None,
-        "uri": uri, "subresource_uris": {"media": uri.replace(".json", "/Media.json")},
-    }  # fmt: skip
+        "sid": sid,
+        "account_sid": account_sid,
+        "api_version": "2010-04-01",
+        "status": "queued",
+        "to": to,
+        "from": from_,
+        "body": body,
+        "direction": "outbound-api",
+        "num_segments": "1",
+        "num_media": "0",
+        "price": None,
+        "price_unit": "USD",
+        "error_code": None,
+        "error_message": None,
+        "messaging_service_sid": None,
+        "date_created": now,
+        "date_updated": now,
+        "date_sent": None,
+        "uri": uri,
+        "subresource_uris": {"media": uri.replace(".json", "/Media.json")},
+    }
 
 
 def _handler_for(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:

@@ -60,20 +60,27 @@ def session_twilio() -> Iterator[FakeTwilio]:
 def twilio_settings(settings: Settings, session_twilio: FakeTwilio) -> Settings:
     """The test settings with the Twilio SMS backend pointed at the fake."""
     return dataclasses.replace(
-        settings, sms_backend="twilio", twilio_account_sid=session_twilio.account_sid,
-        twilio_auth_token=session_twilio.auth_token, twilio_from_number=TWILIO_FROM,
+        settings,
+        sms_backend="twilio",
+        twilio_account_sid=session_twilio.account_sid,
+        twilio_auth_token=session_twilio.auth_token,
+        twilio_from_number=TWILIO_FROM,
         twilio_api_base_url=session_twilio.base_url,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="session")
 def verify_server(settings: Settings, session_twilio: FakeTwilio, output_dir: Path) -> Iterator[ServerProcess]:
     """`invoiceloop serve` with SMS_BACKEND=twilio at the fake Twilio."""
     srv = ServerProcess(
-        settings, output_dir / "verify-server.log", SMS_BACKEND="twilio", TWILIO_ACCOUNT_SID=session_twilio.account_sid,
-        TWILIO_AUTH_TOKEN=session_twilio.auth_token, TWILIO_FROM_NUMBER=TWILIO_FROM,
+        settings,
+        output_dir / "verify-server.log",
+        SMS_BACKEND="twilio",
+        TWILIO_ACCOUNT_SID=session_twilio.account_sid,
+        TWILIO_AUTH_TOKEN=session_twilio.auth_token,
+        TWILIO_FROM_NUMBER=TWILIO_FROM,
         TWILIO_API_BASE_URL=session_twilio.base_url,
-    )  # fmt: skip
+    )
     yield srv
     srv.stop()
 
@@ -82,8 +89,9 @@ def verify_server(settings: Settings, session_twilio: FakeTwilio, output_dir: Pa
 async def consumer(verify_server: ServerProcess) -> AsyncIterator[Any]:
     """An unauthenticated client with its own client address (`.address`)."""
     address = random_address()
-    async with httpx.AsyncClient(base_url=verify_server.base_url, timeout=30,
-                                 headers={"X-Forwarded-For": address}) as client:  # fmt: skip
+    async with httpx.AsyncClient(
+        base_url=verify_server.base_url, timeout=30, headers={"X-Forwarded-For": address}
+    ) as client:
         client.address = address  # type: ignore[attr-defined]
         yield client
 
@@ -94,8 +102,9 @@ async def seller(verify_server: ServerProcess, pool: Any) -> AsyncIterator[Any]:
     from tests.conftest import new_issuer
 
     issuer, key = await new_issuer(pool)
-    async with httpx.AsyncClient(base_url=verify_server.base_url, timeout=60,
-                                 headers={"Authorization": f"Bearer {key}"}) as client:  # fmt: skip
+    async with httpx.AsyncClient(
+        base_url=verify_server.base_url, timeout=60, headers={"Authorization": f"Bearer {key}"}
+    ) as client:
 
         async def issue(**overrides: Any) -> dict[str, Any]:
             response = await client.post("/v1/invoices", json=invoice_body(**overrides))
@@ -109,8 +118,12 @@ async def seller(verify_server: ServerProcess, pool: Any) -> AsyncIterator[Any]:
 
 def query_of(invoice: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     """The JSON verification fields of an issued invoice (right details unless overridden)."""
-    body = {"invoice_code": invoice["invoice_code"], "invoice_number": invoice["invoice_number"],
-            "issue_date": invoice["issue_date"], "check_code_last6": invoice["check_code"][-6:]}  # fmt: skip
+    body = {
+        "invoice_code": invoice["invoice_code"],
+        "invoice_number": invoice["invoice_number"],
+        "issue_date": invoice["issue_date"],
+        "check_code_last6": invoice["check_code"][-6:],
+    }
     body.update(overrides)
     return {k: v for k, v in body.items() if v is not None}
 
@@ -127,9 +140,13 @@ async def invoices_in_every_state(seller: Any, pool: Any) -> list[dict[str, Any]
     ok, voided, reversed_, partial, tampered = [await seller.issue() for _ in range(5)]
     await seller.post(f"/v1/invoices/{voided['id']}/void", json={"reason": "开错了"})
     await seller.post(f"/v1/invoices/{reversed_['id']}/credit-notes", json={"reason": "退货"})
-    await seller.post(f"/v1/invoices/{partial['id']}/credit-notes",
-                      json={"reason": "部分", "lines": [{"line_no": 1, "quantity": "1"}]})  # fmt: skip
+    await seller.post(
+        f"/v1/invoices/{partial['id']}/credit-notes",
+        json={"reason": "部分", "lines": [{"line_no": 1, "quantity": "1"}]},
+    )
     async with pool.acquire() as conn:
-        await conn.execute("UPDATE invoices SET content = jsonb_set(content, '{remarks}', '\"x\"') WHERE id = $1",
-                           uuid.UUID(tampered["id"]))  # fmt: skip
+        await conn.execute(
+            "UPDATE invoices SET content = jsonb_set(content, '{remarks}', '\"x\"') WHERE id = $1",
+            uuid.UUID(tampered["id"]),
+        )
     return [ok, voided, reversed_, partial, tampered]

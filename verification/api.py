@@ -35,18 +35,21 @@ def verification_json(result: Verification) -> dict[str, Any]:
     """The JSON answer of a verification."""
     zh, en = OUTCOME_TEXT[result.outcome]
     body: dict[str, Any] = {
-        "result": result.outcome, "message": {"zh": zh, "en": en},
+        "result": result.outcome,
+        "message": {"zh": zh, "en": en},
         "invoice": result.invoice,
         "times_verified": result.times_verified,
         "first_verified_at": formats.rfc3339(result.first_verified_at) if result.first_verified_at else None,
-    }  # fmt: skip
+    }
     if result.receipt is not None:
         body["sms_receipt"] = result.receipt
     return body
 
 
 @post("/v1/verifications", status_code=200, tags=["verification"], request_max_body_size=16 * 1024)
-async def create_verification(request: Request[Any, Any, Any], state: State, data: JSONBody[VerificationIn]) -> dict[str, Any]:
+async def create_verification(
+    request: Request[Any, Any, Any], state: State, data: JSONBody[VerificationIn]
+) -> dict[str, Any]:
     """Verify an invoice: `result` is valid, mismatch, not_found, voided, reversed, partially_credited,
     locked or tampered; `phone` asks for an SMS receipt. 429 with Retry-After over the rate limit."""
     verifier: Verifier = state.verifier

@@ -32,8 +32,17 @@ def cmd_verify_qr(args: argparse.Namespace, settings: Any) -> int:
     check = check_qr_url(args.url, keys)
     fields = check.fields
     if args.json:
-        print(json.dumps({"valid": check.valid, "reason": check.reason, "invoice_code": fields.get("c"),
-                          "invoice_number": fields.get("n"), "key_id": fields.get("kid")}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "valid": check.valid,
+                    "reason": check.reason,
+                    "invoice_code": fields.get("c"),
+                    "invoice_number": fields.get("n"),
+                    "key_id": fields.get("kid"),
+                }
+            )
+        )
     else:
         mark = "VALID" if check.valid else "INVALID"
         print(f"{mark}: {check.reason}")

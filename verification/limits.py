@@ -110,8 +110,9 @@ class LimitFigures:
     @classmethod
     def from_extra(cls, extra: Mapping[str, str]) -> LimitFigures:
         """Defaults, overridden by `VERIFY_RATE_PER_WINDOW=...` style entries."""
-        values = {f.name: int(extra[f"VERIFY_{f.name.upper()}"]) for f in fields(cls)
-                  if f"VERIFY_{f.name.upper()}" in extra}  # fmt: skip
+        values = {
+            f.name: int(extra[f"VERIFY_{f.name.upper()}"]) for f in fields(cls) if f"VERIFY_{f.name.upper()}" in extra
+        }
         return cls(**values)
 
 
@@ -160,8 +161,15 @@ class Limits:
         if self.redis is None:
             return [TRUSTED] * len(items)
         f = self.figures
-        args: list[Any] = [f.rate_per_window, f.rate_window_s, f.mismatches_to_lock, f.global_mismatches,
-                           self._lock_ttl(), _day(), self._window()]  # fmt: skip
+        args: list[Any] = [
+            f.rate_per_window,
+            f.rate_window_s,
+            f.mismatches_to_lock,
+            f.global_mismatches,
+            self._lock_ttl(),
+            _day(),
+            self._window(),
+        ]
         args += [f"{int(a.rate)}{int(a.trusted)}{found}|{a.invoice}|{a.client}" for a, found in items]
         try:
             answer = await self._settle(args=args)

@@ -95,8 +95,12 @@ class InvoiceSummary:
     @classmethod
     def of(cls, shown: Mapping[str, Any]) -> InvoiceSummary:
         """The summary of a record from its stored content or its public view (the same keys)."""
-        return cls(shown["invoice_code"], shown["invoice_number"], date.fromisoformat(shown["issue_date"]),
-                   Decimal(shown["total"]))  # fmt: skip
+        return cls(
+            shown["invoice_code"],
+            shown["invoice_number"],
+            date.fromisoformat(shown["issue_date"]),
+            Decimal(shown["total"]),
+        )
 
 
 def _clean(value: object) -> str | None:
@@ -263,14 +267,23 @@ def public_invoice(content: Mapping[str, Any], status: str) -> dict[str, Any]:
     phone masked, no check code; every figure as the signed record states it."""
     buyer, seller = content["buyer"], content["seller"]
     return {
-        "kind": content["kind"], "invoice_code": content["invoice_code"],
-        "invoice_number": content["invoice_number"], "issue_date": content["issue_date"], "status": status,
-        "currency": content["currency"], "seller": {"name": seller["name"], "tax_id": seller["tax_id"]},
-        "buyer": {"name": mask_name(buyer["name"]), "phone": cached_mask_phone(buyer["phone"]) if buyer["phone"] else None},
+        "kind": content["kind"],
+        "invoice_code": content["invoice_code"],
+        "invoice_number": content["invoice_number"],
+        "issue_date": content["issue_date"],
+        "status": status,
+        "currency": content["currency"],
+        "seller": {"name": seller["name"], "tax_id": seller["tax_id"]},
+        "buyer": {
+            "name": mask_name(buyer["name"]),
+            "phone": cached_mask_phone(buyer["phone"]) if buyer["phone"] else None,
+        },
         "lines": [{key: line[key] for key in _PUBLIC_LINE} for line in content["lines"]],
-        "total_amount": content["total_amount"], "total_tax": content["total_tax"], "total": content["total"],
+        "total_amount": content["total_amount"],
+        "total_tax": content["total_tax"],
+        "total": content["total"],
         "total_in_words": content["total_in_words"],
-    }  # fmt: skip
+    }
 
 
 _PUBLIC_LINE = ("description", "unit", "quantity", "unit_price", "tax_rate", "amount", "tax_amount")

@@ -101,10 +101,26 @@ class Counts:
 
 async def record(conn: asyncpg.Connection, entries: Sequence[LogEntry]) -> list[Counts]:
     """Log verifications, count them, and write buyer notices: one statement; one `Counts` per entry."""
-    columns = list(zip(*(
-        (e.invoice_id, e.issuer_id, e.channel, e.outcome, e.counted, e.via_qr, e.client_hash,
-         e.phone_hash, e.mismatch, *(e.notice or (None, None))) for e in entries
-    ), strict=True))  # fmt: skip
+    columns = list(
+        zip(
+            *(
+                (
+                    e.invoice_id,
+                    e.issuer_id,
+                    e.channel,
+                    e.outcome,
+                    e.counted,
+                    e.via_qr,
+                    e.client_hash,
+                    e.phone_hash,
+                    e.mismatch,
+                    *(e.notice or (None, None)),
+                )
+                for e in entries
+            ),
+            strict=True,
+        )
+    )
     rows = await conn.fetch(RECORD, *columns)
     return [Counts(row["times_verified"], row["first_verified_at"], row["notice_id"]) for row in rows]
 

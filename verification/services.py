@@ -37,8 +37,9 @@ from verification.sms import reply_text
 
 log = logging.getLogger("invoiceloop.verification")
 cached_is_mobile = functools.lru_cache(maxsize=4096)(is_mobile)  # parsing a phone costs ~0.2 ms
-VERIFIED = Counter("invoiceloop_verifications_total", "Verifications answered, by channel and outcome",
-                   ["channel", "outcome"])  # fmt: skip
+VERIFIED = Counter(
+    "invoiceloop_verifications_total", "Verifications answered, by channel and outcome", ["channel", "outcome"]
+)
 verified = functools.lru_cache(maxsize=64)(VERIFIED.labels)  # `labels` itself costs ~5 µs a call
 GOOD_SIGNATURES_KEPT = 100_000  # (key id, record hash, signature) triples known good, ~30 MB at most
 NOTICE_TEXT = (
@@ -129,8 +130,12 @@ def is_tampered(v: Verifier, row: asyncpg.Record) -> bool:
 def _matched(row: asyncpg.Record, query: VerificationQuery, asker: Asker) -> bool:
     """Whether the query's details match the stored content (the full check code too, from a QR URL)."""
     content = row["content"]
-    ok = matches(query, check_code=content["check_code"], total_amount=Decimal(content["total_amount"]),
-                 issue_date=date.fromisoformat(content["issue_date"]))  # fmt: skip
+    ok = matches(
+        query,
+        check_code=content["check_code"],
+        total_amount=Decimal(content["total_amount"]),
+        issue_date=date.fromisoformat(content["issue_date"]),
+    )
     if asker.full_check_code is not None:
         ok &= hmac.compare_digest(asker.full_check_code.encode(), content["check_code"].encode())
     return ok
@@ -145,8 +150,9 @@ class _Item:
     rate: bool
 
     def ask(self) -> Ask:
-        return Ask(self.query.invoice_code + self.query.invoice_number, self.asker.client_hash, self.asker.via_qr,
-                   self.rate)  # fmt: skip
+        return Ask(
+            self.query.invoice_code + self.query.invoice_number, self.asker.client_hash, self.asker.via_qr, self.rate
+        )
 
 
 @dataclass
@@ -222,7 +228,9 @@ def _judge(v: Verifier, f: _Found, state: int) -> Verification:
     if tampered:
         log.error("integrity alarm: invoice %s fails its record hash or signature", f.row["id"])
     outcome = outcome_for(f.row["status"], f.matched, tampered)
-    return Verification(outcome, public_invoice(f.row["content"], f.row["status"]) if outcome in SHOWS_INVOICE else None)
+    return Verification(
+        outcome, public_invoice(f.row["content"], f.row["status"]) if outcome in SHOWS_INVOICE else None
+    )
 
 
 async def _record(v: Verifier, conn: asyncpg.Connection, works: list[_Work]) -> list[int]:
@@ -241,8 +249,11 @@ async def _record(v: Verifier, conn: asyncpg.Connection, works: list[_Work]) -> 
                 )
             if counts.notice_id is not None and counts.notice_id not in outbox_ids:
                 outbox_ids.append(counts.notice_id)
-        texts = [(None, w.item.asker.phone or "", _receipt_text(w.result))
-                 for w, ok in zip(receipts, allowed, strict=True) if ok]  # fmt: skip
+        texts = [
+            (None, w.item.asker.phone or "", _receipt_text(w.result))
+            for w, ok in zip(receipts, allowed, strict=True)
+            if ok
+        ]
         outbox_ids += await sms_outbox.add(conn, "receipt", texts)
     for w, ok in zip(receipts, allowed, strict=True):
         w.result.receipt = "queued" if ok else "daily_limit_reached"
@@ -252,9 +263,18 @@ async def _record(v: Verifier, conn: asyncpg.Connection, works: list[_Work]) -> 
 def _entry(w: _Work) -> vrepo.LogEntry:
     asker, outcome, row = w.item.asker, w.result.outcome, w.row
     counted = outcome in SHOWS_INVOICE or outcome == "tampered"
-    return vrepo.LogEntry(row["id"] if row else None, row["issuer_id"] if row else None, asker.channel,
-                          outcome, counted, asker.via_qr, asker.client_hash, asker.phone_hash,
-                          mismatch=outcome == "mismatch", notice=_notice(row, asker) if row and counted else None)  # fmt: skip
+    return vrepo.LogEntry(
+        row["id"] if row else None,
+        row["issuer_id"] if row else None,
+        asker.channel,
+        outcome,
+        counted,
+        asker.via_qr,
+        asker.client_hash,
+        asker.phone_hash,
+        mismatch=outcome == "mismatch",
+        notice=_notice(row, asker) if row and counted else None,
+    )
 
 
 @contextlib.asynccontextmanager

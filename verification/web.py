@@ -20,8 +20,16 @@ from verification.views import client_address
 FORM_FIELDS = ("invoice_code", "invoice_number", "issue_date", "check_code_last6", "total_amount", "phone")
 _ENV = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
 # Colour of each outcome on the page: good, warning, bad.
-TONE = {"valid": "good", "voided": "warn", "reversed": "warn", "partially_credited": "warn", "locked": "warn",
-        "mismatch": "bad", "not_found": "bad", "tampered": "bad"}  # fmt: skip
+TONE = {
+    "valid": "good",
+    "voided": "warn",
+    "reversed": "warn",
+    "partially_credited": "warn",
+    "locked": "warn",
+    "mismatch": "bad",
+    "not_found": "bad",
+    "tampered": "bad",
+}
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
 
 
@@ -43,12 +51,18 @@ def error_page(status: int, retry_after_s: int | None = None, form: dict[str, st
 def _result_context(result: Verification, qr: QrCheck | None) -> dict[str, Any]:
     zh, en = OUTCOME_TEXT[result.outcome]
     return {
-        "result": result.outcome, "tone": TONE[result.outcome], "zh": zh, "en": en,
+        "result": result.outcome,
+        "tone": TONE[result.outcome],
+        "zh": zh,
+        "en": en,
         "invoice": result.invoice,
-        "times_verified": result.times_verified, "receipt": result.receipt,
-        "first_verified_at": result.first_verified_at.strftime("%Y-%m-%d %H:%M UTC") if result.first_verified_at else None,
+        "times_verified": result.times_verified,
+        "receipt": result.receipt,
+        "first_verified_at": result.first_verified_at.strftime("%Y-%m-%d %H:%M UTC")
+        if result.first_verified_at
+        else None,
         "qr": qr,
-    }  # fmt: skip
+    }
 
 
 async def _answer(
@@ -63,8 +77,9 @@ async def _answer(
     except ValidationFailed as exc:
         return render(422, form=shown, errors={e.field: e.message for e in exc.errors}, qr=qr)
     trusted = qr is not None and qr.valid
-    asker = verifier.asker("web", client, query.phone, via_qr=trusted,
-                           full_check_code=qr.fields["k"] if trusted and qr else None)  # fmt: skip
+    asker = verifier.asker(
+        "web", client, query.phone, via_qr=trusted, full_check_code=qr.fields["k"] if trusted and qr else None
+    )
     try:
         result = await verify(verifier, query, asker)
     except RateLimited as exc:

@@ -63,8 +63,9 @@ async def test_issue_get_list_void_credit(issuer_client: httpx.AsyncClient, http
     only_voided = (await issuer_client.get("/v1/invoices", params={"status": "voided"})).json()
     assert [i["id"] for i in only_voided["items"]] == [second["id"]]
 
-    part = await issuer_client.post(f"/v1/invoices/{inv['id']}/credit-notes",
-                                    json={"reason": "退一把", "lines": [{"line_no": 1, "quantity": "1"}]})
+    part = await issuer_client.post(
+        f"/v1/invoices/{inv['id']}/credit-notes", json={"reason": "退一把", "lines": [{"line_no": 1, "quantity": "1"}]}
+    )
     assert part.status_code == 201, part.text
     note = part.json()
     assert note["kind"] == "credit_note" and note["total"] == "-113.00" and note["original_invoice_id"] == inv["id"]
@@ -83,50 +84,105 @@ async def test_issue_get_list_void_credit(issuer_client: httpx.AsyncClient, http
     assert month["amount"] == "678.00" and month["credited"] == "-678.00"
 
 
-async def test_signature_and_qr_url_check_against_published_keys(issuer_client: httpx.AsyncClient,
-                                                                 http: httpx.AsyncClient) -> None:
+async def test_signature_and_qr_url_check_against_published_keys(
+    issuer_client: httpx.AsyncClient, http: httpx.AsyncClient
+) -> None:
     inv = await issue(issuer_client)
     keys = {k["kid"]: k for k in (await http.get("/.well-known/jwks.json")).json()["keys"]}
     key = keys[inv["key_id"]]
     assert (key["kty"], key["crv"], key["use"]) == ("OKP", "Ed25519", "sig")
-    core = "|".join(["IL1", inv["invoice_code"], inv["invoice_number"], inv["issue_date"].replace("-", ""),
-                     inv["total_amount"], inv["total_tax"], inv["total"], inv["check_code"], inv["record_hash"]])
+    core = "|".join(
+        [
+            "IL1",
+            inv["invoice_code"],
+            inv["invoice_number"],
+            inv["issue_date"].replace("-", ""),
+            inv["total_amount"],
+            inv["total_tax"],
+            inv["total"],
+            inv["check_code"],
+            inv["record_hash"],
+        ]
+    )
     assert verify_signature(b64url_decode(key["x"]), core, inv["signature"])
     assert not verify_signature(b64url_decode(key["x"]), core.replace("IL1", "IL2"), inv["signature"])
     query = dict(httpx.URL(inv["verify_url"]).params)
-    assert query == {"c": inv["invoice_code"], "n": inv["invoice_number"], "d": inv["issue_date"].replace("-", ""),
-                     "a": inv["total_amount"], "x": inv["total_tax"], "t": inv["total"], "k": inv["check_code"],
-                     "h": inv["record_hash"], "s": inv["signature"], "kid": inv["key_id"]}
+    assert query == {
+        "c": inv["invoice_code"],
+        "n": inv["invoice_number"],
+        "d": inv["issue_date"].replace("-", ""),
+        "a": inv["total_amount"],
+        "x": inv["total_tax"],
+        "t": inv["total"],
+        "k": inv["check_code"],
+        "h": inv["record_hash"],
+        "s": inv["signature"],
+        "kid": inv["key_id"],
+    }
 
 
 BAD_BODIES = [
     ({"lines": []}, 422, "lines"),
-    ({"lines": [{"description": "a", "quantity": "-1", "unit_price": "1", "tax_rate": "0.13"}]}, 422, "lines[0].quantity"),
-    ({"lines": [{"description": "a", "quantity": "0", "unit_price": "1", "tax_rate": "0.13"}]}, 422, "lines[0].quantity"),
-    ({"lines": [{"description": "a", "quantity": "1", "unit_price": "1.123456789", "tax_rate": "0.13"}]}, 422,
-     "lines[0].unit_price"),
-    ({"lines": [{"description": "a", "quantity": 1.5, "unit_price": "1", "tax_rate": "0.13"}]}, 422, "lines[0].quantity"),
-    ({"lines": [{"description": "a", "quantity": "1", "unit_price": "1", "tax_rate": "0.12"}]}, 422, "lines[0].tax_rate"),
-    ({"lines": [{"description": "", "quantity": "1", "unit_price": "1", "tax_rate": "0.13"}]}, 422,
-     "lines[0].description"),
+    (
+        {"lines": [{"description": "a", "quantity": "-1", "unit_price": "1", "tax_rate": "0.13"}]},
+        422,
+        "lines[0].quantity",
+    ),
+    (
+        {"lines": [{"description": "a", "quantity": "0", "unit_price": "1", "tax_rate": "0.13"}]},
+        422,
+        "lines[0].quantity",
+    ),
+    (
+        {"lines": [{"description": "a", "quantity": "1", "unit_price": "1.123456789", "tax_rate": "0.13"}]},
+        422,
+        "lines[0].unit_price",
+    ),
+    (
+        {"lines": [{"description": "a", "quantity": 1.5, "unit_price": "1", "tax_rate": "0.13"}]},
+        422,
+        "lines[0].quantity",
+    ),
+    (
+        {"lines": [{"description": "a", "quantity": "1", "unit_price": "1", "tax_rate": "0.12"}]},
+        422,
+        "lines[0].tax_rate",
+    ),
+    (
+        {"lines": [{"description": "", "quantity": "1", "unit_price": "1", "tax_rate": "0.13"}]},
+        422,
+        "lines[0].description",
+    ),
     ({"colour": "red"}, 422, "colour"),
     ({"delivery": "postal", "buyer": {"name": "张三"}}, 422, "buyer.address"),
     ({"buyer": {"name": "张三", "phone": "12345"}}, 422, "buyer.phone"),
     ({"buyer": {"name": "某公司", "tax_id": "91440101MA5CXKYQ1A"}}, 422, "buyer.tax_id"),
     ({"delivery": "pigeon"}, 422, "delivery"),
-    ({"buyer": {"name": "张三", "address": {"recipient": "张三", "line1": "x", "city": "y", "province": "火星",
-                                          "postal_code": "1"}}}, 422, "buyer.address.province"),
+    (
+        {
+            "buyer": {
+                "name": "张三",
+                "address": {"recipient": "张三", "line1": "x", "city": "y", "province": "火星", "postal_code": "1"},
+            }
+        },
+        422,
+        "buyer.address.province",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("override", "status", "field"), BAD_BODIES)
-async def test_bad_input_is_a_problem_naming_the_field(issuer_client: httpx.AsyncClient, override: dict[str, Any],
-                                                       status: int, field: str) -> None:
+async def test_bad_input_is_a_problem_naming_the_field(
+    issuer_client: httpx.AsyncClient, override: dict[str, Any], status: int, field: str
+) -> None:
     assert_problem(await issuer_client.post("/v1/invoices", json=invoice_body(**override)), status, field)
 
 
 async def test_transport_refusals(issuer_client: httpx.AsyncClient, http: httpx.AsyncClient) -> None:
-    assert_problem(await issuer_client.post("/v1/invoices", content=b'{"buyer": ', headers={"content-type": "application/json"}), 400)
+    assert_problem(
+        await issuer_client.post("/v1/invoices", content=b'{"buyer": ', headers={"content-type": "application/json"}),
+        400,
+    )
     big = invoice_body(remarks="x" * 600_000)
     assert_problem(await issuer_client.post("/v1/invoices", json=big), 413)
     assert_problem(await http.post("/v1/invoices", json=invoice_body()), 401)
@@ -144,11 +200,13 @@ async def test_another_tenant_sees_404(issuer_client: httpx.AsyncClient, server:
     inv = await issue(issuer_client)
     _, other_key = await new_issuer(pool)
     async with httpx.AsyncClient(base_url=server.base_url, headers={"Authorization": f"Bearer {other_key}"}) as other:
-        for method, path, body in [("GET", f"/v1/invoices/{inv['id']}", None),
-                                   ("GET", f"/v1/invoices/{inv['id']}/pdf", None),
-                                   ("POST", f"/v1/invoices/{inv['id']}/void", {"reason": "x"}),
-                                   ("POST", f"/v1/invoices/{inv['id']}/credit-notes", {"reason": "x"}),
-                                   ("GET", "/v1/invoices/not-a-uuid", None)]:
+        for method, path, body in [
+            ("GET", f"/v1/invoices/{inv['id']}", None),
+            ("GET", f"/v1/invoices/{inv['id']}/pdf", None),
+            ("POST", f"/v1/invoices/{inv['id']}/void", {"reason": "x"}),
+            ("POST", f"/v1/invoices/{inv['id']}/credit-notes", {"reason": "x"}),
+            ("GET", "/v1/invoices/not-a-uuid", None),
+        ]:
             assert_problem(await other.request(method, path, json=body), 404)
         assert (await other.get("/v1/invoices", params={"invoice_number": inv["invoice_number"]})).json()["items"] == []
     assert (await issuer_client.get(f"/v1/invoices/{inv['id']}")).status_code == 200
@@ -157,8 +215,9 @@ async def test_another_tenant_sees_404(issuer_client: httpx.AsyncClient, server:
 async def test_concurrent_retries_with_one_idempotency_key_give_one_invoice(issuer_client: httpx.AsyncClient) -> None:
     body = invoice_body(remarks="once")
     headers = {"Idempotency-Key": "order-42"}
-    responses = await asyncio.gather(*(issuer_client.post("/v1/invoices", json=body, headers=headers)
-                                       for _ in range(10)))
+    responses = await asyncio.gather(
+        *(issuer_client.post("/v1/invoices", json=body, headers=headers) for _ in range(10))
+    )
     assert {r.status_code for r in responses} == {201}
     assert len({r.json()["id"] for r in responses}) == 1
     assert sum(r.headers.get("Idempotent-Replayed") == "true" for r in responses) == 9
@@ -220,13 +279,14 @@ async def test_operations_endpoints(http: httpx.AsyncClient, issuer_client: http
     assert_problem(await http.get("/no/such/route"), 404)
 
 
-async def test_clients_that_disconnect_mid_request_leave_no_gap(issuer_client: httpx.AsyncClient,
-                                                               server: Any) -> None:
+async def test_clients_that_disconnect_mid_request_leave_no_gap(issuer_client: httpx.AsyncClient, server: Any) -> None:
     """Clients send a full request and hang up at once (before the answer): whatever the server
     did with each, the numbers it committed are exactly 1..n."""
     body = json.dumps(invoice_body(series="hangup")).encode()
-    head = (f"POST /v1/invoices HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {issuer_client.api_key}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/invoices HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {issuer_client.api_key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
 
     async def hang_up(delay_s: float) -> None:
         _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -246,8 +306,9 @@ async def test_clients_that_disconnect_mid_request_leave_no_gap(issuer_client: h
 async def test_readyz_says_503_when_redis_is_unreachable(settings: Any, output_dir: Any) -> None:
     from tests.conftest import ServerProcess
 
-    srv = await asyncio.to_thread(ServerProcess, settings, output_dir / "server-no-redis.log",
-                                  REDIS_URL="redis://127.0.0.1:1/0")
+    srv = await asyncio.to_thread(
+        ServerProcess, settings, output_dir / "server-no-redis.log", REDIS_URL="redis://127.0.0.1:1/0"
+    )
     try:
         async with httpx.AsyncClient(base_url=srv.base_url) as client:
             ready = await client.get("/readyz")

@@ -70,7 +70,13 @@ async def test_manifest_csv_json_pdf_close_and_next_manifest(
         assert row["manifest_number"] == manifest["manifest_number"]
         assert (row["invoice_code"], row["invoice_number"]) == (inv["invoice_code"], inv["invoice_number"])
         assert (row["recipient"], row["phone"], row["city"], row["province"], row["postal_code"], row["country"]) == (
-            "张三", "+8613800138000", "广州市", "福建省", "510000", "CN")  # fmt: skip
+            "张三",
+            "+8613800138000",
+            "广州市",
+            "福建省",
+            "510000",
+            "CN",
+        )
         assert row["created_at"].endswith("Z")
 
     as_json = (await operator.get(f"/v1/postal/manifests/{manifest['id']}")).json()

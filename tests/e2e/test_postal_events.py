@@ -19,8 +19,15 @@ def at(minutes: int) -> str:
 
 
 def event(event_id: str, number: str, status: str, minutes: int, **extra: Any) -> dict[str, Any]:
-    return {"event_id": event_id, "tracking_number": number, "status": status, "occurred_at": at(minutes),
-            "location": "广州", "note": "", **extra}  # fmt: skip
+    return {
+        "event_id": event_id,
+        "tracking_number": number,
+        "status": status,
+        "occurred_at": at(minutes),
+        "location": "广州",
+        "note": "",
+        **extra,
+    }
 
 
 async def dispatched(client: Any, operator: Any, pool: asyncpg.Pool, province: str, count: int) -> list[dict[str, Any]]:
@@ -89,8 +96,10 @@ async def test_events_each_judged_on_its_own(
     assert foreign_view["status"] == "dispatched" and foreign_view["events"] == []
 
     sms = RecordingSms()
-    texts = await pool.fetch("SELECT id FROM sms_outbox WHERE kind = 'delivered' AND invoice_id = ANY($1::uuid[])",
-                             [a["id"], b["id"], c["id"]])  # fmt: skip
+    texts = await pool.fetch(
+        "SELECT id FROM sms_outbox WHERE kind = 'delivered' AND invoice_id = ANY($1::uuid[])",
+        [a["id"], b["id"], c["id"]],
+    )
     assert len(texts) == 1  # only b was delivered
     assert await sms_outbox.send_sms({"pool": pool, "sms": sms}, texts[0]["id"]) == "sent"
     assert sms.sent[0][0] == "+8613800138000" and b["invoice_number"] in sms.sent[0][1]
@@ -117,9 +126,13 @@ async def test_operator_and_issuer_isolation(
     [m] = (await owner.get("/v1/postal/manifests")).json()["items"]
     issuer_auth = {"Authorization": f"Bearer {issuer_client.api_key}"}
     operator_auth = {"Authorization": owner.headers["Authorization"]}
-    postal_routes = [("GET", "/v1/postal/manifests"), ("GET", f"/v1/postal/manifests/{m['id']}"),
-                     ("POST", f"/v1/postal/manifests/{m['id']}/close"), ("GET", f"/v1/postal/labels/{number}"),
-                     ("POST", "/v1/postal/events")]  # fmt: skip
+    postal_routes = [
+        ("GET", "/v1/postal/manifests"),
+        ("GET", f"/v1/postal/manifests/{m['id']}"),
+        ("POST", f"/v1/postal/manifests/{m['id']}/close"),
+        ("GET", f"/v1/postal/labels/{number}"),
+        ("POST", "/v1/postal/events"),
+    ]
     for method, path in postal_routes:
         for headers in (issuer_auth, {}):
             answer = await http.request(method, path, headers=headers, json={"events": []})
@@ -137,8 +150,9 @@ async def test_operator_and_issuer_isolation(
             await owner.request("POST" if "close" in path else "GET", path.replace(m["id"], "nope"))
         ).status_code == 404
 
-    other_issuer_view = await http.get(f"/v1/invoices/{inv['id']}/delivery",
-                                       headers={"Authorization": f"Bearer {await _other_issuer_key(pool)}"})  # fmt: skip
+    other_issuer_view = await http.get(
+        f"/v1/invoices/{inv['id']}/delivery", headers={"Authorization": f"Bearer {await _other_issuer_key(pool)}"}
+    )
     assert other_issuer_view.status_code == 404
     electronic = (await issuer_client.post("/v1/invoices", json=invoice_body())).json()
     assert (await issuer_client.get(f"/v1/invoices/{electronic['id']}/delivery")).status_code == 404

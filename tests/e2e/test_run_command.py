@@ -21,8 +21,14 @@ from tests.samples import invoice_body
 def _start(data: Path, port: int) -> tuple[subprocess.Popen[str], list[str]]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(INVOICELOOP_DATA_DIR=str(data), PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
-    proc = subprocess.Popen([sys.executable, "-m", "invoicing.cli", "run", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoicing.cli", "run", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     deadline = time.monotonic() + 90
     assert proc.stdout is not None
@@ -64,8 +70,12 @@ def test_run_starts_everything_embedded_and_stops_cleanly(tmp_path: Path) -> Non
         _wait_http(f"http://127.0.0.1:{port}/healthz")
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
         assert ready.status_code == 200, ready.text
-        resp = httpx.post(f"http://127.0.0.1:{port}/v1/invoices", json=invoice_body(),
-                          headers={"Authorization": f"Bearer {key[1]}"}, timeout=30)
+        resp = httpx.post(
+            f"http://127.0.0.1:{port}/v1/invoices",
+            json=invoice_body(),
+            headers={"Authorization": f"Bearer {key[1]}"},
+            timeout=30,
+        )
         assert resp.status_code == 201, resp.text
     finally:
         out = _stop(proc)

@@ -92,8 +92,11 @@ async def test_voided_reversed_partially_credited(consumer: Any, seller: Any) ->
 async def test_tampered_record(consumer: Any, seller: Any, pool: asyncpg.Pool) -> None:
     invoice = await seller.issue()
     async with pool.acquire() as conn:
-        await conn.execute("""UPDATE invoices SET content = jsonb_set(content, '{remarks}', '"改过"')
-                               WHERE id = $1""", uuid.UUID(invoice["id"]))  # fmt: skip
+        await conn.execute(
+            """UPDATE invoices SET content = jsonb_set(content, '{remarks}', '"改过"')
+                               WHERE id = $1""",
+            uuid.UUID(invoice["id"]),
+        )
     answer = await verify(consumer, invoice)
     assert answer["result"] == "tampered" and answer["invoice"] is None
     assert (await verify(consumer, invoice, check_code_last6=wrong_last6(invoice)))["result"] == "mismatch"
@@ -104,8 +107,11 @@ async def test_unreadable_stored_content_is_a_mismatch_not_a_failed_batch(
 ) -> None:
     broken, sound = await seller.issue(), await seller.issue()
     async with pool.acquire() as conn:
-        await conn.execute("""UPDATE invoices SET content = jsonb_set(content, '{total_amount}', '"lots"')
-                               WHERE id = $1""", uuid.UUID(broken["id"]))  # fmt: skip
+        await conn.execute(
+            """UPDATE invoices SET content = jsonb_set(content, '{total_amount}', '"lots"')
+                               WHERE id = $1""",
+            uuid.UUID(broken["id"]),
+        )
     answers = await asyncio.gather(verify(consumer, broken), verify(consumer, sound))  # one batch, likely
     assert [a["result"] for a in answers] == ["mismatch", "valid"]
 
@@ -122,10 +128,17 @@ async def test_a_rehashed_or_swapped_signature_record_is_tampered_after_a_good_c
         content = await conn.fetchval("SELECT content FROM invoices WHERE id = $1", uuid.UUID(rehashed["id"]))
         content = json.loads(content) if isinstance(content, str) else content
         content["remarks"] = "改过"  # and the record hash recomputed to match: only the signature can tell
-        await conn.execute("UPDATE invoices SET content = $2::text::jsonb, record_hash = $3 WHERE id = $1",
-                           uuid.UUID(rehashed["id"]), json.dumps(content), formats.record_hash(content))  # fmt: skip
-        await conn.execute("UPDATE invoices SET signature = (SELECT signature FROM invoices WHERE id = $2) WHERE id = $1",
-                           uuid.UUID(swapped["id"]), uuid.UUID(donor["id"]))  # fmt: skip
+        await conn.execute(
+            "UPDATE invoices SET content = $2::text::jsonb, record_hash = $3 WHERE id = $1",
+            uuid.UUID(rehashed["id"]),
+            json.dumps(content),
+            formats.record_hash(content),
+        )
+        await conn.execute(
+            "UPDATE invoices SET signature = (SELECT signature FROM invoices WHERE id = $2) WHERE id = $1",
+            uuid.UUID(swapped["id"]),
+            uuid.UUID(donor["id"]),
+        )
     for invoice in (rehashed, swapped):
         answer = await verify(consumer, invoice)
         assert answer["result"] == "tampered" and answer["invoice"] is None
@@ -212,8 +225,9 @@ async def test_log_holds_keyed_hashes_only(
     assert invoice["check_code"] not in server_log and phone not in server_log
 
 
-async def test_stats_command_shows_mismatches(settings: Any, seller: Any, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+async def test_stats_command_shows_mismatches(
+    settings: Any, seller: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     await seller.issue()
     monkeypatch.setenv("DATABASE_URL", settings.database_url)
     assert await asyncio.to_thread(main, ["stats", "--json"]) == 0
@@ -221,4 +235,3 @@ async def test_stats_command_shows_mismatches(settings: Any, seller: Any, monkey
     assert months and all("mismatches" in m and "verified_share" in m for m in months)
     assert await asyncio.to_thread(main, ["stats"]) == 0
     assert "mismatches" in capsys.readouterr().out.splitlines()[0]
-

@@ -17,15 +17,26 @@ from playwright.async_api import Browser, Page, async_playwright
 from tests.conftest import ServerProcess
 from tests.verification_fixtures import invoices_in_every_state, query_of, random_address, wrong_last6
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 SCREENS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "height": 900}}
 
 
 def form_of(invoice: dict[str, Any], **overrides: str) -> dict[str, str]:
-    fields = {"invoice_code": invoice["invoice_code"], "invoice_number": invoice["invoice_number"],
-              "issue_date": invoice["issue_date"], "check_code_last6": invoice["check_code"][-6:],
-              "total_amount": "", "phone": ""}  # fmt: skip
+    fields = {
+        "invoice_code": invoice["invoice_code"],
+        "invoice_number": invoice["invoice_number"],
+        "issue_date": invoice["issue_date"],
+        "check_code_last6": invoice["check_code"][-6:],
+        "total_amount": "",
+        "phone": "",
+    }
     fields.update(overrides)
     return fields
 
@@ -38,9 +49,15 @@ def result_of(html: str) -> str:
 
 async def test_every_outcome_on_the_page(consumer: Any, seller: Any, pool: asyncpg.Pool) -> None:
     ok, voided, reversed_, partial, tampered = await invoices_in_every_state(seller, pool)
-    cases = [(ok, {}, "valid"), (voided, {}, "voided"), (reversed_, {}, "reversed"), (partial, {}, "partially_credited"),
-             (tampered, {}, "tampered"), (ok, {"invoice_number": "99999999"}, "not_found"),
-             (ok, {"check_code_last6": "", "total_amount": ok["total_amount"]}, "valid")]  # fmt: skip
+    cases = [
+        (ok, {}, "valid"),
+        (voided, {}, "voided"),
+        (reversed_, {}, "reversed"),
+        (partial, {}, "partially_credited"),
+        (tampered, {}, "tampered"),
+        (ok, {"invoice_number": "99999999"}, "not_found"),
+        (ok, {"check_code_last6": "", "total_amount": ok["total_amount"]}, "valid"),
+    ]
     for invoice, overrides, outcome in cases:
         page = await consumer.post("/verify", data=form_of(invoice, **overrides))
         assert page.status_code == 200 and result_of(page.text) == outcome
@@ -80,8 +97,9 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 async def new_page(browser: Browser, screen: str) -> Page:
-    context = await browser.new_context(viewport=SCREENS[screen], locale="zh-CN",
-                                        extra_http_headers={"X-Forwarded-For": random_address()})  # fmt: skip
+    context = await browser.new_context(
+        viewport=SCREENS[screen], locale="zh-CN", extra_http_headers={"X-Forwarded-For": random_address()}
+    )
     return await context.new_page()
 
 

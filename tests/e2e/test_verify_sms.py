@@ -27,8 +27,13 @@ from tests.verification_fixtures import (
 from verification.sms import USAGE_TEXT, verify_twilio_signature
 
 DOC_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
-DOC_PARAMS = {"CallSid": "CA1234567890ABCDE", "Caller": "+12349013030", "Digits": "1234",
-              "From": "+12349013030", "To": "+18005551212"}  # fmt: skip
+DOC_PARAMS = {
+    "CallSid": "CA1234567890ABCDE",
+    "Caller": "+12349013030",
+    "Digits": "1234",
+    "From": "+12349013030",
+    "To": "+18005551212",
+}
 
 
 def test_twilio_documented_example_vector() -> None:
@@ -44,13 +49,29 @@ def sms_text(invoice: dict[str, Any], last6: str | None = None) -> str:
     return f"查验 {invoice['invoice_code']} {invoice['invoice_number']} {day} {last6 or invoice['check_code'][-6:]}"
 
 
-async def text_in(server: ServerProcess, token: str, body: str, *, sender: str | None = None,
-                  sid: str | None = None, signature: str | None = "sign") -> httpx.Response:  # fmt: skip
-    params = {"MessageSid": sid or "SM" + secrets.token_hex(16), "AccountSid": "AC" + "0" * 32,
-              "From": sender or random_mobile(), "To": TWILIO_FROM, "Body": body, "NumMedia": "0"}  # fmt: skip
+async def text_in(
+    server: ServerProcess,
+    token: str,
+    body: str,
+    *,
+    sender: str | None = None,
+    sid: str | None = None,
+    signature: str | None = "sign",
+) -> httpx.Response:
+    params = {
+        "MessageSid": sid or "SM" + secrets.token_hex(16),
+        "AccountSid": "AC" + "0" * 32,
+        "From": sender or random_mobile(),
+        "To": TWILIO_FROM,
+        "Body": body,
+        "NumMedia": "0",
+    }
     url = server.base_url + "/v1/sms/inbound"
-    headers = {} if signature is None else {"X-Twilio-Signature": twilio_signature(token, url, params)
-                                            if signature == "sign" else signature}  # fmt: skip
+    headers = (
+        {}
+        if signature is None
+        else {"X-Twilio-Signature": twilio_signature(token, url, params) if signature == "sign" else signature}
+    )
     async with httpx.AsyncClient(timeout=30) as client:
         return await client.post(url, data=params, headers=headers)
 
@@ -85,7 +106,9 @@ async def test_repeated_message_sid_is_answered_once(
     again = await text_in(verify_server, session_twilio.auth_token, sms_text(invoice), sid=sid, sender=sender)
     assert message_of(first) == message_of(again)
     async with pool.acquire() as conn:
-        count = await conn.fetchval("SELECT times_verified FROM invoice_counts WHERE invoice_id = $1", uuid.UUID(invoice["id"]))
+        count = await conn.fetchval(
+            "SELECT times_verified FROM invoice_counts WHERE invoice_id = $1", uuid.UUID(invoice["id"])
+        )
         logged = await conn.fetchval(
             "SELECT count(*) FROM verifications WHERE invoice_id = $1", uuid.UUID(invoice["id"])
         )
@@ -97,8 +120,14 @@ async def test_every_outcome_by_sms(
 ) -> None:
     token, sender = session_twilio.auth_token, random_mobile()
     ok, voided, reversed_, partial, tampered = await invoices_in_every_state(seller, pool)
-    expected = [(ok, None, "查验一致"), (voided, None, "已作废"), (reversed_, None, "已全额红冲"),
-                (partial, None, "已部分红冲"), (tampered, None, "记录校验异常"), (ok, wrong_last6(ok), "信息不符")]  # fmt: skip
+    expected = [
+        (ok, None, "查验一致"),
+        (voided, None, "已作废"),
+        (reversed_, None, "已全额红冲"),
+        (partial, None, "已部分红冲"),
+        (tampered, None, "记录校验异常"),
+        (ok, wrong_last6(ok), "信息不符"),
+    ]
     for invoice, last6, words in expected:
         assert words in message_of(await text_in(verify_server, token, sms_text(invoice, last6), sender=sender))
     missing = {**ok, "invoice_number": "99999999"}
@@ -127,8 +156,12 @@ async def test_receipt_and_buyer_notice_reach_twilio(
     body["buyer"]["phone"] = buyer_phone
     created = await seller.post("/v1/invoices", json=body)
     invoice = created.json()
-    query = {"invoice_code": invoice["invoice_code"], "invoice_number": invoice["invoice_number"],
-             "issue_date": invoice["issue_date"], "check_code_last6": invoice["check_code"][-6:]}  # fmt: skip
+    query = {
+        "invoice_code": invoice["invoice_code"],
+        "invoice_number": invoice["invoice_number"],
+        "issue_date": invoice["issue_date"],
+        "check_code_last6": invoice["check_code"][-6:],
+    }
     session_twilio.fail_next(1)  # the first send fails: the job retries
     answer = (await consumer.post("/v1/verifications", json={**query, "phone": verifier_phone})).json()
     assert answer["result"] == "valid" and answer["sms_receipt"] == "queued"
@@ -140,8 +173,9 @@ async def test_receipt_and_buyer_notice_reach_twilio(
     assert to_verifier[0].from_ == TWILIO_FROM and "查验一致" in to_verifier[0].body
     assert invoice["invoice_number"] in to_buyer[0].body and "他人查验" in to_buyer[0].body
     async with pool.acquire() as conn:
-        rows = await conn.fetch("SELECT status, provider_id FROM sms_outbox WHERE phone = ANY($1)",
-                                [buyer_phone, verifier_phone])  # fmt: skip
+        rows = await conn.fetch(
+            "SELECT status, provider_id FROM sms_outbox WHERE phone = ANY($1)", [buyer_phone, verifier_phone]
+        )
     assert {r["status"] for r in rows} == {"sent"} and all(r["provider_id"].startswith("SM") for r in rows)
 
 
@@ -152,8 +186,13 @@ async def test_buyer_verifying_own_invoice_gets_no_notice_and_caps(
     body = __import__("tests.samples", fromlist=["x"]).invoice_body()
     body["buyer"]["phone"] = buyer_phone
     invoice = (await seller.post("/v1/invoices", json=body)).json()
-    query = {"invoice_code": invoice["invoice_code"], "invoice_number": invoice["invoice_number"],
-             "issue_date": invoice["issue_date"], "check_code_last6": invoice["check_code"][-6:], "phone": buyer_phone}  # fmt: skip
+    query = {
+        "invoice_code": invoice["invoice_code"],
+        "invoice_number": invoice["invoice_number"],
+        "issue_date": invoice["issue_date"],
+        "check_code_last6": invoice["check_code"][-6:],
+        "phone": buyer_phone,
+    }
     receipts = [(await consumer.post("/v1/verifications", json=query)).json()["sms_receipt"] for _ in range(6)]
     assert receipts == ["queued"] * 5 + ["daily_limit_reached"]
     await run_worker(twilio_settings)
@@ -164,7 +203,12 @@ async def test_buyer_verifying_own_invoice_gets_no_notice_and_caps(
 @pytest.mark.parametrize("phone", ["+862087654321", "12345", "not a phone"])
 async def test_receipt_needs_a_mobile(consumer: Any, seller: Any, phone: str) -> None:
     invoice = await seller.issue()
-    query = {"invoice_code": invoice["invoice_code"], "invoice_number": invoice["invoice_number"],
-             "issue_date": invoice["issue_date"], "check_code_last6": invoice["check_code"][-6:], "phone": phone}  # fmt: skip
+    query = {
+        "invoice_code": invoice["invoice_code"],
+        "invoice_number": invoice["invoice_number"],
+        "issue_date": invoice["issue_date"],
+        "check_code_last6": invoice["check_code"][-6:],
+        "phone": phone,
+    }
     refused = await consumer.post("/v1/verifications", json=query)
     assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "phone"

@@ -24,16 +24,24 @@ from tests.samples import invoice_body
 
 
 def cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "invoicing.cli", *args], env=_env(settings, **env), cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "invoicing.cli", *args],
+        env=_env(settings, **env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def draft(**kw: Any) -> services.Draft:
     return services.draft_of(validation.invoice_request(invoice_body(**kw), DEFAULT_TAX_RATES))
 
 
-async def test_migrate_applies_once_and_refuses_a_changed_file(settings: Settings, tmp_path: Path,
-                                                               server_url: str) -> None:
+async def test_migrate_applies_once_and_refuses_a_changed_file(
+    settings: Settings, tmp_path: Path, server_url: str
+) -> None:
     name = f"invoiceloop_mig_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(server_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -55,8 +63,9 @@ async def test_migrate_applies_once_and_refuses_a_changed_file(settings: Setting
 
 
 @contextlib.asynccontextmanager
-async def database_before(migration: str, settings: Settings, tmp_path: Path,
-                          server_url: str) -> AsyncIterator[tuple[str, asyncpg.Pool, Issuing, Any]]:
+async def database_before(
+    migration: str, settings: Settings, tmp_path: Path, server_url: str
+) -> AsyncIterator[tuple[str, asyncpg.Pool, Issuing, Any]]:
     """A throwaway database migrated up to (not including) `migration`, with an issuer: (url, pool, issuing,
     issuer); dropped afterwards."""
     from invoicing.app import load_issuing
@@ -83,21 +92,27 @@ async def database_before(migration: str, settings: Settings, tmp_path: Path,
         await admin.close()
 
 
-async def test_upgrade_moves_verification_counts_out_of_invoices(settings: Settings, tmp_path: Path,
-                                                                 server_url: str) -> None:
+async def test_upgrade_moves_verification_counts_out_of_invoices(
+    settings: Settings, tmp_path: Path, server_url: str
+) -> None:
     """0004 on a database that has counted verifications: the counts arrive in invoice_counts, the old
     columns are gone, and the invoice reads back with them."""
     async with database_before("0004", settings, tmp_path, server_url) as (url, pool, issuing, issuer):
         async with pool.acquire() as conn:
             seen, unseen = (await services.issue(conn, issuing, issuer, [draft(), draft()])).invoices
-            await conn.execute("UPDATE invoices SET times_verified = 3, mismatches = 2, "
-                               "first_verified_at = '2026-11-27T01:02:03Z' WHERE id = $1", uuid.UUID(seen.id))  # fmt: skip
+            await conn.execute(
+                "UPDATE invoices SET times_verified = 3, mismatches = 2, "
+                "first_verified_at = '2026-11-27T01:02:03Z' WHERE id = $1",
+                uuid.UUID(seen.id),
+            )
         assert (await db.migrate_url(url)).applied[0] == "0004_invoice_counts.sql"
         async with pool.acquire() as conn:
             rows = await conn.fetch("SELECT invoice_id::text, times_verified, mismatches FROM invoice_counts")
             assert [tuple(r) for r in rows] == [(seen.id, 3, 2)]
-            columns = await conn.fetchval("SELECT count(*) FROM information_schema.columns WHERE table_name = "
-                                          "'invoices' AND column_name IN ('times_verified', 'mismatches')")  # fmt: skip
+            columns = await conn.fetchval(
+                "SELECT count(*) FROM information_schema.columns WHERE table_name = "
+                "'invoices' AND column_name IN ('times_verified', 'mismatches')"
+            )
             assert columns == 0
             seen_row = await repository.get_invoice_row(conn, issuer.id, seen.id)
             unseen_row = await repository.get_invoice_row(conn, issuer.id, unseen.id)
@@ -106,33 +121,56 @@ async def test_upgrade_moves_verification_counts_out_of_invoices(settings: Setti
             assert seen_row["first_verified_at"].isoformat().startswith("2026-11-27T01:02:03")
 
 
-async def test_upgrade_moves_delivery_texts_into_the_one_outbox(settings: Settings, tmp_path: Path,
-                                                                 server_url: str) -> None:
+async def test_upgrade_moves_delivery_texts_into_the_one_outbox(
+    settings: Settings, tmp_path: Path, server_url: str
+) -> None:
     """0005 on a database with delivery texts sent, given up and still to send: each arrives in sms_outbox
     as `delivered` with its state, delivery_sms is gone, and a second delivered text of an invoice is refused."""
     async with database_before("0005", settings, tmp_path, server_url) as (url, pool, issuing, issuer):
         async with pool.acquire() as conn:
             invoices = (await services.issue(conn, issuing, issuer, [draft(delivery="postal")] * 3)).invoices
-            orders = [await conn.fetchval("SELECT id FROM delivery_orders WHERE invoice_id = $1", uuid.UUID(i.id))
-                      for i in invoices]  # fmt: skip
+            orders = [
+                await conn.fetchval("SELECT id FROM delivery_orders WHERE invoice_id = $1", uuid.UUID(i.id))
+                for i in invoices
+            ]
             for order, (attempts, sent) in zip(orders, [(1, True), (5, False), (0, False)], strict=True):
-                await conn.execute("INSERT INTO delivery_sms (order_id, phone, body, attempts, sent_at, provider_id) "
-                                   "VALUES ($1, '+8613800138000', 'delivered', $2, CASE WHEN $3 THEN now() END, "
-                                   "CASE WHEN $3 THEN 'SM1' END)", order, attempts, sent)  # fmt: skip
+                await conn.execute(
+                    "INSERT INTO delivery_sms (order_id, phone, body, attempts, sent_at, provider_id) "
+                    "VALUES ($1, '+8613800138000', 'delivered', $2, CASE WHEN $3 THEN now() END, "
+                    "CASE WHEN $3 THEN 'SM1' END)",
+                    order,
+                    attempts,
+                    sent,
+                )
         assert (await db.migrate_url(url)).applied == ["0005_one_sms_outbox.sql"]
         async with pool.acquire() as conn:
-            rows = await conn.fetch("SELECT invoice_id::text, status, attempts, provider_id FROM sms_outbox "
-                                    "WHERE kind = 'delivered' ORDER BY id")  # fmt: skip
-            assert [tuple(r) for r in rows] == [(invoices[0].id, "sent", 1, "SM1"), (invoices[1].id, "failed", 5, None),
-                                                (invoices[2].id, "pending", 0, None)]  # fmt: skip
+            rows = await conn.fetch(
+                "SELECT invoice_id::text, status, attempts, provider_id FROM sms_outbox "
+                "WHERE kind = 'delivered' ORDER BY id"
+            )
+            assert [tuple(r) for r in rows] == [
+                (invoices[0].id, "sent", 1, "SM1"),
+                (invoices[1].id, "failed", 5, None),
+                (invoices[2].id, "pending", 0, None),
+            ]
             assert await conn.fetchval("SELECT to_regclass('delivery_sms')") is None
             again = await sms_outbox.add(conn, "delivered", [(uuid.UUID(invoices[2].id), "+8613800138000", "x")])
             assert again == []
 
 
 def test_issuer_create_and_keys(settings: Settings) -> None:
-    out = cli(settings, "issuer", "create", "--name", "深圳样例有限公司", "--tax-id", valid_uscc("440301"),
-              "--region", "4403", "--json")
+    out = cli(
+        settings,
+        "issuer",
+        "create",
+        "--name",
+        "深圳样例有限公司",
+        "--tax-id",
+        valid_uscc("440301"),
+        "--region",
+        "4403",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     created = json.loads(out.stdout)
     assert created["api_key"].startswith("ilk_") and uuid.UUID(created["issuer_id"])
@@ -142,13 +180,16 @@ def test_issuer_create_and_keys(settings: Settings) -> None:
     assert bad_region.returncode == 2 and "--region" in bad_region.stderr
     new = json.loads(cli(settings, "issuer", "key", "--issuer", created["issuer_id"], "--json").stdout)
     assert new["api_key"] != created["api_key"]
-    revoked = cli(settings, "issuer", "key", "--issuer", created["issuer_id"], "--revoke", new["api_key"][:12], "--json")
+    revoked = cli(
+        settings, "issuer", "key", "--issuer", created["issuer_id"], "--revoke", new["api_key"][:12], "--json"
+    )
     assert json.loads(revoked.stdout)["revoked"] == 1
     assert created["api_key"] not in out.stderr  # the key is printed once, to stdout only
 
 
-async def test_key_rotation_keeps_old_invoices_verifiable(settings: Settings, pool: asyncpg.Pool,
-                                                          issuing: Issuing, tmp_path: Path) -> None:
+async def test_key_rotation_keeps_old_invoices_verifiable(
+    settings: Settings, pool: asyncpg.Pool, issuing: Issuing, tmp_path: Path
+) -> None:
     issuer, _ = await new_issuer(pool)
     async with pool.acquire() as conn:
         [old] = (await services.issue(conn, issuing, issuer, [draft()])).invoices
@@ -193,8 +234,13 @@ async def _tamper_and_audit(settings: Settings, pool: asyncpg.Pool, issuing: Iss
 
 
 async def test_audit_catches_an_edited_row(settings: Settings, pool: asyncpg.Pool, issuing: Issuing) -> None:
-    out = await _tamper_and_audit(settings, pool, issuing, """
-        UPDATE invoices SET content = jsonb_set(content, '{total}', '"1.00"') WHERE id = $1""")
+    out = await _tamper_and_audit(
+        settings,
+        pool,
+        issuing,
+        """
+        UPDATE invoices SET content = jsonb_set(content, '{total}', '"1.00"') WHERE id = $1""",
+    )
     assert "#3" in out and "record hash does not match its content" in out
 
 
@@ -209,17 +255,22 @@ async def test_audit_catches_a_deleted_row(settings: Settings, pool: asyncpg.Poo
 
 
 async def test_audit_catches_a_reordered_chain(settings: Settings, pool: asyncpg.Pool, issuing: Issuing) -> None:
-    out = await _tamper_and_audit(settings, pool, issuing,  # swap records #3 and #4 through a free place
-                                  "UPDATE invoices SET chain_seq = -1 WHERE id = $1",
-                                  "UPDATE invoices SET chain_seq = 3 WHERE chain_seq = 4 AND series_id = "
-                                  "(SELECT series_id FROM invoices WHERE id = $1)",
-                                  "UPDATE invoices SET chain_seq = 4 WHERE id = $1")
+    out = await _tamper_and_audit(
+        settings,
+        pool,
+        issuing,  # swap records #3 and #4 through a free place
+        "UPDATE invoices SET chain_seq = -1 WHERE id = $1",
+        "UPDATE invoices SET chain_seq = 3 WHERE chain_seq = 4 AND series_id = "
+        "(SELECT series_id FROM invoices WHERE id = $1)",
+        "UPDATE invoices SET chain_seq = 4 WHERE id = $1",
+    )
     assert "does not link to the record before it" in out
 
 
 async def test_audit_catches_a_forged_signature(settings: Settings, pool: asyncpg.Pool, issuing: Issuing) -> None:
-    forged = keys.Signer.from_private(__import__("cryptography.hazmat.primitives.asymmetric.ed25519",
-                                                 fromlist=["_"]).Ed25519PrivateKey.generate())
+    forged = keys.Signer.from_private(
+        __import__("cryptography.hazmat.primitives.asymmetric.ed25519", fromlist=["_"]).Ed25519PrivateKey.generate()
+    )
     sig = forged.sign("IL1|anything")
     out = await _tamper_and_audit(settings, pool, issuing, f"UPDATE invoices SET signature = '{sig}' WHERE id = $1")
     assert "#3" in out and "signature does not verify" in out
@@ -234,7 +285,8 @@ async def test_audit_sees_voids_in_the_chain(settings: Settings, pool: asyncpg.P
         void_hash = await conn.fetchval("SELECT record_hash FROM voids WHERE invoice_id = $1", uuid.UUID(a.id))
     assert c.prev_hash == void_hash and c.invoice_number == "00000003"
     assert cli(settings, "audit", "--issuer", issuer.id).returncode == 0
-    await pool.execute("UPDATE voids SET content = jsonb_set(content, '{reason}', '\"x\"') WHERE invoice_id = $1",
-                       uuid.UUID(a.id))
+    await pool.execute(
+        "UPDATE voids SET content = jsonb_set(content, '{reason}', '\"x\"') WHERE invoice_id = $1", uuid.UUID(a.id)
+    )
     out = cli(settings, "audit", "--issuer", issuer.id)
     assert out.returncode == 1 and "void" in out.stdout

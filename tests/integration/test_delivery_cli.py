@@ -21,8 +21,20 @@ from tests.integration.test_cli_audit import cli
 async def test_operator_create_gives_a_working_operator_key(
     settings: Settings, server: ServerProcess, pool: asyncpg.Pool
 ) -> None:
-    out = cli(settings, "operator", "create", "--name", "华南邮政", "--provinces", "12,天津", "--s10-service", "EE",
-              "--s10-country", "CN", "--json")  # fmt: skip
+    out = cli(
+        settings,
+        "operator",
+        "create",
+        "--name",
+        "华南邮政",
+        "--provinces",
+        "12,天津",
+        "--s10-service",
+        "EE",
+        "--s10-country",
+        "CN",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     created = json.loads(out.stdout)
     assert created["provinces"] == ["12"] and created["api_key"].startswith("ilo_")
@@ -56,8 +68,9 @@ async def test_postal_export_writes_the_manifest_with_progress(
     assert other.returncode == 1
 
 
-async def test_stats_json_counts_pending_without_operator(settings: Settings, pool: asyncpg.Pool,
-                                                          issuing: Issuing) -> None:  # fmt: skip
+async def test_stats_json_counts_pending_without_operator(
+    settings: Settings, pool: asyncpg.Pool, issuing: Issuing
+) -> None:
     issuer, _ = await new_issuer(pool)
     await issue_postal(pool, issuing, issuer, 2, PROVINCE_OF["unserved"])
     out = cli(settings, "stats", "--json")

@@ -89,8 +89,9 @@ async def test_redis_down_at_issue_then_the_sweep_fulfils(
     province = PROVINCE_OF["redis_down"]
     await new_operator(pool, [province])
     _, key = await new_issuer(pool)
-    srv = ServerProcess(settings, output_dir / "delivery" / "server-no-redis.log",
-                        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")  # fmt: skip
+    srv = ServerProcess(
+        settings, output_dir / "delivery" / "server-no-redis.log", REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"
+    )
     try:
         async with httpx.AsyncClient(base_url=srv.base_url, headers={"Authorization": f"Bearer {key}"}) as client:
             answers = [await client.post("/v1/invoices", json=postal_body(province)) for _ in range(5)]
@@ -123,5 +124,6 @@ async def test_operator_ranges_never_overlap(pool: asyncpg.Pool) -> None:
     assert first.serial_last < second.serial_first
     async with pool.acquire() as conn:
         with pytest.raises(Exception, match="overlap"):
-            await delivery_services.create_operator(conn, name="x", provinces=["34"], serial_first=first.serial_first,
-                                                    serial_last=first.serial_first + 5)  # fmt: skip
+            await delivery_services.create_operator(
+                conn, name="x", provinces=["34"], serial_first=first.serial_first, serial_last=first.serial_first + 5
+            )

@@ -37,7 +37,10 @@ async def test_outages_are_503_and_bugs_500_in_the_callers_format(settings: Sett
     async with AsyncTestClient(app) as client:
         outage: Any = await client.get("/v1/outage")
         assert outage.status_code == 503 and outage.headers["content-type"].startswith("application/problem+json")
-        assert outage.headers["retry-after"] == str(outage.json()["retry_after"]) and "Connection refused" not in outage.text
+        assert (
+            outage.headers["retry-after"] == str(outage.json()["retry_after"])
+            and "Connection refused" not in outage.text
+        )
         bug = await client.get("/v1/bug")
         assert bug.status_code == 500 and bug.headers["content-type"].startswith("application/problem+json")
         assert "a bug" not in bug.text

@@ -63,8 +63,7 @@ async def big_manifest(settings: Settings, output_dir: Path) -> AsyncIterator[tu
     try:
         manifest_id, key = await _fill(pool, own)
         (output_dir / "delivery").mkdir(exist_ok=True)
-        srv = ServerProcess(own, output_dir / "delivery" / "server-memory.log",
-                            DATABASE_URL=own.require_database_url())  # fmt: skip
+        srv = ServerProcess(own, output_dir / "delivery" / "server-memory.log", DATABASE_URL=own.require_database_url())
         yield srv, key, manifest_id
         srv.stop()
     finally:
@@ -105,8 +104,9 @@ async def _download(client: httpx.AsyncClient, path: str, fmt: str) -> tuple[int
 async def test_exporting_100k_orders_keeps_memory_flat(big_manifest: Any) -> None:
     srv, key, manifest_id = big_manifest
     path = f"/v1/postal/manifests/{manifest_id}"
-    async with httpx.AsyncClient(base_url=srv.base_url, headers={"Authorization": f"Bearer {key}"},
-                                 timeout=120) as client:  # fmt: skip
+    async with httpx.AsyncClient(
+        base_url=srv.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+    ) as client:
         listing = (await client.get("/v1/postal/manifests")).json()["items"]
         assert listing[0]["item_count"] == ORDERS
         await client.get("/v1/postal/manifests", params={"status": "open"})  # warm up the route and pool
@@ -116,7 +116,9 @@ async def test_exporting_100k_orders_keeps_memory_flat(big_manifest: Any) -> Non
         json_size, _, _ = await _download(client, path, "json")
         after = vm_hwm_kb(srv.proc.pid)
     growth_mb = (after - before) / 1024
-    print(f"CSV {ORDERS / seconds:,.0f} rows/s, {size / 1e6:.1f} MB; JSON {json_size / 1e6:.1f} MB; "
-          f"server VmHWM {before / 1024:.0f} -> {after / 1024:.0f} MB")  # fmt: skip
+    print(
+        f"CSV {ORDERS / seconds:,.0f} rows/s, {size / 1e6:.1f} MB; JSON {json_size / 1e6:.1f} MB; "
+        f"server VmHWM {before / 1024:.0f} -> {after / 1024:.0f} MB"
+    )
     assert size > 10_000_000 and json_size > size
     assert growth_mb < 60, f"server peak RSS grew {growth_mb:.0f} MB exporting {ORDERS} orders"

@@ -28,8 +28,9 @@ def draft(series: str = "default", **kw: object) -> services.Draft:
 
 
 async def numbers_of(pool: asyncpg.Pool, issuer: Issuer) -> dict[str, list[int]]:
-    rows = await pool.fetch("SELECT invoice_code, invoice_number FROM invoices WHERE issuer_id = $1",
-                            uuid.UUID(issuer.id))
+    rows = await pool.fetch(
+        "SELECT invoice_code, invoice_number FROM invoices WHERE issuer_id = $1", uuid.UUID(issuer.id)
+    )
     out: dict[str, list[int]] = {}
     for r in rows:
         out.setdefault(r["invoice_code"], []).append(int(r["invoice_number"]))
@@ -83,9 +84,11 @@ async def test_failures_mid_stream_leave_no_gap(pool: asyncpg.Pool, issuing: Iss
                 pid = conn.get_server_pid()
                 try:
                     async with conn.transaction():
-                        await conn.fetchrow("UPDATE series SET last_number = last_number + 1 "
-                                            "WHERE issuer_id = $1 RETURNING last_number",
-                                            uuid.UUID(issuer.id))
+                        await conn.fetchrow(
+                            "UPDATE series SET last_number = last_number + 1 "
+                            "WHERE issuer_id = $1 RETURNING last_number",
+                            uuid.UUID(issuer.id),
+                        )
                         await killer.execute("SELECT pg_terminate_backend($1)", pid)
                         await conn.execute("SELECT pg_sleep(0.01)")
                 except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError, OSError):
@@ -185,10 +188,14 @@ async def test_batch_is_all_or_nothing(pool: asyncpg.Pool, issuing: Issuing) -> 
 
 
 @hsettings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(plan=st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(1, 5), st.booleans()),
-                     min_size=1, max_size=12))
-async def test_any_mix_of_batches_and_failures_is_gapless(pool: asyncpg.Pool, issuing: Issuing,
-                                                          plan: list[tuple[str, int, bool]]) -> None:
+@given(
+    plan=st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(1, 5), st.booleans()), min_size=1, max_size=12
+    )
+)
+async def test_any_mix_of_batches_and_failures_is_gapless(
+    pool: asyncpg.Pool, issuing: Issuing, plan: list[tuple[str, int, bool]]
+) -> None:
     """Hypothesis: any sequence of batches over several series, some rolled back, leaves every
     series numbered exactly 1..n where n counts the committed invoices of that series."""
     issuer, _ = await new_issuer(pool)
@@ -222,10 +229,13 @@ async def test_two_processes_with_stale_heads_still_chain_correctly(pool: asyncp
         [a] = (await services.issue(conn, workers[1], issuer, [draft()])).invoices
         await services.void(conn, issuing, issuer, a.id, "void moves the chain without a number")
         await services.issue(conn, workers[2], issuer, [draft()])
-        rows = await conn.fetch("""SELECT chain_seq, prev_hash, record_hash FROM invoices WHERE issuer_id = $1
+        rows = await conn.fetch(
+            """SELECT chain_seq, prev_hash, record_hash FROM invoices WHERE issuer_id = $1
                                    UNION ALL SELECT v.chain_seq, v.prev_hash, v.record_hash FROM voids v
                                    JOIN invoices i ON i.id = v.invoice_id WHERE i.issuer_id = $1
-                                   ORDER BY chain_seq""", uuid.UUID(issuer.id))
+                                   ORDER BY chain_seq""",
+            uuid.UUID(issuer.id),
+        )
     assert [r["chain_seq"] for r in rows] == list(range(1, 35))
     assert all(b["prev_hash"] == a["record_hash"] for a, b in itertools.pairwise(rows))
     [numbers] = (await numbers_of(pool, issuer)).values()

@@ -37,15 +37,18 @@ class FakeArq:
 
 async def outbox_row(pool: asyncpg.Pool) -> int:
     async with pool.acquire() as conn:
-        [outbox_id] = await sms_outbox.add(conn, "receipt", [(None, "+8613912345678", "【发票查验】查验一致。Genuine.")])
+        [outbox_id] = await sms_outbox.add(
+            conn, "receipt", [(None, "+8613912345678", "【发票查验】查验一致。Genuine.")]
+        )
     assert outbox_id is not None
     return outbox_id
 
 
 async def status_of(pool: asyncpg.Pool, outbox_id: int) -> asyncpg.Record:
     async with pool.acquire() as conn:
-        return await conn.fetchrow("SELECT status, attempts, provider_id, last_error FROM sms_outbox WHERE id = $1",
-                                   outbox_id)  # fmt: skip
+        return await conn.fetchrow(
+            "SELECT status, attempts, provider_id, last_error FROM sms_outbox WHERE id = $1", outbox_id
+        )
 
 
 async def test_sent_once_then_nothing_to_do(pool: asyncpg.Pool) -> None:
@@ -79,7 +82,6 @@ async def test_sweep_re_enqueues_lost_rows(pool: asyncpg.Pool) -> None:
     mine = [job for job in arq.jobs if job[1] == outbox_id]
     assert mine and mine[0][0] == "send_sms" and "sweep" in mine[0][2]
     assert await sms_outbox.send_sms({"pool": pool, "sms": FlakySms(0), "job_try": 1}, outbox_id) == "sent"
-
 
 
 async def test_one_notice_and_one_delivered_text_per_invoice(pool: asyncpg.Pool, seller: Any) -> None:

@@ -40,8 +40,12 @@ async def invoices(pool: asyncpg.Pool, issuing: Any, issuer: Any, settings: Sett
 
 def query(inv: Invoice, *, wrong: bool = False) -> VerificationQuery:
     tail = inv.check_code[-6:]
-    return VerificationQuery(inv.invoice_code, inv.invoice_number, inv.issue_date,
-                             check_code_last6=f"{(int(tail) + 1) % 10**6:06d}" if wrong else tail)  # fmt: skip
+    return VerificationQuery(
+        inv.invoice_code,
+        inv.invoice_number,
+        inv.issue_date,
+        check_code_last6=f"{(int(tail) + 1) % 10**6:06d}" if wrong else tail,
+    )
 
 
 def verifier(pool: asyncpg.Pool, redis_client: Any, **figures: int) -> Verifier:
@@ -50,12 +54,15 @@ def verifier(pool: asyncpg.Pool, redis_client: Any, **figures: int) -> Verifier:
 
 async def counts(pool: asyncpg.Pool, invoices: list[Invoice]) -> dict[str, tuple[int, int, int, int]]:
     """Per invoice id: times_verified, mismatches, log rows, buyer notices."""
-    rows = await pool.fetch("""
+    rows = await pool.fetch(
+        """
         SELECT i.id::text, coalesce(k.times_verified, 0), coalesce(k.mismatches, 0),
                (SELECT count(*) FROM verifications v WHERE v.invoice_id = i.id),
                (SELECT count(*) FROM sms_outbox o WHERE o.invoice_id = i.id AND o.kind = 'buyer_notice')
           FROM invoices i LEFT JOIN invoice_counts k ON k.invoice_id = i.id
-         WHERE i.id = ANY($1::uuid[])""", [inv.id for inv in invoices])  # fmt: skip
+         WHERE i.id = ANY($1::uuid[])""",
+        [inv.id for inv in invoices],
+    )
     return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
 
@@ -65,8 +72,9 @@ async def test_concurrent_verifications_count_as_one_by_one(
     v = verifier(pool, redis_client)
     asks = [inv for inv in invoices for _ in range(20)]
     random.shuffle(asks)
-    results = await asyncio.gather(*(verify(v, query(inv), v.asker("json", f"10.9.{n}.1"))
-                                     for n, inv in enumerate(asks)))  # fmt: skip
+    results = await asyncio.gather(
+        *(verify(v, query(inv), v.asker("json", f"10.9.{n}.1")) for n, inv in enumerate(asks))
+    )
     assert {r.outcome for r in results} == {"valid"}
     for inv in invoices:
         mine = [r for r, asked in zip(results, asks, strict=True) if asked is inv]
@@ -98,14 +106,18 @@ async def test_two_processes_batching_the_same_invoices_neither_deadlock_nor_los
         backwards = forwards[::-1]
 
         async def burst(v: Verifier, order: list[Invoice], tag: int) -> list[Any]:
-            return await asyncio.gather(*(verify(v, query(inv), v.asker("web", f"10.{tag}.{n}.1"))
-                                          for n, inv in enumerate(order)))  # fmt: skip
+            return await asyncio.gather(
+                *(verify(v, query(inv), v.asker("web", f"10.{tag}.{n}.1")) for n, inv in enumerate(order))
+            )
 
         a, b = await asyncio.wait_for(asyncio.gather(burst(first, forwards, 7), burst(second, backwards, 8)), 60)
     finally:
         await other_pool.close()
     for inv in invoices:
-        seen = [r.times_verified for r, asked in [*zip(a, forwards, strict=True), *zip(b, backwards, strict=True)]
-                if asked is inv]  # fmt: skip
+        seen = [
+            r.times_verified
+            for r, asked in [*zip(a, forwards, strict=True), *zip(b, backwards, strict=True)]
+            if asked is inv
+        ]
         assert sorted(seen) == list(range(1, 31))
     assert await counts(pool, invoices) == {inv.id: (30, 0, 30, 1) for inv in invoices}

@@ -27,8 +27,16 @@ from verification.limits import (
     day_ttl_s,
 )
 
-SHORT = LimitFigures(rate_per_window=3, rate_window_s=1, mismatches_to_lock=2, global_mismatches=4, lock_ttl_s=1,
-                     receipts_per_phone=2, receipts_per_client=3, inbound_per_sender=2)  # fmt: skip
+SHORT = LimitFigures(
+    rate_per_window=3,
+    rate_window_s=1,
+    mismatches_to_lock=2,
+    global_mismatches=4,
+    lock_ttl_s=1,
+    receipts_per_phone=2,
+    receipts_per_client=3,
+    inbound_per_sender=2,
+)
 
 
 @pytest.fixture

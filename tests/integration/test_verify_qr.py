@@ -38,8 +38,13 @@ async def test_check_qr_url(seller: Any, keys: dict[str, bytes]) -> None:
     assert keys_from_jwks(json.dumps({"keys": [jwk(k, v) for k, v in keys.items()]})) == keys
 
 
-async def test_verify_qr_command(seller: Any, keys: dict[str, bytes], tmp_path: Path, verify_server: ServerProcess,
-                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+async def test_verify_qr_command(
+    seller: Any,
+    keys: dict[str, bytes],
+    tmp_path: Path,
+    verify_server: ServerProcess,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     url = (await seller.issue())["verify_url"]
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps({"keys": [jwk(k, v) for k, v in keys.items()]}))

@@ -59,9 +59,16 @@ def test_our_code_produces_the_documented_example() -> None:
 def test_stored_content_rebuilds_the_same_invoice() -> None:
     inv = example_invoice()
     content = json.loads(formats.canonical_bytes(formats.content_of(inv)))
-    again = formats.invoice_from_content(content, id=inv.id, issuer_id=inv.issuer_id, series=inv.series,
-                                         status=inv.status, record_hash=inv.record_hash, signature=inv.signature,
-                                         key_id=inv.key_id)
+    again = formats.invoice_from_content(
+        content,
+        id=inv.id,
+        issuer_id=inv.issuer_id,
+        series=inv.series,
+        status=inv.status,
+        record_hash=inv.record_hash,
+        signature=inv.signature,
+        key_id=inv.key_id,
+    )
     assert again == inv
 
 
@@ -113,8 +120,9 @@ totals = st.decimals(Decimal("-9999999999.99"), Decimal("9999999999.99"), places
 
 @settings(max_examples=300)
 @given(codes, numbers, days, totals, st.binary(min_size=16, max_size=64))
-def test_check_code_is_20_digits_and_matches_the_definition(code: str, number: str, day: date, total: Decimal,
-                                                             secret: bytes) -> None:
+def test_check_code_is_20_digits_and_matches_the_definition(
+    code: str, number: str, day: date, total: Decimal, secret: bytes
+) -> None:
     got = formats.check_code(secret, code, number, day, total)
     assert len(got) == 20 and got.isdigit()
     message = f"{code}|{number}|{day:%Y%m%d}|{total:.2f}".encode()
@@ -127,9 +135,13 @@ def test_check_code_is_20_digits_and_matches_the_definition(code: str, number: s
 def test_check_code_changes_with_any_input(code: str, number: str, day: date, total: Decimal, which: str) -> None:
     args: dict[str, Any] = {"secret": b"s" * 32, "code": code, "number": number, "issue_date": day, "total": total}
     before = formats.check_code(**args)
-    bump = {"code": lambda c: c[:-1] + str((int(c[-1]) + 1) % 10), "number": lambda n: f"{int(n) % 99_999_999 + 1:08d}",
-            "day": lambda d: d.replace(day=1) if d.day != 1 else d.replace(day=2), "total": lambda t: t + Decimal("0.01"),
-            "secret": lambda s: s + b"!"}
+    bump = {
+        "code": lambda c: c[:-1] + str((int(c[-1]) + 1) % 10),
+        "number": lambda n: f"{int(n) % 99_999_999 + 1:08d}",
+        "day": lambda d: d.replace(day=1) if d.day != 1 else d.replace(day=2),
+        "total": lambda t: t + Decimal("0.01"),
+        "secret": lambda s: s + b"!",
+    }
     key = {"day": "issue_date"}.get(which, which)
     args[key] = bump[which](args[key])
     assert formats.check_code(**args) != before

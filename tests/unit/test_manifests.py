@@ -119,15 +119,21 @@ def test_json_pieces() -> None:
 
 # --- PDF ---
 
-PDF_HEADER = {"manifest_number": "M2025030100001", "operator_name": "中国邮政 广州", "status": "closed",
-              "created_at": CREATED, "closed_at": CREATED}  # fmt: skip
+PDF_HEADER = {
+    "manifest_number": "M2025030100001",
+    "operator_name": "中国邮政 广州",
+    "status": "closed",
+    "created_at": CREATED,
+    "closed_at": CREATED,
+}
 
 
 @pytest.fixture(scope="module")
 def manifest_pdf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     long_name = "深圳市某某电子商务有限公司采购部 王小明" * 3
-    rows = [row(i, recipient=long_name if i == 3 else "张三", phone=None if i == 4 else "+8613800138000")
-            for i in range(23)]  # fmt: skip
+    rows = [
+        row(i, recipient=long_name if i == 3 else "张三", phone=None if i == 4 else "+8613800138000") for i in range(23)
+    ]
     path = tmp_path_factory.mktemp("manifest") / "manifest.pdf"
     with path.open("wb") as out:
         assert render_manifest_pdf(PDF_HEADER, iter(rows), out) == 23
@@ -152,8 +158,9 @@ def _decode(pdf: Path, page: int, tmp_path: Path) -> set[str]:
     if shutil.which("pdftoppm") is None:
         pytest.skip("pdftoppm (poppler-utils) is not installed")
     prefix = tmp_path / f"p{page}"
-    subprocess.run(["pdftoppm", "-r", "200", "-png", "-f", str(page), "-l", str(page), "-singlefile", pdf, prefix],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        ["pdftoppm", "-r", "200", "-png", "-f", str(page), "-l", str(page), "-singlefile", pdf, prefix], check=True
+    )
     with Image.open(f"{prefix}.png") as image:
         return {b.text for b in zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.Code128)}
 

@@ -14,7 +14,9 @@ from delivery.model import (
 )
 
 serials = st.integers(min_value=0, max_value=99_999_999).map(lambda n: f"{n:08d}")
-services = st.sampled_from("ABCDEFGHILMNOPQRUVXYZ").flatmap(lambda a: st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ").map(lambda b: a + b))  # fmt: skip
+services = st.sampled_from("ABCDEFGHILMNOPQRUVXYZ").flatmap(
+    lambda a: st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ").map(lambda b: a + b)
+)
 
 
 def remainder(serial: str) -> int:
@@ -32,9 +34,7 @@ def reference_check(serial: str) -> int:
     return 11 - r
 
 
-@pytest.mark.parametrize(
-    ("serial", "check"), [("47312482", 9), ("12345678", 5), ("00000001", 4), ("00000000", 5)]
-)  # fmt: skip
+@pytest.mark.parametrize(("serial", "check"), [("47312482", 9), ("12345678", 5), ("00000001", 4), ("00000000", 5)])
 def test_formats_md_vectors(serial: str, check: int) -> None:
     assert s10_check_digit(serial) == check
     assert make_tracking_number("RR", int(serial), "CN") == f"RR{serial}{check}CN"
@@ -109,19 +109,25 @@ def test_reserved_service_indicators_are_refused(first: str) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "", "RR47312482CN", "RR4731248299CN", "R1473124829CN", "RR473124829C1", "RR473124828CN",
+        "",
+        "RR47312482CN",
+        "RR4731248299CN",
+        "R1473124829CN",
+        "RR473124829C1",
+        "RR473124828CN",
         "RR４73124829CN",  # a full-width digit
         "RR473124829Cı",  # a dotless i would upper-case to I
-        None, 473124829,
+        None,
+        473124829,
     ],
-)  # fmt: skip
+)
 def test_malformed_numbers_are_rejected(text: object) -> None:
     assert parse_tracking_number(text) is None
 
 
 @pytest.mark.parametrize(
     ("service", "serial", "country"), [("rr", 1, "CN"), ("RR", -1, "CN"), ("RR", 10**8, "CN"), ("RR", 1, "cn")]
-)  # fmt: skip
+)
 def test_make_refuses_bad_parts(service: str, serial: int, country: str) -> None:
     with pytest.raises(ValueError):
         make_tracking_number(service, serial, country)

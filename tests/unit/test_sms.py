@@ -65,25 +65,43 @@ def texts_for(draw: st.DrawFn, query: VerificationQuery) -> str:
 
 @pytest.mark.parametrize(
     "text",
-    ["查验 044012600111 00000001 20261127 123456", "cy 044012600111,1,2026-11-27,123456",
-     "VERIFY\n044012600111\n00000001\n2026/11/27\n123456", "Verify044012600111、00000001、20261127、123456",
-     "查验：044012600111，00000001，20261127，123456。", "０４４０１２６００１１１　１　２０２６１１２７　１２３４５６",
-     "查验 0440 1260 0111 0000 0001 2026 1127 123456", "查验04401260011100000001202611271234 56"],
-)  # fmt: skip
+    [
+        "查验 044012600111 00000001 20261127 123456",
+        "cy 044012600111,1,2026-11-27,123456",
+        "VERIFY\n044012600111\n00000001\n2026/11/27\n123456",
+        "Verify044012600111、00000001、20261127、123456",
+        "查验：044012600111，00000001，20261127，123456。",
+        "０４４０１２６００１１１　１　２０２６１１２７　１２３４５６",
+        "查验 0440 1260 0111 0000 0001 2026 1127 123456",
+        "查验04401260011100000001202611271234 56",
+    ],
+)
 def test_parse_sms_reads_the_usual_ways_of_writing_a_query(text: str) -> None:
     assert parse_sms(text) == EXAMPLE
 
 
 @pytest.mark.parametrize(
     "text",
-    ["", "hello", "查验", "查验 044012600111 00000001 20261131 123456", "查验 04401260011 00000001 20261127 123456",
-     "查验 044012600111 00000001 20261127 12345", "查验 044012600111 000000001 20261127 123456",
-     "查验 044012600111 00000000 20261127 123456", "查验 044012600111 00000001 2026112 123456",
-     "查验 044012600111 00000001 20261127 123456 7", "verifying 044012600111 00000001 20261127 123456",
-     "发票查验 044012600111 00000001 20261127 123456", "查验 044012600111 0000000l 20261127 123456",
-     "查验 ٠٤٤٠١٢٦٠٠١١١ 00000001 20261127 123456", "查验 044012600111 1 0000-11-27 123456",
-     "查验 044012600111 1 2026-11-27-3 123456", "x" * 10_000],
-)  # fmt: skip
+    [
+        "",
+        "hello",
+        "查验",
+        "查验 044012600111 00000001 20261131 123456",
+        "查验 04401260011 00000001 20261127 123456",
+        "查验 044012600111 00000001 20261127 12345",
+        "查验 044012600111 000000001 20261127 123456",
+        "查验 044012600111 00000000 20261127 123456",
+        "查验 044012600111 00000001 2026112 123456",
+        "查验 044012600111 00000001 20261127 123456 7",
+        "verifying 044012600111 00000001 20261127 123456",
+        "发票查验 044012600111 00000001 20261127 123456",
+        "查验 044012600111 0000000l 20261127 123456",
+        "查验 ٠٤٤٠١٢٦٠٠١١١ 00000001 20261127 123456",
+        "查验 044012600111 1 0000-11-27 123456",
+        "查验 044012600111 1 2026-11-27-3 123456",
+        "x" * 10_000,
+    ],
+)
 def test_parse_sms_refuses_what_is_not_a_query(text: str) -> None:
     assert parse_sms(text) is None
 
@@ -166,8 +184,13 @@ def test_twiml_reply_carries_the_text_escaped() -> None:
 # --- signatures ---------------------------------------------------------------------------------
 
 TWILIO_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
-TWILIO_PARAMS = {"CallSid": "CA1234567890ABCDE", "Caller": "+12349013030", "Digits": "1234", "From": "+12349013030",
-                 "To": "+18005551212"}  # fmt: skip
+TWILIO_PARAMS = {
+    "CallSid": "CA1234567890ABCDE",
+    "Caller": "+12349013030",
+    "Digits": "1234",
+    "From": "+12349013030",
+    "To": "+18005551212",
+}
 
 
 def test_twilio_documented_signature_vector() -> None:
@@ -176,12 +199,15 @@ def test_twilio_documented_signature_vector() -> None:
 
 @pytest.mark.parametrize(
     ("token", "url", "params", "signature"),
-    [("12345", TWILIO_URL, TWILIO_PARAMS, "0/KCTR6DLpKmkAf8muzZqo1nDgR="),
-     ("54321", TWILIO_URL, TWILIO_PARAMS, "0/KCTR6DLpKmkAf8muzZqo1nDgQ="),
-     ("12345", TWILIO_URL.replace("foo=1", "foo=2"), TWILIO_PARAMS, "0/KCTR6DLpKmkAf8muzZqo1nDgQ="),
-     ("12345", TWILIO_URL, {**TWILIO_PARAMS, "Digits": "4321"}, "0/KCTR6DLpKmkAf8muzZqo1nDgQ="),
-     ("12345", TWILIO_URL, TWILIO_PARAMS, ""), ("12345", TWILIO_URL, TWILIO_PARAMS, None)],
-)  # fmt: skip
+    [
+        ("12345", TWILIO_URL, TWILIO_PARAMS, "0/KCTR6DLpKmkAf8muzZqo1nDgR="),
+        ("54321", TWILIO_URL, TWILIO_PARAMS, "0/KCTR6DLpKmkAf8muzZqo1nDgQ="),
+        ("12345", TWILIO_URL.replace("foo=1", "foo=2"), TWILIO_PARAMS, "0/KCTR6DLpKmkAf8muzZqo1nDgQ="),
+        ("12345", TWILIO_URL, {**TWILIO_PARAMS, "Digits": "4321"}, "0/KCTR6DLpKmkAf8muzZqo1nDgQ="),
+        ("12345", TWILIO_URL, TWILIO_PARAMS, ""),
+        ("12345", TWILIO_URL, TWILIO_PARAMS, None),
+    ],
+)
 def test_a_wrong_signature_fails(token: str, url: str, params: dict[str, str], signature: str | None) -> None:
     assert not verify_twilio_signature(token, url, params, signature)
 

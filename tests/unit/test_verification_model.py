@@ -34,8 +34,12 @@ from verification.model import (
     public_invoice,
 )
 
-GOOD = {"invoice_code": "044012600111", "invoice_number": "00000001", "issue_date": "2026-11-27",
-        "check_code_last6": "123456"}  # fmt: skip
+GOOD = {
+    "invoice_code": "044012600111",
+    "invoice_number": "00000001",
+    "issue_date": "2026-11-27",
+    "check_code_last6": "123456",
+}
 CHECK_CODE = "98765432109876123456"
 
 
@@ -71,8 +75,13 @@ def test_parse_query_by_amount_and_phone() -> None:
 
 
 def test_parse_query_names_every_bad_field() -> None:
-    fields = {"invoice_code": "4401", "invoice_number": "123456789", "issue_date": "2026-02-30",
-              "check_code_last6": "12345", "phone": "020 8888 8888"}  # fmt: skip
+    fields = {
+        "invoice_code": "4401",
+        "invoice_number": "123456789",
+        "issue_date": "2026-02-30",
+        "check_code_last6": "12345",
+        "phone": "020 8888 8888",
+    }
     errors = error_fields(fields)
     assert set(errors) == {"invoice_code", "invoice_number", "issue_date", "check_code_last6", "phone"}
     assert "12" in errors["invoice_code"]
@@ -93,9 +102,15 @@ def test_parse_query_wants_exactly_one_secret() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("invoice_number", "0"), ("invoice_number", "00000000"), ("issue_date", "2026-1127"),
-     ("issue_date", "27/11/2026"), ("invoice_code", 44012600111), ("check_code_last6", "١٢٣٤٥٦")],
-)  # fmt: skip
+    [
+        ("invoice_number", "0"),
+        ("invoice_number", "00000000"),
+        ("issue_date", "2026-1127"),
+        ("issue_date", "27/11/2026"),
+        ("invoice_code", 44012600111),
+        ("check_code_last6", "١٢٣٤٥٦"),
+    ],
+)
 def test_parse_query_refuses(field: str, value: object) -> None:
     assert set(error_fields({**GOOD, field: value})) == {field}
 
@@ -128,11 +143,22 @@ def test_public_invoice_masks_the_buyer_and_shows_the_figures_as_signed() -> Non
     assert shown["seller"] == {"name": invoice.seller.name, "tax_id": invoice.seller.tax_id}
     assert shown["buyer"] == {"name": mask_name(invoice.buyer.name), "phone": mask_phone(invoice.buyer.phone or "")}
     assert invoice.check_code not in str(shown) and (invoice.buyer.phone or "-") not in str(shown)
-    assert [(ln["description"], ln["quantity"], ln["unit_price"], ln["tax_rate"], ln["amount"]) for ln in shown["lines"]] == [
-        (ln.description, plain_str(ln.quantity), plain_str(ln.unit_price, 2), plain_str(ln.tax_rate), money_str(ln.amount))
+    assert [
+        (ln["description"], ln["quantity"], ln["unit_price"], ln["tax_rate"], ln["amount"]) for ln in shown["lines"]
+    ] == [
+        (
+            ln.description,
+            plain_str(ln.quantity),
+            plain_str(ln.unit_price, 2),
+            plain_str(ln.tax_rate),
+            money_str(ln.amount),
+        )
         for ln in invoice.lines
-    ]  # fmt: skip
-    assert (shown["total_amount"], shown["total"]) == (money_str(invoice.totals.total_amount), money_str(invoice.totals.total))
+    ]
+    assert (shown["total_amount"], shown["total"]) == (
+        money_str(invoice.totals.total_amount),
+        money_str(invoice.totals.total),
+    )
     no_phone = public_invoice(formats.content_of(replace(invoice, buyer=replace(invoice.buyer, phone=None))), "issued")
     assert no_phone["buyer"]["phone"] is None
 
@@ -221,9 +247,18 @@ def test_every_outcome_has_both_phrases() -> None:
 
 @pytest.mark.parametrize(
     ("name", "masked"),
-    [("张三", "张*"), ("欧阳娜娜", "欧**娜"), ("李", "*"), ("王小明", "王*明"), ("John Smith", "J*** S****"),
-     ("  José   María ", "J*** M****"), ("X", "X"), ("", ""), ("广州某某科技有限公司", "广********司")],
-)  # fmt: skip
+    [
+        ("张三", "张*"),
+        ("欧阳娜娜", "欧**娜"),
+        ("李", "*"),
+        ("王小明", "王*明"),
+        ("John Smith", "J*** S****"),
+        ("  José   María ", "J*** M****"),
+        ("X", "X"),
+        ("", ""),
+        ("广州某某科技有限公司", "广********司"),
+    ],
+)
 def test_mask_name(name: str, masked: str) -> None:
     assert mask_name(name) == masked
 
@@ -241,9 +276,13 @@ def test_mask_name_keeps_at_most_one_character_per_word_plus_one(name: str) -> N
 
 @pytest.mark.parametrize(
     ("phone", "masked"),
-    [("+8613800138000", "+86 138****8000"), ("+12025550123", "+1 202***0123"), ("not a phone", "***"),
-     ("13800138000", "***")],
-)  # fmt: skip
+    [
+        ("+8613800138000", "+86 138****8000"),
+        ("+12025550123", "+1 202***0123"),
+        ("not a phone", "***"),
+        ("13800138000", "***"),
+    ],
+)
 def test_mask_phone(phone: str, masked: str) -> None:
     assert mask_phone(phone) == masked
 

@@ -14,13 +14,29 @@ from verification.qr import check_qr_url, keys_from_jwks
 from verification.web import render
 
 SIGNER = Signer.from_private(Ed25519PrivateKey.generate())
-FIELDS = {"c": "044012600111", "n": "00000001", "d": "20261127", "a": "200.00", "x": "26.00", "t": "226.00",
-          "k": "12345678901234567890", "h": "ab" * 32}  # fmt: skip
+FIELDS = {
+    "c": "044012600111",
+    "n": "00000001",
+    "d": "20261127",
+    "a": "200.00",
+    "x": "26.00",
+    "t": "226.00",
+    "k": "12345678901234567890",
+    "h": "ab" * 32,
+}
 
 
 def qr_url(**overrides: str) -> str:
-    core = formats.signing_core(FIELDS["c"], FIELDS["n"], date(2026, 11, 27), Decimal("200.00"), Decimal("26.00"),
-                                Decimal("226.00"), FIELDS["k"], FIELDS["h"])  # fmt: skip
+    core = formats.signing_core(
+        FIELDS["c"],
+        FIELDS["n"],
+        date(2026, 11, 27),
+        Decimal("200.00"),
+        Decimal("26.00"),
+        Decimal("226.00"),
+        FIELDS["k"],
+        FIELDS["h"],
+    )
     params = {**FIELDS, "s": SIGNER.sign(core), "kid": SIGNER.key_id, **overrides}
     return "https://verify.example/verify?" + urlencode(params)
 

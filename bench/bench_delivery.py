@@ -23,11 +23,11 @@ import httpx
 
 from delivery import export
 from delivery import services as delivery_services
+from invoiceloop.app import load_issuing
+from invoiceloop.embedded import port_open
+from invoiceloop.settings import Settings
 from invoicing import db
-from invoicing.app import load_issuing
-from invoicing.embedded import port_open
 from invoicing.queue import Queue
-from invoicing.settings import Settings
 from tests.conftest import ServerProcess, new_issuer
 from tests.delivery_fixtures import WorkerProcess, issue_postal, postal_body
 from tests.integration.test_manifest_memory import BULK_INVOICES, BULK_ORDERS, vm_hwm_kb

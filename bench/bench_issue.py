@@ -22,9 +22,9 @@ from pathlib import Path
 
 import asyncpg
 
+from invoiceloop.embedded import embedded_postgres, embedded_redis, port_open
+from invoiceloop.settings import Settings
 from invoicing import db
-from invoicing.embedded import embedded_postgres, embedded_redis, port_open
-from invoicing.settings import Settings
 from tests.conftest import ServerProcess, new_issuer
 from tests.samples import invoice_body
 

@@ -23,21 +23,24 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 from litestar import get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 
+from invoiceloop.app import Services
+from invoiceloop.settings import Settings
 from invoicing import db, services
-from invoicing.settings import Settings
 
 SERVER_PG = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 CONNECTIONS, SECONDS, WARMUP_S, INVOICES, ROUNDS = 64, 5.0, 1.5, 300, 3  # wrk warms up with a run of its own
 DATA_DIR = Path("test-output/bench-data")
+BENCH_INVOICE_ID = uuid.UUID(os.environ.get("BENCH_INVOICE_ID", "00000000-0000-0000-0000-000000000000"))
 
 
 @get("/bench/bare")
@@ -47,30 +50,22 @@ async def bare() -> dict[str, bool]:
 
 
 @get("/bench/select")
-async def select_one(state: State) -> dict[str, Any]:
+async def select_one(services: NamedDependency[Services]) -> dict[str, Any]:
     """One primary-key SELECT on the app's pool."""
-    async with state.pool.acquire() as conn:
-        row = await conn.fetchval("SELECT status FROM invoices WHERE id = $1", state.bench_id)
+    async with services.pool.acquire() as conn:
+        row = await conn.fetchval("SELECT status FROM invoices WHERE id = $1", BENCH_INVOICE_ID)
     return {"n": row}
 
 
 def bench_app() -> Any:
     """The service (every route, limits on with a ceiling the bench cannot reach) plus the bare routes; with
     BENCH_SIGNATURE_CACHE=off the verifier checks every signature, as for an invoice's first verification."""
-    import uuid
-
-    from invoicing.app import create_app, extra_routes
-
     settings = dataclasses.replace(Settings.from_env(), extra={"VERIFY_RATE_PER_WINDOW": "1000000000"})
-    app = create_app(settings, extra_routes=[*extra_routes(), bare, select_one])
-    app.state.bench_id = uuid.UUID(os.environ["BENCH_INVOICE_ID"])
     if os.environ.get("BENCH_SIGNATURE_CACHE") == "off":
+        settings = dataclasses.replace(settings, signatures_kept=0)
+    from invoiceloop.app import create_app
 
-        async def no_signature_cache(app: Any) -> None:
-            app.state.verifier.signatures_kept = 0
-
-        app.on_startup.append(no_signature_cache)
-    return app
+    return create_app(settings, extra_routes=[bare, select_one])
 
 
 async def _load(port: int, make: Any) -> tuple[float, list[float], int]:
@@ -165,7 +160,7 @@ def _request(method: str, path: str, body: bytes = b"", address: str = "127.0.0.
 
 async def _prepare(url: str) -> tuple[list[bytes], str]:
     """A migrated database with one issuer and INVOICES invoices; the verification bodies."""
-    from invoicing.app import load_issuing
+    from invoiceloop.app import load_issuing
     from invoicing.validation import invoice_request
     from tests.conftest import valid_uscc
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import asyncpg
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Response, Stream
@@ -20,9 +21,10 @@ from delivery import events, export, labels, services
 from delivery import repository as repo
 from delivery.model import parse_tracking_number
 from invoicing import formats, repository, sms_outbox
-from invoicing.api import BEARER, authenticate, decode, decode_cursor, encode_cursor, provide_issuer
 from invoicing.errors import FieldError, NotFound, ValidationFailed
 from invoicing.formats import rfc3339
+from invoicing.http import BEARER, decode, decode_cursor, encode_cursor, provide_issuer, provide_operator
+from invoicing.queue import Queue
 from invoicing.repository import Issuer
 
 MAX_EVENTS = 1000
@@ -34,9 +36,13 @@ class EventsIn(msgspec.Struct, forbid_unknown_fields=True):
     events: list[Any]  # each event is checked on its own (model.validate_event), so one bad one refuses only itself
 
 
-async def provide_operator(request: Request[Any, Any, Any]) -> str:
-    """The operator id of the bearer key; 401 for an issuer key or none."""
-    return await authenticate(request, "operator")
+@dataclass(frozen=True)
+class PostalApi:
+    """What the postal routes use, provided by the composition root as `postal_api`."""
+
+    pool: asyncpg.Pool
+    queue: Queue
+    public_base_url: str
 
 
 def _manifest_json(row: Any) -> dict[str, Any]:
@@ -55,13 +61,13 @@ class PostalController(Controller):
     @get("/manifests", description="This operator's manifests, newest first, in cursor pages.")
     async def list_manifests(
         self,
-        state: State,
+        postal_api: NamedDependency[PostalApi],
         operator_id: NamedDependency[str],
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         cursor: FromQuery[str | None] = None,
         status: FromQuery[Literal["open", "closed"] | None] = None,
     ) -> dict[str, Any]:
-        async with state.pool.acquire() as conn:
+        async with postal_api.pool.acquire() as conn:
             rows = await repo.list_manifests(conn, operator_id, status, decode_cursor(cursor, "m"), limit)
         more = len(rows) > limit
         rows = rows[:limit]
@@ -76,21 +82,21 @@ class PostalController(Controller):
     )
     async def get_manifest(
         self,
-        state: State,
+        postal_api: NamedDependency[PostalApi],
         operator_id: NamedDependency[str],
         manifest_id: FromPath[str],
         format: FromQuery[Literal["json", "csv", "pdf"]] = "json",
     ) -> Stream:
-        async with state.pool.acquire() as conn:
+        async with postal_api.pool.acquire() as conn:
             row = await services.get_manifest(conn, operator_id, manifest_id)
         name = f"manifest-{row['manifest_number']}.{format}"
         headers = {"Content-Disposition": f'attachment; filename="{name}"'}
         if format == "csv":
-            body = export.csv_stream(state.pool, row)
+            body = export.csv_stream(postal_api.pool, row)
         elif format == "pdf":
-            body = export.file_stream(await export.pdf_file(state.pool, row))
+            body = export.file_stream(await export.pdf_file(postal_api.pool, row))
         else:
-            body = export.json_stream(state.pool, row)
+            body = export.json_stream(postal_api.pool, row)
         return Stream(body, media_type=MEDIA[format], headers=headers)
 
     @post(
@@ -99,9 +105,9 @@ class PostalController(Controller):
         description="Hand the manifest over: frozen, its orders dispatched; 409 when already closed.",
     )
     async def close(
-        self, state: State, operator_id: NamedDependency[str], manifest_id: FromPath[str]
+        self, postal_api: NamedDependency[PostalApi], operator_id: NamedDependency[str], manifest_id: FromPath[str]
     ) -> dict[str, Any]:
-        async with state.pool.acquire() as conn:
+        async with postal_api.pool.acquire() as conn:
             row = await services.close_manifest(conn, operator_id, manifest_id)
         return _manifest_json(row)
 
@@ -111,17 +117,17 @@ class PostalController(Controller):
         description="The 100 x 150 mm address label with the tracking barcode.",
     )
     async def label(
-        self, state: State, operator_id: NamedDependency[str], tracking_number: FromPath[str]
+        self, postal_api: NamedDependency[PostalApi], operator_id: NamedDependency[str], tracking_number: FromPath[str]
     ) -> Response[bytes]:
         number = parse_tracking_number(tracking_number)
-        async with state.pool.acquire() as conn:
-            row = await conn.fetchrow(LABEL_ROW, str(number), operator_id) if number else None
+        async with postal_api.pool.acquire() as conn:
+            row = await repo.label_row(conn, str(number), operator_id) if number else None
             invoice = (
                 await repository.get_invoice_row(conn, str(row["issuer_id"]), str(row["invoice_id"])) if row else None
             )
         if row is None or invoice is None:
             raise NotFound(f"no delivery order {tracking_number} for this operator")
-        url = formats.verify_url(state.settings.public_base_url, repository.to_invoice(invoice))
+        url = formats.verify_url(postal_api.public_base_url, repository.to_invoice(invoice))
         data = labels.LabelData(
             row["tracking_number"],
             labels.address_from(row["address"]),
@@ -145,23 +151,15 @@ class PostalController(Controller):
         description="Up to 1000 tracking events; each is accepted, a duplicate, or rejected with its reason.",
     )
     async def post_events(
-        self, request: Request[Any, Any, Any], state: State, operator_id: NamedDependency[str]
+        self, request: Request[Any, Any, Any], postal_api: NamedDependency[PostalApi], operator_id: NamedDependency[str]
     ) -> dict[str, Any]:
         payload = decode(await request.body(), EventsIn)
         if not 1 <= len(payload.events) <= MAX_EVENTS:
             raise ValidationFailed(errors=[FieldError("events", f"send 1 to {MAX_EVENTS} events")])
-        async with state.pool.acquire() as conn:
+        async with postal_api.pool.acquire() as conn:
             result = await events.ingest(conn, operator_id, payload.events)
-        await sms_outbox.nudge(state.queue, result.sms_ids)
+        await sms_outbox.nudge(postal_api.queue, result.sms_ids)
         return result.as_json()
-
-
-LABEL_ROW = """
-SELECT d.tracking_number, d.invoice_id, d.issuer_id, d.address, d.phone, i.invoice_code, i.invoice_number, s.name AS issuer_name,
-       s.address AS issuer_address, s.phone AS issuer_phone, o.name AS operator_name
-  FROM delivery_orders d JOIN invoices i ON i.id = d.invoice_id JOIN issuers s ON s.id = d.issuer_id
-  JOIN operators o ON o.id = d.operator_id
- WHERE d.tracking_number = $1 AND d.operator_id = $2::uuid"""
 
 
 def _delivery_json(found: dict[str, Any]) -> dict[str, Any]:
@@ -181,11 +179,10 @@ def _delivery_json(found: dict[str, Any]) -> dict[str, Any]:
     tags=["invoices"],
     security=BEARER,
 )
-async def invoice_delivery(state: State, issuer: NamedDependency[Issuer], invoice_id: FromPath[str]) -> dict[str, Any]:
+async def invoice_delivery(
+    postal_api: NamedDependency[PostalApi], issuer: NamedDependency[Issuer], invoice_id: FromPath[str]
+) -> dict[str, Any]:
     """The postal delivery order of this issuer's invoice: status, tracking number, events (404 for electronic)."""
-    async with state.pool.acquire() as conn:
+    async with postal_api.pool.acquire() as conn:
         found = await events.delivery_of(conn, issuer.id, invoice_id)
     return _delivery_json(found)
-
-
-ROUTES = [PostalController, invoice_delivery]

@@ -200,3 +200,18 @@ SELECT $2::text, d.tracking_number, d.invoice_code, d.invoice_number, nullif(d.a
   FROM delivery_orders d
  WHERE d.manifest_id = $1 AND d.status <> 'cancelled'
  ORDER BY d.tracking_number"""
+
+
+# ---------------------------------------------------------------- labels
+
+LABEL_ROW = """
+SELECT d.tracking_number, d.invoice_id, d.issuer_id, d.address, d.phone, i.invoice_code, i.invoice_number, s.name AS issuer_name,
+       s.address AS issuer_address, s.phone AS issuer_phone, o.name AS operator_name
+  FROM delivery_orders d JOIN invoices i ON i.id = d.invoice_id JOIN issuers s ON s.id = d.issuer_id
+  JOIN operators o ON o.id = d.operator_id
+ WHERE d.tracking_number = $1 AND d.operator_id = $2::uuid"""
+
+
+async def label_row(conn: asyncpg.Connection, tracking_number: str, operator_id: str) -> asyncpg.Record | None:
+    """What an address label prints, for this operator's order with this tracking number."""
+    return await conn.fetchrow(LABEL_ROW, tracking_number, operator_id)

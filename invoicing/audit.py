@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
-from invoicing import formats, repository
+from invoicing import chain_repository, formats, repository
 from invoicing.keys import verify_signature
-
-SERIES = """
-SELECT s.id, s.issuer_id, s.label, s.year, s.invoice_code, s.last_number, s.last_seq, s.last_hash,
-       (SELECT p.last_hash FROM series p WHERE p.issuer_id = s.issuer_id AND p.label = s.label AND p.year = s.year - 1)
-         AS previous_year_head
-  FROM series s WHERE ($1::uuid IS NULL OR s.issuer_id = $1) ORDER BY s.issuer_id, s.year, s.label"""
-
-RECORDS = """
-SELECT chain_seq, 'record' AS type, id::text AS ref, content, record_hash, prev_hash, signature, key_id,
-       kind, invoice_code, invoice_number, issue_date, total_amount, total_tax, total
-  FROM invoices WHERE series_id = $1
-UNION ALL
-SELECT chain_seq, 'void', invoice_id::text, content, record_hash, prev_hash, signature, key_id,
-       'void', NULL, NULL, NULL, NULL, NULL, NULL
-  FROM voids WHERE series_id = $1
-ORDER BY chain_seq"""
 
 
 @dataclass(frozen=True)
 class Finding:
+    """One thing wrong in a series: where (chain place or head) and what."""
+
     series: str
     chain_seq: int | None
     ref: str
@@ -101,21 +86,24 @@ def check_series(series: Any, rows: list[Any], public_keys: dict[str, bytes]) ->
 
 @dataclass
 class AuditReport:
+    """What the audit went through and every finding."""
+
     series: int = 0
     records: int = 0
-    findings: list[Finding] | None = None
+    findings: list[Finding] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """No finding."""
         return not self.findings
 
 
 async def audit(conn: asyncpg.Connection, issuer_id: str | None = None) -> AuditReport:
+    """Re-check every series (of one issuer, or all): hashes, links, numbering, signatures and the heads."""
     public_keys = await repository.signing_keys(conn)
-    report = AuditReport(findings=[])
-    assert report.findings is not None
-    for series in await conn.fetch(SERIES, uuid.UUID(issuer_id) if issuer_id else None):
-        rows = list(await conn.fetch(RECORDS, series["id"]))
+    report = AuditReport()
+    for series in await chain_repository.series_to_audit(conn, issuer_id):
+        rows = await chain_repository.chain_records(conn, series["id"])
         report.series += 1
         report.records += len(rows)
         report.findings.extend(check_series(series, rows, public_keys))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import asyncpg
 import msgspec
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _MIGRATION_LOCK = 0x1A5C_0001  # advisory lock key: one migrator at a time
 
 CREATE_MIGRATIONS_TABLE = """
@@ -21,9 +21,16 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )"""
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    # msgspec reads JSON into the same Python values as json.loads, faster (every invoice row read)
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """jsonb to and from Python values (msgspec decodes them as json.loads would, faster: every invoice row)."""
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=msgspec.json.decode, schema="pg_catalog")
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    """One connection (for commands) that reads and writes jsonb as the pool's connections do."""
+    conn = await asyncpg.connect(url)
+    await init_connection(conn)
+    return conn
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
@@ -37,7 +44,7 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asy
         url,
         min_size=min_size,
         max_size=max_size,
-        init=_init_connection,
+        init=init_connection,
         reset=_no_reset,
         max_inactive_connection_lifetime=300,
     )
@@ -55,11 +62,25 @@ class MigrationChanged(Exception):
     """An already-applied migration file differs from what was applied: refuse to go on."""
 
 
-def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:
-    return sorted(p for p in directory.glob("*.sql") if p.is_file())
+class NoMigrations(Exception):
+    """No migration file was found: the installation is broken (the SQL did not ship with the package)."""
 
 
-async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> MigrationResult:
+def migrations_dir() -> Path:
+    """Where the migrations are: the package data `invoicing.migrations` (the checkout's `migrations/`)."""
+    return Path(str(resources.files("invoicing.migrations")))
+
+
+def migration_files(directory: Path | None = None) -> list[Path]:
+    """The migration files in name order; `NoMigrations` when there are none."""
+    directory = directory or migrations_dir()
+    files = sorted(p for p in directory.glob("*.sql") if p.is_file())
+    if not files:
+        raise NoMigrations(f"no migrations (*.sql) in {directory}: the installation is incomplete")
+    return files
+
+
+async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> MigrationResult:
     """Apply each `*.sql` in name order once, each in its own transaction, under an advisory lock.
 
     Refuses (MigrationChanged) when a file already applied has another checksum now."""
@@ -86,7 +107,7 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) ->
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
 
 
-async def migrate_url(url: str, directory: Path = MIGRATIONS_DIR) -> MigrationResult:
+async def migrate_url(url: str, directory: Path | None = None) -> MigrationResult:
     conn = await asyncpg.connect(url)
     try:
         return await migrate(conn, directory)

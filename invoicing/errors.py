@@ -1,7 +1,6 @@
-"""One error tree for the whole service; `app.py` maps it to problem+json in one place.
-
-Pure: no I/O imports, so the model and the formats may raise these.
-"""
+"""One error tree for the whole service. Pure: no I/O, no HTTP; the model and the formats may raise these.
+The composition root (`invoiceloop.problems`) maps each kind of refusal to its HTTP status and
+problem+json type in one table."""
 
 from __future__ import annotations
 
@@ -17,11 +16,7 @@ class FieldError:
 
 
 class DomainError(Exception):
-    """Base of every refusal the service gives on purpose. `status` is the HTTP status it maps to."""
-
-    status = 400
-    title = "Bad request"
-    type_slug = "bad-request"
+    """Base of every refusal the service gives on purpose; `detail` says why, in words for the caller."""
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -30,49 +25,41 @@ class DomainError(Exception):
 
 @dataclass
 class ValidationFailed(DomainError):
-    """The request is well-formed JSON but some fields are wrong; every wrong field is listed."""
+    """The request is well-formed but some fields are wrong; every wrong field is listed."""
 
     errors: list[FieldError] = field(default_factory=list)
     detail: str = "The request has invalid fields."
-
-    status = 422
-    title = "Validation failed"
-    type_slug = "validation"
 
     def __post_init__(self) -> None:
         Exception.__init__(self, self.detail)
 
 
+class MalformedRequest(DomainError):
+    """The body cannot be read at all (not JSON, not a form)."""
+
+
 class NotFound(DomainError):
-    status = 404
-    title = "Not found"
-    type_slug = "not-found"
+    """No such object for this caller (another tenant's object is not found either)."""
 
 
 class Conflict(DomainError):
     """The request is valid but the object's state forbids it (void a dispatched invoice, ...)."""
 
-    status = 409
-    title = "Conflict"
-    type_slug = "conflict"
-
 
 class IdempotencyMismatch(DomainError):
-    status = 422
-    title = "Idempotency-Key reused with another body"
-    type_slug = "idempotency-mismatch"
+    """An Idempotency-Key was used before with another request body."""
 
 
 class Unauthorized(DomainError):
-    status = 401
-    title = "Unauthorized"
-    type_slug = "unauthorized"
+    """No key, or not a valid key of the kind this route takes."""
+
+
+class Forbidden(DomainError):
+    """The caller proved who it is, and that is not enough (a webhook's signature does not check)."""
 
 
 class RateLimited(DomainError):
-    status = 429
-    title = "Too many requests"
-    type_slug = "rate-limited"
+    """Over a rate limit; the same request may be sent again after `retry_after_s`."""
 
     def __init__(self, detail: str, retry_after_s: int) -> None:
         super().__init__(detail)
@@ -83,9 +70,6 @@ class Unavailable(DomainError):
     """Something the request needs cannot be reached just now (PostgreSQL, Redis): nothing was carried out
     and the same request may be sent again after `retry_after_s`."""
 
-    status = 503
-    title = "Service unavailable"
-    type_slug = "unavailable"
     retry_after_s = 5
 
 
@@ -109,8 +93,10 @@ class FieldErrors:
         self.items: list[FieldError] = []
 
     def add(self, field_path: str, message: str) -> None:
+        """Note that `field_path` is wrong, and why."""
         self.items.append(FieldError(field_path, message))
 
     def raise_if_any(self) -> None:
+        """Raise one `ValidationFailed` naming every field noted, if any."""
         if self.items:
             raise ValidationFailed(errors=list(self.items))

@@ -75,7 +75,8 @@ def record_hash(content: dict[str, Any]) -> str:
     return sha256_hex(canonical_bytes(content))
 
 
-def _line_content(line: Line) -> dict[str, Any]:
+def line_content(line: Line) -> dict[str, Any]:
+    """One line as the record, the API and the public view state it: quantities plain, amounts to the cent."""
     item: dict[str, Any] = {
         "description": line.description,
         "unit": line.unit,
@@ -134,7 +135,7 @@ def content_of(inv: Invoice) -> dict[str, Any]:
         "currency": inv.currency,
         "seller": seller_content(inv.seller),
         "buyer": buyer_content(inv.buyer),
-        "lines": [_line_content(line) for line in inv.lines],
+        "lines": [line_content(line) for line in inv.lines],
         "total_amount": money_str(inv.totals.total_amount),
         "total_tax": money_str(inv.totals.total_tax),
         "total": money_str(inv.totals.total),

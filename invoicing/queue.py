@@ -11,8 +11,14 @@ from arq.connections import RedisSettings
 
 log = logging.getLogger("invoiceloop.queue")
 
+# The jobs the worker runs, by the names they are enqueued under (the composition root registers them).
+SEND_SMS = "send_sms"
+FULFIL_ORDERS = "fulfil_orders"
+
 
 class Queue:
+    """Enqueues jobs for the worker on Redis; the pool is opened on first use and dropped on any error."""
+
     def __init__(self, redis_url: str | None) -> None:
         self.redis_url = redis_url
         self._pool: ArqRedis | None = None

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import asyncpg
+from cachetools import LRUCache
 
-from invoicing import formats, repository
+from invoicing import chain_repository, formats, orders, repository
+from invoicing.chain_repository import NewRecord, NewVoid, SeriesHead
 from invoicing.errors import Conflict, IdempotencyMismatch, NotFound
 from invoicing.keys import Signer
 from invoicing.model import (
@@ -30,7 +32,7 @@ from invoicing.model import (
     sum_credited,
     void_refusal,
 )
-from invoicing.repository import Issuer, NewRecord
+from invoicing.repository import Issuer
 
 KEY_PREFIX = {"issuer": "ilk_", "operator": "ilo_"}
 
@@ -48,7 +50,9 @@ class Issuing:
     clock: Callable[[], datetime] = field(default=_utcnow)
     # Last known head per (issuer, label, year), so a single issue usually needs no read: a stale
     # entry only costs a retry (the insert checks the head), never a wrong number.
-    heads: dict[tuple[str, str, int], repository.SeriesHead] = field(default_factory=dict, compare=False)
+    heads: LRUCache[tuple[str, str, int], SeriesHead] = field(
+        default_factory=lambda: LRUCache(maxsize=100_000), compare=False
+    )
     # Issues under way per series in this process: a second one would only race the first, so it
     # takes the locking path and queues on the row instead.
     in_flight: dict[tuple[str, str, int], int] = field(default_factory=dict, compare=False)
@@ -177,10 +181,10 @@ async def _issue_drafts(
     heads: dict[int, str] = {}
     for label in sorted(by_label):
         indices = by_label[label]
-        head = await repository.bump_series(conn, issuer.id, label, year, len(indices))
+        head = await chain_repository.bump_series(conn, issuer.id, label, year, len(indices))
         if head is None:
-            await repository.ensure_series(conn, issuer, label, year)
-            head = await repository.bump_series(conn, issuer.id, label, year, len(indices))
+            await chain_repository.ensure_series(conn, issuer, label, year)
+            head = await chain_repository.bump_series(conn, issuer.id, label, year, len(indices))
             assert head is not None
         prev = head.last_hash
         for k, index in enumerate(indices):
@@ -190,7 +194,7 @@ async def _issue_drafts(
             prev = inv.record_hash
         heads[head.id] = prev
     done = [r for r in records if r is not None]
-    await repository.insert_records(conn, issuer.id, issuing.signer.key_id, done, heads)
+    await chain_repository.insert_records(conn, issuer.id, issuing.signer.key_id, done, heads)
     return [r.invoice for r in done]
 
 
@@ -199,26 +203,21 @@ def draft_of(request: InvoiceRequest) -> Draft:
     return Draft("invoice", request.series, request.buyer, lines, request.delivery, request.remarks)
 
 
-async def _claim_idempotency(
-    conn: asyncpg.Connection, issuer: Issuer, idem: Idempotency, ids: list[str]
-) -> list[str] | None:
-    """Insert the key (blocking while another request holds it). None: ours; else the ids it gave."""
-    claimed = await conn.fetchval(
-        CLAIM_KEY, uuid.UUID(issuer.id), idem.key, idem.request_hash, [uuid.UUID(i) for i in ids]
-    )
-    if claimed:
+async def _replay(conn: asyncpg.Connection, issuer: Issuer, idem: Idempotency | None) -> Issued | None:
+    """Claim the Idempotency-Key as the first statement of the transaction (waiting while another request holds
+    it); when it was used before, the answer it gave (or 422 for another body). None: go on and issue."""
+    if idem is None or await repository.claim_idempotency_key(conn, issuer.id, idem.key, idem.request_hash):
         return None
-    row = await conn.fetchrow(GET_KEY, uuid.UUID(issuer.id), idem.key)
-    if row["request_hash"] != idem.request_hash:
+    request_hash, ids = await repository.idempotency_key(conn, issuer.id, idem.key)
+    if request_hash != idem.request_hash:
         raise IdempotencyMismatch(f"Idempotency-Key {idem.key!r} was already used with another request body")
-    return [str(i) for i in row["invoice_ids"]]
+    return Issued(await repository.get_invoices(conn, issuer.id, ids), replayed=True)
 
 
-CLAIM_KEY = """
-INSERT INTO idempotency_keys (issuer_id, key, request_hash, invoice_ids) VALUES ($1, $2, $3, $4)
-ON CONFLICT (issuer_id, key) DO NOTHING RETURNING true"""
-GET_KEY = "SELECT request_hash, invoice_ids FROM idempotency_keys WHERE issuer_id = $1 AND key = $2"
-SET_KEY_IDS = "UPDATE idempotency_keys SET invoice_ids = $3 WHERE issuer_id = $1 AND key = $2"
+async def _remember(conn: asyncpg.Connection, issuer: Issuer, idem: Idempotency | None, issued: list[Invoice]) -> None:
+    """Store what a keyed request issued, in its transaction, for its retries."""
+    if idem is not None:
+        await repository.set_idempotency_ids(conn, issuer.id, idem.key, [inv.id for inv in issued])
 
 
 OPTIMISTIC_TRIES = 2
@@ -244,21 +243,21 @@ async def _issue_one_optimistic(
 async def _append_optimistic(
     conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, draft: Draft, now: datetime, key: tuple[str, str, int]
 ) -> Invoice | None:
-    head = issuing.heads.get(key) or await repository.read_head(conn, issuer.id, draft.series, key[2])
+    head = issuing.heads.get(key) or await chain_repository.read_head(conn, issuer.id, draft.series, key[2])
     for _ in range(OPTIMISTIC_TRIES):
         if head is None:
             return None
         inv, content = seal(
             _number(draft, issuer, head.invoice_code, head.last_number + 1, now, head.last_hash, issuing), issuing
         )
-        if await repository.insert_one_if_head(
+        if await chain_repository.insert_one_if_head(
             conn, issuing.signer.key_id, NewRecord(inv, head.id, head.last_seq + 1, content)
         ):
-            issuing.heads[key] = repository.SeriesHead(
+            issuing.heads[key] = SeriesHead(
                 head.id, head.invoice_code, head.last_number + 1, head.last_seq + 1, inv.record_hash
             )
             return inv
-        head = await repository.read_head(conn, issuer.id, draft.series, key[2])
+        head = await chain_repository.read_head(conn, issuer.id, draft.series, key[2])
     issuing.heads.pop(key, None)
     return None
 
@@ -275,13 +274,10 @@ async def issue(
         if inv is not None:
             return Issued([inv])
     async with conn.transaction():
-        if idem is not None:
-            earlier = await _claim_idempotency(conn, issuer, idem, [])
-            if earlier is not None:
-                return Issued(await repository.get_invoices(conn, issuer.id, earlier), replayed=True)
+        if replay := await _replay(conn, issuer, idem):
+            return replay
         invoices = await _issue_drafts(conn, issuing, issuer, drafts)
-        if idem is not None:
-            await conn.execute(SET_KEY_IDS, uuid.UUID(issuer.id), idem.key, [uuid.UUID(i.id) for i in invoices])
+        await _remember(conn, issuer, idem, invoices)
     return Issued(invoices)
 
 
@@ -307,38 +303,38 @@ async def void(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, invoi
             raise NotFound(f"no invoice {invoice_id} for this issuer")
         inv = repository.to_invoice(row)
         now = issuing.clock()
-        has_credits = bool(
-            await conn.fetchval("SELECT 1 FROM invoices WHERE original_invoice_id = $1 LIMIT 1", row["id"])
-        )
-        delivery = await conn.fetchval(repository.DELIVERY_STATUS, row["id"])
+        delivery = await chain_repository.delivery_status(conn, row["id"])
         why = void_refusal(
             inv,
             now,
             times_verified=row["times_verified"],
-            has_credits=has_credits,
-            dispatched=delivery not in (None, "pending", "manifested", "cancelled"),
+            has_credits=await chain_repository.has_credit_notes(conn, row["id"]),
+            dispatched=orders.is_dispatched(delivery),
         )
         if why:
             raise Conflict(why)
-        head = await repository.bump_chain(conn, row["series_id"])
+        head = await chain_repository.bump_chain(conn, row["series_id"])
         content = formats.void_content(inv, reason=reason, voided_at=now, prev_hash=head.last_hash)
         canonical = formats.canonical_bytes(content)
         rec_hash = formats.sha256_hex(canonical)
         signature = issuing.signer.sign(formats.void_signing_core(content, rec_hash))
-        await conn.execute(
-            repository.INSERT_VOID,
-            head.id,
-            head.last_seq,
-            row["id"],
-            canonical.decode(),
-            rec_hash,
-            head.last_hash,
-            signature,
-            issuing.signer.key_id,
-            now,
-            reason,
+        await chain_repository.insert_void(
+            conn,
+            NewVoid(
+                head.id,
+                head.last_seq,
+                row["id"],
+                canonical.decode(),
+                rec_hash,
+                head.last_hash,
+                signature,
+                issuing.signer.key_id,
+                now,
+                reason,
+            ),
         )
-        await conn.execute(repository.CANCEL_DELIVERY, row["id"])
+        if delivery is not None:
+            await chain_repository.set_delivery_status(conn, row["id"], delivery, orders.CANCEL(delivery))
         return await get_invoice(conn, issuer.id, invoice_id)
 
 
@@ -355,10 +351,8 @@ async def credit(
     the current year's series of the original's label; the original becomes partially credited or
     reversed. The original is locked, so concurrent credits cannot together exceed it."""
     async with conn.transaction():
-        if idem is not None:
-            earlier = await _claim_idempotency(conn, issuer, idem, [])
-            if earlier is not None:
-                return Issued(await repository.get_invoices(conn, issuer.id, earlier), replayed=True)
+        if replay := await _replay(conn, issuer, idem):
+            return replay
         row = await repository.get_invoice_row(conn, issuer.id, invoice_id, lock=True)
         if row is None:
             raise NotFound(f"no invoice {invoice_id} for this issuer")
@@ -368,9 +362,8 @@ async def credit(
         lines = credit_lines(original, done, wanted)
         draft = Draft("credit_note", original.series, original.buyer, tuple(lines), "electronic", reason, original)
         [note] = await _issue_drafts(conn, issuing, issuer, [draft])
-        await repository.set_status(
+        await chain_repository.set_status(
             conn, original.id, status_after_credit(original, sum_credited(original, [*notes, note]))
         )
-        if idem is not None:
-            await conn.execute(SET_KEY_IDS, uuid.UUID(issuer.id), idem.key, [uuid.UUID(note.id)])
+        await _remember(conn, issuer, idem, [note])
     return Issued([note])

@@ -1,8 +1,8 @@
 """The SMS outbox, one for the whole service: verification's receipts and the buyer's one notice, delivery's
 "your paper invoice was delivered". A row is written in the same transaction as what it reports; the worker
-sends it (`send_sms`, one job per row) through the SMS channel on `ctx["sms"]`, retrying on `SmsSendFailed`,
-and a cron sweep re-enqueues rows whose job was lost (Redis down, a killed worker). The row is the truth: a
-job re-reads it and does nothing when it is sent or taken, so a job that runs twice sends once."""
+sends it (one `send_sms` job per row) through the SMS channel, retrying with `Retry`, and a sweep re-enqueues
+rows whose job was lost (Redis down, a killed worker). The row is the truth: a job re-reads it and does
+nothing when it is sent or taken, so a job that runs twice sends once."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal, Protocol
 
 import asyncpg
-from arq import Retry, cron
+from arq import ArqRedis, Retry
 
+from invoicing import outbox_repository as repo
 from invoicing.errors import SmsSendFailed
+from invoicing.queue import SEND_SMS, Queue
 
 log = logging.getLogger("invoiceloop.sms")
 Kind = Literal["receipt", "buyer_notice", "delivered"]  # the last two at most once per invoice
@@ -23,26 +25,15 @@ MAX_TRIES = 4  # then the row is marked failed
 RETRY_DEFER_S = 1.0  # times the try number: 1 s, 2 s, 3 s
 STALE_SENDING_S = 60.0  # a row in `sending` this long lost its worker; take it again
 SWEEP_AFTER_S = 5.0  # pending rows older than this are re-enqueued by the sweep
+SWEEP_LIMIT = 500
 
-INSERT_MANY = """
-INSERT INTO sms_outbox (kind, invoice_id, phone, body)
-SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[])
-ON CONFLICT DO NOTHING RETURNING id"""
 
-CLAIM = """
-UPDATE sms_outbox SET status = 'sending', claimed_at = now(), attempts = attempts + 1
- WHERE id = $1 AND (status = 'pending' OR (status = 'sending' AND claimed_at < now() - make_interval(secs => $2)))
-RETURNING phone, body, attempts"""
+class SmsChannel(Protocol):
+    """Where outgoing texts go (`verification.sms` has the console and Twilio channels)."""
 
-MARK_SENT = "UPDATE sms_outbox SET status = 'sent', provider_id = $2, sent_at = now(), last_error = NULL WHERE id = $1"
-
-MARK_UNSENT = "UPDATE sms_outbox SET status = $2, last_error = $3 WHERE id = $1 AND status = 'sending'"
-
-UNSENT = """
-SELECT id, attempts FROM sms_outbox
- WHERE (status = 'pending' AND created_at < now() - make_interval(secs => $1))
-    OR (status = 'sending' AND claimed_at < now() - make_interval(secs => $2))
- ORDER BY id LIMIT $3"""
+    async def send(self, to: str, body: str) -> str:
+        """Send `body` to the E.164 number `to`; return the message id or raise `SmsSendFailed`."""
+        ...
 
 
 async def add(conn: asyncpg.Connection, kind: Kind, texts: Sequence[tuple[uuid.UUID | None, str, str]]) -> list[int]:
@@ -50,32 +41,29 @@ async def add(conn: asyncpg.Connection, kind: Kind, texts: Sequence[tuple[uuid.U
     delivered text of an invoice is not)."""
     if not texts:
         return []
-    invoice_ids, phones, bodies = (list(column) for column in zip(*texts, strict=True))
-    return [int(row["id"]) for row in await conn.fetch(INSERT_MANY, kind, invoice_ids, phones, bodies)]
+    return await repo.insert(conn, kind, texts)
 
 
-async def nudge(queue: Any, outbox_ids: Sequence[int]) -> None:
+async def nudge(queue: Queue, outbox_ids: Sequence[int]) -> None:
     """Ask the worker to send these rows now (`Queue.enqueue` never raises: the sweep is the safety net)."""
     for outbox_id in outbox_ids:
-        await queue.enqueue("send_sms", outbox_id, job_id=f"sms:{outbox_id}:0")
+        await queue.enqueue(SEND_SMS, outbox_id, job_id=f"sms:{outbox_id}:0")
 
 
-async def send_sms(ctx: dict[str, Any], outbox_id: int) -> str:
-    """Send one outbox message through the SMS channel; a refusal (`SmsSendFailed`, or any error of the
-    channel) is retried with `Retry`, and after `MAX_TRIES` the row is marked failed."""
-    pool = ctx["pool"]
+async def send(pool: asyncpg.Pool, channel: SmsChannel, outbox_id: int, job_try: int) -> str:
+    """Send one outbox message through `channel` (the `send_sms` job); a refusal (`SmsSendFailed`, or any error
+    of the channel) is retried with `Retry`, and after `MAX_TRIES` the row is marked failed."""
     async with pool.acquire() as conn:
-        row = await conn.fetchrow(CLAIM, outbox_id, STALE_SENDING_S)
+        row = await repo.claim(conn, outbox_id, STALE_SENDING_S)
     if row is None:
         return "nothing to do"
     try:
-        provider_id = await ctx["sms"].send(row["phone"], row["body"])
+        provider_id = await channel.send(row["phone"], row["body"])
     except Exception as exc:  # a channel's own bug too: a try spent, never an endless resend
-        job_try = int(ctx.get("job_try", 1))
         final = job_try >= MAX_TRIES
         reason = exc.reason if isinstance(exc, SmsSendFailed) else type(exc).__name__
         async with pool.acquire() as conn:
-            await conn.execute(MARK_UNSENT, outbox_id, "failed" if final else "pending", reason[:300])
+            await repo.mark_unsent(conn, outbox_id, "failed" if final else "pending", reason[:300])
         log.warning(
             "SMS %s not sent (try %s): %s",
             outbox_id,
@@ -87,19 +75,15 @@ async def send_sms(ctx: dict[str, Any], outbox_id: int) -> str:
             return "failed"
         raise Retry(defer=RETRY_DEFER_S * job_try) from None
     async with pool.acquire() as conn:
-        await conn.execute(MARK_SENT, outbox_id, str(provider_id))
+        await repo.mark_sent(conn, outbox_id, str(provider_id))
     return "sent"
 
 
-async def sweep_sms(ctx: dict[str, Any]) -> int:
+async def sweep(pool: asyncpg.Pool, redis: ArqRedis) -> int:
     """Re-enqueue unsent rows older than a few seconds (a fresh job id each sweep: arq refuses a known one)."""
-    async with ctx["pool"].acquire() as conn:
-        rows = await conn.fetch(UNSENT, SWEEP_AFTER_S, STALE_SENDING_S, 500)
+    async with pool.acquire() as conn:
+        ids = await repo.unsent(conn, SWEEP_AFTER_S, STALE_SENDING_S, SWEEP_LIMIT)
     stamp = int(time.time())
-    for row in rows:
-        await ctx["redis"].enqueue_job("send_sms", row["id"], _job_id=f"sms:{row['id']}:sweep{stamp}")
-    return len(rows)
-
-
-FUNCTIONS = [send_sms]
-CRON_JOBS = [cron(sweep_sms, second={0, 15, 30, 45}, run_at_startup=False, unique=True, timeout=30)]
+    for outbox_id in ids:
+        await redis.enqueue_job(SEND_SMS, outbox_id, _job_id=f"sms:{outbox_id}:sweep{stamp}")
+    return len(ids)

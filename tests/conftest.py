@@ -20,11 +20,11 @@ import httpx
 import pytest
 from stdnum.cn import uscc
 
+from invoiceloop.embedded import embedded_postgres, embedded_redis, port_open
+from invoiceloop.settings import Settings
 from invoicing import db, services
-from invoicing.embedded import embedded_postgres, embedded_redis, port_open
 from invoicing.repository import Issuer
 from invoicing.services import Issuing
-from invoicing.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
@@ -146,7 +146,7 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture(scope="session")
 async def issuing(settings: Settings, pool: asyncpg.Pool) -> Issuing:
-    from invoicing.app import load_issuing
+    from invoiceloop.app import load_issuing
 
     return await load_issuing(settings, pool)
 
@@ -196,7 +196,7 @@ class CliProcess:
         self.log_path = log_path
         self.log = open(log_path, log_mode)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "invoicing.cli", *args],
+            [sys.executable, "-m", "invoiceloop", *args],
             env=_env(settings, **extra_env),
             cwd=ROOT,
             stdout=self.log,

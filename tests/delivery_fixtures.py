@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from delivery import services as delivery_services
+from invoiceloop.settings import Settings
 from invoicing import services
 from invoicing.model import DEFAULT_TAX_RATES, PROVINCES
 from invoicing.repository import Issuer
-from invoicing.settings import Settings
 from invoicing.validation import invoice_request
 from tests.conftest import CliProcess, ServerProcess
 from tests.samples import invoice_body

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
-from invoicing.settings import Settings
+from invoiceloop.settings import Settings
 from tests.conftest import ServerProcess
 from tests.fake_twilio import FakeTwilio
 from tests.samples import invoice_body

@@ -1,5 +1,5 @@
-"""Public verification over HTTP (API.md "Public verification"): the JSON endpoint, the page and the SMS
-webhook (in `web` and `inbound`), and the start-up hook that builds the `Verifier` on `app.state`."""
+"""Public verification over HTTP (API.md "Public verification"): the JSON endpoint here, the page (`web`) and
+the SMS webhook (`inbound`). The composition root provides each route's `PublicApi` as `public_api`."""
 
 from __future__ import annotations
 
@@ -7,17 +7,14 @@ from typing import Any
 
 import msgspec
 from litestar import Request, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from invoicing import formats
-from invoicing.api import Strict
-from verification.inbound import sms_inbound
-from verification.limits import LimitFigures, Limits
+from invoicing.http import Strict
 from verification.model import OUTCOME_TEXT, parse_query
-from verification.services import Verification, Verifier, verify
-from verification.views import client_address
-from verification.web import verify_form, verify_page
+from verification.services import Verification, verify
+from verification.views import PublicApi, client_address
 
 
 class VerificationIn(Strict):
@@ -48,22 +45,11 @@ def verification_json(result: Verification) -> dict[str, Any]:
 
 @post("/v1/verifications", status_code=200, tags=["verification"], request_max_body_size=16 * 1024)
 async def create_verification(
-    request: Request[Any, Any, Any], state: State, data: JSONBody[VerificationIn]
+    request: Request[Any, Any, Any], public_api: NamedDependency[PublicApi], data: JSONBody[VerificationIn]
 ) -> dict[str, Any]:
     """Verify an invoice: `result` is valid, mismatch, not_found, voided, reversed, partially_credited,
     locked or tampered; `phone` asks for an SMS receipt. 429 with Retry-After over the rate limit."""
-    verifier: Verifier = state.verifier
+    verifier = public_api.verifier
     query = parse_query(msgspec.structs.asdict(data))
     result = await verify(verifier, query, verifier.asker("json", client_address(request), query.phone))
     return verification_json(result)
-
-
-async def start_verifier(app: Any) -> None:
-    """Build the `Verifier` of this process on `app.state.verifier`."""
-    settings = app.state.settings
-    limits = Limits(app.state.redis, LimitFigures.from_extra(settings.extra))
-    app.state.verifier = Verifier(app.state.pool, limits, settings.secret_bytes(), app.state.queue)
-
-
-ROUTES = [create_verification, verify_page, verify_form, sms_inbound]
-STARTUP = [start_verifier]

@@ -8,23 +8,18 @@ import logging
 from typing import Any
 
 from litestar import Request, Response, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 
-from invoicing.errors import DomainError
+from invoicing.errors import Forbidden
 from verification import repository as vrepo
 from verification.model import InvoiceSummary
 from verification.services import Verifier, verify
 from verification.sms import USAGE_TEXT, normalise_phone, parse_sms, reply_text, twiml_reply, verify_twilio_signature
+from verification.views import PublicApi
 
 log = logging.getLogger("invoiceloop.verification")
 PATH = "/v1/sms/inbound"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response />'
-
-
-class Forbidden(DomainError):
-    status = 403
-    title = "Forbidden"
-    type_slug = "bad-signature"
 
 
 def _twiml(xml: str) -> Response[str]:
@@ -58,18 +53,15 @@ async def _answer(verifier: Verifier, params: dict[str, str]) -> str:
 
 
 @post(PATH, status_code=200, tags=["verification"], request_max_body_size=64 * 1024)
-async def sms_inbound(request: Request[Any, Any, Any], state: State) -> Response[str]:
+async def sms_inbound(request: Request[Any, Any, Any], public_api: NamedDependency[PublicApi]) -> Response[str]:
     """Twilio's webhook (form-encoded, `X-Twilio-Signature` checked; 403 when wrong or missing)."""
     form = await request.form()
     params = {key: str(form.get(key)) for key in form}
-    settings = state.settings
-    url = settings.public_base_url.rstrip("/") + PATH
-    signature = request.headers.get("x-twilio-signature")
-    if not settings.twilio_auth_token or not verify_twilio_signature(
-        settings.twilio_auth_token, url, params, signature
-    ):
+    url = public_api.public_base_url.rstrip("/") + PATH
+    token, signature = public_api.twilio_auth_token, request.headers.get("x-twilio-signature")
+    if not token or not verify_twilio_signature(token, url, params, signature):
         raise Forbidden("X-Twilio-Signature is missing or does not sign this request")
-    verifier: Verifier = state.verifier
+    verifier = public_api.verifier
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
     async with verifier.pool.acquire() as conn:
         first = bool(sid) and await vrepo.claim_inbound(conn, sid)

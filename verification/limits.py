@@ -91,8 +91,6 @@ class Ask:
 class LimitsUnavailable(Unavailable):
     """Redis cannot be reached: verifications are refused (503) rather than let through unlimited."""
 
-    type_slug = "limits-unavailable"
-
 
 @dataclass(frozen=True)
 class LimitFigures:

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+from cachetools import LRUCache
 from prometheus_client import Counter
 
 from invoicing import formats, repository, sms_outbox
@@ -41,7 +42,7 @@ VERIFIED = Counter(
     "invoiceloop_verifications_total", "Verifications answered, by channel and outcome", ["channel", "outcome"]
 )
 verified = functools.lru_cache(maxsize=64)(VERIFIED.labels)  # `labels` itself costs ~5 µs a call
-GOOD_SIGNATURES_KEPT = 100_000  # (key id, record hash, signature) triples known good, ~30 MB at most
+GOOD_SIGNATURES_KEPT = 100_000  # (key id, record hash, signature) triples known good, least recently used out
 NOTICE_TEXT = (
     "【发票查验】您的发票 {code}/{number} 刚被他人查验（首次）。Your invoice was just verified by someone else."
 )
@@ -79,12 +80,13 @@ class Verifier:
     secret: bytes
     queue: Any = None
     keys: dict[str, bytes] = field(default_factory=dict)
-    good_signatures: set[tuple[str, str, str]] = field(default_factory=set)
     signatures_kept: int = GOOD_SIGNATURES_KEPT  # 0: check every signature every time (the bench's first-time case)
     lanes: int = 2  # batches in flight at once in this process: one gathers while the other commits
+    good_signatures: LRUCache[tuple[str, str, str], bool] = field(init=False, repr=False)
     batches: Coalescer[_Item, Verification] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.good_signatures = LRUCache(maxsize=max(1, self.signatures_kept))
         self.batches = Coalescer(functools.partial(verify_batch, self), lanes=self.lanes)
 
     def hash(self, kind: str, value: str) -> str:
@@ -115,15 +117,13 @@ def is_tampered(v: Verifier, row: asyncpg.Record) -> bool:
     content, rec_hash, signature = row["content"], row["record_hash"], row["signature"]
     if formats.record_hash(content) != rec_hash:
         return True
-    if (row["key_id"], rec_hash, signature) in v.good_signatures:
+    if v.good_signatures.get((row["key_id"], rec_hash, signature)):
         return False
     key = v.keys.get(row["key_id"])
     if key is None or not verify_signature(key, formats.content_signing_core(content, rec_hash), signature):
         return True
     if v.signatures_kept:
-        if len(v.good_signatures) >= v.signatures_kept:
-            v.good_signatures.clear()
-        v.good_signatures.add((row["key_id"], rec_hash, signature))
+        v.good_signatures[row["key_id"], rec_hash, signature] = True
     return False
 
 

@@ -1,10 +1,24 @@
-"""Who asks: the client address, shared by the JSON endpoint and the page."""
+"""What the public routes (the JSON endpoint, the page, the SMS webhook) share: the dependency the composition
+root gives them, and who asks."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request
+
+from verification.services import Verifier
+
+
+@dataclass(frozen=True)
+class PublicApi:
+    """What the public routes use, provided as `public_api`: the verifier of this process, the public URL the
+    Twilio webhook is signed for, and the Twilio auth token that signs it (None: the webhook refuses all)."""
+
+    verifier: Verifier
+    public_base_url: str
+    twilio_auth_token: str | None = None
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:

@@ -9,13 +9,13 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Request, Response, get, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from invoicing.errors import RateLimited, Unavailable, ValidationFailed
 from verification.model import OUTCOME_TEXT, fields_from_qr, parse_query
 from verification.qr import QR_FIELDS, QrCheck, check_qr_params
-from verification.services import Verification, Verifier, verify
-from verification.views import client_address
+from verification.services import Verification, verify
+from verification.views import PublicApi, client_address
 
 FORM_FIELDS = ("invoice_code", "invoice_number", "issue_date", "check_code_last6", "total_amount", "phone")
 _ENV = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
@@ -66,10 +66,10 @@ def _result_context(result: Verification, qr: QrCheck | None) -> dict[str, Any]:
 
 
 async def _answer(
-    request: Request[Any, Any, Any], state: State, fields: dict[str, str], qr: QrCheck | None
+    request: Request[Any, Any, Any], public_api: PublicApi, fields: dict[str, str], qr: QrCheck | None
 ) -> Response[str]:
     """Verify `fields` and render the result; field errors and the rate limit are shown on the page."""
-    verifier: Verifier = state.verifier
+    verifier = public_api.verifier
     client = client_address(request)
     shown = {k: v for k, v in fields.items() if k != "phone"}
     try:
@@ -87,17 +87,17 @@ async def _answer(
         response.headers["Retry-After"] = str(exc.retry_after_s)
         return response
     except Unavailable as exc:
-        return error_page(exc.status, exc.retry_after_s, shown)
+        return error_page(503, exc.retry_after_s, shown)
     return render(form=shown, **_result_context(result, qr))
 
 
 @get("/verify", tags=["verification"], include_in_schema=False)
-async def verify_page(request: Request[Any, Any, Any], state: State) -> Response[str]:
+async def verify_page(request: Request[Any, Any, Any], public_api: NamedDependency[PublicApi]) -> Response[str]:
     """The form; opened from a QR URL (`?c=&n=&d=&...`) it fills itself and shows the result at once."""
     params = {k: v for k, v in request.query_params.items() if isinstance(v, str)}
     if not any(name in params for name in QR_FIELDS):
         return render(form={})
-    verifier: Verifier = state.verifier
+    verifier = public_api.verifier
     async with verifier.pool.acquire() as conn:
         key_id = params.get("kid", "")
         keys = {key_id: key} if (key := await verifier.public_key(conn, key_id)) else {}
@@ -106,12 +106,12 @@ async def verify_page(request: Request[Any, Any, Any], state: State) -> Response
     day = fields.get("issue_date", "")
     if len(day) == 8 and day.isdigit():  # shown in the form as YYYY-MM-DD
         fields["issue_date"] = f"{day[:4]}-{day[4:6]}-{day[6:]}"
-    return await _answer(request, state, fields, qr)
+    return await _answer(request, public_api, fields, qr)
 
 
 @post("/verify", tags=["verification"], include_in_schema=False, request_max_body_size=16 * 1024)
-async def verify_form(request: Request[Any, Any, Any], state: State) -> Response[str]:
+async def verify_form(request: Request[Any, Any, Any], public_api: NamedDependency[PublicApi]) -> Response[str]:
     """The form's answer as a page (the same field names as `POST /v1/verifications`)."""
     form = await request.form()
     fields = {name: str(form.get(name) or "") for name in FORM_FIELDS}  # empty fields count as absent
-    return await _answer(request, state, fields, None)
+    return await _answer(request, public_api, fields, None)

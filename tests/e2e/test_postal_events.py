@@ -101,9 +101,9 @@ async def test_events_each_judged_on_its_own(
         [a["id"], b["id"], c["id"]],
     )
     assert len(texts) == 1  # only b was delivered
-    assert await sms_outbox.send_sms({"pool": pool, "sms": sms}, texts[0]["id"]) == "sent"
+    assert await sms_outbox.send(pool, sms, texts[0]["id"], job_try=1) == "sent"
     assert sms.sent[0][0] == "+8613800138000" and b["invoice_number"] in sms.sent[0][1]
-    assert await sms_outbox.send_sms({"pool": pool, "sms": sms}, texts[0]["id"]) == "nothing to do"
+    assert await sms_outbox.send(pool, sms, texts[0]["id"], job_try=1) == "nothing to do"
 
 
 async def test_event_body_limits(operator_factory: Any) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from invoicing.embedded import postgres_data_dir
+from invoiceloop.embedded import postgres_data_dir
 from tests.conftest import ROOT, free_port
 from tests.samples import invoice_body
 
@@ -22,7 +22,7 @@ def _start(data: Path, port: int) -> tuple[subprocess.Popen[str], list[str]]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(INVOICELOOP_DATA_DIR=str(data), PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "invoicing.cli", "run", "--port", str(port)],
+        [sys.executable, "-m", "invoiceloop", "run", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

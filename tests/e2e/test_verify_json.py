@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from invoiceloop.cli import main
+from invoiceloop.settings import Settings
 from invoicing import formats
-from invoicing.cli import main
-from invoicing.settings import Settings
 from tests.verification_fixtures import keyed_hash, query_of, random_mobile, wrong_last6
 
 

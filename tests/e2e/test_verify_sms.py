@@ -13,8 +13,8 @@ import asyncpg
 import httpx
 import pytest
 
-from invoicing.settings import Settings
-from invoicing.worker import build_worker
+from invoiceloop.settings import Settings
+from invoiceloop.worker import build_worker
 from tests.conftest import ServerProcess
 from tests.fake_twilio import FakeTwilio
 from tests.verification_fixtures import (

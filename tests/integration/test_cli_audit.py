@@ -15,17 +15,17 @@ from typing import Any
 import asyncpg
 import pytest
 
+from invoiceloop.settings import Settings
 from invoicing import db, keys, repository, services, sms_outbox, validation
 from invoicing.model import DEFAULT_TAX_RATES
 from invoicing.services import Issuing
-from invoicing.settings import Settings
 from tests.conftest import ROOT, _env, new_issuer, valid_uscc
 from tests.samples import invoice_body
 
 
 def cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "invoicing.cli", *args],
+        [sys.executable, "-m", "invoiceloop", *args],
         env=_env(settings, **env),
         cwd=ROOT,
         capture_output=True,
@@ -47,7 +47,7 @@ async def test_migrate_applies_once_and_refuses_a_changed_file(
     await admin.execute(f'CREATE DATABASE "{name}"')
     url = settings.require_database_url().rsplit("/", 1)[0] + "/" + name
     try:
-        shutil.copytree(db.MIGRATIONS_DIR, tmp_path / "m")
+        shutil.copytree(db.migrations_dir(), tmp_path / "m")
         first = await db.migrate_url(url, tmp_path / "m")
         assert first.applied == [p.name for p in db.migration_files(tmp_path / "m")]
         assert (await db.migrate_url(url, tmp_path / "m")).applied == []
@@ -68,7 +68,7 @@ async def database_before(
 ) -> AsyncIterator[tuple[str, asyncpg.Pool, Issuing, Any]]:
     """A throwaway database migrated up to (not including) `migration`, with an issuer: (url, pool, issuing,
     issuer); dropped afterwards."""
-    from invoicing.app import load_issuing
+    from invoiceloop.app import load_issuing
 
     name = f"invoiceloop_up_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(server_url)

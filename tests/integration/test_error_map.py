@@ -11,8 +11,8 @@ import redis.exceptions
 from litestar import get, post
 from litestar.testing import AsyncTestClient
 
-from invoicing.app import create_app
-from invoicing.settings import Settings
+from invoiceloop.app import create_app
+from invoiceloop.settings import Settings
 
 
 def raising(route: Any, path: str, error: Exception) -> Any:
@@ -33,7 +33,7 @@ api_bug = raising(get, "/v1/bug", RuntimeError("a bug"))
 
 
 async def test_outages_are_503_and_bugs_500_in_the_callers_format(settings: Settings) -> None:
-    app = create_app(settings, extra_routes=[page_outage, page_bug, api_outage, api_bug])
+    app = create_app(settings, routes=[page_outage, page_bug, api_outage, api_bug])
     async with AsyncTestClient(app) as client:
         outage: Any = await client.get("/v1/outage")
         assert outage.status_code == 503 and outage.headers["content-type"].startswith("application/problem+json")

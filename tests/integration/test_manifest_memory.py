@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from delivery import services as delivery_services
+from invoiceloop.app import load_issuing
+from invoiceloop.settings import Settings
 from invoicing import db
-from invoicing.app import load_issuing
-from invoicing.settings import Settings
 from tests.conftest import ServerProcess, _with_db, new_issuer
 from tests.delivery_fixtures import PROVINCE_OF, issue_postal
 

@@ -53,8 +53,8 @@ async def status_of(pool: asyncpg.Pool, outbox_id: int) -> asyncpg.Record:
 
 async def test_sent_once_then_nothing_to_do(pool: asyncpg.Pool) -> None:
     outbox_id, sms = await outbox_row(pool), FlakySms(0)
-    assert await sms_outbox.send_sms({"pool": pool, "sms": sms, "job_try": 1}, outbox_id) == "sent"
-    assert await sms_outbox.send_sms({"pool": pool, "sms": sms, "job_try": 1}, outbox_id) == "nothing to do"
+    assert await sms_outbox.send(pool, sms, outbox_id, job_try=1) == "sent"
+    assert await sms_outbox.send(pool, sms, outbox_id, job_try=1) == "nothing to do"
     row = await status_of(pool, outbox_id)
     assert row["status"] == "sent" and row["provider_id"] == "SM1" and len(sms.sent) == 1
 
@@ -65,9 +65,9 @@ async def test_retries_then_gives_up(pool: asyncpg.Pool, error: Exception) -> No
     outbox_id, sms = await outbox_row(pool), FlakySms(10, error)
     for job_try in range(1, sms_outbox.MAX_TRIES):
         with pytest.raises(Retry):
-            await sms_outbox.send_sms({"pool": pool, "sms": sms, "job_try": job_try}, outbox_id)
+            await sms_outbox.send(pool, sms, outbox_id, job_try=job_try)
         assert (await status_of(pool, outbox_id))["status"] == "pending"
-    assert await sms_outbox.send_sms({"pool": pool, "sms": sms, "job_try": sms_outbox.MAX_TRIES}, outbox_id) == "failed"
+    assert await sms_outbox.send(pool, sms, outbox_id, job_try=sms_outbox.MAX_TRIES) == "failed"
     row = await status_of(pool, outbox_id)
     assert row["status"] == "failed" and row["attempts"] == sms_outbox.MAX_TRIES
     assert row["last_error"] == (error.reason if isinstance(error, SmsSendFailed) else "KeyError")
@@ -78,10 +78,10 @@ async def test_sweep_re_enqueues_lost_rows(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         await conn.execute("UPDATE sms_outbox SET created_at = now() - interval '1 minute' WHERE id = $1", outbox_id)
     arq = FakeArq()
-    assert await sms_outbox.sweep_sms({"pool": pool, "redis": arq}) >= 1
+    assert await sms_outbox.sweep(pool, arq) >= 1
     mine = [job for job in arq.jobs if job[1] == outbox_id]
     assert mine and mine[0][0] == "send_sms" and "sweep" in mine[0][2]
-    assert await sms_outbox.send_sms({"pool": pool, "sms": FlakySms(0), "job_try": 1}, outbox_id) == "sent"
+    assert await sms_outbox.send(pool, FlakySms(0), outbox_id, job_try=1) == "sent"
 
 
 async def test_one_notice_and_one_delivered_text_per_invoice(pool: asyncpg.Pool, seller: Any) -> None:

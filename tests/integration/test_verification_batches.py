@@ -14,9 +14,9 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from invoiceloop.settings import Settings
 from invoicing import db, services
 from invoicing.model import Invoice
-from invoicing.settings import Settings
 from invoicing.validation import invoice_request
 from tests.samples import invoice_body
 from verification.limits import LimitFigures, Limits

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aioredis
 
+from invoiceloop.problems import problem_of
 from invoicing.errors import RateLimited
 from verification.limits import (
     GO,
@@ -121,5 +122,5 @@ async def test_redis_down_refuses_with_503() -> None:
     unreachable = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
     with pytest.raises(LimitsUnavailable) as refused:
         await settle(Limits(unreachable), "x", "y", found=MATCHED, trusted=False)
-    assert refused.value.status == 503
+    assert problem_of(refused.value).status == 503 and refused.value.retry_after_s > 0
     await unreachable.aclose()

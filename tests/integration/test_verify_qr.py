@@ -11,8 +11,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from invoiceloop.cli import main
 from invoicing import repository
-from invoicing.cli import main
 from invoicing.keys import jwk
 from tests.conftest import ServerProcess
 from verification.qr import check_qr_url, keys_from_jwks

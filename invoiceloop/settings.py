@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from invoicing.errors import ConfigError
+from invoicing.keys import write_private
 from invoicing.model import DEFAULT_TAX_RATES
 
 
@@ -28,6 +29,7 @@ class Settings:
     twilio_api_base_url: str | None = None
     tax_rates: tuple[Decimal, ...] = DEFAULT_TAX_RATES
     key_cache_ttl_s: float = 5.0
+    signatures_kept: int = 100_000  # good signatures each process remembers (0: check every one, as the bench does)
     db_pool_max: int = 20
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -54,6 +56,7 @@ class Settings:
             tax_rates=tuple(Decimal(r) for r in rates.split()) if rates else DEFAULT_TAX_RATES,
             db_pool_max=int(env.get("INVOICELOOP_DB_POOL_MAX") or 20),
             key_cache_ttl_s=float(env.get("INVOICELOOP_KEY_CACHE_TTL_S") or 5.0),
+            signatures_kept=int(env.get("INVOICELOOP_SIGNATURES_KEPT") or 100_000),
             extra={k: v for k, v in env.items() if k.startswith("VERIFY_")},  # limit overrides, docs/verification.md
         )
 
@@ -76,11 +79,3 @@ class Settings:
         if not path.exists():
             write_private(path, secrets.token_hex(32).encode())
         return path.read_bytes().strip()
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Create `path` with owner-only permissions (0600, folder 0700); never overwrites."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)

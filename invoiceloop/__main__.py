@@ -1,0 +1,7 @@
+"""`python -m invoiceloop ...`: the command line."""
+
+import sys
+
+from invoiceloop.cli import main
+
+sys.exit(main())

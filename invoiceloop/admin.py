@@ -1,0 +1,287 @@
+"""The commands of the people who run the service: issuers and operators and their keys, signing keys, the
+audit, the figures, the offline QR check, and manifests for operators without an HTTP client."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+
+from delivery import export
+from delivery import repository as delivery_repo
+from delivery import services as delivery_services
+from invoiceloop.errors import CliError
+from invoiceloop.settings import Settings
+from invoicing import db, keys, repository, services
+from invoicing.audit import AuditReport, audit
+from invoicing.errors import Conflict, NotFound, ValidationFailed
+from invoicing.model import PROVINCES
+from invoicing.schemas import month_figures
+from invoicing.validation import check_phone, check_tax_id
+from verification.qr import check_qr_url, keys_from_jwks
+
+T = TypeVar("T")
+FETCH_TIMEOUT_S = 10
+
+
+async def _with_conn(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """Run `work` on one connection; a refusal of the services becomes the command's one-line message."""
+    conn = await db.connect(settings.require_database_url())
+    try:
+        return await work(conn)
+    except ValidationFailed as exc:
+        raise CliError("; ".join(f"{e.field}: {e.message}" for e in exc.errors)) from None
+    except (Conflict, NotFound) as exc:
+        raise CliError(exc.detail) from None
+    finally:
+        await conn.close()
+
+
+def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    print(json.dumps(data, ensure_ascii=False) if getattr(args, "json", False) else text)
+
+
+# ---------------------------------------------------------------- issuers, operators and their keys
+
+
+def _issuer_args(args: argparse.Namespace) -> tuple[str, str | None]:
+    try:
+        tax_id = check_tax_id(args.tax_id)
+    except ValueError as exc:
+        raise CliError(f"--tax-id {args.tax_id!r} {exc}") from None
+    if not (len(args.region) == 4 and args.region.isdigit() and args.region[:2] in PROVINCES):
+        raise CliError(f"--region {args.region!r} must be a 4-digit GB/T 2260 region such as 4401 (Guangzhou)")
+    if not args.name.strip():
+        raise CliError("--name must not be empty")
+    try:
+        return tax_id, check_phone(args.phone) if args.phone else None
+    except ValueError as exc:
+        raise CliError(f"--phone {args.phone!r} {exc}") from None
+
+
+def cmd_issuer_create(args: argparse.Namespace, settings: Settings) -> int:
+    """A new issuer and its first API key (shown once)."""
+    tax_id, phone = _issuer_args(args)
+
+    async def create(conn: asyncpg.Connection) -> tuple[repository.Issuer, str]:
+        return await services.create_issuer(
+            conn, name=args.name.strip(), tax_id=tax_id, region=args.region, address=args.address, phone=phone
+        )
+
+    issuer, api_key = asyncio.run(_with_conn(settings, create))
+    text = f"issuer {issuer.id} ({issuer.name}, {issuer.tax_id})\napi key (shown once, keep it safe): {api_key}"
+    _print(args, {"issuer_id": issuer.id, "api_key": api_key}, text)
+    return 0
+
+
+def cmd_issuer_key(args: argparse.Namespace, settings: Settings) -> int:
+    """Another key for an issuer, or revoke its keys by prefix (exit 1 when none was revoked)."""
+
+    async def key(conn: asyncpg.Connection) -> dict[str, Any]:
+        issuer_id = args.issuer
+        if repository.parse_uuid(issuer_id) is None or await repository.get_issuer(conn, issuer_id) is None:
+            raise CliError(f"no issuer {issuer_id}")
+        if not args.revoke:
+            return {"issuer_id": issuer_id, "api_key": await services.add_api_key(conn, "issuer", issuer_id)}
+        if len(args.revoke) < 8:
+            raise CliError("--revoke needs at least the first 8 characters of the key")
+        return {"issuer_id": issuer_id, "revoked": await repository.revoke_keys(conn, "issuer", issuer_id, args.revoke)}
+
+    out = asyncio.run(_with_conn(settings, key))
+    if "revoked" in out:
+        _print(args, out, f"revoked {out['revoked']} key(s)")
+        return 0 if out["revoked"] else 1
+    _print(args, out, f"new api key (shown once, keep it safe): {out['api_key']}")
+    return 0
+
+
+def cmd_operator_create(args: argparse.Namespace, settings: Settings) -> int:
+    """A postal operator, its provinces, S10 service/country/serial range and its API key (shown once)."""
+
+    async def create(conn: asyncpg.Connection) -> tuple[delivery_services.Operator, str]:
+        return await delivery_services.create_operator(
+            conn,
+            name=args.name,
+            provinces=[p for p in args.provinces.split(",") if p.strip()],
+            s10_service=args.s10_service,
+            s10_country=args.s10_country,
+            serial_first=args.serial_first,
+            serial_last=args.serial_last,
+        )
+
+    op, key = asyncio.run(_with_conn(settings, create))
+    data = {
+        "operator_id": op.id,
+        "api_key": key,
+        "provinces": op.provinces,
+        "serial_range": [op.serial_first, op.serial_last],
+    }
+    text = (
+        f"operator {op.id} ({op.name}) serving {','.join(op.provinces)}; "
+        f"S10 {op.s10_service}########?{op.s10_country}, serials {op.serial_first}..{op.serial_last}\n"
+        f"api key (shown once, keep it safe): {key}"
+    )
+    _print(args, data, text)
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    """A new signing key; the old public key stays published."""
+    signer, retired = keys.rotate(settings.key_file)
+
+    async def publish(conn: asyncpg.Connection) -> None:
+        await repository.upsert_signing_key(conn, signer.key_id, signer.public_raw)
+
+    asyncio.run(_with_conn(settings, publish))
+    print(f"new signing key {signer.key_id} in {settings.key_file}")
+    if retired:
+        print(f"the old private key is kept in {retired}; its public key stays published")
+    print("restart running services so they sign with the new key")
+    return 0
+
+
+# ---------------------------------------------------------------- audit, figures, QR
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    """Re-check every chain; exit 1 with a report when anything fails."""
+
+    async def run(conn: asyncpg.Connection) -> AuditReport:
+        return await audit(conn, args.issuer)
+
+    report = asyncio.run(_with_conn(settings, run))
+    for finding in report.findings:
+        print(f"FAIL {finding}")
+    verdict = "OK" if report.ok else f"{len(report.findings)} problem(s)"
+    print(f"audited {report.records} record(s) in {report.series} series: {verdict}")
+    return 0 if report.ok else 1
+
+
+STATS_COLUMNS = [
+    ("month", 8),
+    ("invoices", 9),
+    ("amount", 16),
+    ("verified", 9),
+    ("delivered", 10),
+    ("returned", 9),
+    ("no operator", 12),
+    ("voided", 7),
+    ("credits", 8),
+    ("mismatches", 10),
+]
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    """The service's figures by month, as a table or JSON."""
+
+    async def figures(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        return [month_figures(r) for r in await repository.stats(conn, None)]
+
+    months = asyncio.run(_with_conn(settings, figures))
+    if args.json:
+        print(json.dumps({"months": months}, ensure_ascii=False))
+        return 0
+    print(" ".join(f"{name:>{width}}" if i else f"{name:{width}}" for i, (name, width) in enumerate(STATS_COLUMNS)))
+    for m in months:
+        values = [
+            m["month"],
+            m["invoices"],
+            m["amount"],
+            f"{m['verified_share']:.1%}",
+            f"{m['delivered_share']:.1%}",
+            m["returned"],
+            m["pending_without_operator"],
+            m["voided"],
+            m["credit_notes"],
+            m["mismatches"],
+        ]
+        cells = zip(values, STATS_COLUMNS, strict=True)
+        print(" ".join(f"{v:>{w}}" if i else f"{v:{w}}" for i, (v, (_, w)) in enumerate(cells)))
+    return 0
+
+
+def load_jwks(source: str) -> dict[str, bytes]:
+    """Public keys from a JWKS file or an http(s) URL."""
+    if source.startswith(("http://", "https://")):
+        with urllib.request.urlopen(source, timeout=FETCH_TIMEOUT_S) as response:  # noqa: S310 - http(s) only
+            return keys_from_jwks(response.read())
+    return keys_from_jwks(Path(source).read_bytes())
+
+
+def cmd_verify_qr(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the offline check of the QR URL: exit 0 when the signature is valid, 1 otherwise."""
+    source = args.keys or f"{settings.public_base_url.rstrip('/')}/.well-known/jwks.json"
+    try:
+        public_keys = load_jwks(source)
+    except (OSError, ValueError) as exc:
+        print(f"invoiceloop: cannot read keys from {source}: {type(exc).__name__}")
+        return 1
+    check = check_qr_url(args.url, public_keys)
+    f = check.fields
+    if args.json:
+        out = {"valid": check.valid, "reason": check.reason, "invoice_code": f.get("c")}
+        print(json.dumps({**out, "invoice_number": f.get("n"), "key_id": f.get("kid")}))
+    else:
+        print(f"{'VALID' if check.valid else 'INVALID'}: {check.reason}")
+        if "c" in f and "n" in f:
+            print(f"invoice {f['c']}/{f['n']} date {f.get('d')} total {f.get('t')} key {f.get('kid')}")
+    return 0 if check.valid else 1
+
+
+# ---------------------------------------------------------------- manifests
+
+
+def cmd_postal_manifests(args: argparse.Namespace, settings: Settings) -> int:
+    """List an operator's manifests (newest first)."""
+
+    async def listing(conn: asyncpg.Connection) -> list[Any]:
+        return await delivery_repo.list_manifests(conn, args.operator, args.status, None, args.limit)
+
+    for r in asyncio.run(_with_conn(settings, listing))[: args.limit]:
+        count = f"{r['item_count']:>8} item(s)"
+        print(f"{r['id']}  {r['manifest_number']}  {r['status']:6}  {count}  {r['created_at']:%Y-%m-%d %H:%M}")
+    return 0
+
+
+async def _export(settings: Settings, operator_id: str, manifest_id: str, fmt: str, out: Path) -> int:
+    pool = await db.create_pool(settings.require_database_url(), min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            try:
+                manifest = await delivery_services.get_manifest(conn, operator_id, manifest_id)
+            except NotFound as exc:
+                raise CliError(exc.detail) from None
+        total, done = manifest["item_count"], 0
+        stream = export.csv_stream(pool, manifest) if fmt == "csv" else export.json_stream(pool, manifest)
+        with out.open("wb") as handle:
+            async for chunk in stream:
+                handle.write(chunk)
+                done = min(total, done + chunk.count(b"\r\n") if fmt == "csv" else done + export.FETCH_ROWS)
+                _progress(done, total)
+        print(file=sys.stderr)
+        return int(total)
+    finally:
+        await pool.close()
+
+
+def _progress(done: int, total: int) -> None:
+    bar = "#" * int((done / total if total else 1.0) * 30)
+    print(f"\r[{bar:<30}] {done}/{total}", end="", file=sys.stderr, flush=True)
+
+
+def cmd_postal_export(args: argparse.Namespace, settings: Settings) -> int:
+    """Write one manifest to a file (CSV or JSON), with a progress bar on stderr."""
+    try:
+        count = asyncio.run(_export(settings, args.operator, args.manifest, args.format, Path(args.output)))
+    except CliError as exc:
+        print(f"invoiceloop: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {count} item(s) to {args.output}")
+    return 0

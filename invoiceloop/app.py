@@ -1,0 +1,214 @@
+"""The app factory: settings in, a litestar app out, with every route of the three packages wired in plain
+sight. What the routes use is built at start-up into `Services` and handed to them as dependencies."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import asyncpg
+import redis.asyncio as aioredis
+from litestar import Litestar, Response, get
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.types import ControllerRouterHandler
+
+from delivery.api import PostalApi, PostalController, invoice_delivery
+from invoiceloop import problems
+from invoiceloop.settings import Settings
+from invoicing import db, keys, repository
+from invoicing.api import BATCH_MAX_BYTES, InvoiceController, IssuerApi, issuer_stats, jwks
+from invoicing.errors import DomainError
+from invoicing.http import Authenticator
+from invoicing.queue import Queue
+from invoicing.services import Issuing
+from verification.api import create_verification
+from verification.inbound import sms_inbound
+from verification.limits import LimitFigures, Limits
+from verification.services import Verifier
+from verification.sms import make_sms_channel
+from verification.views import PublicApi
+from verification.web import verify_form, verify_page
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the running app holds, built at start-up and closed at shutdown; each route gets its part."""
+
+    pool: asyncpg.Pool
+    redis: aioredis.Redis | None
+    queue: Queue
+    auth: Authenticator
+    issuer_api: IssuerApi
+    public_api: PublicApi
+    postal_api: PostalApi
+
+
+@get("/healthz", tags=["operations"])
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@get("/readyz", tags=["operations"])
+async def readyz(services: NamedDependency[Services]) -> Response[Any]:
+    """PostgreSQL and Redis reachable: 200, else 503 naming what is not."""
+    checks: dict[str, str] = {}
+    try:
+        async with services.pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1")
+        checks["postgresql"] = "ok"
+    except Exception as exc:
+        checks["postgresql"] = f"unreachable: {type(exc).__name__}"
+    if services.redis is None:
+        checks["redis"] = "not configured (REDIS_URL)"
+    else:
+        try:
+            await services.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"unreachable: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return Response({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+
+
+async def load_issuing(settings: Settings, pool: asyncpg.Pool) -> Issuing:
+    """The signer from the key file (created on first run) and the check-code secret; the public
+    key is recorded so /.well-known/jwks.json publishes it."""
+    signer = keys.load_or_create(settings.key_file)
+    async with pool.acquire() as conn:
+        await repository.upsert_signing_key(conn, signer.key_id, signer.public_raw)
+    return Issuing(settings.secret_bytes(), signer)
+
+
+async def start_services(settings: Settings) -> Services:
+    """Connect to PostgreSQL and Redis and build what every route uses."""
+    pool = await db.create_pool(settings.require_database_url(), max_size=settings.db_pool_max)
+    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None  # type: ignore[no-untyped-call]
+    queue = Queue(settings.redis_url)
+    issuing = await load_issuing(settings, pool)
+    limits = Limits(redis, LimitFigures.from_extra(settings.extra))
+    verifier = Verifier(pool, limits, settings.secret_bytes(), queue, signatures_kept=settings.signatures_kept)
+    base = settings.public_base_url
+    return Services(
+        pool=pool,
+        redis=redis,
+        queue=queue,
+        auth=Authenticator(pool, key_ttl_s=settings.key_cache_ttl_s),
+        issuer_api=IssuerApi(pool, issuing, queue, base, settings.tax_rates),
+        public_api=PublicApi(verifier, base, settings.twilio_auth_token),
+        postal_api=PostalApi(pool, queue, base),
+    )
+
+
+async def stop_services(services: Services) -> None:
+    """Close what `start_services` opened."""
+    await services.queue.close()
+    if services.redis is not None:
+        await services.redis.aclose()
+    await services.pool.close()
+
+
+def make_sms(settings: Settings) -> Any:
+    """The SMS channel of SMS_BACKEND (`console` by default, `twilio`)."""
+    return make_sms_channel(
+        settings.sms_backend,
+        account_sid=settings.twilio_account_sid,
+        auth_token=settings.twilio_auth_token,
+        from_number=settings.twilio_from_number,
+        api_base_url=settings.twilio_api_base_url,
+    )
+
+
+ROUTES: list[ControllerRouterHandler] = [
+    healthz,
+    readyz,
+    PrometheusController,
+    # issuers
+    InvoiceController,
+    issuer_stats,
+    # the public side
+    create_verification,
+    verify_page,
+    verify_form,
+    sms_inbound,
+    jwks,
+    # the postal side, and the issuer's view of a delivery
+    PostalController,
+    invoice_delivery,
+]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    routes: list[ControllerRouterHandler] | None = None,
+    extra_routes: list[ControllerRouterHandler] | None = None,
+) -> Litestar:
+    """The HTTP service: every route (`routes` replaces them, `extra_routes` adds to them: tests and the bench),
+    the one error map, and the services built at start-up."""
+    started: list[Services] = []
+
+    def part(pick: Callable[[Services], T]) -> Provide:
+        return Provide(lambda: pick(started[0]), sync_to_thread=False, use_cache=True)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        started.append(await start_services(settings))
+        try:
+            _freeze_startup_objects()
+            yield
+        finally:
+            await stop_services(started.pop())
+
+    prometheus = PrometheusConfig(app_name="invoiceloop", group_path=True)
+    return Litestar(
+        route_handlers=[*(ROUTES if routes is None else routes), *(extra_routes or [])],
+        lifespan=[lifespan],
+        dependencies={
+            "services": part(lambda s: s),
+            "auth": part(lambda s: s.auth),
+            "issuer_api": part(lambda s: s.issuer_api),
+            "public_api": part(lambda s: s.public_api),
+            "postal_api": part(lambda s: s.postal_api),
+        },
+        exception_handlers={
+            DomainError: problems.on_domain_error,
+            HTTPException: problems.on_http_error,
+            Exception: problems.on_unexpected,
+            **dict.fromkeys(problems.BACKEND_ERRORS, problems.on_unavailable),
+        },
+        middleware=[prometheus.middleware],
+        openapi_config=OpenAPIConfig(
+            title="invoiceloop",
+            version="1.0.0",
+            path="/schema",
+            description="Issue, verify and deliver invoices. Issuer routes take an issuer key, /v1/postal routes an "
+            "operator key, as `Authorization: Bearer <key>`. Errors are application/problem+json.",
+            components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+        request_max_body_size=BATCH_MAX_BYTES,
+        debug=False,
+    )
+
+
+def _freeze_startup_objects() -> None:
+    """Move what start-up built (modules, the app, tables) out of the cyclic collector's reach, so full
+    collections do not walk it all again under load (docs/decisions.md, "Start-up objects frozen")."""
+    gc.collect()
+    gc.freeze()
+
+
+def app_from_env() -> Litestar:
+    """The uvicorn factory (`invoiceloop serve`): settings from the environment."""
+    return create_app(Settings.from_env())

@@ -1,0 +1,139 @@
+"""The HTTP pieces every package's API shares: strict JSON bodies whose refusals name the field, the opaque
+list cursor, and bearer-key authentication with its per-process caches. The composition root provides
+the `Authenticator` as the dependency `auth`."""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+from cachetools import TTLCache
+from litestar import Request
+from litestar.di import NamedDependency
+
+from invoicing import repository
+from invoicing.errors import FieldError, MalformedRequest, Unauthorized, ValidationFailed
+from invoicing.repository import Issuer
+
+T = TypeVar("T")
+# The OpenAPI security requirement of the routes that take an issuer or operator key; the public routes
+# (verification, SMS webhook, published keys, health, metrics) carry none.
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_DECIMAL_FIELDS = ("quantity", "unit_price", "tax_rate")
+
+
+class Strict(msgspec.Struct, forbid_unknown_fields=True):
+    """A request body that refuses unknown fields (API.md: unknown fields are a 422)."""
+
+
+def body_field_error(path: str, message: str) -> FieldError:
+    """A msgspec decoding error (`path` like `lines[0]`, message like "Object contains unknown field
+    `x`") as the field path and plain words the API promises (`lines[0].x`: "unknown field")."""
+    path = "" if path in ("data", "$") else path.lstrip("$").lstrip(".")
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", message)
+    if unknown:
+        path, message = ".".join(p for p in (path, unknown[1]) if p), "unknown field"
+    missing = re.match(r"Object missing required field `([^`]+)`", message)
+    if missing:
+        path, message = ".".join(p for p in (path, missing[1]) if p), "is required"
+    if path.split(".")[-1] in _DECIMAL_FIELDS and "got `" in message:
+        message = 'must be a decimal string such as "2.50", not a JSON number'
+    return FieldError(path or "(body)", message)
+
+
+def decode(body: bytes, kind: type[T]) -> T:
+    """Decode a JSON body strictly: malformed JSON is a 400; wrong types or unknown fields a 422
+    whose `errors` names the field path (`lines[2].quantity`)."""
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        match = _AT.match(str(exc))
+        assert match is not None
+        raise ValidationFailed(errors=[body_field_error(match["path"] or "", match["msg"])]) from None
+    except msgspec.DecodeError as exc:
+        raise MalformedRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def encode_cursor(seq: int, tag: str = "s") -> str:
+    """An opaque list cursor: the last row's sequence number, tagged by list kind."""
+    return base64.urlsafe_b64encode(f"{tag}{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, tag: str = "s") -> int | None:
+    """The sequence number in a cursor of this list kind; 422 naming `cursor` for anything else."""
+    if not cursor:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if text.startswith(tag) and text[len(tag) :].isdigit():
+            return int(text[len(tag) :])
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise ValidationFailed(errors=[FieldError("cursor", "is not a cursor this API gave out")])
+
+
+KeyOwner = tuple[str, str]  # (kind, owner id)
+
+
+@dataclass
+class Authenticator:
+    """Bearer API keys, checked against the database at most every `key_ttl_s` per key (a revocation takes
+    effect within that time; only key hashes are held), and the issuers behind them."""
+
+    pool: asyncpg.Pool
+    key_ttl_s: float = 5.0
+    issuer_ttl_s: float = 300.0
+    keys: TTLCache[bytes, KeyOwner | None] = field(init=False)
+    issuers: TTLCache[str, Issuer] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keys = TTLCache(maxsize=10_000, ttl=self.key_ttl_s, timer=time.monotonic)
+        self.issuers = TTLCache(maxsize=10_000, ttl=self.issuer_ttl_s, timer=time.monotonic)
+
+    async def owner(self, request: Request[Any, Any, Any], kind: str) -> str:
+        """The owner id of the request's bearer key of `kind`; 401 otherwise (a key of the other kind too)."""
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
+        found = await self._lookup(token.strip())
+        if found is None or found[0] != kind:
+            raise Unauthorized(f"the key is not a valid {kind} key")
+        return found[1]
+
+    async def _lookup(self, api_key: str) -> KeyOwner | None:
+        digest = repository.key_hash(api_key)
+        if digest in self.keys:
+            return self.keys[digest]
+        async with self.pool.acquire() as conn:
+            found = await repository.find_key(conn, api_key)
+        self.keys[digest] = found
+        return found
+
+    async def issuer(self, request: Request[Any, Any, Any]) -> Issuer:
+        """The issuer of the request's issuer key; 401 otherwise."""
+        issuer_id = await self.owner(request, "issuer")
+        issuer = self.issuers.get(issuer_id)
+        if issuer is None:
+            async with self.pool.acquire() as conn:
+                issuer = await repository.get_issuer(conn, issuer_id)
+            if issuer is None:
+                raise Unauthorized("the key's issuer no longer exists")
+            self.issuers[issuer_id] = issuer
+        return issuer
+
+
+async def provide_issuer(request: Request[Any, Any, Any], auth: NamedDependency[Authenticator]) -> Issuer:
+    """The `issuer` dependency of the issuer routes."""
+    return await auth.issuer(request)
+
+
+async def provide_operator(request: Request[Any, Any, Any], auth: NamedDependency[Authenticator]) -> str:
+    """The `operator_id` dependency of the postal routes; 401 for an issuer key or none."""
+    return await auth.owner(request, "operator")

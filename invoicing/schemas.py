@@ -1,0 +1,133 @@
+"""The issuer API's JSON shapes: the request bodies (msgspec structs, strict) and the answers built from the
+model (the Invoice of API.md, a month's figures). Pure mapping: no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import msgspec
+
+from invoicing import formats
+from invoicing.http import Strict
+from invoicing.model import Invoice, money_str
+
+
+class AddressIn(Strict):
+    recipient: str
+    line1: str
+    city: str
+    province: str
+    postal_code: str
+    country: str = "CN"
+    line2: str = ""
+
+
+class BuyerIn(Strict):
+    name: str
+    tax_id: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    address: AddressIn | None = None
+
+
+class LineIn(Strict):
+    description: str
+    quantity: str
+    unit_price: str
+    tax_rate: str
+    unit: str = ""
+
+
+class InvoiceIn(Strict):
+    buyer: BuyerIn
+    lines: list[LineIn]
+    delivery: Literal["electronic", "postal"] = "electronic"
+    series: str = "default"
+    remarks: str = ""
+
+
+class BatchIn(Strict):
+    invoices: list[InvoiceIn]
+
+
+class VoidIn(Strict):
+    reason: str
+
+
+class CreditLineIn(Strict):
+    line_no: int
+    quantity: str | None = None
+
+
+class CreditIn(Strict):
+    reason: str
+    lines: list[CreditLineIn] | None = None
+
+
+def request_hash(endpoint: str, payload: Any) -> str:
+    """A digest of the decoded request (whitespace and key order do not matter), for Idempotency-Key."""
+    return hashlib.sha256(
+        endpoint.encode() + b"\0" + msgspec.json.encode(msgspec.to_builtins(payload), order="sorted")
+    ).hexdigest()
+
+
+def invoice_json(inv: Invoice, base_url: str) -> dict[str, Any]:
+    """The Invoice of API.md: every request field normalised, the figures, identity and proofs."""
+    return {
+        "id": inv.id,
+        "kind": inv.kind,
+        "series": inv.series,
+        "invoice_code": inv.invoice_code,
+        "invoice_number": inv.invoice_number,
+        "issue_date": inv.issue_date.isoformat(),
+        "issued_at": formats.rfc3339(inv.issued_at),
+        "status": inv.status,
+        "seller": formats.seller_content(inv.seller),
+        "buyer": formats.buyer_content(inv.buyer),
+        "currency": inv.currency,
+        "lines": [formats.line_content(line) for line in inv.lines],
+        "total_amount": money_str(inv.totals.total_amount),
+        "total_tax": money_str(inv.totals.total_tax),
+        "total": money_str(inv.totals.total),
+        "total_in_words": inv.total_in_words,
+        "check_code": inv.check_code,
+        "record_hash": inv.record_hash,
+        "prev_hash": inv.prev_hash,
+        "signature": inv.signature,
+        "key_id": inv.key_id,
+        "verify_url": formats.verify_url(base_url, inv),
+        "pdf_url": f"{base_url}/v1/invoices/{inv.id}/pdf",
+        "delivery": {
+            "method": inv.delivery_method,
+            "status": inv.delivery_status,
+            "tracking_number": inv.tracking_number,
+        },
+        "remarks": inv.remarks,
+        "original_invoice_id": inv.original_invoice_id,
+        "original_invoice_code": inv.original_invoice_code,
+        "original_invoice_number": inv.original_invoice_number,
+        "voided_at": formats.rfc3339(inv.voided_at) if inv.voided_at else None,
+        "void_reason": inv.void_reason,
+    }
+
+
+def month_figures(row: Any) -> dict[str, Any]:
+    """One month's figures: counts, amounts, and the closed-loop shares (verified, delivered)."""
+    live, postal = row["live"], row["postal"]
+    return {
+        "month": row["month"],
+        "invoices": row["invoices"],
+        "credit_notes": row["credit_notes"],
+        "voided": row["voided"],
+        "amount": money_str(row["amount"]),
+        "credited": money_str(row["credited"]),
+        "verified": row["verified"],
+        "verified_share": round(row["verified"] / live, 4) if live else 0.0,
+        "mismatches": row["mismatches"],
+        "postal": postal,
+        "delivered": row["delivered"],
+        "returned": row["returned"],
+        "pending_without_operator": row["pending_without_operator"],
+        "delivered_share": round(row["delivered"] / postal, 4) if postal else 0.0,
+    }

@@ -19,7 +19,7 @@ from litestar.response import Response, Stream
 
 from delivery import events, export, labels, services
 from delivery import repository as repo
-from delivery.model import parse_tracking_number
+from delivery.s10 import parse_tracking_number
 from invoicing import formats, repository, sms_outbox
 from invoicing.errors import FieldError, NotFound, ValidationFailed
 from invoicing.formats import rfc3339

@@ -10,13 +10,14 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import IO, Any
 
 from barcode.codex import Code128
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.pdfgen.canvas import Canvas
 
+from invoicing.formats import rfc3339
 from invoicing.model import SHANGHAI
 from invoicing.pdfparts import LATIN_FONT, draw_code128, draw_text, font_for, wrap_text
 
@@ -35,11 +36,6 @@ CSV_COLUMNS = (
     "created_at",
 )
 CHUNK_ROWS = 500  # rows joined per yielded chunk: fewer, larger writes to the socket
-
-
-def rfc3339(moment: datetime) -> str:
-    """UTC with microseconds and `Z`, as everywhere in the API, e.g. `2025-01-31T00:00:00.000000Z`."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def item_record(row: Mapping[str, Any]) -> dict[str, str | None]:

@@ -1,40 +1,25 @@
-"""Delivery orders: UPU S10 tracking numbers, order states, tracking events, operator choice. Pure: no I/O.
+"""Tracking events and operator choice for delivery orders. Pure: no I/O.
 
-Order lifecycle (API.md): `pending -> manifested -> dispatched`, then tracking events move it through
-`accepted, in_transit, out_for_delivery, delivered` (with `failed_attempt`, `returned_to_sender`);
-`cancelled` is an order whose invoice was voided before dispatch.
+The order's states and the changes outside events are `invoicing.orders` (a void cancels an order there);
+tracking numbers are `delivery.s10`. Events move a dispatched order through `accepted, in_transit,
+out_for_delivery, delivered` (with `failed_attempt`, `returned_to_sender`), by the rules of `apply_event`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal, get_args
 
-from invoicing.errors import Conflict
+from delivery.s10 import check_tracking_number
 from invoicing.model import province_code
+from invoicing.orders import FINAL_STATUSES, PRE_DISPATCH, OrderStatus
 
-OrderStatus = Literal[
-    "pending",
-    "manifested",
-    "dispatched",
-    "accepted",
-    "in_transit",
-    "out_for_delivery",
-    "delivered",
-    "failed_attempt",
-    "returned_to_sender",
-    "cancelled",
-]
 EventStatus = Literal["accepted", "in_transit", "out_for_delivery", "delivered", "failed_attempt", "returned_to_sender"]
 Outcome = Literal["applied", "recorded", "duplicate", "rejected"]
-
-ORDER_STATUSES: tuple[OrderStatus, ...] = get_args(OrderStatus)
 EVENT_STATUSES: tuple[EventStatus, ...] = get_args(EventStatus)
-FINAL_STATUSES: frozenset[OrderStatus] = frozenset({"delivered", "returned_to_sender"})
-PRE_DISPATCH: frozenset[OrderStatus] = frozenset({"pending", "manifested", "cancelled"})
 # Two events at the same instant: the one later in the lifecycle wins, so the result never depends on
 # which of them arrived first.
 _TIE_RANK: dict[str, int] = {
@@ -43,103 +28,6 @@ _TIE_RANK: dict[str, int] = {
         ("accepted", "in_transit", "out_for_delivery", "failed_attempt", "returned_to_sender", "delivered")
     )
 }
-
-# --- UPU S10 tracking numbers (FORMATS.md) -------------------------------------------------------------
-
-S10_WEIGHTS = (8, 6, 4, 2, 3, 5, 9, 7)
-FORBIDDEN_SERVICE_STARTS = frozenset("JKSTW")
-_S10_RE = re.compile(r"([A-Z]{2})([0-9]{8})([0-9])([A-Z]{2})")
-
-
-@dataclass(frozen=True)
-class TrackingNumber:
-    service: str  # 2 letters, e.g. RR
-    serial: str  # 8 digits, leading zeros kept
-    check: int
-    country: str  # ISO 3166-1 alpha-2
-
-    def __str__(self) -> str:
-        return f"{self.service}{self.serial}{self.check}{self.country}"
-
-
-def s10_check_digit(serial: str) -> int:
-    """The S10 check digit of an 8-digit serial: weights 8 6 4 2 3 5 9 7, `11 - sum mod 11`, 10->0, 11->5."""
-    if not re.fullmatch(r"[0-9]{8}", serial):
-        raise ValueError(f"an S10 serial is 8 digits, not {serial!r}")
-    c = 11 - sum(w * int(d) for w, d in zip(S10_WEIGHTS, serial, strict=True)) % 11
-    return {10: 0, 11: 5}.get(c, c)
-
-
-def validate_service_indicator(service: str) -> str | None:
-    """Why `service` cannot be an S10 service indicator, or None when it can (two capital letters,
-    not starting J, K, S, T or W, which FORMATS.md keeps out)."""
-    if not re.fullmatch(r"[A-Z]{2}", service):
-        return "the service indicator must be two capital letters, e.g. RR"
-    if service[0] in FORBIDDEN_SERVICE_STARTS:
-        return "the service indicator must not start with J, K, S, T or W"
-    return None
-
-
-def make_tracking_number(service: str, serial: int, country: str) -> str:
-    """`RR` + 8-digit serial + check digit + country, e.g. `make_tracking_number("RR", 47312482, "CN")`
-    -> `RR473124829CN`. Raises ValueError on a bad indicator, serial or country."""
-    problem = validate_service_indicator(service)
-    if problem:
-        raise ValueError(problem)
-    if not 0 <= serial <= 99_999_999:
-        raise ValueError(f"an S10 serial is 0 to 99999999, not {serial}")
-    if not re.fullmatch(r"[A-Z]{2}", country):
-        raise ValueError(f"the country must be an ISO 3166-1 alpha-2 code such as CN, not {country!r}")
-    digits = f"{serial:08d}"
-    return f"{service}{digits}{s10_check_digit(digits)}{country}"
-
-
-def parse_tracking_number(text: object) -> TrackingNumber | None:
-    """The S10 number in `text` (case and spaces ignored), or None when it is not a valid one."""
-    number, _ = _parse_s10(text)
-    return number
-
-
-def _parse_s10(text: object) -> tuple[TrackingNumber | None, str | None]:
-    """The tracking number, or None and why not (the reason names the field `tracking_number`)."""
-    if not isinstance(text, str):
-        return None, "tracking_number must be a string"
-    # ASCII only, so that e.g. a dotless ı cannot upper-case its way into a valid number
-    normalised = re.sub(r"\s+", "", text).upper() if text.isascii() else ""
-    match = _S10_RE.fullmatch(normalised)
-    if not match:
-        return None, "tracking_number is not an S10 number (2 letters, 9 digits, 2 letters, e.g. RR473124829CN)"
-    service, serial, check, country = match.groups()
-    if validate_service_indicator(service):
-        return None, "tracking_number has a service indicator starting with J, K, S, T or W"
-    if s10_check_digit(serial) != int(check):
-        return None, "tracking_number has a wrong check digit"
-    return TrackingNumber(service, serial, int(check), country), None
-
-
-# --- order transitions outside tracking events --------------------------------------------------------
-
-
-def manifest_order(status: OrderStatus) -> OrderStatus:
-    """A pending order put on an open manifest becomes `manifested`."""
-    if status != "pending":
-        raise Conflict(f"only a pending delivery order can be put on a manifest, not a {status} one")
-    return "manifested"
-
-
-def close_manifest_order(status: OrderStatus) -> OrderStatus:
-    """Closing its manifest dispatches a manifested order; a cancelled one stays cancelled (never posted)."""
-    if status == "cancelled":
-        return "cancelled"
-    if status != "manifested":
-        raise Conflict(f"only a manifested delivery order can be dispatched, not a {status} one")
-    return "dispatched"
-
-
-def cancel_order(status: OrderStatus) -> OrderStatus:
-    """The order's status once its invoice is voided: `cancelled` before dispatch. After dispatch the paper
-    is in the post and cannot be called back, so the status is unchanged (void_refusal stops that anyway)."""
-    return "cancelled" if status in PRE_DISPATCH else status
 
 
 # --- tracking events --------------------------------------------------------------------------------
@@ -175,7 +63,7 @@ class Decision:
     `recorded`: stored, status unchanged; `duplicate`: nothing happens; `rejected`: not stored."""
 
     outcome: Outcome
-    status: OrderStatus  # the order's status after the event
+    status: OrderStatus | None  # the order's status after the event (None: no such order)
     latest_event_at: datetime | None  # occurred_at of the event that set the status
     reason: str
 
@@ -215,20 +103,44 @@ def _event_key(occurred_at: datetime, status: str) -> tuple[datetime, int]:
     return occurred_at, _TIE_RANK.get(status, -1)
 
 
+@dataclass(frozen=True)
+class OrderState:
+    """What events change on an order: its status, its newest applied event's time, and who signed for it
+    and when, once delivered."""
+
+    status: OrderStatus
+    latest_event_at: datetime | None = None
+    signed_by: str | None = None
+    delivered_at: datetime | None = None
+
+
 def replay(
-    status: OrderStatus, latest_event_at: datetime | None, events: Iterable[EventInput], seen_ids: Iterable[str] = ()
-) -> tuple[OrderStatus, datetime | None, list[Decision]]:
-    """Apply `events` in arrival order (e.g. one order's events in a batch); `seen_ids` were stored before.
-    Returns the final status, the newest applied event's time and each event's decision."""
-    seen = set(seen_ids)
+    orders: Mapping[str, OrderState], events: Iterable[EventInput], seen_ids: Iterable[str] = ()
+) -> tuple[dict[str, OrderState], list[Decision]]:
+    """Apply a batch of `events` in arrival order to the orders they name (`orders` by tracking number); the
+    operator's event ids in `seen_ids` were stored before (an event id is one event, whatever its order).
+    An event naming none of `orders` is rejected. Returns each order's state after the batch and each
+    event's decision, in order."""
+    states, seen = dict(orders), set(seen_ids)
     decisions: list[Decision] = []
     for event in events:
-        decision = apply_event(status, latest_event_at, event, duplicate=event.event_id in seen)
+        order = states.get(event.tracking_number)
+        if order is None:
+            decisions.append(Decision("rejected", None, None, UNKNOWN_TRACKING))
+            continue
+        decision = apply_event(order.status, order.latest_event_at, event, duplicate=event.event_id in seen)
         if decision.stored:
             seen.add(event.event_id)
-        status, latest_event_at = decision.status, decision.latest_event_at
+        if decision.outcome == "applied":
+            delivered = event.status == "delivered"
+            states[event.tracking_number] = OrderState(
+                event.status,
+                event.occurred_at,
+                event.signed_by if delivered else order.signed_by,
+                event.occurred_at if delivered else order.delivered_at,
+            )
         decisions.append(decision)
-    return status, latest_event_at, decisions
+    return states, decisions
 
 
 def validate_event(raw: object, now: datetime) -> tuple[EventInput | None, str | None]:
@@ -248,7 +160,7 @@ def validate_event(raw: object, now: datetime) -> tuple[EventInput | None, str |
         problem = _text_problem(name, value)
         if problem:
             return None, problem
-    number, problem = _parse_s10(raw["tracking_number"])
+    number, problem = check_tracking_number(raw["tracking_number"])
     if number is None:
         return None, problem
     status = raw["status"]

@@ -1,5 +1,7 @@
 """Delivery SQL: operators, fulfilment, manifests. Named constants and small `async def f(conn, ...)`
-functions; the caller owns the transaction. Tracking events are in `delivery.events_repository`."""
+functions; the caller owns the transaction. Tracking events are in `delivery.events_repository`. A status is
+never decided here: each comes from `invoicing.orders`, and is written only where the row still has the
+status it was decided from."""
 
 from __future__ import annotations
 
@@ -7,6 +9,9 @@ import uuid
 from collections.abc import Sequence
 
 import asyncpg
+
+from invoicing.orders import CLOSE_MANIFEST as CLOSE
+from invoicing.orders import MANIFEST
 
 DEFAULT_BLOCK = 1_000_000  # serials given to a new operator when no range is asked for
 
@@ -68,14 +73,14 @@ async def bump_serial(conn: asyncpg.Connection, operator_id: str, count: int) ->
 # Pending orders are locked with SKIP LOCKED: two workers (or a job and the sweep) never wait on each
 # other and never take the same order.
 LOCK_PENDING_OF = """
-SELECT d.id, d.province_code, i.invoice_code, i.invoice_number
+SELECT d.id, d.status, d.province_code, i.invoice_code, i.invoice_number
   FROM delivery_orders d JOIN invoices i ON i.id = d.invoice_id
  WHERE d.invoice_id = ANY($1::uuid[]) AND d.status = 'pending'
  ORDER BY d.created_at, d.id LIMIT $2 FOR UPDATE OF d SKIP LOCKED"""
 
 # The sweep only takes orders some operator serves, so unservable ones cannot starve the rest.
 LOCK_STRAGGLERS = """
-SELECT d.id, d.province_code, i.invoice_code, i.invoice_number
+SELECT d.id, d.status, d.province_code, i.invoice_code, i.invoice_number
   FROM delivery_orders d JOIN invoices i ON i.id = d.invoice_id
  WHERE d.status = 'pending' AND d.created_at < now() - make_interval(secs => $1)
    AND d.province_code = ANY (ARRAY(SELECT DISTINCT unnest(provinces) FROM operators))
@@ -90,12 +95,12 @@ SELECT gen_random_uuid(), n, $1, 'M' || to_char(now() AT TIME ZONE 'Asia/Shangha
 ON CONFLICT (operator_id) WHERE status = 'open' DO NOTHING"""
 
 MANIFEST_ORDERS = """
-UPDATE delivery_orders d SET status = 'manifested', operator_id = u.operator_id, manifest_id = u.manifest_id,
+UPDATE delivery_orders d SET status = u.next, operator_id = u.operator_id, manifest_id = u.manifest_id,
        tracking_number = u.tracking_number, manifested_at = now(), updated_at = now(),
        invoice_code = u.invoice_code, invoice_number = u.invoice_number
-  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[])
-       AS u(id, operator_id, manifest_id, tracking_number, invoice_code, invoice_number)
- WHERE d.id = u.id AND d.status = 'pending'"""
+  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+       AS u(id, operator_id, manifest_id, tracking_number, invoice_code, invoice_number, prev, next)
+ WHERE d.id = u.id AND d.status = u.prev"""
 
 
 async def lock_pending(
@@ -124,7 +129,8 @@ async def manifest_orders(
     manifest_id: uuid.UUID,
     tracking_numbers: list[str],
 ) -> None:
-    """Write the operator, manifest and tracking number of newly manifested `orders` (lock_pending's rows)."""
+    """Write the operator, manifest, tracking number and new status (`orders.MANIFEST`) of `orders`
+    (lock_pending's rows)."""
     await conn.execute(
         MANIFEST_ORDERS,
         [o["id"] for o in orders],
@@ -133,6 +139,8 @@ async def manifest_orders(
         tracking_numbers,
         [o["invoice_code"] for o in orders],
         [o["invoice_number"] for o in orders],
+        [o["status"] for o in orders],
+        [MANIFEST(o["status"]) for o in orders],
     )
 
 
@@ -160,11 +168,13 @@ GET_MANIFEST = (
 
 LOCK_MANIFEST = "SELECT status FROM manifests WHERE id = $1 AND operator_id = $2 FOR UPDATE"
 
-CLOSE_MANIFEST = "UPDATE manifests SET status = 'closed', closed_at = now() WHERE id = $1"
+FREEZE_MANIFEST = "UPDATE manifests SET status = 'closed', closed_at = now() WHERE id = $1"
 
+# Every order of the manifest changes as `invoicing.orders.CLOSE_MANIFEST` says: ($2, $3) are its (from, to).
 DISPATCH_ORDERS = """
-UPDATE delivery_orders SET status = 'dispatched', updated_at = now()
- WHERE manifest_id = $1 AND status = 'manifested'"""
+UPDATE delivery_orders d SET status = t.next, updated_at = now()
+  FROM unnest($2::text[], $3::text[]) AS t(prev, next)
+ WHERE d.manifest_id = $1 AND d.status = t.prev AND t.next <> t.prev"""
 
 # Items in tracking-number order, under the names and in the order of manifests.CSV_COLUMNS, every value
 # already text (created_at as manifests.rfc3339 writes it), so the CSV export writes records as they come.
@@ -177,6 +187,18 @@ SELECT $2::text AS manifest_number, d.tracking_number, d.invoice_code, d.invoice
   FROM delivery_orders d
  WHERE d.manifest_id = $1 AND d.status <> 'cancelled'
  ORDER BY d.tracking_number"""
+
+
+async def lock_manifest(conn: asyncpg.Connection, manifest_id: uuid.UUID, operator_id: str) -> str | None:
+    """The manifest's status, locked until commit (None: not this operator's)."""
+    status: str | None = await conn.fetchval(LOCK_MANIFEST, manifest_id, uuid.UUID(operator_id))
+    return status
+
+
+async def close_manifest(conn: asyncpg.Connection, manifest_id: uuid.UUID) -> None:
+    """Freeze the manifest and move its orders as `invoicing.orders.CLOSE_MANIFEST` says."""
+    await conn.execute(FREEZE_MANIFEST, manifest_id)
+    await conn.execute(DISPATCH_ORDERS, manifest_id, *CLOSE.columns())
 
 
 async def list_manifests(

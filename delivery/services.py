@@ -11,11 +11,10 @@ from typing import Any
 
 import asyncpg
 
-from delivery import model
+from delivery import model, s10
 from delivery import repository as repo
-from invoicing import services as issuing_services
-from invoicing.errors import Conflict, NotFound, ValidationFailed
-from invoicing.errors import FieldError as FE
+from invoicing import repository as issuing_repository
+from invoicing.errors import Conflict, FieldError, NotFound, ValidationFailed
 from invoicing.model import PROVINCES
 
 log = logging.getLogger("invoiceloop.delivery")
@@ -37,14 +36,16 @@ def _check_operator(name: str, provinces: Sequence[str], service: str, country: 
     errors = []
     codes, unknown = model.normalise_provinces(provinces)
     if not name.strip():
-        errors.append(FE("name", "must not be empty"))
+        errors.append(FieldError("name", "must not be empty"))
     if unknown or not codes:
-        errors.append(FE("provinces", f"not provinces (GB/T 2260 codes such as 44): {', '.join(unknown) or 'none'}"))
-    problem = model.validate_service_indicator(service)
+        errors.append(
+            FieldError("provinces", f"not provinces (GB/T 2260 codes such as 44): {', '.join(unknown) or 'none'}")
+        )
+    problem = s10.validate_service_indicator(service)
     if problem:
-        errors.append(FE("s10_service", problem))
+        errors.append(FieldError("s10_service", problem))
     if len(country) != 2 or not country.isascii() or not country.isupper():
-        errors.append(FE("s10_country", "must be an ISO 3166-1 alpha-2 code such as CN"))
+        errors.append(FieldError("s10_country", "must be an ISO 3166-1 alpha-2 code such as CN"))
     if errors:
         raise ValidationFailed(errors=errors)
     return codes
@@ -57,7 +58,7 @@ def _free_range(taken: list[tuple[int, int]], first: int | None, last: int | Non
         last = min(first + repo.DEFAULT_BLOCK - 1, 99_999_999) if last is None else last
     last = 99_999_999 if last is None else last
     if not 0 <= first <= last <= 99_999_999:
-        raise ValidationFailed(errors=[FE("serial_range", "must lie within 0..99999999, first <= last")])
+        raise ValidationFailed(errors=[FieldError("serial_range", "must lie within 0..99999999, first <= last")])
     if any(first <= hi and lo <= last for lo, hi in taken):
         raise Conflict(f"serials {first}..{last} overlap another operator's range with the same service and country")
     return first, last
@@ -81,7 +82,7 @@ async def create_operator(
         first, last = _free_range(taken, serial_first, serial_last)
         op = Operator(str(uuid.uuid4()), name.strip(), codes, s10_service, s10_country, first, last)
         await repo.insert_operator(conn, op.id, op.name, codes, s10_service, s10_country, first, last)
-        api_key = await issuing_services.add_api_key(conn, "operator", op.id)
+        api_key = await issuing_repository.create_key(conn, "operator", op.id)
     return op, api_key
 
 
@@ -125,7 +126,7 @@ async def _manifest_for(conn: asyncpg.Connection, operator_id: str, orders: list
     first = counter["last_serial"] - len(orders) + 1
     manifest_id = await repo.open_manifest(conn, operator_id)
     service, country = counter["s10_service"], counter["s10_country"]
-    numbers = [model.make_tracking_number(service, first + k, country) for k in range(len(orders))]
+    numbers = [s10.make_tracking_number(service, first + k, country) for k in range(len(orders))]
     await repo.manifest_orders(conn, orders, operator_id, manifest_id, numbers)
     return len(orders)
 
@@ -170,11 +171,10 @@ async def close_manifest(conn: asyncpg.Connection, operator_id: str, manifest_id
     order opens a new manifest. 409 when it is already closed."""
     key = manifest_id_of(manifest_id)
     async with conn.transaction():
-        status = await conn.fetchval(repo.LOCK_MANIFEST, key, uuid.UUID(operator_id))
+        status = await repo.lock_manifest(conn, key, operator_id)
         if status is None:
             raise NotFound(f"no manifest {manifest_id} for this operator")
         if status != "open":
             raise Conflict(f"manifest {manifest_id} is already closed; a closed manifest never changes")
-        await conn.execute(repo.CLOSE_MANIFEST, key)
-        await conn.execute(repo.DISPATCH_ORDERS, key)
+        await repo.close_manifest(conn, key)
         return await get_manifest(conn, operator_id, manifest_id)

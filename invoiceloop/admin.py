@@ -89,7 +89,7 @@ def cmd_issuer_key(args: argparse.Namespace, settings: Settings) -> int:
         if repository.parse_uuid(issuer_id) is None or await repository.get_issuer(conn, issuer_id) is None:
             raise CliError(f"no issuer {issuer_id}")
         if not args.revoke:
-            return {"issuer_id": issuer_id, "api_key": await services.add_api_key(conn, "issuer", issuer_id)}
+            return {"issuer_id": issuer_id, "api_key": await repository.create_key(conn, "issuer", issuer_id)}
         if len(args.revoke) < 8:
             raise CliError("--revoke needs at least the first 8 characters of the key")
         return {"issuer_id": issuer_id, "revoked": await repository.revoke_keys(conn, "issuer", issuer_id, args.revoke)}

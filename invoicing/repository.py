@@ -5,6 +5,7 @@ The chains (series, appending records, voids) are in `invoicing.chain_repository
 from __future__ import annotations
 
 import hashlib
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import date
@@ -62,8 +63,15 @@ async def get_issuer(conn: asyncpg.Connection, issuer_id: str) -> Issuer | None:
     )
 
 
-async def insert_key(conn: asyncpg.Connection, kind: str, owner_id: str, api_key: str) -> None:
+KEY_PREFIX = {"issuer": "ilk_", "operator": "ilo_"}
+
+
+async def create_key(conn: asyncpg.Connection, kind: str, owner_id: str) -> str:
+    """A new API key of `kind` (256 random bits behind a prefix that names the kind) for the owner; only its
+    hash is stored, so the key is returned here once."""
+    api_key = KEY_PREFIX[kind] + secrets.token_urlsafe(32)
     await conn.execute(INSERT_KEY, kind, uuid.UUID(owner_id), api_key[:12], key_hash(api_key))
+    return api_key
 
 
 async def find_key(conn: asyncpg.Connection, api_key: str) -> tuple[str, str] | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -33,8 +32,6 @@ from invoicing.model import (
     void_refusal,
 )
 from invoicing.repository import Issuer
-
-KEY_PREFIX = {"issuer": "ilk_", "operator": "ilo_"}
 
 
 def _utcnow() -> datetime:
@@ -86,26 +83,15 @@ class Issued:
 # ---------------------------------------------------------------- issuers and keys
 
 
-def new_api_key(kind: str) -> str:
-    return KEY_PREFIX[kind] + secrets.token_urlsafe(32)
-
-
 async def create_issuer(
     conn: asyncpg.Connection, *, name: str, tax_id: str, region: str, address: str = "", phone: str | None = None
 ) -> tuple[Issuer, str]:
     """A new issuer and its first API key (returned once; only its hash is stored)."""
     issuer = Issuer(str(uuid.uuid4()), name, tax_id, region, address, phone)
-    api_key = new_api_key("issuer")
     async with conn.transaction():
         await repository.insert_issuer(conn, issuer)
-        await repository.insert_key(conn, "issuer", issuer.id, api_key)
+        api_key = await repository.create_key(conn, "issuer", issuer.id)
     return issuer, api_key
-
-
-async def add_api_key(conn: asyncpg.Connection, kind: str, owner_id: str) -> str:
-    api_key = new_api_key(kind)
-    await repository.insert_key(conn, kind, owner_id, api_key)
-    return api_key
 
 
 # ---------------------------------------------------------------- issuing

@@ -51,5 +51,5 @@ async def create_verification(
     locked or tampered; `phone` asks for an SMS receipt. 429 with Retry-After over the rate limit."""
     verifier = public_api.verifier
     query = parse_query(msgspec.structs.asdict(data))
-    result = await verify(verifier, query, verifier.asker("json", client_address(request), query.phone))
+    result = await verify(verifier, query, verifier.requester("json", client_address(request), query.phone))
     return verification_json(result)

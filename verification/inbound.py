@@ -46,8 +46,8 @@ async def _answer(verifier: Verifier, params: dict[str, str]) -> str:
     query = parse_sms(params.get("Body", ""))
     if query is None:
         return twiml_reply(USAGE_TEXT)
-    asker = verifier.asker("sms", f"sms:{sender}", sender)  # the sender, not Twilio's address, is the client
-    result = await verify(verifier, query, asker, rate=False)  # texts have their own daily cap
+    requester = verifier.requester("sms", f"sms:{sender}", sender)  # the sender, not Twilio's address, is the client
+    result = await verify(verifier, query, requester, rate=False)  # texts have their own daily cap
     summary = InvoiceSummary.of(result.invoice) if result.invoice else None
     return twiml_reply(reply_text(result.outcome, result.times_verified, summary))
 

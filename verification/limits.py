@@ -11,14 +11,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
+from enum import IntEnum
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 from redis.exceptions import RedisError
 
 from invoicing.errors import RateLimited, Unavailable
-
-CN_TZ = ZoneInfo("Asia/Shanghai")
+from invoicing.model import SHANGHAI
 
 # KEYS[1] counter; ARGV[1] limit, ARGV[2] ttl_s. Counts the request; returns {count, ttl}.
 _COUNT = """
@@ -70,7 +69,16 @@ end
 return out
 """
 
-GO, LOCKED, LIMITED, TRUSTED = 0, 1, 2, 3
+
+class Admission(IntEnum):
+    """What the limits say of one verification (the numbers the Lua script answers with)."""
+
+    GO = 0  # answer it (a mismatch was counted, or a match remembered)
+    LOCKED = 1  # this client and invoice pair is locked today, or the invoice is for clients not yet proven
+    OVER_RATE = 2  # the client is over its rate: answer 429
+    TRUSTED = 3  # a signed QR URL, no guess: answer it and count nothing
+
+
 Found = Literal["m", "x", "n"]  # what the lookup found: the details matched, a mismatch, no such invoice
 MATCHED: Found = "m"
 MISMATCHED: Found = "x"
@@ -78,7 +86,7 @@ NOT_FOUND: Found = "n"
 
 
 @dataclass(frozen=True)
-class Ask:
+class Attempt:
     """One verification as the limits see it: the invoice (code and number), the client's hash, whether it
     is trusted (a signed QR URL) and whether the client's rate is counted (texts have their own cap)."""
 
@@ -116,13 +124,13 @@ class LimitFigures:
 
 def day_ttl_s(now: datetime | None = None) -> int:
     """Seconds until the next midnight in China (the day the limits count in)."""
-    local = (now or datetime.now(UTC)).astimezone(CN_TZ)
+    local = (now or datetime.now(UTC)).astimezone(SHANGHAI)
     midnight = (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return max(1, int((midnight - local).total_seconds()))
 
 
 def _day() -> str:
-    return datetime.now(CN_TZ).strftime("%Y%m%d")
+    return datetime.now(SHANGHAI).strftime("%Y%m%d")
 
 
 class Limits:
@@ -150,14 +158,14 @@ class Limits:
         f = self.figures
         return RateLimited(f"at most {f.rate_per_window} verifications per {f.rate_window_s} s", max(1, retry_s))
 
-    async def settle_many(self, items: Sequence[tuple[Ask, Found]]) -> list[int | RateLimited]:
-        """After the lookup, in one round trip for a batch, per item (`Ask`, what was `Found`): count the
-        client's rate (when `rate`), tell whether the pair is locked (`LOCKED`), else count a mismatch or
-        remember a success and go on (`GO`; `TRUSTED`, counting nothing, for a signed QR URL). Per item its
+    async def settle_many(self, items: Sequence[tuple[Attempt, Found]]) -> list[Admission | RateLimited]:
+        """After the lookup, in one round trip for a batch, per item (`Attempt`, what was `Found`): count the
+        client's rate (when `rate`), tell whether the pair is locked (`Admission.LOCKED`), else count a mismatch or
+        remember a success and go on (`Admission.GO`; `Admission.TRUSTED`, counting nothing, for a signed QR URL). Per item its
         state, or the `RateLimited` to answer it with; `LimitsUnavailable` (for all) when Redis cannot be
         reached."""
         if self.redis is None:
-            return [TRUSTED] * len(items)
+            return [Admission.TRUSTED] * len(items)
         f = self.figures
         args: list[Any] = [
             f.rate_per_window,
@@ -174,7 +182,9 @@ class Limits:
         except RedisError as exc:  # fail closed: without the counters, guessing would be unlimited
             raise LimitsUnavailable("verification is briefly unavailable; please try again shortly") from exc
         pairs = zip((int(x) for x in answer[0::2]), answer[1::2], strict=True)
-        return [self._rate_error(int(ttl)) if state == LIMITED else state for state, ttl in pairs]
+        return [
+            self._rate_error(int(ttl)) if state == Admission.OVER_RATE else Admission(state) for state, ttl in pairs
+        ]
 
     async def allow_receipt(self, client: str, phone: str) -> bool:
         """Whether an SMS receipt may go to `phone` (hashed) asked for by `client` (counts both)."""

@@ -38,7 +38,6 @@ Outcome = Literal["valid", "mismatch", "not_found", "voided", "reversed", "parti
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 # Outcomes that show the invoice (masked): the details matched and the record is sound.
 SHOWS_INVOICE: frozenset[Outcome] = frozenset({"valid", "voided", "reversed", "partially_credited"})
-MISMATCHES_TO_LOCK = 5  # per invoice per day (API.md)
 
 OUTCOME_TEXT: dict[Outcome, tuple[str, str]] = {
     "valid": ("查验一致：发票真实有效", "Genuine: the invoice matches our records"),
@@ -239,11 +238,6 @@ def outcome_for(status: Status | None, matched: bool, tampered: bool, *, locked:
     return _STATUS_OUTCOME[status]
 
 
-def is_locked(mismatches_today: int) -> bool:
-    """An invoice is locked for the day once it has drawn `MISMATCHES_TO_LOCK` mismatches."""
-    return mismatches_today >= MISMATCHES_TO_LOCK
-
-
 def mask_name(name: str) -> str:
     """Mask a person's or company's name for a public answer.
 
@@ -307,7 +301,7 @@ def mask_phone(phone: str) -> str:
     return f"+{number.country_code} {shown}"
 
 
-# Parsing a phone costs ~0.2 ms; the same buyers' phones come back again and again.
+# Parsing a phone is slow beside the rest of a verification; the same buyers' phones come back again and again.
 cached_mask_phone = functools.lru_cache(maxsize=4096)(mask_phone)
 
 

@@ -23,7 +23,7 @@ from invoicing.errors import RateLimited
 from invoicing.keys import verify_signature
 from verification import repository as vrepo
 from verification.batching import Coalescer
-from verification.limits import LOCKED, MATCHED, MISMATCHED, NOT_FOUND, Ask, Found, Limits
+from verification.limits import MATCHED, MISMATCHED, NOT_FOUND, Admission, Attempt, Found, Limits
 from verification.model import (
     SHOWS_INVOICE,
     InvoiceSummary,
@@ -37,11 +37,11 @@ from verification.model import (
 from verification.sms import reply_text
 
 log = logging.getLogger("invoiceloop.verification")
-cached_is_mobile = functools.lru_cache(maxsize=4096)(is_mobile)  # parsing a phone costs ~0.2 ms
+cached_is_mobile = functools.lru_cache(maxsize=4096)(is_mobile)  # parsing a phone is slow; buyers repeat
 VERIFIED = Counter(
     "invoiceloop_verifications_total", "Verifications answered, by channel and outcome", ["channel", "outcome"]
 )
-verified = functools.lru_cache(maxsize=64)(VERIFIED.labels)  # `labels` itself costs ~5 µs a call
+counter_for = functools.lru_cache(maxsize=64)(VERIFIED.labels)  # the child counter of (channel, outcome)
 GOOD_SIGNATURES_KEPT = 100_000  # (key id, record hash, signature) triples known good, least recently used out
 NOTICE_TEXT = (
     "【发票查验】您的发票 {code}/{number} 刚被他人查验（首次）。Your invoice was just verified by someone else."
@@ -49,7 +49,7 @@ NOTICE_TEXT = (
 
 
 @dataclass(frozen=True)
-class Asker:
+class Requester:
     """Who asks, as keyed hashes: the client address, and the phone (receipt or SMS sender) if any."""
 
     channel: str  # web, json, sms
@@ -93,10 +93,10 @@ class Verifier:
         """A keyed hash (HMAC-SHA256 with the server secret, 32 hex) of an address or a phone."""
         return hmac.new(self.secret, f"{kind}|{value}".encode(), hashlib.sha256).hexdigest()[:32]
 
-    def asker(self, channel: str, client_addr: str, phone: str | None = None, **qr: Any) -> Asker:
+    def requester(self, channel: str, client_addr: str, phone: str | None = None, **qr: Any) -> Requester:
         """The hashed identity of a request; `client_addr` is the address, or `sms:<sender>` for a text."""
         phone_hash = self.hash("phone", phone) if phone else None
-        return Asker(channel, self.hash("client", client_addr), phone, phone_hash, **qr)
+        return Requester(channel, self.hash("client", client_addr), phone, phone_hash, **qr)
 
     async def public_key(self, conn: asyncpg.Connection, key_id: str) -> bytes | None:
         """The public key `key_id` (cached; keys are never changed, only added)."""
@@ -127,7 +127,7 @@ def is_tampered(v: Verifier, row: asyncpg.Record) -> bool:
     return False
 
 
-def _matched(row: asyncpg.Record, query: VerificationQuery, asker: Asker) -> bool:
+def _matched(row: asyncpg.Record, query: VerificationQuery, requester: Requester) -> bool:
     """Whether the query's details match the stored content (the full check code too, from a QR URL)."""
     content = row["content"]
     ok = matches(
@@ -136,8 +136,8 @@ def _matched(row: asyncpg.Record, query: VerificationQuery, asker: Asker) -> boo
         total_amount=Decimal(content["total_amount"]),
         issue_date=date.fromisoformat(content["issue_date"]),
     )
-    if asker.full_check_code is not None:
-        ok &= hmac.compare_digest(asker.full_check_code.encode(), content["check_code"].encode())
+    if requester.full_check_code is not None:
+        ok &= hmac.compare_digest(requester.full_check_code.encode(), content["check_code"].encode())
     return ok
 
 
@@ -146,12 +146,15 @@ class _Item:
     """One verification waiting for its batch."""
 
     query: VerificationQuery
-    asker: Asker
+    requester: Requester
     rate: bool
 
-    def ask(self) -> Ask:
-        return Ask(
-            self.query.invoice_code + self.query.invoice_number, self.asker.client_hash, self.asker.via_qr, self.rate
+    def attempt(self) -> Attempt:
+        return Attempt(
+            self.query.invoice_code + self.query.invoice_number,
+            self.requester.client_hash,
+            self.requester.via_qr,
+            self.rate,
         )
 
 
@@ -165,14 +168,14 @@ class _Work:
 
     @property
     def wants_receipt(self) -> bool:
-        return self.item.asker.phone is not None and self.item.asker.channel != "sms"  # a text gets a reply
+        return self.item.requester.phone is not None and self.item.requester.channel != "sms"  # a text gets a reply
 
 
-async def verify(v: Verifier, query: VerificationQuery, asker: Asker, *, rate: bool = True) -> Verification:
+async def verify(v: Verifier, query: VerificationQuery, requester: Requester, *, rate: bool = True) -> Verification:
     """Verify one query: the lookup, the per-client rate (when `rate`; `RateLimited` over it) and the
     guessing locks, the outcome, then log and count. Never raises on SMS trouble. Concurrent calls are carried
     out together, a batch at a time (`verification.batching`), each as it would be alone."""
-    return await v.batches.submit(_Item(query, asker, rate))
+    return await v.batches.submit(_Item(query, requester, rate))
 
 
 async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | BaseException]:
@@ -183,15 +186,15 @@ async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | B
         rows = await vrepo.find_invoices(conn, [(i.query.invoice_code, i.query.invoice_number) for i in items])
         await v.load_keys(conn, {row["key_id"] for row in rows.values()})
         found = [_lookup(rows.get((i.query.invoice_code, i.query.invoice_number)), i) for i in items]
-        states = await v.limits.settle_many([(i.ask(), f.found) for i, f in zip(items, found, strict=True)])
+        states = await v.limits.settle_many([(i.attempt(), f.found) for i, f in zip(items, found, strict=True)])
         for item, f, state in zip(items, found, states, strict=True):
             if not isinstance(state, RateLimited):
-                works.append(_Work(item, f.row, _judge(v, f, state)))
+                works.append(_Work(item, f.row, _answer_for(v, f, state)))
         outbox_ids = await _record(v, conn, works)
     if v.queue is not None:
         await sms_outbox.nudge(v.queue, outbox_ids)
     for w in works:
-        verified(w.item.asker.channel, w.result.outcome).inc()
+        counter_for(w.item.requester.channel, w.result.outcome).inc()
     answers = iter(w.result for w in works)
     return [state if isinstance(state, RateLimited) else next(answers) for state in states]
 
@@ -212,17 +215,17 @@ def _lookup(row: asyncpg.Record | None, item: _Item) -> _Found:
     if row is None:
         return _Found(None)
     try:
-        return _Found(row, _matched(row, item.query, item.asker))
+        return _Found(row, _matched(row, item.query, item.requester))
     except (KeyError, TypeError, ValueError, ArithmeticError):  # stored content we never wrote: no match
         log.error("integrity alarm: invoice %s has unreadable stored content", row["id"])
         return _Found(row, False)
 
 
-def _judge(v: Verifier, f: _Found, state: int) -> Verification:
+def _answer_for(v: Verifier, f: _Found, state: Admission) -> Verification:
     """The answer to one item that got past the rate."""
     if f.row is None:
         return Verification("not_found")
-    if state == LOCKED:
+    if state == Admission.LOCKED:
         return Verification("locked")
     tampered = f.matched and is_tampered(v, f.row)
     if tampered:
@@ -238,7 +241,7 @@ async def _record(v: Verifier, conn: asyncpg.Connection, works: list[_Work]) -> 
     if not works:  # all over the rate
         return []
     receipts = [w for w in works if w.wants_receipt]
-    allowed = [await _receipt_allowed(v, w.item.asker) for w in receipts]
+    allowed = [await _receipt_allowed(v, w.item.requester) for w in receipts]
     outbox_ids: list[int] = []
     async with conn.transaction() if receipts else _nothing():
         for w, counts in zip(works, await vrepo.record(conn, [_entry(w) for w in works]), strict=True):
@@ -250,7 +253,7 @@ async def _record(v: Verifier, conn: asyncpg.Connection, works: list[_Work]) -> 
             if counts.notice_id is not None and counts.notice_id not in outbox_ids:
                 outbox_ids.append(counts.notice_id)
         texts = [
-            (None, w.item.asker.phone or "", _receipt_text(w.result))
+            (None, w.item.requester.phone or "", _receipt_text(w.result))
             for w, ok in zip(receipts, allowed, strict=True)
             if ok
         ]
@@ -261,19 +264,19 @@ async def _record(v: Verifier, conn: asyncpg.Connection, works: list[_Work]) -> 
 
 
 def _entry(w: _Work) -> vrepo.LogEntry:
-    asker, outcome, row = w.item.asker, w.result.outcome, w.row
+    requester, outcome, row = w.item.requester, w.result.outcome, w.row
     counted = outcome in SHOWS_INVOICE or outcome == "tampered"
     return vrepo.LogEntry(
         row["id"] if row else None,
         row["issuer_id"] if row else None,
-        asker.channel,
+        requester.channel,
         outcome,
         counted,
-        asker.via_qr,
-        asker.client_hash,
-        asker.phone_hash,
+        requester.via_qr,
+        requester.client_hash,
+        requester.phone_hash,
         mismatch=outcome == "mismatch",
-        notice=_notice(row, asker) if row and counted else None,
+        notice=_notice(row, requester) if row and counted else None,
     )
 
 
@@ -283,9 +286,9 @@ async def _nothing() -> AsyncIterator[None]:
     yield
 
 
-async def _receipt_allowed(v: Verifier, asker: Asker) -> bool:
+async def _receipt_allowed(v: Verifier, requester: Requester) -> bool:
     """Whether the SMS receipt to the phone given on the page or in JSON is within the daily caps."""
-    return await v.limits.allow_receipt(asker.client_hash, asker.phone_hash or "")
+    return await v.limits.allow_receipt(requester.client_hash, requester.phone_hash or "")
 
 
 def _receipt_text(result: Verification) -> str:
@@ -293,10 +296,10 @@ def _receipt_text(result: Verification) -> str:
     return reply_text(result.outcome, result.times_verified, summary)
 
 
-def _notice(row: asyncpg.Record, asker: Asker) -> tuple[str, str] | None:
+def _notice(row: asyncpg.Record, requester: Requester) -> tuple[str, str] | None:
     """The buyer's one notice (phone, text) when someone else (not the buyer's phone) verifies and the buyer
     has had none (two batches may both try: the unique index keeps one)."""
     phone = (row["content"].get("buyer") or {}).get("phone")
-    if row["buyer_notified"] or not phone or phone == asker.phone or not cached_is_mobile(phone):
+    if row["buyer_notified"] or not phone or phone == requester.phone or not cached_is_mobile(phone):
         return None
     return phone, NOTICE_TEXT.format(code=row["content"]["invoice_code"], number=row["content"]["invoice_number"])

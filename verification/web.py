@@ -77,11 +77,11 @@ async def _answer(
     except ValidationFailed as exc:
         return render(422, form=shown, errors={e.field: e.message for e in exc.errors}, qr=qr)
     trusted = qr is not None and qr.valid
-    asker = verifier.asker(
+    requester = verifier.requester(
         "web", client, query.phone, via_qr=trusted, full_check_code=qr.fields["k"] if trusted and qr else None
     )
     try:
-        result = await verify(verifier, query, asker)
+        result = await verify(verifier, query, requester)
     except RateLimited as exc:
         response = render(429, form=shown, limited=exc.retry_after_s)
         response.headers["Retry-After"] = str(exc.retry_after_s)

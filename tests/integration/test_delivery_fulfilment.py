@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from delivery import services as delivery_services
-from delivery.model import parse_tracking_number
+from delivery.s10 import parse_tracking_number
 from invoiceloop.settings import Settings
 from invoicing import repository
 from invoicing.queue import Queue

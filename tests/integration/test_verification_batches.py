@@ -73,7 +73,7 @@ async def test_concurrent_verifications_count_as_one_by_one(
     asks = [inv for inv in invoices for _ in range(20)]
     random.shuffle(asks)
     results = await asyncio.gather(
-        *(verify(v, query(inv), v.asker("json", f"10.9.{n}.1")) for n, inv in enumerate(asks))
+        *(verify(v, query(inv), v.requester("json", f"10.9.{n}.1")) for n, inv in enumerate(asks))
     )
     assert {r.outcome for r in results} == {"valid"}
     for inv in invoices:
@@ -88,11 +88,11 @@ async def test_a_burst_of_wrong_guesses_locks_at_the_same_try(
 ) -> None:
     v = verifier(pool, redis_client, mismatches_to_lock=5)
     target = invoices[0]
-    asker = v.asker("json", "10.9.200.7")
-    results = await asyncio.gather(*(verify(v, query(target, wrong=True), asker) for _ in range(12)))
+    requester = v.requester("json", "10.9.200.7")
+    results = await asyncio.gather(*(verify(v, query(target, wrong=True), requester) for _ in range(12)))
     assert sorted(r.outcome for r in results) == ["locked"] * 7 + ["mismatch"] * 5
     assert all(r.invoice is None and r.times_verified == 0 for r in results)
-    assert (await verify(v, query(target), asker)).outcome == "locked"  # even the right details, today
+    assert (await verify(v, query(target), requester)).outcome == "locked"  # even the right details, today
     assert (await counts(pool, [target]))[target.id] == (0, 5, 13, 0)
 
 
@@ -107,7 +107,7 @@ async def test_two_processes_batching_the_same_invoices_neither_deadlock_nor_los
 
         async def burst(v: Verifier, order: list[Invoice], tag: int) -> list[Any]:
             return await asyncio.gather(
-                *(verify(v, query(inv), v.asker("web", f"10.{tag}.{n}.1")) for n, inv in enumerate(order))
+                *(verify(v, query(inv), v.requester("web", f"10.{tag}.{n}.1")) for n, inv in enumerate(order))
             )
 
         a, b = await asyncio.wait_for(asyncio.gather(burst(first, forwards, 7), burst(second, backwards, 8)), 60)

@@ -14,13 +14,11 @@ import redis.asyncio as aioredis
 from invoiceloop.problems import problem_of
 from invoicing.errors import RateLimited
 from verification.limits import (
-    GO,
-    LOCKED,
     MATCHED,
     MISMATCHED,
     NOT_FOUND,
-    TRUSTED,
-    Ask,
+    Admission,
+    Attempt,
     Found,
     LimitFigures,
     Limits,
@@ -56,7 +54,7 @@ def test_figures_from_settings_extra_and_day_ttl() -> None:
 
 async def settle(limits: Limits, invoice: str, client: str, *, found: Found, trusted: bool, rate: bool = True) -> int:
     """One item through `settle_many`; its `RateLimited` raised."""
-    state = (await limits.settle_many([(Ask(invoice, client, trusted, rate), found)]))[0]
+    state = (await limits.settle_many([(Attempt(invoice, client, trusted, rate), found)]))[0]
     if isinstance(state, RateLimited):
         raise state
     return state
@@ -71,7 +69,7 @@ async def test_rate_limit_429_then_resets(limits: Limits) -> None:
         await settle(limits, "x", client, found=MATCHED, trusted=True)
     assert refused.value.retry_after_s == 1
     await asyncio.sleep(1.05)
-    assert await settle(limits, "x", client, found=MATCHED, trusted=True) == TRUSTED
+    assert await settle(limits, "x", client, found=MATCHED, trusted=True) == Admission.TRUSTED
 
 
 async def guess(limits: Limits, invoice: str, client: str, found: Found = MISMATCHED, trusted: bool = False) -> int:
@@ -80,35 +78,35 @@ async def guess(limits: Limits, invoice: str, client: str, found: Found = MISMAT
 
 async def test_pair_lock_and_global_ceiling(limits: Limits) -> None:
     invoice, guesser, holder = secrets.token_hex(8), "g" + secrets.token_hex(4), "h" + secrets.token_hex(4)
-    assert await guess(limits, invoice, holder, MATCHED) == GO  # the holder succeeded today
+    assert await guess(limits, invoice, holder, MATCHED) == Admission.GO  # the holder succeeded today
     for _ in range(2):
-        assert await guess(limits, invoice, guesser) == GO  # two mismatches answered...
-    assert await guess(limits, invoice, guesser) == LOCKED  # ...then the pair is locked
-    assert await guess(limits, invoice, guesser, MATCHED) == LOCKED  # even with the right details
-    assert await guess(limits, invoice, holder, MATCHED) == GO
+        assert await guess(limits, invoice, guesser) == Admission.GO  # two mismatches answered...
+    assert await guess(limits, invoice, guesser) == Admission.LOCKED  # ...then the pair is locked
+    assert await guess(limits, invoice, guesser, MATCHED) == Admission.LOCKED  # even with the right details
+    assert await guess(limits, invoice, holder, MATCHED) == Admission.GO
     results = [await guess(limits, invoice, f"o{i}") for i in range(3)]
-    assert results == [GO, GO, LOCKED]  # 2 + 2 mismatches reach the ceiling of 4
-    assert await guess(limits, invoice, holder, MATCHED) == GO  # succeeded today: still served
-    assert await guess(limits, invoice, "o9", MATCHED) == LOCKED  # a newcomer is not, while it lasts
-    assert await guess(limits, invoice, "qr-user", trusted=True) == TRUSTED  # a signed QR is no guess
+    assert results == [Admission.GO, Admission.GO, Admission.LOCKED]  # 2 + 2 mismatches reach the ceiling of 4
+    assert await guess(limits, invoice, holder, MATCHED) == Admission.GO  # succeeded today: still served
+    assert await guess(limits, invoice, "o9", MATCHED) == Admission.LOCKED  # a newcomer is not, while it lasts
+    assert await guess(limits, invoice, "qr-user", trusted=True) == Admission.TRUSTED  # a signed QR is no guess
     await asyncio.sleep(1.05)
-    assert await guess(limits, invoice, guesser) == GO  # the lock has expired
+    assert await guess(limits, invoice, guesser) == Admission.GO  # the lock has expired
 
 
 async def test_matches_and_unknown_invoices_count_no_mismatch(limits: Limits) -> None:
     invoice, client = secrets.token_hex(8), secrets.token_hex(4)
     for _ in range(5):
-        assert await guess(limits, invoice, client, NOT_FOUND) == GO
-        assert await guess(limits, invoice, client, MATCHED) == GO
-    assert [await guess(limits, invoice, client) for _ in range(3)] == [GO, GO, LOCKED]
+        assert await guess(limits, invoice, client, NOT_FOUND) == Admission.GO
+        assert await guess(limits, invoice, client, MATCHED) == Admission.GO
+    assert [await guess(limits, invoice, client) for _ in range(3)] == [Admission.GO, Admission.GO, Admission.LOCKED]
 
 
 async def test_a_burst_cannot_pass_the_lock(limits: Limits) -> None:
     invoice, guesser = secrets.token_hex(8), secrets.token_hex(4)
     one_by_one = await asyncio.gather(*(guess(limits, invoice, guesser) for _ in range(10)))
-    assert one_by_one.count(GO) == 2
-    ask = Ask(secrets.token_hex(8), guesser, trusted=False, rate=False)
-    assert await limits.settle_many([(ask, MISMATCHED)] * 10) == [GO, GO] + [LOCKED] * 8
+    assert one_by_one.count(Admission.GO) == 2
+    ask = Attempt(secrets.token_hex(8), guesser, trusted=False, rate=False)
+    assert await limits.settle_many([(ask, MISMATCHED)] * 10) == [Admission.GO, Admission.GO] + [Admission.LOCKED] * 8
 
 
 async def test_sms_caps(limits: Limits) -> None:

@@ -11,18 +11,18 @@ from hypothesis import strategies as st
 
 from delivery.model import (
     EVENT_STATUSES,
-    FINAL_STATUSES,
+    UNKNOWN_TRACKING,
+    Decision,
     EventInput,
+    OrderState,
     apply_event,
-    cancel_order,
     choose_operator,
-    close_manifest_order,
-    manifest_order,
     normalise_provinces,
     replay,
     validate_event,
 )
 from invoicing.errors import Conflict
+from invoicing.orders import CANCEL, CLOSE_MANIFEST, FINAL_STATUSES, MANIFEST
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
@@ -30,8 +30,17 @@ T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 TIE_ORDER = ["accepted", "in_transit", "out_for_delivery", "failed_attempt", "returned_to_sender", "delivered"]
 
 
-def ev(event_id: str, status: Any, minutes: int) -> EventInput:
-    return EventInput(event_id, "RR473124829CN", status, T0 + timedelta(minutes=minutes), "广州")
+def ev(event_id: str, status: Any, minutes: int, tracking_number: str = "RR473124829CN") -> EventInput:
+    return EventInput(event_id, tracking_number, status, T0 + timedelta(minutes=minutes), "广州")
+
+
+def replay_one(
+    status: Any, latest: datetime | None, events: list[EventInput], seen_ids: set[str] | None = None
+) -> tuple[str, datetime | None, list[Decision]]:
+    """`replay` of one order's events: its final status, newest applied event time and the decisions."""
+    states, decisions = replay({"RR473124829CN": OrderState(status, latest)}, events, seen_ids or set())
+    state = states["RR473124829CN"]
+    return state.status, state.latest_event_at, decisions
 
 
 def raw_event(**changes: Any) -> dict[str, Any]:
@@ -52,15 +61,16 @@ def raw_event(**changes: Any) -> dict[str, Any]:
 
 
 def test_manifest_close_cancel() -> None:
-    assert manifest_order("pending") == "manifested"
-    assert close_manifest_order("manifested") == "dispatched"
-    assert close_manifest_order("cancelled") == "cancelled"
-    assert cancel_order("pending") == cancel_order("manifested") == "cancelled"
-    assert cancel_order("in_transit") == "in_transit"
+    assert MANIFEST("pending") == "manifested"
+    assert CLOSE_MANIFEST("manifested") == "dispatched"
+    assert CLOSE_MANIFEST("cancelled") == "cancelled"
+    assert CANCEL("pending") == CANCEL("manifested") == "cancelled"
     with pytest.raises(Conflict):
-        manifest_order("manifested")
+        MANIFEST("manifested")
     with pytest.raises(Conflict):
-        close_manifest_order("pending")
+        CLOSE_MANIFEST("pending")
+    with pytest.raises(Conflict, match="in_transit"):
+        CANCEL("in_transit")
 
 
 # --- apply_event ---
@@ -109,11 +119,27 @@ def test_same_instant_tie_goes_to_the_later_lifecycle_status() -> None:
 
 def test_replay_of_a_batch_with_a_resent_event() -> None:
     events = [ev("a", "accepted", 0), ev("b", "in_transit", 60), ev("a", "delivered", 90), ev("c", "delivered", 120)]
-    status, latest, decisions = replay("dispatched", None, events)
+    status, latest, decisions = replay_one("dispatched", None, events)
     assert [d.outcome for d in decisions] == ["applied", "applied", "duplicate", "applied"]
     assert (status, latest) == ("delivered", T0 + timedelta(minutes=120))
-    _, _, again = replay(status, latest, events, seen_ids={"a", "b", "c"})
+    _, _, again = replay_one(status, latest, events, seen_ids={"a", "b", "c"})
     assert {d.outcome for d in again} == {"duplicate"}
+
+
+def test_replay_across_orders_in_arrival_order() -> None:
+    a, b = "RR473124829CN", "RR123456785CN"
+    events = [
+        ev("x", "accepted", 0, b),
+        ev("x", "accepted", 0, a),  # the same event id again, for another order: a duplicate
+        ev("y", "delivered", 30, a),
+        ev("z", "in_transit", 40, "RR000000014CN"),  # no such order of this operator
+    ]
+    events[2] = EventInput("y", a, "delivered", T0 + timedelta(minutes=30), "广州", signed_by="张三")
+    states, decisions = replay({a: OrderState("dispatched"), b: OrderState("dispatched")}, events)
+    assert [d.outcome for d in decisions] == ["applied", "duplicate", "applied", "rejected"]
+    assert decisions[3].reason == UNKNOWN_TRACKING
+    assert states[b] == OrderState("accepted", T0)
+    assert states[a] == OrderState("delivered", T0 + timedelta(minutes=30), "张三", T0 + timedelta(minutes=30))
 
 
 # --- the invariant, under any arrival order ---
@@ -144,7 +170,7 @@ event_lists = st.lists(
 @given(event_lists, st.randoms(use_true_random=False))
 def test_final_status_matches_the_stated_invariant(events: list[EventInput], rnd: Any) -> None:
     rnd.shuffle(events)
-    status, _, decisions = replay("dispatched", None, events)
+    status, _, decisions = replay_one("dispatched", None, events)
     assert status == expected_status(events)
     assert all(d.outcome in ("applied", "recorded") for d in decisions)
 
@@ -154,7 +180,7 @@ def test_without_finals_the_newest_event_decides_whatever_the_order(events: list
     events = [e for e in events if e.status not in FINAL_STATUSES]
     orders = [list(events), sorted(events, key=key, reverse=True)]
     rnd.shuffle(orders[0])
-    results = {replay("dispatched", None, order)[0] for order in orders}
+    results = {replay_one("dispatched", None, order)[0] for order in orders}
     assert results == {max(events, key=key).status if events else "dispatched"}
 
 
@@ -162,19 +188,19 @@ def test_without_finals_the_newest_event_decides_whatever_the_order(events: list
 def test_in_time_order_the_first_final_sticks(events: list[EventInput]) -> None:
     chronological = sorted(events, key=key)
     finals = [e.status for e in chronological if e.status in FINAL_STATUSES]
-    status = replay("dispatched", None, chronological)[0]
+    status = replay_one("dispatched", None, chronological)[0]
     assert status == (finals[0] if finals else chronological[-1].status if events else "dispatched")
 
 
 @given(event_lists, st.data())
 def test_resending_an_event_id_changes_nothing(events: list[EventInput], data: st.DataObject) -> None:
-    base_status, base_latest, base = replay("dispatched", None, events)
+    base_status, base_latest, base = replay_one("dispatched", None, events)
     if not events:
         return
     source = data.draw(st.sampled_from(events))
     resend = ev(source.event_id, data.draw(st.sampled_from(EVENT_STATUSES)), data.draw(st.integers(0, 600)))
     at = data.draw(st.integers(min_value=events.index(source) + 1, max_value=len(events)))
-    status, latest, decisions = replay("dispatched", None, [*events[:at], resend, *events[at:]])
+    status, latest, decisions = replay_one("dispatched", None, [*events[:at], resend, *events[at:]])
     assert decisions[at].outcome == "duplicate"
     assert (status, latest) == (base_status, base_latest)
     assert decisions[:at] + decisions[at + 1 :] == base

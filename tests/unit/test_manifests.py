@@ -26,7 +26,7 @@ from delivery.manifests import (
     json_suffix,
     render_manifest_pdf,
 )
-from delivery.model import make_tracking_number
+from delivery.s10 import make_tracking_number
 
 HEADER = "manifest_number,tracking_number,invoice_code,invoice_number,recipient,phone,address_line1,city,province,postal_code,country,created_at\r\n"
 CREATED = datetime(2025, 3, 1, 16, 30, 5, 123000, tzinfo=timezone(timedelta(hours=8)))

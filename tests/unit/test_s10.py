@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from delivery.model import (
+from delivery.s10 import (
     make_tracking_number,
     parse_tracking_number,
     s10_check_digit,

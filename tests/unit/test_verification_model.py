@@ -23,7 +23,6 @@ from verification.model import (
     InvoiceSummary,
     VerificationQuery,
     fields_from_qr,
-    is_locked,
     is_mobile,
     mask_name,
     mask_phone,
@@ -229,10 +228,6 @@ def test_tampered_outranks_the_status_once_matched(status: str) -> None:
 def test_locked_outranks_everything_but_not_found(matched: bool, tampered: bool) -> None:
     assert outcome_for("issued", matched, tampered, locked=True) == "locked"
     assert outcome_for(None, matched, tampered, locked=True) == "not_found"
-
-
-def test_five_mismatches_lock() -> None:
-    assert [is_locked(n) for n in range(7)] == [False] * 5 + [True] * 2
 
 
 def test_every_outcome_has_both_phrases() -> None:

@@ -34,7 +34,7 @@ from litestar.di import NamedDependency
 
 from invoiceloop.app import Services
 from invoiceloop.settings import Settings
-from invoicing import db, services
+from invoicing import db, numbering, services
 
 SERVER_PG = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -174,7 +174,7 @@ async def _prepare(url: str) -> tuple[list[bytes], str]:
     )
     async with pool.acquire() as conn:
         issuer, _ = await services.create_issuer(conn, name="基准测试有限公司", tax_id=valid_uscc(), region="4401")
-        issued = await services.issue(conn, issuing, issuer, [services.draft_of(request)] * INVOICES)
+        issued = await services.issue(conn, issuing, issuer, [numbering.draft_of(request)] * INVOICES)
     await pool.close()
     bodies = [
         json.dumps(

@@ -33,6 +33,8 @@ MEDIA = {"json": "application/json", "csv": "text/csv; charset=utf-8", "pdf": "a
 
 
 class EventsIn(msgspec.Struct, forbid_unknown_fields=True):
+    """`POST /v1/postal/events`: the events, each checked on its own (`model.validate_event`)."""
+
     events: list[Any]  # each event is checked on its own (model.validate_event), so one bad one refuses only itself
 
 
@@ -53,6 +55,8 @@ def _manifest_json(row: Any) -> dict[str, Any]:
 
 
 class PostalController(Controller):
+    """The postal operator's routes: manifests, labels and tracking events, for its own orders only."""
+
     path = "/v1/postal"
     tags = ["postal"]  # noqa: RUF012 - litestar reads these class attributes
     dependencies = {"operator_id": Provide(provide_operator)}  # noqa: RUF012
@@ -67,6 +71,7 @@ class PostalController(Controller):
         cursor: FromQuery[str | None] = None,
         status: FromQuery[Literal["open", "closed"] | None] = None,
     ) -> dict[str, Any]:
+        """This operator's manifests, newest first, in cursor pages."""
         async with postal_api.pool.acquire() as conn:
             rows = await repo.list_manifests(conn, operator_id, status, decode_cursor(cursor, "m"), limit)
         more = len(rows) > limit
@@ -87,6 +92,7 @@ class PostalController(Controller):
         manifest_id: FromPath[str],
         format: FromQuery[Literal["json", "csv", "pdf"]] = "json",
     ) -> Stream:
+        """One manifest, streamed as JSON, CSV or a printable PDF."""
         async with postal_api.pool.acquire() as conn:
             row = await services.get_manifest(conn, operator_id, manifest_id)
         name = f"manifest-{row['manifest_number']}.{format}"
@@ -107,6 +113,7 @@ class PostalController(Controller):
     async def close(
         self, postal_api: NamedDependency[PostalApi], operator_id: NamedDependency[str], manifest_id: FromPath[str]
     ) -> dict[str, Any]:
+        """Close the open manifest: frozen, its orders dispatched."""
         async with postal_api.pool.acquire() as conn:
             row = await services.close_manifest(conn, operator_id, manifest_id)
         return _manifest_json(row)
@@ -119,6 +126,7 @@ class PostalController(Controller):
     async def label(
         self, postal_api: NamedDependency[PostalApi], operator_id: NamedDependency[str], tracking_number: FromPath[str]
     ) -> Response[bytes]:
+        """The address label of one of this operator's orders."""
         number = parse_tracking_number(tracking_number)
         async with postal_api.pool.acquire() as conn:
             row = await repo.label_row(conn, str(number), operator_id) if number else None
@@ -153,6 +161,7 @@ class PostalController(Controller):
     async def post_events(
         self, request: Request[Any, Any, Any], postal_api: NamedDependency[PostalApi], operator_id: NamedDependency[str]
     ) -> dict[str, Any]:
+        """Apply a batch of tracking events; each is accepted, a duplicate or rejected with its reason."""
         payload = decode(await request.body(), EventsIn)
         if not 1 <= len(payload.events) <= MAX_EVENTS:
             raise ValidationFailed(errors=[FieldError("events", f"send 1 to {MAX_EVENTS} events")])

@@ -99,6 +99,7 @@ class CrlfWriter:
         self.quoted = False
 
     def convert(self, chunk: bytes) -> bytes:
+        """The chunk with every lone LF written as CRLF (a CR that ends one chunk is remembered)."""
         if b'"' not in chunk:
             return chunk if self.quoted else chunk.replace(b"\n", b"\r\n")
         parts = chunk.split(b'"')
@@ -111,6 +112,7 @@ class CrlfWriter:
 
 
 async def json_stream(pool: asyncpg.Pool, manifest: Mapping[str, Any]) -> AsyncIterator[bytes]:
+    """The manifest as one JSON document, streamed from a server-side cursor: memory flat in its size."""
     yield manifests.json_prefix(header(manifest)).encode()
     first = True
     async for rows in item_batches(pool, manifest):

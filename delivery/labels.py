@@ -23,6 +23,8 @@ QR_SIZE = 27 * mm  # FORMATS.md: at least 25 mm
 
 @dataclass(frozen=True)
 class LabelData:
+    """What an address label prints."""
+
     tracking_number: str
     recipient: Address
     phone: str | None

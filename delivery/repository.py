@@ -51,6 +51,7 @@ async def insert_operator(
     first: int,
     last: int,
 ) -> None:
+    """Write a new operator with its serial range (its counter starts before the first serial)."""
     await conn.execute(INSERT_OPERATOR, uuid.UUID(operator_id), name, provinces, service, country, first, last)
 
 
@@ -60,6 +61,7 @@ async def operators(conn: asyncpg.Connection) -> list[tuple[str, list[str]]]:
 
 
 async def get_operator(conn: asyncpg.Connection, operator_id: str) -> asyncpg.Record | None:
+    """An operator's name, provinces and S10 service and country."""
     return await conn.fetchrow(GET_OPERATOR, uuid.UUID(operator_id))
 
 
@@ -209,6 +211,7 @@ async def list_manifests(
 
 
 async def get_manifest(conn: asyncpg.Connection, operator_id: str, manifest_id: uuid.UUID) -> asyncpg.Record | None:
+    """The manifest with its item count (None: not this operator's)."""
     return await conn.fetchrow(GET_MANIFEST, manifest_id, uuid.UUID(operator_id))
 
 

@@ -23,6 +23,8 @@ BATCH = 1000  # orders fulfilled per transaction
 
 @dataclass(frozen=True)
 class Operator:
+    """A postal operator as created: its provinces and S10 serial range."""
+
     id: str
     name: str
     provinces: list[str]
@@ -152,6 +154,7 @@ async def fulfil_all(
 
 
 def manifest_id_of(text: str) -> uuid.UUID:
+    """The manifest id in a path parameter; 404 when it is no id at all."""
     try:
         return uuid.UUID(text)
     except ValueError:

@@ -27,8 +27,8 @@ from invoicing import db, keys, repository
 from invoicing.api import BATCH_MAX_BYTES, InvoiceController, IssuerApi, issuer_stats, jwks
 from invoicing.errors import DomainError
 from invoicing.http import Authenticator
+from invoicing.numbering import Issuing
 from invoicing.queue import Queue
-from invoicing.services import Issuing
 from verification.api import create_verification
 from verification.inbound import sms_inbound
 from verification.limits import LimitFigures, Limits

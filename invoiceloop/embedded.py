@@ -14,6 +14,7 @@ from pathlib import Path
 
 
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on host:port."""
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout_s):
         return True
     return False

@@ -16,6 +16,8 @@ from invoicing.model import DEFAULT_TAX_RATES
 
 @dataclass(frozen=True)
 class Settings:
+    """The service's configuration (API.md "Configuration"), from the environment or `.env`."""
+
     database_url: str | None = None
     redis_url: str | None = None
     public_base_url: str = "http://127.0.0.1:8000"
@@ -62,9 +64,11 @@ class Settings:
 
     @property
     def key_file(self) -> Path:
+        """The invoice signing key's file: SIGNING_KEY_FILE, or one in the data folder."""
         return self.signing_key_file or self.data_dir / "signing_key.pem"
 
     def require_database_url(self) -> str:
+        """DATABASE_URL, or a clear error for the operator."""
         if not self.database_url:
             raise ConfigError("DATABASE_URL is not set (invoiceloop run starts an embedded PostgreSQL instead)")
         return self.database_url

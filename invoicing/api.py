@@ -19,16 +19,16 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Response
 from prometheus_client import Counter
 
-from invoicing import formats, repository, services, validation
+from invoicing import formats, numbering, repository, services, validation
 from invoicing.errors import FieldError, FieldErrors, ValidationFailed
 from invoicing.http import BEARER, decode_cursor, encode_cursor, provide_issuer
 from invoicing.keys import jwk
 from invoicing.model import Invoice
+from invoicing.numbering import Issuing
 from invoicing.pdf import render_invoice_pdf
 from invoicing.queue import FULFIL_ORDERS, Queue
 from invoicing.repository import Issuer
 from invoicing.schemas import BatchIn, CreditIn, InvoiceIn, VoidIn, invoice_json, month_figures, request_hash
-from invoicing.services import Issuing
 
 SINGLE_MAX_BYTES = 512 * 1024
 BATCH_MAX_BYTES = 16 * 1024 * 1024
@@ -97,6 +97,8 @@ def _issued_response(api: IssuerApi, issued: services.Issued, *, batch: bool) ->
 
 
 class InvoiceController(Controller):
+    """The issuer's invoices: issue, read, list, PDF, void and credit, for its own invoices only."""
+
     path = "/v1/invoices"
     tags = ["invoices"]  # noqa: RUF012 - litestar reads these class attributes
     dependencies = {"issuer": Provide(provide_issuer)}  # noqa: RUF012
@@ -115,10 +117,11 @@ class InvoiceController(Controller):
         issuer: NamedDependency[Issuer],
         data: JSONBody[InvoiceIn],
     ) -> Response[Any]:
+        """Issue one invoice."""
         req = validation.invoice_request(msgspec.to_builtins(data), issuer_api.tax_rates)
         idem = _idempotency(request, "invoice", data)
         async with issuer_api.pool.acquire() as conn:
-            issued = await services.issue(conn, issuer_api.issuing, issuer, [services.draft_of(req)], idem)
+            issued = await services.issue(conn, issuer_api.issuing, issuer, [numbering.draft_of(req)], idem)
         await _nudge_fulfilment(issuer_api, issued)
         return _issued_response(issuer_api, issued, batch=False)
 
@@ -135,14 +138,15 @@ class InvoiceController(Controller):
         issuer: NamedDependency[Issuer],
         data: JSONBody[BatchIn],
     ) -> Response[Any]:
+        """Issue 1 to 1000 invoices, all or nothing."""
         if not 1 <= len(data.invoices) <= MAX_BATCH:
             raise ValidationFailed(errors=[FieldError("invoices", f"send 1 to {MAX_BATCH} invoices")])
-        drafts: list[services.Draft] = []
+        drafts: list[numbering.Draft] = []
         errors: list[FieldError] = []
         for i, item in enumerate(data.invoices):
             try:
                 req = validation.invoice_request(msgspec.to_builtins(item), issuer_api.tax_rates)
-                drafts.append(services.draft_of(req))
+                drafts.append(numbering.draft_of(req))
             except ValidationFailed as exc:
                 errors.extend(FieldError(f"invoices[{i}].{e.field}", e.message) for e in exc.errors)
         if errors:
@@ -157,6 +161,7 @@ class InvoiceController(Controller):
     async def get_one(
         self, issuer_api: NamedDependency[IssuerApi], issuer: NamedDependency[Issuer], invoice_id: FromPath[str]
     ) -> dict[str, Any]:
+        """One of this issuer's invoices."""
         async with issuer_api.pool.acquire() as conn:
             inv = await services.get_invoice(conn, issuer.id, invoice_id)
         return invoice_json(inv, issuer_api.public_base_url)
@@ -173,6 +178,7 @@ class InvoiceController(Controller):
         issuer: NamedDependency[Issuer],
         invoice_id: FromPath[str],
     ) -> Response[Any]:
+        """The invoice as PDF."""
         async with issuer_api.pool.acquire() as conn:
             inv = await services.get_invoice(conn, issuer.id, invoice_id)
         etag = f'"{hashlib.sha256(f"{inv.record_hash}|{inv.status}".encode()).hexdigest()[:32]}"'
@@ -197,6 +203,7 @@ class InvoiceController(Controller):
         invoice_code: FromQuery[str | None] = None,
         kind: FromQuery[Literal["invoice", "credit_note"] | None] = None,
     ) -> dict[str, Any]:
+        """This issuer's invoices, filtered, newest first."""
         filt = repository.ListFilter(status, issued_from, issued_to, invoice_number, invoice_code, kind)
         async with issuer_api.pool.acquire() as conn:
             rows = await repository.list_invoices(conn, issuer.id, filt, decode_cursor(cursor), limit)
@@ -218,6 +225,7 @@ class InvoiceController(Controller):
         invoice_id: FromPath[str],
         data: JSONBody[VoidIn],
     ) -> dict[str, Any]:
+        """Void an invoice."""
         errors = FieldErrors()
         reason = validation.text({"reason": data.reason}, "reason", "reason", errors)
         errors.raise_if_any()
@@ -239,6 +247,7 @@ class InvoiceController(Controller):
         invoice_id: FromPath[str],
         data: JSONBody[CreditIn],
     ) -> Response[Any]:
+        """Issue a red-letter credit note against an invoice."""
         reason, wanted = validation.credit_request(msgspec.to_builtins(data))
         idem = _idempotency(request, f"credit:{invoice_id}", data)
         async with issuer_api.pool.acquire() as conn:

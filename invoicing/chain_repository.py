@@ -41,6 +41,8 @@ INSERT INTO series (issuer_id, label, year, invoice_code, last_hash) VALUES ($1,
 
 @dataclass(frozen=True)
 class SeriesHead:
+    """A series' counter and chain head as one statement saw them."""
+
     id: int
     invoice_code: str
     last_number: int
@@ -182,6 +184,8 @@ async def insert_one_if_head(conn: asyncpg.Connection, key_id: str, rec: NewReco
 
 @dataclass(frozen=True)
 class NewRecord:
+    """A sealed record about to be written: its chain place and its canonical content as JSON text."""
+
     invoice: Invoice
     series_id: int
     chain_seq: int
@@ -191,6 +195,7 @@ class NewRecord:
 async def insert_records(
     conn: asyncpg.Connection, issuer_id: str, key_id: str, records: list[NewRecord], heads: dict[int, str]
 ) -> None:
+    """Write sealed records, move their series' heads and write the delivery orders, in one statement."""
     cols: list[list[Any]] = [[] for _ in range(17)]
     orders: list[list[Any]] = [[], [], [], []]
     for rec in records:

@@ -54,6 +54,8 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asy
 
 @dataclass(frozen=True)
 class MigrationResult:
+    """Which migrations one run applied, and which were applied before."""
+
     applied: list[str]
     already: list[str]
 
@@ -108,6 +110,7 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> Mi
 
 
 async def migrate_url(url: str, directory: Path | None = None) -> MigrationResult:
+    """`migrate` on a connection of its own."""
     conn = await asyncpg.connect(url)
     try:
         return await migrate(conn, directory)

@@ -67,6 +67,7 @@ def canonical_bytes(content: dict[str, Any]) -> bytes:
 
 
 def sha256_hex(data: bytes) -> str:
+    """Lowercase hex SHA-256."""
     return hashlib.sha256(data).hexdigest()
 
 

@@ -24,10 +24,12 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def b64url(data: bytes) -> str:
+    """base64url without padding."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def b64url_decode(text: str) -> bytes:
+    """base64url with or without padding."""
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
@@ -38,12 +40,15 @@ def key_id_of(public_raw: bytes) -> str:
 
 @dataclass(frozen=True)
 class Signer:
+    """An Ed25519 signing key with its raw public key and key id."""
+
     private_key: Ed25519PrivateKey
     public_raw: bytes
     key_id: str
 
     @classmethod
     def from_private(cls, key: Ed25519PrivateKey) -> Signer:
+        """The signer of a private key."""
         raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return cls(key, raw, key_id_of(raw))
 
@@ -67,6 +72,7 @@ def verify_signature(public_raw: bytes, core: str, signature: str) -> bool:
 
 
 def jwk(key_id: str, public_raw: bytes) -> dict[str, str]:
+    """The public key as a JWK (`kty: OKP`, `crv: Ed25519`)."""
     return {"kty": "OKP", "crv": "Ed25519", "x": b64url(public_raw), "kid": key_id, "use": "sig", "alg": "EdDSA"}
 
 

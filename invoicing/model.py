@@ -13,7 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from invoicing.errors import Conflict, FieldErrors
+from invoicing.errors import FieldErrors
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 CENT = Decimal("0.01")
@@ -121,6 +121,8 @@ def parse_positive_decimal(text: object, path: str, errors: FieldErrors) -> Deci
 
 @dataclass(frozen=True)
 class Address:
+    """A postal address; the province as its full name and its GB/T 2260 code."""
+
     recipient: str
     line1: str
     city: str
@@ -133,6 +135,8 @@ class Address:
 
 @dataclass(frozen=True)
 class Party:
+    """The buyer: a name, and an optional tax ID, phone (E.164), e-mail and address."""
+
     name: str
     tax_id: str | None = None
     phone: str | None = None  # E.164
@@ -142,6 +146,8 @@ class Party:
 
 @dataclass(frozen=True)
 class Seller:
+    """The issuer as an invoice prints it."""
+
     name: str
     tax_id: str
     address: str
@@ -150,6 +156,8 @@ class Seller:
 
 @dataclass(frozen=True)
 class LineInput:
+    """A line as asked for: description, unit, quantity, unit price and tax rate."""
+
     description: str
     unit: str
     quantity: Decimal
@@ -159,6 +167,8 @@ class LineInput:
 
 @dataclass(frozen=True)
 class Line:
+    """A line with its figures: amount and tax to the cent (negative on a credit note)."""
+
     description: str
     unit: str
     quantity: Decimal  # negative on a credit note
@@ -171,6 +181,8 @@ class Line:
 
 @dataclass(frozen=True)
 class Totals:
+    """An invoice's totals: excluding tax, tax, and with tax."""
+
     total_amount: Decimal  # excluding tax
     total_tax: Decimal
     total: Decimal
@@ -222,6 +234,7 @@ class Invoice:
     void_reason: str | None = None
 
     def with_status(self, status: Status) -> Invoice:
+        """The same record with another status."""
         return replace(self, status=status)
 
 
@@ -235,6 +248,7 @@ def compute_line(item: LineInput, sign: int = 1) -> Line:
 
 
 def compute_totals(lines: tuple[Line, ...] | list[Line]) -> Totals:
+    """The totals: sums of the line figures."""
     total_amount = sum((line.amount for line in lines), Decimal("0.00"))
     total_tax = sum((line.tax_amount for line in lines), Decimal("0.00"))
     return Totals(total_amount, total_tax, total_amount + total_tax)
@@ -256,131 +270,5 @@ def series_year(issued_at: datetime) -> int:
 
 
 def local_date(moment: datetime) -> date:
+    """The calendar day of a moment in Asia/Shanghai."""
     return moment.astimezone(SHANGHAI).date()
-
-
-def void_refusal(
-    invoice: Invoice, now: datetime, *, times_verified: int, has_credits: bool, dispatched: bool
-) -> str | None:
-    """Why this record may not be voided, or None when it may (API.md: this calendar month only,
-    never verified, never dispatched by post)."""
-    if invoice.status == "voided":
-        return "the invoice is already voided"
-    if invoice.kind != "invoice":
-        return "a credit note cannot be voided; it is final once issued"
-    if has_credits or invoice.status in ("partially_credited", "reversed"):
-        return "the invoice has credit notes; issue another credit note instead"
-    issued, today = local_date(invoice.issued_at), local_date(now)
-    if (issued.year, issued.month) != (today.year, today.month):
-        return "only invoices issued this calendar month can be voided; issue a credit note instead"
-    if times_verified > 0:
-        return "the invoice has already been verified by someone; issue a credit note instead"
-    if dispatched:
-        return "the paper invoice has already been handed to the post; issue a credit note instead"
-    return None
-
-
-@dataclass(frozen=True)
-class CreditRequestLine:
-    line_no: int  # 1-based number of the original's line
-    quantity: Decimal | None  # None: all that is left of the line
-
-
-def credit_lines(original: Invoice, credited: list[Line], wanted: list[CreditRequestLine] | None) -> list[Line]:
-    """The negative lines of a credit note against `original`, given what earlier credit notes
-    (`credited`, negative lines aligned by index with the original's lines) already took back.
-
-    Never credits more than the original: per line, the quantity, amount and tax left are the
-    limits, and crediting all that is left of a line takes exactly its remaining figures (so
-    half-up rounding of partial credits can never sum past the original).
-    """
-    if original.kind != "invoice":
-        raise Conflict("only an invoice can be credited, not a credit note")
-    if original.status == "voided":
-        raise Conflict("a voided invoice cannot be credited")
-    if original.status == "reversed":
-        raise Conflict("the invoice is already fully credited")
-    if wanted is None:
-        wanted = [CreditRequestLine(i + 1, None) for i in range(len(original.lines))]
-    errors = FieldErrors()
-    taken: dict[int, Line] = {}
-    for i, want in enumerate(wanted):
-        if not 1 <= want.line_no <= len(original.lines):
-            errors.add(f"lines[{i}].line_no", f"the original has lines 1 to {len(original.lines)}")
-        elif want.line_no in taken:
-            errors.add(f"lines[{i}].line_no", "each original line may appear once")
-        else:
-            line = _credit_one(original.lines[want.line_no - 1], credited[want.line_no - 1], want, i, errors)
-            if line is not None:
-                taken[want.line_no] = line
-    errors.raise_if_any()
-    result = [taken[n] for n in sorted(taken)]
-    if not result:
-        raise Conflict("nothing is left to credit on this invoice")
-    return result
-
-
-def _credit_one(orig: Line, done: Line, want: CreditRequestLine, i: int, errors: FieldErrors) -> Line | None:
-    left_qty = orig.quantity + done.quantity
-    left_amount = orig.amount + done.amount
-    left_tax = orig.tax_amount + done.tax_amount
-    if left_qty <= 0:
-        if want.quantity is not None:
-            errors.add(f"lines[{i}].quantity", f"line {want.line_no} is already fully credited")
-        return None
-    qty = left_qty if want.quantity is None else want.quantity
-    if qty > left_qty:
-        errors.add(f"lines[{i}].quantity", f"at most {plain_str(left_qty)} of line {want.line_no} is left to credit")
-        return None
-    if qty == left_qty:
-        return Line(
-            orig.description,
-            orig.unit,
-            -qty,
-            orig.unit_price,
-            orig.tax_rate,
-            round_half_up(-left_amount),
-            round_half_up(-left_tax),
-            want.line_no,
-        )
-    line = replace(
-        compute_line(LineInput(orig.description, orig.unit, qty, orig.unit_price, orig.tax_rate), sign=-1),
-        original_line=want.line_no,
-    )
-    if -line.amount > left_amount or -line.tax_amount > left_tax:
-        errors.add(
-            f"lines[{i}].quantity", f"crediting {plain_str(qty)} would exceed what is left of line {want.line_no}"
-        )
-        return None
-    return line
-
-
-def sum_credited(original: Invoice, credit_notes: list[Invoice]) -> list[Line]:
-    """Per original line, the sum of what earlier credit notes took back (negative figures)."""
-    zero = Decimal("0.00")
-    sums = [Line(x.description, x.unit, Decimal(0), x.unit_price, x.tax_rate, zero, zero) for x in original.lines]
-    for note in credit_notes:
-        if note.status == "voided":
-            continue
-        for line in note.lines:
-            index = (line.original_line or 1) - 1
-            s = sums[index]
-            sums[index] = replace(
-                s,
-                quantity=s.quantity + line.quantity,
-                amount=s.amount + line.amount,
-                tax_amount=s.tax_amount + line.tax_amount,
-            )
-    return sums
-
-
-def status_after_credit(original: Invoice, credited: list[Line]) -> Status:
-    """`reversed` when every figure of every line is credited back, else `partially_credited`."""
-    for orig, done in zip(original.lines, credited, strict=True):
-        if (
-            orig.amount + done.amount != 0
-            or orig.tax_amount + done.tax_amount != 0
-            or orig.quantity + done.quantity != 0
-        ):
-            return "partially_credited"
-    return "reversed"

@@ -41,6 +41,7 @@ class Queue:
         return True
 
     async def close(self) -> None:
+        """Close the connection pool, if open."""
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:

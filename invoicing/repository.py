@@ -33,6 +33,8 @@ UPDATE api_keys SET revoked_at = now()
 
 @dataclass(frozen=True)
 class Issuer:
+    """An issuer: who sells, with the 4-digit region its invoice codes start with."""
+
     id: str
     name: str
     tax_id: str
@@ -42,6 +44,7 @@ class Issuer:
 
     @property
     def seller(self) -> Seller:
+        """The issuer as an invoice prints it."""
         return Seller(self.name, self.tax_id, self.address, self.phone)
 
 
@@ -51,12 +54,14 @@ def key_hash(api_key: str) -> bytes:
 
 
 async def insert_issuer(conn: asyncpg.Connection, issuer: Issuer) -> None:
+    """Write a new issuer."""
     await conn.execute(
         INSERT_ISSUER, uuid.UUID(issuer.id), issuer.name, issuer.tax_id, issuer.region, issuer.address, issuer.phone
     )
 
 
 async def get_issuer(conn: asyncpg.Connection, issuer_id: str) -> Issuer | None:
+    """The issuer, or None."""
     row = await conn.fetchrow(SELECT_ISSUER, uuid.UUID(issuer_id))
     return (
         Issuer(str(row["id"]), row["name"], row["tax_id"], row["region"], row["address"], row["phone"]) if row else None
@@ -75,11 +80,13 @@ async def create_key(conn: asyncpg.Connection, kind: str, owner_id: str) -> str:
 
 
 async def find_key(conn: asyncpg.Connection, api_key: str) -> tuple[str, str] | None:
+    """(kind, owner id) of a valid (not revoked) key, or None."""
     row = await conn.fetchrow(FIND_KEY, key_hash(api_key))
     return (row["kind"], str(row["owner_id"])) if row else None
 
 
 async def revoke_keys(conn: asyncpg.Connection, kind: str, owner_id: str, prefix: str) -> int:
+    """Revoke an owner's keys of `kind` that start with `prefix`; how many were revoked."""
     status = await conn.execute(REVOKE_KEYS, kind, uuid.UUID(owner_id), prefix)
     return int(status.split()[-1])
 
@@ -93,10 +100,12 @@ SELECT_SIGNING_KEYS = "SELECT key_id, public_key, created_at FROM signing_keys O
 
 
 async def upsert_signing_key(conn: asyncpg.Connection, key_id: str, public_raw: bytes) -> None:
+    """Record a public signing key (nothing when it is known)."""
     await conn.execute(UPSERT_SIGNING_KEY, key_id, public_raw)
 
 
 async def signing_keys(conn: asyncpg.Connection) -> dict[str, bytes]:
+    """Every public signing key recorded, by key id."""
     return {r["key_id"]: bytes(r["public_key"]) for r in await conn.fetch(SELECT_SIGNING_KEYS)}
 
 
@@ -144,6 +153,7 @@ CREDIT_NOTES_OF = INVOICE_SELECT + " WHERE i.original_invoice_id = $1 ORDER BY i
 
 
 def to_invoice(row: asyncpg.Record) -> Invoice:
+    """The model of an invoice row (`INVOICE_SELECT`)."""
     return formats.invoice_from_content(
         row["content"],
         id=str(row["id"]),
@@ -162,6 +172,7 @@ def to_invoice(row: asyncpg.Record) -> Invoice:
 
 
 def parse_uuid(text: str) -> uuid.UUID | None:
+    """The UUID in `text`, or None."""
     try:
         return uuid.UUID(text)
     except ValueError:
@@ -181,12 +192,14 @@ async def get_invoice_row(
 
 
 async def get_invoices(conn: asyncpg.Connection, issuer_id: str, ids: list[str]) -> list[Invoice]:
+    """This issuer's invoices of these ids, in the order asked."""
     rows = await conn.fetch(GET_INVOICES, [uuid.UUID(i) for i in ids], uuid.UUID(issuer_id))
     by_id = {str(r["id"]): to_invoice(r) for r in rows}
     return [by_id[i] for i in ids if i in by_id]
 
 
 async def credit_notes_of(conn: asyncpg.Connection, invoice_id: str) -> list[Invoice]:
+    """The credit notes against an invoice, in issue order."""
     return [to_invoice(r) for r in await conn.fetch(CREDIT_NOTES_OF, uuid.UUID(invoice_id))]
 
 
@@ -203,6 +216,8 @@ LIST_INVOICES = (
 
 @dataclass(frozen=True)
 class ListFilter:
+    """The filters of the invoice list (None: not filtered)."""
+
     status: str | None = None
     issued_from: date | None = None
     issued_to: date | None = None
@@ -254,4 +269,5 @@ SELECT to_char(i.issue_date, 'YYYY-MM') AS month,
 
 
 async def stats(conn: asyncpg.Connection, issuer_id: str | None) -> list[asyncpg.Record]:
+    """Figures by month of issue date (of one issuer, or all)."""
     return list(await conn.fetch(STATS, uuid.UUID(issuer_id) if issuer_id else None))

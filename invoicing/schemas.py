@@ -14,6 +14,8 @@ from invoicing.model import Invoice, money_str
 
 
 class AddressIn(Strict):
+    """A postal address in a request."""
+
     recipient: str
     line1: str
     city: str
@@ -24,6 +26,8 @@ class AddressIn(Strict):
 
 
 class BuyerIn(Strict):
+    """The buyer in a request."""
+
     name: str
     tax_id: str | None = None
     phone: str | None = None
@@ -32,6 +36,8 @@ class BuyerIn(Strict):
 
 
 class LineIn(Strict):
+    """A line in a request; figures are decimal strings."""
+
     description: str
     quantity: str
     unit_price: str
@@ -40,6 +46,8 @@ class LineIn(Strict):
 
 
 class InvoiceIn(Strict):
+    """`POST /v1/invoices`: an InvoiceRequest (API.md)."""
+
     buyer: BuyerIn
     lines: list[LineIn]
     delivery: Literal["electronic", "postal"] = "electronic"
@@ -48,19 +56,27 @@ class InvoiceIn(Strict):
 
 
 class BatchIn(Strict):
+    """`POST /v1/invoices/batch`."""
+
     invoices: list[InvoiceIn]
 
 
 class VoidIn(Strict):
+    """`POST /v1/invoices/{id}/void`."""
+
     reason: str
 
 
 class CreditLineIn(Strict):
+    """One line of a credit note request: the original's 1-based line and the quantity to credit."""
+
     line_no: int
     quantity: str | None = None
 
 
 class CreditIn(Strict):
+    """`POST /v1/invoices/{id}/credit-notes` (omit `lines` to credit all that is left)."""
+
     reason: str
     lines: list[CreditLineIn] | None = None
 

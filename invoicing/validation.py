@@ -13,12 +13,12 @@ from stdnum import get_cc_module
 from stdnum.cn import ric, uscc
 from stdnum.exceptions import ValidationError as StdnumError
 
+from invoicing.corrections import CreditRequestLine
 from invoicing.errors import FieldErrors
 from invoicing.model import (
     MAX_LINES,
     PROVINCES,
     Address,
-    CreditRequestLine,
     DeliveryMethod,
     InvoiceRequest,
     LineInput,
@@ -84,6 +84,7 @@ def check_phone(value: str, region: str = "CN") -> str:
 
 
 def text(data: dict[str, Any], key: str, path: str, errors: FieldErrors, *, required: bool = True) -> str:
+    """A required (or optional) text field, trimmed and bounded in length; errors name `path`."""
     value = data.get(key)
     if value is None:
         value = ""
@@ -119,6 +120,7 @@ def _address(data: dict[str, Any] | None, errors: FieldErrors) -> Address | None
 
 
 def party(data: dict[str, Any], errors: FieldErrors) -> Party:
+    """The buyer of a request, validated and normalised."""
     address = _address(data.get("address"), errors)
     country = address.country if address else "CN"
     tax_id, phone = data.get("tax_id"), data.get("phone")
@@ -180,6 +182,7 @@ def invoice_request(data: dict[str, Any], rates: tuple[Decimal, ...]) -> Invoice
 
 
 def credit_request(data: dict[str, Any]) -> tuple[str, list[CreditRequestLine] | None]:
+    """The reason and the lines asked for of a credit note request."""
     errors = FieldErrors()
     reason = text(data, "reason", "reason", errors)
     wanted: list[CreditRequestLine] | None = None

@@ -23,8 +23,8 @@ from stdnum.cn import uscc
 from invoiceloop.embedded import embedded_postgres, embedded_redis, port_open
 from invoiceloop.settings import Settings
 from invoicing import db, services
+from invoicing.numbering import Issuing
 from invoicing.repository import Issuer
-from invoicing.services import Issuing
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"

@@ -16,7 +16,7 @@ import pytest
 
 from delivery import services as delivery_services
 from invoiceloop.settings import Settings
-from invoicing import services
+from invoicing import numbering, services
 from invoicing.model import DEFAULT_TAX_RATES, PROVINCES
 from invoicing.repository import Issuer
 from invoicing.validation import invoice_request
@@ -49,10 +49,10 @@ def postal_body(province: str, *, phone: str | None = "+8613800138000") -> dict[
 
 
 async def issue_postal(
-    pool: asyncpg.Pool, issuing: services.Issuing, issuer: Issuer, count: int, province: str, batch: int = 500
+    pool: asyncpg.Pool, issuing: numbering.Issuing, issuer: Issuer, count: int, province: str, batch: int = 500
 ) -> list[str]:
     """Issue `count` postal invoices in batches (services directly: fast); returns their ids."""
-    draft = services.draft_of(invoice_request(postal_body(province), DEFAULT_TAX_RATES))
+    draft = numbering.draft_of(invoice_request(postal_body(province), DEFAULT_TAX_RATES))
     ids: list[str] = []
     async with pool.acquire() as conn:
         for start in range(0, count, batch):

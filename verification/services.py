@@ -24,6 +24,7 @@ from invoicing.keys import verify_signature
 from verification import repository as vrepo
 from verification.batching import Coalescer
 from verification.limits import MATCHED, MISMATCHED, NOT_FOUND, Admission, Attempt, Found, Limits
+from verification.masking import public_invoice
 from verification.model import (
     SHOWS_INVOICE,
     InvoiceSummary,
@@ -32,7 +33,6 @@ from verification.model import (
     is_mobile,
     matches,
     outcome_for,
-    public_invoice,
 )
 from verification.sms import reply_text
 

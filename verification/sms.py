@@ -28,13 +28,13 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from invoicing.errors import ConfigError, SmsSendFailed
 from invoicing.model import money_str
+from verification.masking import mask_phone
 from verification.model import (
     SHOWS_INVOICE,
     InvoiceSummary,
     Outcome,
     VerificationQuery,
     is_mobile,
-    mask_phone,
     normalise_phone,
     pad_number,
 )

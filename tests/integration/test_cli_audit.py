@@ -16,9 +16,9 @@ import asyncpg
 import pytest
 
 from invoiceloop.settings import Settings
-from invoicing import db, keys, repository, services, sms_outbox, validation
+from invoicing import db, keys, numbering, repository, services, sms_outbox, validation
 from invoicing.model import DEFAULT_TAX_RATES
-from invoicing.services import Issuing
+from invoicing.numbering import Issuing
 from tests.conftest import ROOT, _env, new_issuer, valid_uscc
 from tests.samples import invoice_body
 
@@ -35,8 +35,8 @@ def cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProce
     )
 
 
-def draft(**kw: Any) -> services.Draft:
-    return services.draft_of(validation.invoice_request(invoice_body(**kw), DEFAULT_TAX_RATES))
+def draft(**kw: Any) -> numbering.Draft:
+    return numbering.draft_of(validation.invoice_request(invoice_body(**kw), DEFAULT_TAX_RATES))
 
 
 async def test_migrate_applies_once_and_refuses_a_changed_file(

@@ -12,7 +12,7 @@ import httpx
 from delivery import services as delivery_services
 from delivery.manifests import CSV_COLUMNS
 from invoiceloop.settings import Settings
-from invoicing.services import Issuing
+from invoicing.numbering import Issuing
 from tests.conftest import ServerProcess, new_issuer
 from tests.delivery_fixtures import PROVINCE_OF, issue_postal
 from tests.integration.test_cli_audit import cli

@@ -15,8 +15,8 @@ from delivery import services as delivery_services
 from delivery.s10 import parse_tracking_number
 from invoiceloop.settings import Settings
 from invoicing import repository
+from invoicing.numbering import Issuing
 from invoicing.queue import Queue
-from invoicing.services import Issuing
 from tests.conftest import ServerProcess, free_port, new_issuer
 from tests.delivery_fixtures import PROVINCE_OF, issue_postal, new_operator, postal_body, wait_until
 

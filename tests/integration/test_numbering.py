@@ -14,17 +14,17 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from invoicing import services, validation
+from invoicing import numbering, services, validation
 from invoicing.errors import ValidationFailed
 from invoicing.model import DEFAULT_TAX_RATES
+from invoicing.numbering import Issuing
 from invoicing.repository import Issuer
-from invoicing.services import Issuing
 from tests.conftest import new_issuer
 from tests.samples import invoice_body
 
 
-def draft(series: str = "default", **kw: object) -> services.Draft:
-    return services.draft_of(validation.invoice_request(invoice_body(series=series, **kw), DEFAULT_TAX_RATES))
+def draft(series: str = "default", **kw: object) -> numbering.Draft:
+    return numbering.draft_of(validation.invoice_request(invoice_body(series=series, **kw), DEFAULT_TAX_RATES))
 
 
 async def numbers_of(pool: asyncpg.Pool, issuer: Issuer) -> dict[str, list[int]]:
@@ -221,7 +221,7 @@ async def test_two_processes_with_stale_heads_still_chain_correctly(pool: asyncp
     that memory stale. A stale head must only cost a retry: numbers stay 1..n and every record links
     to the one before it."""
     issuer, _ = await new_issuer(pool)
-    workers = [services.Issuing(issuing.secret, issuing.signer) for _ in range(3)]
+    workers = [numbering.Issuing(issuing.secret, issuing.signer) for _ in range(3)]
     async with pool.acquire() as conn:
         await services.issue(conn, workers[0], issuer, [draft()])
         for i in range(30):

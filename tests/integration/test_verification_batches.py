@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from invoiceloop.settings import Settings
-from invoicing import db, services
+from invoicing import db, numbering, services
 from invoicing.model import Invoice
 from invoicing.validation import invoice_request
 from tests.samples import invoice_body
@@ -33,7 +33,7 @@ async def redis_client(redis_url: str) -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def invoices(pool: asyncpg.Pool, issuing: Any, issuer: Any, settings: Settings) -> list[Invoice]:
-    drafts = [services.draft_of(invoice_request(invoice_body(), settings.tax_rates)) for _ in range(3)]
+    drafts = [numbering.draft_of(invoice_request(invoice_body(), settings.tax_rates)) for _ in range(3)]
     async with pool.acquire() as conn:
         return (await services.issue(conn, issuing, issuer[0], drafts)).invoices
 

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from invoicing.corrections import CreditRequestLine, credit_lines, status_after_credit, sum_credited
 from invoicing.errors import Conflict, ValidationFailed
 from invoicing.model import (
     DEFAULT_TAX_RATES,
     PROVINCES,
-    CreditRequestLine,
     Invoice,
     Kind,
     Line,
@@ -26,10 +26,7 @@ from invoicing.model import (
     Status,
     compute_line,
     compute_totals,
-    credit_lines,
     province_code,
-    status_after_credit,
-    sum_credited,
 )
 
 # --- an independent model: exact fractions, half-up by integer arithmetic ---------------------------

@@ -16,6 +16,7 @@ from invoicing import formats
 from invoicing.errors import ValidationFailed
 from invoicing.model import money_str, plain_str
 from tests.unit.invoice_samples import sample_invoice
+from verification.masking import mask_name, mask_phone, public_invoice
 from verification.model import (
     OUTCOME_TEXT,
     OUTCOMES,
@@ -24,13 +25,10 @@ from verification.model import (
     VerificationQuery,
     fields_from_qr,
     is_mobile,
-    mask_name,
-    mask_phone,
     matches,
     normalise_phone,
     outcome_for,
     parse_query,
-    public_invoice,
 )
 
 GOOD = {

@@ -31,8 +31,9 @@ run: install  ## the service on http://127.0.0.1:8000 (embedded PostgreSQL and R
 test: install  ## the whole suite (local PostgreSQL/Redis when listening, else embedded ones)
 	$(BIN)/python -m pytest
 
-lint: install
-	$(BIN)/ruff check invoicing verification delivery tests bench
+lint: install  ## formatting, lint and strict typing, as CI checks them
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 bench: install  ## speed, as ratios against same-run baselines (wrk generates the HTTP load)

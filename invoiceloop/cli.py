@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args, Settings.from_env()))
-    except (CliError, ConfigError, db.MigrationChanged) as exc:
+    except (CliError, ConfigError, db.MigrationChanged, db.NoMigrations) as exc:
         print(f"invoiceloop: {exc}", file=sys.stderr)
         return 2
     except (OSError, asyncpg.PostgresError) as exc:

@@ -1,0 +1,87 @@
+"""The distribution works outside a checkout: a wheel built from the tree (not an editable install) carries the
+migrations, and its `invoiceloop migrate` applies every one of them to an empty database. `migrate` refuses
+loudly when it finds no migration at all."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from invoicing import db
+from tests.conftest import _with_db
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project built as a wheel and installed (without its dependencies, which the test environment has)
+    into a folder of its own."""
+    base = tmp_path_factory.mktemp("dist")
+    wheels, target = base / "wheels", base / "site"
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)]
+    subprocess.run(build, check=True, capture_output=True, timeout=300)
+    [wheel] = wheels.glob("invoiceloop-*.whl")
+    install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)]
+    subprocess.run(install, check=True, capture_output=True, timeout=300)
+    return target
+
+
+def run_installed(target: Path, cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m invoiceloop ...` importing the packages from `target`, run outside the checkout."""
+    environment = {**os.environ, "PYTHONPATH": str(target), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "invoiceloop", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_installed_package_is_the_one_that_runs(installed: Path, tmp_path: Path) -> None:
+    where = subprocess.run(
+        [sys.executable, "-c", "import invoicing.db as d; print(d.__file__); print(d.migrations_dir())"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(installed)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert all(Path(p).is_relative_to(installed) for p in where), where
+
+
+def test_a_non_editable_install_migrates_an_empty_database(installed: Path, tmp_path: Path, server_url: str) -> None:
+    name = f"invoiceloop_pkg_{uuid.uuid4().hex[:8]}"
+    url = _with_db(server_url, name)
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        done = run_installed(installed, tmp_path, "migrate", DATABASE_URL=url)
+        assert done.returncode == 0, done.stderr
+        count = len(db.migration_files())
+        assert f"{count} applied, 0 already applied" in done.stdout
+        again = run_installed(installed, tmp_path, "migrate", DATABASE_URL=url)
+        assert f"0 applied, {count} already applied" in again.stdout
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_migrate_refuses_when_it_finds_no_migration(tmp_path: Path) -> None:
+    with pytest.raises(db.NoMigrations, match="no migrations"):
+        db.migration_files(tmp_path)

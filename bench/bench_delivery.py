@@ -178,7 +178,7 @@ async def event_rate(pool: asyncpg.Pool, srv: ServerProcess, key: str, ids: list
 
 async def bench(settings: Settings) -> None:
     pool = await db.create_pool(settings.database_url or "", max_size=10)
-    issuing = await load_issuing(settings, pool)
+    issuing = load_issuing(settings)
     issuer, issuer_key = await new_issuer(pool)
     base = await baseline_update(pool)
     # The backlog is issued while nobody serves the province, so the worker cannot start on it early.

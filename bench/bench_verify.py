@@ -167,7 +167,7 @@ async def _prepare(url: str) -> tuple[list[bytes], str]:
     await db.migrate_url(url)
     pool = await db.create_pool(url, max_size=4)
     settings = Settings(database_url=url, check_code_secret="bench-secret", data_dir=DATA_DIR)
-    issuing = await load_issuing(settings, pool)
+    issuing = load_issuing(settings)
     line = {"description": "办公椅", "unit": "把", "quantity": "2", "unit_price": "100.00", "tax_rate": "0.13"}
     request = invoice_request(
         {"buyer": {"name": "张三", "phone": "+8613800138000"}, "lines": [line]}, settings.tax_rates

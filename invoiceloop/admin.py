@@ -19,13 +19,12 @@ from delivery import repository as delivery_repo
 from delivery import services as delivery_services
 from invoiceloop.errors import CliError
 from invoiceloop.settings import Settings
-from invoicing import db, keys, repository, services
-from invoicing.audit import AuditReport, audit
+from invoicing import db, repository, services
 from invoicing.errors import Conflict, NotFound, ValidationFailed
 from invoicing.model import PROVINCES
 from invoicing.schemas import month_figures
 from invoicing.validation import check_phone, check_tax_id
-from verification.qr import check_qr_url, keys_from_jwks
+from verification.qr import check_qr_url, keys_from_jwks, revocations_from_jwks
 
 T = TypeVar("T")
 FETCH_TIMEOUT_S = 10
@@ -132,36 +131,7 @@ def cmd_operator_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
-    """A new signing key; the old public key stays published."""
-    signer, retired = keys.rotate(settings.key_file)
-
-    async def publish(conn: asyncpg.Connection) -> None:
-        await repository.upsert_signing_key(conn, signer.key_id, signer.public_raw)
-
-    asyncio.run(_with_conn(settings, publish))
-    print(f"new signing key {signer.key_id} in {settings.key_file}")
-    if retired:
-        print(f"the old private key is kept in {retired}; its public key stays published")
-    print("restart running services so they sign with the new key")
-    return 0
-
-
-# ---------------------------------------------------------------- audit, figures, QR
-
-
-def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    """Re-check every chain; exit 1 with a report when anything fails."""
-
-    async def run(conn: asyncpg.Connection) -> AuditReport:
-        return await audit(conn, args.issuer)
-
-    report = asyncio.run(_with_conn(settings, run))
-    for finding in report.findings:
-        print(f"FAIL {finding}")
-    verdict = "OK" if report.ok else f"{len(report.findings)} problem(s)"
-    print(f"audited {report.records} record(s) in {report.series} series: {verdict}")
-    return 0 if report.ok else 1
+# ---------------------------------------------------------------- figures, QR
 
 
 STATS_COLUMNS = [
@@ -207,23 +177,24 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def load_jwks(source: str) -> dict[str, bytes]:
-    """Public keys from a JWKS file or an http(s) URL."""
+def load_jwks(source: str) -> bytes:
+    """A JWKS document from a file or an http(s) URL."""
     if source.startswith(("http://", "https://")):
         with urllib.request.urlopen(source, timeout=FETCH_TIMEOUT_S) as response:  # noqa: S310 - http(s) only
-            return keys_from_jwks(response.read())
-    return keys_from_jwks(Path(source).read_bytes())
+            return bytes(response.read())
+    return Path(source).read_bytes()
 
 
 def cmd_verify_qr(args: argparse.Namespace, settings: Settings) -> int:
     """Print the offline check of the QR URL: exit 0 when the signature is valid, 1 otherwise."""
     source = args.keys or f"{settings.public_base_url.rstrip('/')}/.well-known/jwks.json"
     try:
-        public_keys = load_jwks(source)
+        document = load_jwks(source)
+        public_keys, revoked = keys_from_jwks(document), revocations_from_jwks(document)
     except (OSError, ValueError) as exc:
         print(f"invoiceloop: cannot read keys from {source}: {type(exc).__name__}")
         return 1
-    check = check_qr_url(args.url, public_keys)
+    check = check_qr_url(args.url, public_keys, revoked)
     f = check.fields
     if args.json:
         out = {"valid": check.valid, "reason": check.reason, "invoice_code": f.get("c")}

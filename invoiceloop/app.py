@@ -23,15 +23,25 @@ from litestar.types import ControllerRouterHandler
 from delivery.api import PostalApi, PostalController, invoice_delivery
 from invoiceloop import problems
 from invoiceloop.settings import Settings
-from invoicing import db, keys, repository
-from invoicing.api import BATCH_MAX_BYTES, InvoiceController, IssuerApi, issuer_stats, jwks
+from invoicing import db, keyring
+from invoicing.api import BATCH_MAX_BYTES, InvoiceController, IssuerApi, issuer_stats
 from invoicing.errors import DomainError
 from invoicing.http import Authenticator
+from invoicing.keyring import ActiveSigner, KeyringWatcher
 from invoicing.numbering import Issuing
 from invoicing.queue import Queue
-from verification.api import create_verification
+from invoicing.transparency import LogReader, LogSigner
+from verification.api import create_verification, jwks
 from verification.inbound import sms_inbound
 from verification.limits import LimitFigures, Limits
+from verification.log_api import (
+    log_checkpoint,
+    log_consistency,
+    log_inclusion,
+    log_key,
+    log_leaf,
+    log_tile,
+)
 from verification.services import Verifier
 from verification.sms import make_sms_channel
 from verification.views import PublicApi
@@ -81,13 +91,24 @@ async def readyz(services: NamedDependency[Services]) -> Response[Any]:
     return Response({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
 
 
-async def load_issuing(settings: Settings, pool: asyncpg.Pool) -> Issuing:
-    """The signer from the key file (created on first run) and the check-code secret; the public
-    key is recorded so /.well-known/jwks.json publishes it."""
-    signer = keys.load_or_create(settings.key_file)
-    async with pool.acquire() as conn:
-        await repository.upsert_signing_key(conn, signer.key_id, signer.public_raw)
-    return Issuing(settings.secret_bytes(), signer)
+def open_keyring(settings: Settings) -> KeyringWatcher:
+    """The keyring of INVOICELOOP_KEYRING, watched for changes. Without that setting, the data folder's keyring,
+    made from the signing key on first use (a deployment sets the variable and deploys the folder: a keyring it
+    names must exist)."""
+    if settings.keyring_dir is None and not settings.keyring.exists():
+        keyring.bootstrap(settings.keyring, settings.key_file)
+    return KeyringWatcher(settings.keyring)
+
+
+def log_signer(settings: Settings) -> LogSigner:
+    """The transparency log's key (LOG_KEY_FILE, created on first use) under its origin (LOG_ORIGIN)."""
+    return LogSigner.load(settings.origin, settings.log_key)
+
+
+def load_issuing(settings: Settings, ring: KeyringWatcher | None = None) -> Issuing:
+    """The check-code secret and the signer: the keyring's active key, its private half from SIGNING_KEY_FILE,
+    following `keys rotate` without a restart."""
+    return Issuing(settings.secret_bytes(), ActiveSigner(ring or open_keyring(settings), settings.key_file))
 
 
 async def start_services(settings: Settings) -> Services:
@@ -95,9 +116,12 @@ async def start_services(settings: Settings) -> Services:
     pool = await db.create_pool(settings.require_database_url(), max_size=settings.db_pool_max)
     redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None  # type: ignore[no-untyped-call]
     queue = Queue(settings.redis_url)
-    issuing = await load_issuing(settings, pool)
+    ring = open_keyring(settings)
+    issuing = load_issuing(settings, ring)
     limits = Limits(redis, LimitFigures.from_extra(settings.extra))
-    verifier = Verifier(pool, limits, settings.secret_bytes(), queue, signatures_kept=settings.signatures_kept)
+    verifier = Verifier(
+        pool, limits, settings.secret_bytes(), ring, queue, LogReader(pool), signatures_kept=settings.signatures_kept
+    )
     base = settings.public_base_url
     return Services(
         pool=pool,
@@ -105,7 +129,7 @@ async def start_services(settings: Settings) -> Services:
         queue=queue,
         auth=Authenticator(pool, key_ttl_s=settings.key_cache_ttl_s),
         issuer_api=IssuerApi(pool, issuing, queue, base, settings.tax_rates),
-        public_api=PublicApi(verifier, base, settings.twilio_auth_token),
+        public_api=PublicApi(verifier, base, settings.twilio_auth_token, log_signer(settings).verifier_key),
         postal_api=PostalApi(pool, queue, base),
     )
 
@@ -142,6 +166,13 @@ ROUTES: list[ControllerRouterHandler] = [
     verify_form,
     sms_inbound,
     jwks,
+    # the public transparency log
+    log_checkpoint,
+    log_key,
+    log_tile,
+    log_inclusion,
+    log_consistency,
+    log_leaf,
     # the postal side, and the issuer's view of a delivery
     PostalController,
     invoice_delivery,

@@ -9,7 +9,7 @@ import sys
 
 import asyncpg
 
-from invoiceloop import admin, service
+from invoiceloop import admin, service, trust
 from invoiceloop.errors import CliError
 from invoiceloop.settings import Settings
 from invoicing import db
@@ -59,13 +59,30 @@ def _owner_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _record_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
-    keys.add_parser("rotate", help="new signing key; old public keys stay published").set_defaults(
-        handler=admin.cmd_keys_rotate
+    keys = sub.add_parser("keys", help="the keyring of signing keys").add_subparsers(dest="action", required=True)
+    keys.add_parser("rotate", help="a new signing key, active everywhere within seconds").set_defaults(
+        handler=trust.cmd_keys_rotate
     )
-    aud = sub.add_parser("audit", help="re-check every record hash, chain link and signature")
+    revoke = keys.add_parser("revoke", help="distrust what a key signed from a moment on")
+    revoke.add_argument("key_id")
+    revoke.add_argument("--since", required=True, help="RFC 3339, e.g. 2026-11-30T08:00:00Z")
+    revoke.add_argument("--reason", required=True)
+    revoke.set_defaults(handler=trust.cmd_keys_revoke)
+    trusted = keys.add_parser("trust", help="add public keys (PEM, JWK or JWKS) to the keyring, not active")
+    trusted.add_argument("file")
+    trusted.set_defaults(handler=trust.cmd_keys_trust)
+    aud = sub.add_parser("audit", help="re-check every record, signature, status (and the log) against the keyring")
     aud.add_argument("--issuer")
-    aud.set_defaults(handler=admin.cmd_audit)
+    aud.add_argument("--checkpoint", help="a checkpoint kept outside the database (a witness's state file)")
+    aud.add_argument("--log-key", help="the log's verifier key, for a bare checkpoint note")
+    aud.set_defaults(handler=trust.cmd_audit)
+    log = sub.add_parser("log", help="the public transparency log").add_subparsers(dest="action", required=True)
+    witness = log.add_parser("witness", help="check the log's checkpoint is consistent with the one kept in FILE")
+    witness.add_argument("--url", required=True, help="the service's base URL")
+    witness.add_argument("--state", required=True, help="the witness's state file, kept outside the service")
+    witness.add_argument("--key", help="the log's verifier key (needed on the first run, pinned after)")
+    witness.set_defaults(handler=trust.cmd_log_witness)
+    log.add_parser("key", help="print the log's verifier key").set_defaults(handler=trust.cmd_log_key)
     st = sub.add_parser("stats", help="issued, amount, verified and delivered shares by month")
     st.add_argument("--json", action="store_true")
     st.set_defaults(handler=admin.cmd_stats)

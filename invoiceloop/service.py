@@ -13,6 +13,7 @@ from typing import Any
 from stdnum.cn import uscc
 
 from delivery import services as delivery_services
+from invoiceloop.app import log_signer
 from invoiceloop.embedded import embedded_postgres, embedded_redis, postgres_data_dir
 from invoiceloop.errors import CliError
 from invoiceloop.settings import Settings
@@ -110,6 +111,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  verify page  {base}/verify")
         print(f"  demo issuer  {demo['issuer_id']}  key {demo['issuer_api_key']}")
         print(f"  demo postal operator {demo['operator_id']}  key {demo['operator_api_key']}")
+        print(f"  public log   {base}/v1/log/checkpoint  verifier key {log_signer(settings).verifier_key}")
+        print(f"  witness it:  invoiceloop log witness --url {base} --state witness.json --key <the verifier key>")
         print(f"  try: curl -H 'Authorization: Bearer {demo['issuer_api_key']}' {base}/v1/invoices")
         print("Ctrl-C stops the service and the embedded servers.\n")
         with contextlib.suppress(KeyboardInterrupt):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+from invoicing.checkpoint import default_origin
 from invoicing.errors import ConfigError
 from invoicing.keys import write_private
 from invoicing.model import DEFAULT_TAX_RATES
@@ -23,6 +24,9 @@ class Settings:
     public_base_url: str = "http://127.0.0.1:8000"
     data_dir: Path = Path(".invoiceloop")
     signing_key_file: Path | None = None
+    keyring_dir: Path | None = None  # INVOICELOOP_KEYRING; None: <data_dir>/keyring, created on first use
+    log_key_file: Path | None = None  # LOG_KEY_FILE; None: <data_dir>/log_key.pem
+    log_origin: str | None = None  # LOG_ORIGIN; None: the host of PUBLIC_BASE_URL + "/log"
     check_code_secret: str | None = None
     sms_backend: str = "console"
     twilio_account_sid: str | None = None
@@ -49,6 +53,9 @@ class Settings:
             public_base_url=(env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
             data_dir=Path(env.get("INVOICELOOP_DATA_DIR") or ".invoiceloop"),
             signing_key_file=Path(env["SIGNING_KEY_FILE"]) if env.get("SIGNING_KEY_FILE") else None,
+            keyring_dir=Path(env["INVOICELOOP_KEYRING"]) if env.get("INVOICELOOP_KEYRING") else None,
+            log_key_file=Path(env["LOG_KEY_FILE"]) if env.get("LOG_KEY_FILE") else None,
+            log_origin=env.get("LOG_ORIGIN") or None,
             check_code_secret=env.get("CHECK_CODE_SECRET") or None,
             sms_backend=env.get("SMS_BACKEND") or "console",
             twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
@@ -66,6 +73,21 @@ class Settings:
     def key_file(self) -> Path:
         """The invoice signing key's file: SIGNING_KEY_FILE, or one in the data folder."""
         return self.signing_key_file or self.data_dir / "signing_key.pem"
+
+    @property
+    def keyring(self) -> Path:
+        """The keyring folder: INVOICELOOP_KEYRING, or `keyring` in the data folder."""
+        return self.keyring_dir or self.data_dir / "keyring"
+
+    @property
+    def log_key(self) -> Path:
+        """The transparency log's private key file: LOG_KEY_FILE, or one in the data folder."""
+        return self.log_key_file or self.data_dir / "log_key.pem"
+
+    @property
+    def origin(self) -> str:
+        """The log's origin line and key name: LOG_ORIGIN, or the host of PUBLIC_BASE_URL followed by `/log`."""
+        return self.log_origin or default_origin(self.public_base_url)
 
     def require_database_url(self) -> str:
         """DATABASE_URL, or a clear error for the operator."""

@@ -16,9 +16,9 @@ from arq.connections import RedisSettings
 from arq.worker import Worker
 
 from delivery import jobs as delivery_jobs
-from invoiceloop.app import create_app, make_sms
+from invoiceloop.app import create_app, log_signer, make_sms
 from invoiceloop.settings import Settings
-from invoicing import db, sms_outbox
+from invoicing import db, sms_outbox, transparency
 from invoicing.queue import FULFIL_ORDERS, SEND_SMS
 from invoicing.sms_outbox import SmsChannel
 
@@ -103,8 +103,15 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
     async def startup(ctx: dict[str, Any]) -> None:
         pool = await db.create_pool(settings.require_database_url(), max_size=10)
         ctx["app"] = WorkerContext(pool, make_sms(settings), ctx["redis"])
+        # The log's sequencer runs beside the jobs for as long as the worker does (one at a time across
+        # workers: the others find the lock taken and wait their turn).
+        ctx["sequencer"] = asyncio.create_task(transparency.run_sequencer(pool, log_signer(settings)))
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        if "sequencer" in ctx:
+            ctx["sequencer"].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ctx["sequencer"]
         if "app" in ctx:
             await _app(ctx).pool.close()
 

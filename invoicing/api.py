@@ -22,7 +22,6 @@ from prometheus_client import Counter
 from invoicing import formats, numbering, repository, services, validation
 from invoicing.errors import FieldError, FieldErrors, ValidationFailed
 from invoicing.http import BEARER, decode_cursor, encode_cursor, provide_issuer
-from invoicing.keys import jwk
 from invoicing.model import Invoice
 from invoicing.numbering import Issuing
 from invoicing.pdf import render_invoice_pdf
@@ -262,11 +261,3 @@ async def issuer_stats(issuer_api: NamedDependency[IssuerApi], issuer: NamedDepe
     async with issuer_api.pool.acquire() as conn:
         rows = await repository.stats(conn, issuer.id)
     return {"issuer_id": issuer.id, "months": [month_figures(r) for r in rows]}
-
-
-@get("/.well-known/jwks.json", tags=["verification"])
-async def jwks(issuer_api: NamedDependency[IssuerApi]) -> dict[str, Any]:
-    """Every Ed25519 public key ever used to sign, so old invoices stay checkable after a rotation."""
-    async with issuer_api.pool.acquire() as conn:
-        keys = await repository.signing_keys(conn)
-    return {"keys": [jwk(kid, raw) for kid, raw in keys.items()]}

@@ -1,21 +1,31 @@
-"""`invoiceloop audit`: recompute every record hash, chain link and signature, series by series."""
+"""`invoiceloop audit`: re-check every chain record against what an insider cannot forge.
+
+Series by series: every record hash, chain link, number and series head; every signature against the keyring
+(never the database), keys revoked when they signed listed; every invoice's status against its chained voids
+and credit notes. With a checkpoint kept outside the database (a witness's), also the log: the tree is
+recomputed from the leaves and must have the checkpoint's root, every record must be in the log (or queued for
+it) and every leaf must be a record, so a deleted record or a rewritten log shows."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
-from invoicing import chain_repository, formats, repository
-from invoicing.keys import verify_signature
+from invoicing import chain_repository, formats, log_repository, merkle
+from invoicing.checkpoint import Checkpoint
+from invoicing.integrity import StoredRecord, record_problem, status_problem
+from invoicing.keyring import Keyring
+
+LEAVES_PER_READ = 10_000
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One thing wrong in a series: where (chain place or head) and what."""
+    """One thing wrong: where (a series and its chain place or head, or the log) and what."""
 
     series: str
     chain_seq: int | None
@@ -24,7 +34,7 @@ class Finding:
 
     def __str__(self) -> str:
         where = f"#{self.chain_seq}" if self.chain_seq is not None else "head"
-        return f"series {self.series} {where} ({self.ref}): {self.problem}"
+        return f"{self.series} {where} ({self.ref}): {self.problem}"
 
 
 def _columns_agree(row: Any, content: dict[str, Any]) -> bool:
@@ -38,47 +48,35 @@ def _columns_agree(row: Any, content: dict[str, Any]) -> bool:
     )
 
 
-def _signature_ok(row: Any, content: dict[str, Any], public_keys: dict[str, bytes]) -> bool:
-    key = public_keys.get(row["key_id"])
-    if key is None:
-        return False
-    if row["type"] == "void":
-        core = formats.void_signing_core(content, row["record_hash"])
-    else:
-        inv = formats.invoice_from_content(
-            content,
-            id=row["ref"],
-            issuer_id="",
-            series="",
-            status="issued",
-            record_hash=row["record_hash"],
-            signature=row["signature"],
-            key_id=row["key_id"],
-        )
-        core = formats.invoice_signing_core(inv)
-    return verify_signature(key, core, row["signature"])
-
-
-def check_series(series: Any, rows: list[Any], public_keys: dict[str, bytes]) -> Iterator[Finding]:
-    """Every way a series' records can disagree with themselves, in chain order."""
-    code = series["invoice_code"]
+def check_series(
+    series: Any, rows: list[Any], ring: Keyring, credit_notes: Mapping[str, list[StoredRecord]]
+) -> Iterator[Finding]:
+    """Every way a series' records can disagree with themselves or with what the keyring vouches for, in chain
+    order. `credit_notes` are every credit note by the id of the invoice it credits (they may be in another
+    series)."""
+    code = f"series {series['invoice_code']}"
     expected_prev = series["previous_year_head"] or formats.ZERO_HASH
-    seqs = [r["chain_seq"] for r in rows]
-    for missing in sorted(set(range(1, series["last_seq"] + 1)) - set(seqs)):
+    for missing in sorted(set(range(1, series["last_seq"] + 1)) - {r["chain_seq"] for r in rows}):
         yield Finding(code, missing, "-", "record missing from the chain (deleted?)")
     numbers = sorted(int(r["invoice_number"]) for r in rows if r["type"] == "record")
     if numbers != list(range(1, series["last_number"] + 1)):
         yield Finding(code, None, "-", f"invoice numbers are not exactly 1..{series['last_number']}")
+    voids = {row["ref"]: StoredRecord.of(row) for row in rows if row["type"] == "void"}
+    good: dict[tuple[str, str, str], bool] = {}
     for row in rows:
-        content, ref = row["content"], f"{row['type']} {row['ref']}"
-        if formats.record_hash(content) != row["record_hash"]:
-            yield Finding(code, row["chain_seq"], ref, "record hash does not match its content (edited?)")
+        content, ref, record = row["content"], f"{row['type']} {row['ref']}", StoredRecord.of(row)
         if content.get("prev_hash") != row["prev_hash"] or row["prev_hash"] != expected_prev:
             yield Finding(code, row["chain_seq"], ref, "does not link to the record before it (reordered or removed?)")
-        if row["type"] == "record" and not _columns_agree(row, content):
-            yield Finding(code, row["chain_seq"], ref, "row columns differ from the hashed content (edited?)")
-        if not _signature_ok(row, content, public_keys):
-            yield Finding(code, row["chain_seq"], ref, "signature does not verify against the published key")
+        problem = record_problem(ring, record, good)
+        if problem:
+            yield Finding(code, row["chain_seq"], ref, problem)
+        elif row["type"] == "record":
+            if not _columns_agree(row, content):
+                yield Finding(code, row["chain_seq"], ref, "row columns differ from the hashed content (edited?)")
+            notes = credit_notes.get(row["ref"], [])
+            status = status_problem(ring, record, row["status"], voids.get(row["ref"]), notes, good)
+            if status:
+                yield Finding(code, row["chain_seq"], ref, status)
         expected_prev = row["record_hash"]
     if series["last_hash"] != expected_prev:
         yield Finding(code, None, "head", "series head does not match its last record (records removed at the end?)")
@@ -90,6 +88,7 @@ class AuditReport:
 
     series: int = 0
     records: int = 0
+    leaves: int = 0
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -98,13 +97,51 @@ class AuditReport:
         return not self.findings
 
 
-async def audit(conn: asyncpg.Connection, issuer_id: str | None = None) -> AuditReport:
-    """Re-check every series (of one issuer, or all): hashes, links, numbering, signatures and the heads."""
-    public_keys = await repository.signing_keys(conn)
+async def check_log(conn: asyncpg.Connection, kept: Checkpoint) -> tuple[int, list[Finding]]:
+    """The log against a checkpoint kept outside the database: the tree recomputed from the leaves must have its
+    root; every leaf must be a record and every record a leaf (or queued for the log). (leaves read, findings)."""
+    findings: list[Finding] = []
+    head = await log_repository.head(conn)
+    if head is None or head.size < kept.size:
+        size = head.size if head else 0
+        problem = f"the log has {size} entries, fewer than the kept checkpoint's {kept.size} (rolled back?)"
+        findings.append(Finding("log", None, "head", problem))
+    builder, gap = merkle.RootBuilder(), False
+    while builder.size < kept.size and not gap:
+        batch = await log_repository.leaves_from(conn, builder.size, min(LEAVES_PER_READ, kept.size - builder.size))
+        if not batch:
+            break
+        for index, record_hash in batch:
+            if index != builder.size:
+                gap = True
+                break
+            builder.add(bytes.fromhex(record_hash))
+    if builder.size < kept.size:
+        findings.append(Finding("log", None, f"leaf {builder.size}", "leaf missing from the log (removed?)"))
+    elif builder.root() != kept.root:
+        findings.append(
+            Finding("log", None, f"size {kept.size}", "the log's tree differs from the kept checkpoint (rewritten)")
+        )
+    for index, record_hash in await log_repository.leaves_without_records(conn):
+        problem = f"record {record_hash} is in the log but not in the database (deleted?)"
+        findings.append(Finding("log", None, f"leaf {index}", problem))
+    for kind, ref in await log_repository.records_outside_log(conn):
+        findings.append(Finding("log", None, f"{kind} {ref}", "record is neither in the log nor queued for it"))
+    return builder.size, findings
+
+
+async def audit(
+    conn: asyncpg.Connection, ring: Keyring, issuer_id: str | None = None, kept: Checkpoint | None = None
+) -> AuditReport:
+    """Re-check every series (of one issuer, or all); with a checkpoint kept outside the database, the log too."""
     report = AuditReport()
+    credit_notes = await chain_repository.credit_notes_by_original(conn, issuer_id)
     for series in await chain_repository.series_to_audit(conn, issuer_id):
         rows = await chain_repository.chain_records(conn, series["id"])
         report.series += 1
         report.records += len(rows)
-        report.findings.extend(check_series(series, rows, public_keys))
+        report.findings.extend(check_series(series, rows, ring, credit_notes))
+    if kept is not None:
+        report.leaves, findings = await check_log(conn, kept)
+        report.findings.extend(findings)
     return report

@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from invoicing import formats
+from invoicing.integrity import StoredRecord
 from invoicing.model import Invoice
 from invoicing.repository import Issuer
 
@@ -81,8 +82,9 @@ async def bump_chain(conn: asyncpg.Connection, series_id: int) -> SeriesHead:
 
 # ---------------------------------------------------------------- writing records
 
-# One statement writes every record of an issue (1 or 1000), moves the series heads, and writes
-# the delivery orders of postal invoices: the outbox rows commit with the invoices or not at all.
+# One statement writes every record of an issue (1 or 1000), moves the series heads, queues the records for the
+# transparency log (in chain order) and writes the delivery orders of postal invoices: the outbox rows commit
+# with the invoices or not at all.
 INSERT_RECORDS = """
 WITH inv AS (
   INSERT INTO invoices (id, issuer_id, series_id, chain_seq, kind, invoice_code, invoice_number, issue_date,
@@ -105,6 +107,9 @@ WITH inv AS (
   SELECT gen_random_uuid(), o.invoice_id, $2, o.province_code, o.address::jsonb, o.phone
     FROM unnest($22::uuid[], $23::text[], $24::text[], $25::text[]) AS o(invoice_id, province_code, address, phone)
   RETURNING id
+), logged AS (
+  INSERT INTO log_queue (record_hash)
+  SELECT h FROM unnest($17::text[]) WITH ORDINALITY AS q(h, ord) ORDER BY ord
 )
 SELECT (SELECT count(*) FROM inv) AS invoices, (SELECT count(*) FROM orders) AS orders"""
 
@@ -128,6 +133,8 @@ WITH s AS (
   INSERT INTO delivery_orders (id, invoice_id, issuer_id, province_code, address, phone)
   SELECT gen_random_uuid(), inv.id, $2, $19::text, $20::text::jsonb, $21 FROM inv WHERE $19::text IS NOT NULL
   RETURNING id
+), logged AS (
+  INSERT INTO log_queue (record_hash) SELECT $17 FROM inv
 )
 SELECT count(*) FROM inv"""
 
@@ -153,7 +160,7 @@ def _order_values(inv: Invoice) -> tuple[Any, Any, Any] | None:
     return inv.buyer.address.province_code, address, inv.buyer.phone
 
 
-async def insert_one_if_head(conn: asyncpg.Connection, key_id: str, rec: NewRecord) -> bool:
+async def insert_one_if_head(conn: asyncpg.Connection, rec: NewRecord) -> bool:
     """Append one record if the series head has not moved; False (nothing written) if it has."""
     inv = rec.invoice
     order = _order_values(inv) or (None, None, None)
@@ -161,7 +168,7 @@ async def insert_one_if_head(conn: asyncpg.Connection, key_id: str, rec: NewReco
         INSERT_ONE_IF_HEAD,
         uuid.UUID(inv.id),
         uuid.UUID(inv.issuer_id),
-        key_id,
+        inv.key_id,
         rec.series_id,
         rec.chain_seq,
         inv.kind,
@@ -238,7 +245,8 @@ INSERT_VOID = """
 WITH v AS (
   INSERT INTO voids (series_id, chain_seq, invoice_id, content, record_hash, prev_hash, signature, key_id)
   VALUES ($1, $2, $3, $4::text::jsonb, $5, $6, $7, $8)
-), s AS (UPDATE series SET last_hash = $5 WHERE id = $1)
+), s AS (UPDATE series SET last_hash = $5 WHERE id = $1
+), logged AS (INSERT INTO log_queue (record_hash) VALUES ($5))
 UPDATE invoices SET status = 'voided', voided_at = $9, void_reason = $10 WHERE id = $3"""
 
 HAS_CREDIT_NOTES = "SELECT EXISTS (SELECT 1 FROM invoices WHERE original_invoice_id = $1)"
@@ -315,13 +323,17 @@ SELECT s.id, s.issuer_id, s.label, s.year, s.invoice_code, s.last_number, s.last
 
 AUDIT_RECORDS = """
 SELECT chain_seq, 'record' AS type, id::text AS ref, content, record_hash, prev_hash, signature, key_id,
-       kind, invoice_code, invoice_number, issue_date, total_amount, total_tax, total
+       kind, invoice_code, invoice_number, issue_date, total_amount, total_tax, total, status
   FROM invoices WHERE series_id = $1
 UNION ALL
 SELECT chain_seq, 'void', invoice_id::text, content, record_hash, prev_hash, signature, key_id,
-       'void', NULL, NULL, NULL, NULL, NULL, NULL
+       'void', NULL, NULL, NULL, NULL, NULL, NULL, NULL
   FROM voids WHERE series_id = $1
 ORDER BY chain_seq"""
+
+CREDIT_NOTES = """
+SELECT original_invoice_id::text AS original, content, record_hash, signature, key_id
+  FROM invoices WHERE original_invoice_id IS NOT NULL AND ($1::uuid IS NULL OR issuer_id = $1) ORDER BY seq"""
 
 
 async def series_to_audit(conn: asyncpg.Connection, issuer_id: str | None) -> list[asyncpg.Record]:
@@ -332,3 +344,11 @@ async def series_to_audit(conn: asyncpg.Connection, issuer_id: str | None) -> li
 async def chain_records(conn: asyncpg.Connection, series_id: int) -> list[asyncpg.Record]:
     """A series' records (invoices, credit notes and voids) in chain order, as stored."""
     return list(await conn.fetch(AUDIT_RECORDS, series_id))
+
+
+async def credit_notes_by_original(conn: asyncpg.Connection, issuer_id: str | None) -> dict[str, list[StoredRecord]]:
+    """Every credit note (of one issuer, or all) by the id of the invoice it credits, in issue order."""
+    out: dict[str, list[StoredRecord]] = {}
+    for row in await conn.fetch(CREDIT_NOTES, uuid.UUID(issuer_id) if issuer_id else None):
+        out.setdefault(row["original"], []).append(StoredRecord.of(row))
+    return out

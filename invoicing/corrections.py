@@ -3,6 +3,7 @@ with red-letter credit notes that can never take back more than it holds. Pure: 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -109,14 +110,13 @@ def _credit_one(orig: Line, done: Line, want: CreditRequestLine, i: int, errors:
     return line
 
 
-def sum_credited(original: Invoice, credit_notes: list[Invoice]) -> list[Line]:
-    """Per original line, the sum of what earlier credit notes took back (negative figures)."""
+def sum_credited(original: Sequence[Line], credit_notes: Iterable[Sequence[Line]]) -> list[Line]:
+    """Per line of the original, the sum of what its credit notes (their lines) took back (negative figures).
+    A credit note cannot be voided, so every one counts."""
     zero = Decimal("0.00")
-    sums = [Line(x.description, x.unit, Decimal(0), x.unit_price, x.tax_rate, zero, zero) for x in original.lines]
-    for note in credit_notes:
-        if note.status == "voided":
-            continue
-        for line in note.lines:
+    sums = [Line(x.description, x.unit, Decimal(0), x.unit_price, x.tax_rate, zero, zero) for x in original]
+    for lines in credit_notes:
+        for line in lines:
             index = (line.original_line or 1) - 1
             s = sums[index]
             sums[index] = replace(
@@ -128,9 +128,9 @@ def sum_credited(original: Invoice, credit_notes: list[Invoice]) -> list[Line]:
     return sums
 
 
-def status_after_credit(original: Invoice, credited: list[Line]) -> Status:
-    """`reversed` when every figure of every line is credited back, else `partially_credited`."""
-    for orig, done in zip(original.lines, credited, strict=True):
+def status_after_credit(original: Sequence[Line], credited: Sequence[Line]) -> Status:
+    """`reversed` when every figure of every line of the original is credited back, else `partially_credited`."""
+    for orig, done in zip(original, credited, strict=True):
         if (
             orig.amount + done.amount != 0
             or orig.tax_amount + done.tax_amount != 0
@@ -138,3 +138,12 @@ def status_after_credit(original: Invoice, credited: list[Line]) -> Status:
         ):
             return "partially_credited"
     return "reversed"
+
+
+def status_from_chain(original: Sequence[Line], voided: bool, credit_notes: Iterable[Sequence[Line]]) -> Status:
+    """An invoice's status as its chained records say it: `voided` when a void record names it, else what its
+    credit notes took back (`issued` when none). A status column that says otherwise has been tampered with."""
+    if voided:
+        return "voided"
+    notes = list(credit_notes)
+    return status_after_credit(original, sum_credited(original, notes)) if notes else "issued"

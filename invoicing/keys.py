@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -82,22 +83,34 @@ def _pem(key: Ed25519PrivateKey) -> bytes:
     )
 
 
-def load_or_create(path: Path) -> Signer:
-    """The signing key in `path` (PKCS#8 PEM), generated with owner-only permissions on first use."""
-    if not path.exists():
-        write_private(path, _pem(Ed25519PrivateKey.generate()))
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 private key in `path` (PKCS#8 PEM)."""
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path} does not hold an Ed25519 private key")
-    return Signer.from_private(key)
+    return key
+
+
+def load_or_create(path: Path) -> Signer:
+    """The signing key in `path` (PKCS#8 PEM), generated with owner-only permissions on first use (by whichever
+    process gets there first: the others read the key it wrote)."""
+    if not path.exists():
+        with contextlib.suppress(FileExistsError):
+            write_private(path, _pem(Ed25519PrivateKey.generate()))
+    return Signer.from_private(load_private_key(path))
 
 
 def rotate(path: Path) -> tuple[Signer, Path | None]:
-    """Retire the current key file (kept beside it, renamed with its key id) and create a new key."""
+    """A new key in `path`, replacing the old one at once (a reader sees one or the other, never none); the old
+    one is kept beside it, named with its key id."""
     retired = None
     if path.exists():
-        old = load_or_create(path)
+        old = Signer.from_private(load_private_key(path))
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         retired = path.with_name(f"{path.name}.{old.key_id}.{stamp}.retired")
-        path.rename(retired)
-    return load_or_create(path), retired
+        write_private(retired, path.read_bytes())
+    fresh = path.with_name(f".{path.name}.{os.getpid()}.new")
+    fresh.unlink(missing_ok=True)
+    write_private(fresh, _pem(Ed25519PrivateKey.generate()))
+    os.replace(fresh, path)
+    return Signer.from_private(load_private_key(path)), retired

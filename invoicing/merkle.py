@@ -284,3 +284,30 @@ def _check_consistency(m: int, n: int) -> None:
     _check_size(n, 1)
     if not 1 <= m <= n:
         raise LogError(f"first tree size {m} is not 1..{n}")
+
+
+class RootBuilder:
+    """The RFC 9162 root of entries given one by one, in O(log n) memory: for an audit that recomputes the
+    whole tree from the records, without the stored tiles."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._stack: list[tuple[int, bytes]] = []  # perfect subtrees, largest first: (height, hash)
+
+    def add(self, entry: bytes) -> None:
+        """Append one entry."""
+        height, value = 0, leaf_hash(entry)
+        while self._stack and self._stack[-1][0] == height:
+            value = node_hash(self._stack.pop()[1], value)
+            height += 1
+        self._stack.append((height, value))
+        self.size += 1
+
+    def root(self) -> bytes:
+        """The root of the entries given so far."""
+        if not self._stack:
+            return EMPTY_ROOT
+        value = self._stack[-1][1]
+        for _, left in reversed(self._stack[:-1]):
+            value = node_hash(left, value)
+        return value

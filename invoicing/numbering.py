@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Protocol
 
 import asyncpg
 from cachetools import LRUCache
@@ -35,12 +36,31 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class SignerSource(Protocol):
+    """Where the signer comes from: the keyring's active key (`invoicing.keyring.ActiveSigner`), or a fixed one."""
+
+    def current(self) -> Signer:
+        """The signer to use now; take it once per record, so its key id and signature go together."""
+        ...
+
+
+@dataclass(frozen=True)
+class FixedSigner:
+    """Always the same signer (tools and tests that need no rotation)."""
+
+    signer: Signer
+
+    def current(self) -> Signer:
+        """The signer."""
+        return self.signer
+
+
 @dataclass(frozen=True)
 class Issuing:
-    """What issuing needs besides the database: the check-code secret, the signer and a clock."""
+    """What issuing needs besides the database: the check-code secret, where the signer comes from, a clock."""
 
     secret: bytes
-    signer: Signer
+    signers: SignerSource
     clock: Callable[[], datetime] = field(default=_utcnow)
     # Last known head per (issuer, label, year), so a single issue usually needs no read: a stale
     # entry only costs a retry (the insert checks the head), never a wrong number.
@@ -65,8 +85,8 @@ class Draft:
     original: Invoice | None = None
 
 
-def seal(inv: Invoice, issuing: Issuing) -> tuple[Invoice, str]:
-    """Give a numbered record (check code already set) its record hash and signature; returns it with
+def seal(inv: Invoice, signer: Signer) -> tuple[Invoice, str]:
+    """Give a numbered record (check code already set) its record hash, signature and key id; returns it with
     its canonical content as JSON text (what is stored, exactly as hashed)."""
     canonical = formats.canonical_bytes(formats.content_of(inv))
     rec_hash = formats.sha256_hex(canonical)
@@ -80,7 +100,7 @@ def seal(inv: Invoice, issuing: Issuing) -> tuple[Invoice, str]:
         inv.check_code,
         rec_hash,
     )
-    return replace(inv, record_hash=rec_hash, signature=issuing.signer.sign(core)), canonical.decode()
+    return replace(inv, record_hash=rec_hash, signature=signer.sign(core), key_id=signer.key_id), canonical.decode()
 
 
 def _numbered(
@@ -110,7 +130,7 @@ def _numbered(
         record_hash="",
         prev_hash=prev_hash,
         signature="",
-        key_id=issuing.signer.key_id,
+        key_id="",
         delivery_method=draft.delivery,
         remarks=draft.remarks,
         original_invoice_id=original.id if original else None,
@@ -126,7 +146,7 @@ async def issue_drafts(
     """Number, seal and write `drafts` inside the caller's transaction, in order within each series.
 
     Series are locked in label order so concurrent batches over several labels cannot deadlock."""
-    now = issuing.clock()
+    now, signer = issuing.clock(), issuing.signers.current()
     year = series_year(now)
     by_label: dict[str, list[int]] = {}
     for i, draft in enumerate(drafts):
@@ -143,14 +163,12 @@ async def issue_drafts(
         prev = head.last_hash
         for k, index in enumerate(indices):
             number = head.last_number - len(indices) + 1 + k
-            inv, content = seal(
-                _numbered(drafts[index], issuer, head.invoice_code, number, now, prev, issuing), issuing
-            )
+            inv, content = seal(_numbered(drafts[index], issuer, head.invoice_code, number, now, prev, issuing), signer)
             records[index] = NewRecord(inv, head.id, head.last_seq - len(indices) + 1 + k, content)
             prev = inv.record_hash
         heads[head.id] = prev
     done = [r for r in records if r is not None]
-    await chain_repository.insert_records(conn, issuer.id, issuing.signer.key_id, done, heads)
+    await chain_repository.insert_records(conn, issuer.id, signer.key_id, done, heads)
     return [r.invoice for r in done]
 
 
@@ -182,15 +200,13 @@ async def _append_optimistic(
     conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, draft: Draft, now: datetime, key: tuple[str, str, int]
 ) -> Invoice | None:
     head = issuing.heads.get(key) or await chain_repository.read_head(conn, issuer.id, draft.series, key[2])
+    signer = issuing.signers.current()
     for _ in range(OPTIMISTIC_TRIES):
         if head is None:
             return None
-        inv, content = seal(
-            _numbered(draft, issuer, head.invoice_code, head.last_number + 1, now, head.last_hash, issuing), issuing
-        )
-        if await chain_repository.insert_one_if_head(
-            conn, issuing.signer.key_id, NewRecord(inv, head.id, head.last_seq + 1, content)
-        ):
+        numbered = _numbered(draft, issuer, head.invoice_code, head.last_number + 1, now, head.last_hash, issuing)
+        inv, content = seal(numbered, signer)
+        if await chain_repository.insert_one_if_head(conn, NewRecord(inv, head.id, head.last_seq + 1, content)):
             issuing.heads[key] = SeriesHead(
                 head.id, head.invoice_code, head.last_number + 1, head.last_seq + 1, inv.record_hash
             )

@@ -1,4 +1,4 @@
-"""SQL of issuers, API keys, signing keys and Idempotency-Keys, and of reading invoices back (one, a page, the
+"""SQL of issuers, API keys and Idempotency-Keys, and of reading invoices back (one, a page, the
 figures). Named constants and small `async def f(conn, ...)` functions; the caller owns the transaction.
 The chains (series, appending records, voids) are in `invoicing.chain_repository`."""
 
@@ -89,24 +89,6 @@ async def revoke_keys(conn: asyncpg.Connection, kind: str, owner_id: str, prefix
     """Revoke an owner's keys of `kind` that start with `prefix`; how many were revoked."""
     status = await conn.execute(REVOKE_KEYS, kind, uuid.UUID(owner_id), prefix)
     return int(status.split()[-1])
-
-
-# ---------------------------------------------------------------- signing keys
-
-UPSERT_SIGNING_KEY = """
-INSERT INTO signing_keys (key_id, public_key) VALUES ($1, $2) ON CONFLICT (key_id) DO NOTHING"""
-
-SELECT_SIGNING_KEYS = "SELECT key_id, public_key, created_at FROM signing_keys ORDER BY created_at, key_id"
-
-
-async def upsert_signing_key(conn: asyncpg.Connection, key_id: str, public_raw: bytes) -> None:
-    """Record a public signing key (nothing when it is known)."""
-    await conn.execute(UPSERT_SIGNING_KEY, key_id, public_raw)
-
-
-async def signing_keys(conn: asyncpg.Connection) -> dict[str, bytes]:
-    """Every public signing key recorded, by key id."""
-    return {r["key_id"]: bytes(r["public_key"]) for r in await conn.fetch(SELECT_SIGNING_KEYS)}
 
 
 # ---------------------------------------------------------------- Idempotency-Key

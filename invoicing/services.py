@@ -124,7 +124,8 @@ async def void(
         content = formats.void_content(inv, reason=reason, voided_at=now, prev_hash=head.last_hash)
         canonical = formats.canonical_bytes(content)
         rec_hash = formats.sha256_hex(canonical)
-        signature = issuing.signer.sign(formats.void_signing_core(content, rec_hash))
+        signer = issuing.signers.current()
+        signature = signer.sign(formats.void_signing_core(content, rec_hash))
         await chain_repository.insert_void(
             conn,
             NewVoid(
@@ -135,7 +136,7 @@ async def void(
                 rec_hash,
                 head.last_hash,
                 signature,
-                issuing.signer.key_id,
+                signer.key_id,
                 now,
                 reason,
             ),
@@ -165,14 +166,16 @@ async def credit(
             raise NotFound(f"no invoice {invoice_id} for this issuer")
         original = repository.to_invoice(row)
         notes = await repository.credit_notes_of(conn, original.id)
-        done = sum_credited(original, notes)
+        done = sum_credited(original.lines, [n.lines for n in notes])
         lines = credit_lines(original, done, wanted)
         draft = numbering.Draft(
             "credit_note", original.series, original.buyer, tuple(lines), "electronic", reason, original
         )
         [note] = await numbering.issue_drafts(conn, issuing, issuer, [draft])
         await chain_repository.set_status(
-            conn, original.id, status_after_credit(original, sum_credited(original, [*notes, note]))
+            conn,
+            original.id,
+            status_after_credit(original.lines, sum_credited(original.lines, [n.lines for n in (*notes, note)])),
         )
         await _remember(conn, issuer, idem, [note])
     return Issued([note])

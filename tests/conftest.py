@@ -148,7 +148,7 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 async def issuing(settings: Settings, pool: asyncpg.Pool) -> Issuing:
     from invoiceloop.app import load_issuing
 
-    return await load_issuing(settings, pool)
+    return load_issuing(settings)
 
 
 async def new_issuer(pool: asyncpg.Pool, region: str = "4401") -> tuple[Issuer, str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Request, post
+from litestar import Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
@@ -40,7 +40,18 @@ def verification_json(result: Verification) -> dict[str, Any]:
     }
     if result.receipt is not None:
         body["sms_receipt"] = result.receipt
+    if result.tamper_reason is not None:
+        body["tamper_reason"] = result.tamper_reason
+    if result.log is not None:
+        body["log"] = result.log.as_json()
     return body
+
+
+@get("/.well-known/jwks.json", tags=["verification"])
+async def jwks(public_api: NamedDependency[PublicApi]) -> dict[str, Any]:
+    """The keyring's public keys (never the database's), every one ever used to sign, so old invoices stay
+    checkable after a rotation; a revoked key says since when and why (`revoked`)."""
+    return public_api.verifier.keyring.current().jwks()
 
 
 @post("/v1/verifications", status_code=200, tags=["verification"], request_max_body_size=16 * 1024)

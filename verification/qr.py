@@ -7,13 +7,14 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from invoicing import formats
 from invoicing.keys import b64url_decode, verify_signature
+from invoicing.model import local_date
 
 QR_FIELDS = ("c", "n", "d", "a", "x", "t", "k", "h", "s", "kid")
 _PATTERNS = {
@@ -56,8 +57,12 @@ def core_of(f: Mapping[str, str]) -> str | None:
     return formats.signing_core(f["c"], f["n"], day, Decimal(f["a"]), Decimal(f["x"]), Decimal(f["t"]), f["k"], f["h"])
 
 
-def check_qr_params(params: Mapping[str, str], keys: Mapping[str, bytes]) -> QrCheck:
-    """Check the QR fields of a parsed query against `keys` (kid -> raw 32-byte Ed25519 public key)."""
+def check_qr_params(
+    params: Mapping[str, str], keys: Mapping[str, bytes], revoked: Mapping[str, datetime] | None = None
+) -> QrCheck:
+    """Check the QR fields of a parsed query against `keys` (kid -> raw 32-byte Ed25519 public key); a key in
+    `revoked` (kid -> since when) proves nothing for an invoice issued on or after that day (the QR carries
+    the issue day, not the moment: the check errs on the side of distrust)."""
     found, bad = qr_fields(params)
     if bad:
         return QrCheck(False, f"missing or malformed fields: {', '.join(bad)}", found)
@@ -67,15 +72,19 @@ def check_qr_params(params: Mapping[str, str], keys: Mapping[str, bytes]) -> QrC
     key = keys.get(found["kid"])
     if key is None:
         return QrCheck(False, f"unknown key id {found['kid']}", found, core)
+    since = (revoked or {}).get(found["kid"])
+    if since is not None and found["d"] >= formats.yyyymmdd(local_date(since)):
+        return QrCheck(False, f"key {found['kid']} was revoked on {local_date(since).isoformat()}", found, core)
     if not verify_signature(key, core, found["s"]):
         return QrCheck(False, "signature does not match", found, core)
     return QrCheck(True, "signature valid", found, core)
 
 
-def check_qr_url(url: str, keys: Mapping[str, bytes]) -> QrCheck:
-    """Check an invoice's QR URL offline against `keys` (kid -> raw public key), e.g. from `keys_from_jwks`."""
+def check_qr_url(url: str, keys: Mapping[str, bytes], revoked: Mapping[str, datetime] | None = None) -> QrCheck:
+    """Check an invoice's QR URL offline against `keys` (kid -> raw public key) and their revocations, e.g. from
+    `keys_from_jwks` and `revocations_from_jwks`."""
     query = parse_qs(urlsplit(url.strip()).query, keep_blank_values=True)
-    return check_qr_params({name: values[0] for name, values in query.items()}, keys)
+    return check_qr_params({name: values[0] for name, values in query.items()}, keys, revoked)
 
 
 def keys_from_jwks(document: str | bytes | dict[str, Any]) -> dict[str, bytes]:
@@ -88,3 +97,17 @@ def keys_from_jwks(document: str | bytes | dict[str, Any]) -> dict[str, bytes]:
             if len(raw) == 32:
                 keys[str(item["kid"])] = raw
     return keys
+
+
+def revocations_from_jwks(document: str | bytes | dict[str, Any]) -> dict[str, datetime]:
+    """kid -> since when, for every key of a JWKS document that says it is revoked (`revoked.since`)."""
+    data = json.loads(document) if isinstance(document, str | bytes) else document
+    out: dict[str, datetime] = {}
+    for item in data.get("keys", []) if isinstance(data, dict) else []:
+        revoked = item.get("revoked") if isinstance(item, dict) else None
+        if isinstance(revoked, dict) and "kid" in item:
+            try:
+                out[str(item["kid"])] = formats.parse_rfc3339(str(revoked.get("since")))
+            except ValueError:
+                out[str(item["kid"])] = datetime.min.replace(tzinfo=UTC)  # unreadable: distrust all it signed
+    return out

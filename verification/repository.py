@@ -13,15 +13,23 @@ from typing import Any
 import asyncpg
 
 # What a verification reads of its invoices: the stored content and what proves it (the public view, the
-# match and the integrity check are all worked out from these), the status, and whether the buyer has had
-# their one notice (then no notice row is attempted); not the counts, which the log statement returns. Both
-# columns as `= ANY` keep the (code, number) index in use whatever the table's size; the rows may include
-# pairs nobody asked for (codes x numbers), which the caller does not look up.
+# match and the integrity check are all worked out from these), the status and the chained records that must
+# agree with it (the void and the credit notes, usually none: two index probes that find nothing), the leaf
+# of the public log that holds the record, and whether the buyer has had their one notice (then no notice
+# row is attempted); not the counts, which the log statement returns. Both columns as `= ANY` keep the (code,
+# number) index in use whatever the table's size; the rows may include pairs nobody asked for (codes x
+# numbers), which the caller does not look up.
 FIND_INVOICES = """
 SELECT i.id, i.issuer_id, i.status, i.content, i.record_hash, i.signature, i.key_id, i.invoice_code,
-       i.invoice_number,
-       EXISTS (SELECT 1 FROM sms_outbox o WHERE o.invoice_id = i.id AND o.kind = 'buyer_notice') AS buyer_notified
-  FROM invoices i
+       i.invoice_number, l.leaf_index,
+       EXISTS (SELECT 1 FROM sms_outbox o WHERE o.invoice_id = i.id AND o.kind = 'buyer_notice') AS buyer_notified,
+       (SELECT jsonb_build_object('content', v.content, 'record_hash', v.record_hash, 'signature', v.signature,
+                                  'key_id', v.key_id)
+          FROM voids v WHERE v.invoice_id = i.id) AS void,
+       (SELECT jsonb_agg(jsonb_build_object('content', c.content, 'record_hash', c.record_hash,
+                                            'signature', c.signature, 'key_id', c.key_id) ORDER BY c.seq)
+          FROM invoices c WHERE c.original_invoice_id = i.id) AS credit_notes
+  FROM invoices i LEFT JOIN log_leaves l ON l.record_hash = i.record_hash
  WHERE i.invoice_code = ANY($1::text[]) AND i.invoice_number = ANY($2::text[])"""
 
 # One statement (one round trip, one commit) logs a batch of verifications, counts those of existing

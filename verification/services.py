@@ -8,7 +8,7 @@ import functools
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -18,9 +18,11 @@ import asyncpg
 from cachetools import LRUCache
 from prometheus_client import Counter
 
-from invoicing import formats, repository, sms_outbox
+from invoicing import sms_outbox
 from invoicing.errors import RateLimited
-from invoicing.keys import verify_signature
+from invoicing.integrity import StoredRecord, record_problem, status_problem
+from invoicing.keyring import KeyringWatcher
+from invoicing.transparency import InclusionProof, LogReader
 from verification import repository as vrepo
 from verification.batching import Coalescer
 from verification.limits import MATCHED, MISMATCHED, NOT_FOUND, Admission, Attempt, Found, Limits
@@ -69,17 +71,21 @@ class Verification:
     times_verified: int = 0
     first_verified_at: datetime | None = None
     receipt: str | None = None  # "queued", "daily_limit_reached" or None (no phone given)
+    tamper_reason: str | None = None  # why the stored record is not trusted (outcome `tampered`)
+    log: InclusionProof | None = None  # the record's place in the public log, when it is there
 
 
 @dataclass
 class Verifier:
-    """What verifying needs: the pool, the limits, the secret for hashes, the nudge, the keys."""
+    """What verifying needs: the pool, the limits, the secret for hashes, the nudge, the trusted keys (the
+    keyring, never the database) and the public log's reader."""
 
     pool: asyncpg.Pool
     limits: Limits
     secret: bytes
+    keyring: KeyringWatcher
     queue: Any = None
-    keys: dict[str, bytes] = field(default_factory=dict)
+    log: LogReader | None = None
     signatures_kept: int = GOOD_SIGNATURES_KEPT  # 0: check every signature every time (the bench's first-time case)
     lanes: int = 2  # batches in flight at once in this process: one gathers while the other commits
     good_signatures: LRUCache[tuple[str, str, str], bool] = field(init=False, repr=False)
@@ -98,33 +104,26 @@ class Verifier:
         phone_hash = self.hash("phone", phone) if phone else None
         return Requester(channel, self.hash("client", client_addr), phone, phone_hash, **qr)
 
-    async def public_key(self, conn: asyncpg.Connection, key_id: str) -> bytes | None:
-        """The public key `key_id` (cached; keys are never changed, only added)."""
-        await self.load_keys(conn, [key_id])
-        return self.keys.get(key_id)
 
-    async def load_keys(self, conn: asyncpg.Connection, key_ids: Iterable[str]) -> None:
-        """Read the public keys again when one of `key_ids` is not known yet (a key was added)."""
-        if any(key_id not in self.keys for key_id in key_ids):
-            self.keys.update(await repository.signing_keys(conn))
+UNTRUSTED = Counter("invoiceloop_untrusted_records_total", "Stored records found not trustworthy, by check", ["check"])
 
 
-def is_tampered(v: Verifier, row: asyncpg.Record) -> bool:
-    """The stored record fails its hash (recomputed from the stored content every time) or its signature.
-    Good signatures are remembered by (key id, record hash, signature): once the content hashes to the record
-    hash it is the content that was signed, so the same triple verifies for good. The row's key must be
-    loaded (`Verifier.load_keys`); an unknown key id fails."""
-    content, rec_hash, signature = row["content"], row["record_hash"], row["signature"]
-    if formats.record_hash(content) != rec_hash:
-        return True
-    if v.good_signatures.get((row["key_id"], rec_hash, signature)):
-        return False
-    key = v.keys.get(row["key_id"])
-    if key is None or not verify_signature(key, formats.content_signing_core(content, rec_hash), signature):
-        return True
-    if v.signatures_kept:
-        v.good_signatures[row["key_id"], rec_hash, signature] = True
-    return False
+def tamper_reason(v: Verifier, row: asyncpg.Record) -> str | None:
+    """Why the stored record cannot be vouched for, or None: its hash, its key (the keyring's, not revoked when
+    it signed), its signature, and its status (what its chained voids and credit notes say). Raises the
+    integrity alarm (a log line and a metric) when it cannot."""
+    ring, good = v.keyring.current(), v.good_signatures if v.signatures_kept else None
+    record = StoredRecord.of(row)
+    why = record_problem(ring, record, good)
+    check = "record"
+    if why is None and (row["status"] != "issued" or row["void"] is not None or row["credit_notes"] is not None):
+        void = StoredRecord.of(row["void"]) if row["void"] is not None else None
+        notes = [StoredRecord.of(n) for n in row["credit_notes"] or []]
+        why, check = status_problem(ring, record, row["status"], void, notes, good), "status"
+    if why is not None:
+        UNTRUSTED.labels(check).inc()
+        log.error("integrity alarm: invoice %s cannot be trusted: %s", row["id"], why)
+    return why
 
 
 def _matched(row: asyncpg.Record, query: VerificationQuery, requester: Requester) -> bool:
@@ -184,7 +183,6 @@ async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | B
     works: list[_Work] = []
     async with v.pool.acquire() as conn:
         rows = await vrepo.find_invoices(conn, [(i.query.invoice_code, i.query.invoice_number) for i in items])
-        await v.load_keys(conn, {row["key_id"] for row in rows.values()})
         found = [_lookup(rows.get((i.query.invoice_code, i.query.invoice_number)), i) for i in items]
         states = await v.limits.settle_many([(i.attempt(), f.found) for i, f in zip(items, found, strict=True)])
         for item, f, state in zip(items, found, states, strict=True):
@@ -193,10 +191,25 @@ async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | B
         outbox_ids = await _record(v, conn, works)
     if v.queue is not None:
         await sms_outbox.nudge(v.queue, outbox_ids)
+    await _attach_log_proofs(v, works)
     for w in works:
         counter_for(w.item.requester.channel, w.result.outcome).inc()
     answers = iter(w.result for w in works)
     return [state if isinstance(state, RateLimited) else next(answers) for state in states]
+
+
+async def _attach_log_proofs(v: Verifier, works: list[_Work]) -> None:
+    """Each answer that shows the invoice carries its record's inclusion proof in the public log, once the
+    record is in the log (it is within seconds of being issued)."""
+    shown = [
+        w for w in works if w.result.outcome in SHOWS_INVOICE and w.row is not None and w.row["leaf_index"] is not None
+    ]
+    if v.log is None or not shown:
+        return
+    proofs = await v.log.inclusion(w.row["leaf_index"] for w in shown if w.row is not None)
+    for w in shown:
+        assert w.row is not None
+        w.result.log = proofs.get(w.row["leaf_index"])
 
 
 @dataclass(frozen=True)
@@ -227,13 +240,10 @@ def _answer_for(v: Verifier, f: _Found, state: Admission) -> Verification:
         return Verification("not_found")
     if state == Admission.LOCKED:
         return Verification("locked")
-    tampered = f.matched and is_tampered(v, f.row)
-    if tampered:
-        log.error("integrity alarm: invoice %s fails its record hash or signature", f.row["id"])
-    outcome = outcome_for(f.row["status"], f.matched, tampered)
-    return Verification(
-        outcome, public_invoice(f.row["content"], f.row["status"]) if outcome in SHOWS_INVOICE else None
-    )
+    why = tamper_reason(v, f.row) if f.matched else None
+    outcome = outcome_for(f.row["status"], f.matched, why is not None)
+    shown = public_invoice(f.row["content"], f.row["status"]) if outcome in SHOWS_INVOICE else None
+    return Verification(outcome, shown, tamper_reason=why)
 
 
 async def _record(v: Verifier, conn: asyncpg.Connection, works: list[_Work]) -> list[int]:

@@ -13,12 +13,14 @@ from verification.services import Verifier
 
 @dataclass(frozen=True)
 class PublicApi:
-    """What the public routes use, provided as `public_api`: the verifier of this process, the public URL the
-    Twilio webhook is signed for, and the Twilio auth token that signs it (None: the webhook refuses all)."""
+    """What the public routes use, provided as `public_api`: the verifier of this process (with the keyring and
+    the log's reader), the public URL the Twilio webhook is signed for, the Twilio auth token that signs it
+    (None: the webhook refuses all) and the log's verifier key."""
 
     verifier: Verifier
     public_base_url: str
     twilio_auth_token: str | None = None
+    log_verifier_key: str | None = None  # the transparency log's verifier key, published at /v1/log/key
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:

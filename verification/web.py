@@ -97,11 +97,11 @@ async def verify_page(request: Request[Any, Any, Any], public_api: NamedDependen
     params = {k: v for k, v in request.query_params.items() if isinstance(v, str)}
     if not any(name in params for name in QR_FIELDS):
         return render(form={})
-    verifier = public_api.verifier
-    async with verifier.pool.acquire() as conn:
-        key_id = params.get("kid", "")
-        keys = {key_id: key} if (key := await verifier.public_key(conn, key_id)) else {}
-    qr = check_qr_params(params, keys)
+    ring = public_api.verifier.keyring.current()
+    trusted = ring.keys.get(params.get("kid", ""))
+    keys = {trusted.key_id: trusted.public_raw} if trusted else {}
+    revoked = {trusted.key_id: trusted.revoked_since} if trusted and trusted.revoked_since else {}
+    qr = check_qr_params(params, keys, revoked)
     fields = fields_from_qr(params)
     day = fields.get("issue_date", "")
     if len(day) == 8 and day.isdigit():  # shown in the form as YYYY-MM-DD

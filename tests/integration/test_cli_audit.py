@@ -15,11 +15,13 @@ from typing import Any
 import asyncpg
 import pytest
 
+from invoiceloop.app import load_issuing
 from invoiceloop.settings import Settings
-from invoicing import db, keys, numbering, repository, services, sms_outbox, validation
+from invoicing import db, keyring, keys, numbering, repository, services, sms_outbox, validation
 from invoicing.model import DEFAULT_TAX_RATES
 from invoicing.numbering import Issuing
 from tests.conftest import ROOT, _env, new_issuer, valid_uscc
+from tests.delivery_fixtures import wait_until
 from tests.samples import invoice_body
 
 
@@ -62,6 +64,17 @@ async def test_migrate_applies_once_and_refuses_a_changed_file(
         await admin.close()
 
 
+# What today's issuing writes to before migration 0006 creates the real table; `upgrade` drops it first.
+LEGACY_LOG_QUEUE = "CREATE TABLE log_queue (id bigserial, record_hash char(64))"
+
+
+async def upgrade(pool: asyncpg.Pool, url: str) -> db.MigrationResult:
+    """Apply the remaining migrations to a `database_before` database."""
+    if not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE name LIKE '0006%')"):
+        await pool.execute("DROP TABLE IF EXISTS log_queue")
+    return await db.migrate_url(url)
+
+
 @contextlib.asynccontextmanager
 async def database_before(
     migration: str, settings: Settings, tmp_path: Path, server_url: str
@@ -82,7 +95,11 @@ async def database_before(
         await db.migrate_url(url, tmp_path / "m")
         pool = await db.create_pool(url, max_size=2)
         try:
-            issuing = await load_issuing(Settings(database_url=url, data_dir=tmp_path, check_code_secret="s"), pool)
+            issuing = load_issuing(Settings(database_url=url, data_dir=tmp_path, check_code_secret="s"))
+            if migration <= "0006":  # today's issuing writes to the log queue; keys were a table then
+                signer = issuing.signers.current()
+                await pool.execute(LEGACY_LOG_QUEUE)
+                await pool.execute("INSERT INTO signing_keys VALUES ($1, $2)", signer.key_id, signer.public_raw)
             issuer, _ = await new_issuer(pool)
             yield url, pool, issuing, issuer
         finally:
@@ -105,7 +122,7 @@ async def test_upgrade_moves_verification_counts_out_of_invoices(
                 "first_verified_at = '2026-11-27T01:02:03Z' WHERE id = $1",
                 uuid.UUID(seen.id),
             )
-        assert (await db.migrate_url(url)).applied[0] == "0004_invoice_counts.sql"
+        assert (await upgrade(pool, url)).applied[0] == "0004_invoice_counts.sql"
         async with pool.acquire() as conn:
             rows = await conn.fetch("SELECT invoice_id::text, times_verified, mismatches FROM invoice_counts")
             assert [tuple(r) for r in rows] == [(seen.id, 3, 2)]
@@ -142,7 +159,7 @@ async def test_upgrade_moves_delivery_texts_into_the_one_outbox(
                     attempts,
                     sent,
                 )
-        assert (await db.migrate_url(url)).applied == ["0005_one_sms_outbox.sql"]
+        assert (await upgrade(pool, url)).applied[0] == "0005_one_sms_outbox.sql"
         async with pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT invoice_id::text, status, attempts, provider_id FROM sms_outbox "
@@ -156,6 +173,27 @@ async def test_upgrade_moves_delivery_texts_into_the_one_outbox(
             assert await conn.fetchval("SELECT to_regclass('delivery_sms')") is None
             again = await sms_outbox.add(conn, "delivered", [(uuid.UUID(invoices[2].id), "+8613800138000", "x")])
             assert again == []
+
+
+async def test_upgrade_queues_every_record_for_the_log_in_chain_order(
+    settings: Settings, tmp_path: Path, server_url: str
+) -> None:
+    """0006 on a database with invoices, a credit note and a void: every record is queued for the log, series by
+    series in chain order, and the key table the keyring replaces is gone."""
+    async with database_before("0006", settings, tmp_path, server_url) as (url, pool, issuing, issuer):
+        async with pool.acquire() as conn:
+            first, second, third = (await services.issue(conn, issuing, issuer, [draft()] * 3)).invoices
+            [note] = (await services.credit(conn, issuing, issuer, first.id, "退货", None)).invoices
+            await services.void(conn, issuing, issuer, second.id, "开错了")
+            chain = await conn.fetch(
+                "SELECT record_hash FROM (SELECT series_id, chain_seq, record_hash FROM invoices UNION ALL "
+                "SELECT series_id, chain_seq, record_hash FROM voids) r ORDER BY series_id, chain_seq"
+            )
+        assert (await upgrade(pool, url)).applied == ["0006_keyring_and_transparency_log.sql"]
+        queued = [r["record_hash"] for r in await pool.fetch("SELECT record_hash FROM log_queue ORDER BY id")]
+        assert queued == [r["record_hash"] for r in chain] and len(queued) == 5
+        assert note.record_hash in queued and third.record_hash in queued
+        assert await pool.fetchval("SELECT to_regclass('signing_keys')") is None
 
 
 def test_issuer_create_and_keys(settings: Settings) -> None:
@@ -188,24 +226,31 @@ def test_issuer_create_and_keys(settings: Settings) -> None:
 
 
 async def test_key_rotation_keeps_old_invoices_verifiable(
-    settings: Settings, pool: asyncpg.Pool, issuing: Issuing, tmp_path: Path
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
+    """A deployment of its own (data folder, keyring): rotate, and the process that issues follows without a
+    restart; the audit trusts both keys, from the keyring."""
+    own = Settings(database_url=settings.database_url, data_dir=tmp_path, check_code_secret=settings.check_code_secret)
+    issuing = load_issuing(own)
     issuer, _ = await new_issuer(pool)
     async with pool.acquire() as conn:
         [old] = (await services.issue(conn, issuing, issuer, [draft()])).invoices
-    rotated = Settings(database_url=settings.database_url, data_dir=tmp_path, signing_key_file=tmp_path / "k.pem")
-    first = keys.load_or_create(rotated.key_file)
-    out = cli(rotated, "keys", "rotate", SIGNING_KEY_FILE=str(rotated.key_file))
+    out = cli(own, "keys", "rotate")
     assert out.returncode == 0, out.stderr
-    new_signer = keys.load_or_create(rotated.key_file)
-    assert new_signer.key_id != first.key_id and new_signer.key_id in out.stdout
-    assert (rotated.key_file.stat().st_mode & 0o777) == 0o600
+    new_key = keys.load_or_create(own.key_file)
+    assert new_key.key_id != old.key_id and new_key.key_id in out.stdout
+    assert (own.key_file.stat().st_mode & 0o777) == 0o600
+
+    async def signs_with_the_new_key() -> bool:
+        return issuing.signers.current().key_id == new_key.key_id
+
+    await wait_until(signs_with_the_new_key, timeout_s=10, every_s=0.1)
     async with pool.acquire() as conn:
-        [new] = (await services.issue(conn, Issuing(issuing.secret, new_signer), issuer, [draft()])).invoices
-        published = await __import__("invoicing.repository", fromlist=["_"]).signing_keys(conn)
-    assert {old.key_id, new.key_id} <= published.keys()
-    report = cli(settings, "audit", "--issuer", issuer.id)
-    assert report.returncode == 0, report.stdout
+        [new] = (await services.issue(conn, issuing, issuer, [draft()])).invoices
+    assert new.key_id == new_key.key_id
+    assert {old.key_id, new.key_id} <= keyring.load(own.keyring).keys.keys()
+    report = cli(own, "audit", "--issuer", issuer.id)
+    assert report.returncode == 0 and "audited 2 record(s) in 1 series: OK" in report.stdout, report.stdout
 
 
 async def test_stats_by_month(settings: Settings, pool: asyncpg.Pool, issuing: Issuing) -> None:
@@ -241,7 +286,7 @@ async def test_audit_catches_an_edited_row(settings: Settings, pool: asyncpg.Poo
         """
         UPDATE invoices SET content = jsonb_set(content, '{total}', '"1.00"') WHERE id = $1""",
     )
-    assert "#3" in out and "record hash does not match its content" in out
+    assert "#3" in out and "does not match its record hash" in out
 
 
 async def test_audit_catches_edited_columns(settings: Settings, pool: asyncpg.Pool, issuing: Issuing) -> None:

@@ -73,7 +73,7 @@ async def big_manifest(settings: Settings, output_dir: Path) -> AsyncIterator[tu
 
 
 async def _fill(pool: asyncpg.Pool, own: Settings) -> tuple[str, str]:
-    issuing = await load_issuing(own, pool)
+    issuing = load_issuing(own)
     province = PROVINCE_OF["memory"]
     async with pool.acquire() as conn:
         _, key = await delivery_services.create_operator(conn, name="大邮政", provinces=[province])

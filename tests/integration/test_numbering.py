@@ -221,7 +221,7 @@ async def test_two_processes_with_stale_heads_still_chain_correctly(pool: asyncp
     that memory stale. A stale head must only cost a retry: numbers stay 1..n and every record links
     to the one before it."""
     issuer, _ = await new_issuer(pool)
-    workers = [numbering.Issuing(issuing.secret, issuing.signer) for _ in range(3)]
+    workers = [numbering.Issuing(issuing.secret, issuing.signers) for _ in range(3)]
     async with pool.acquire() as conn:
         await services.issue(conn, workers[0], issuer, [draft()])
         for i in range(30):

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from invoiceloop.settings import Settings
 from invoicing import db, numbering, services
+from invoicing.keyring import KeyringWatcher
 from invoicing.model import Invoice
 from invoicing.validation import invoice_request
 from tests.samples import invoice_body
@@ -48,8 +49,10 @@ def query(inv: Invoice, *, wrong: bool = False) -> VerificationQuery:
     )
 
 
-def verifier(pool: asyncpg.Pool, redis_client: Any, **figures: int) -> Verifier:
-    return Verifier(pool, Limits(redis_client, LimitFigures(**figures)), b"batch-test-secret")
+def verifier(pool: asyncpg.Pool, redis_client: Any, settings: Settings, **figures: int) -> Verifier:
+    """A verifier on the test settings' keyring (the one the `issuing` fixture signs with)."""
+    ring = KeyringWatcher(settings.keyring)
+    return Verifier(pool, Limits(redis_client, LimitFigures(**figures)), b"batch-test-secret", ring)
 
 
 async def counts(pool: asyncpg.Pool, invoices: list[Invoice]) -> dict[str, tuple[int, int, int, int]]:
@@ -67,9 +70,9 @@ async def counts(pool: asyncpg.Pool, invoices: list[Invoice]) -> dict[str, tuple
 
 
 async def test_concurrent_verifications_count_as_one_by_one(
-    pool: asyncpg.Pool, redis_client: Any, invoices: list[Invoice]
+    pool: asyncpg.Pool, redis_client: Any, invoices: list[Invoice], settings: Settings
 ) -> None:
-    v = verifier(pool, redis_client)
+    v = verifier(pool, redis_client, settings)
     asks = [inv for inv in invoices for _ in range(20)]
     random.shuffle(asks)
     results = await asyncio.gather(
@@ -84,9 +87,9 @@ async def test_concurrent_verifications_count_as_one_by_one(
 
 
 async def test_a_burst_of_wrong_guesses_locks_at_the_same_try(
-    pool: asyncpg.Pool, redis_client: Any, invoices: list[Invoice]
+    pool: asyncpg.Pool, redis_client: Any, invoices: list[Invoice], settings: Settings
 ) -> None:
-    v = verifier(pool, redis_client, mismatches_to_lock=5)
+    v = verifier(pool, redis_client, settings, mismatches_to_lock=5)
     target = invoices[0]
     requester = v.requester("json", "10.9.200.7")
     results = await asyncio.gather(*(verify(v, query(target, wrong=True), requester) for _ in range(12)))
@@ -101,7 +104,7 @@ async def test_two_processes_batching_the_same_invoices_neither_deadlock_nor_los
 ) -> None:
     other_pool = await db.create_pool(settings.require_database_url(), max_size=4)  # as another process would
     try:
-        first, second = verifier(pool, redis_client), verifier(other_pool, redis_client)
+        first, second = verifier(pool, redis_client, settings), verifier(other_pool, redis_client, settings)
         forwards = [inv for _ in range(15) for inv in invoices]
         backwards = forwards[::-1]
 

@@ -8,20 +8,20 @@ import re
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from invoiceloop.cli import main
-from invoicing import repository
+from invoiceloop.settings import Settings
+from invoicing import keyring
 from invoicing.keys import jwk
 from tests.conftest import ServerProcess
 from verification.qr import check_qr_url, keys_from_jwks
 
 
 @pytest.fixture
-async def keys(pool: asyncpg.Pool, seller: Any) -> dict[str, bytes]:
-    async with pool.acquire() as conn:
-        return await repository.signing_keys(conn)
+def keys(settings: Settings, seller: Any) -> dict[str, bytes]:
+    """The keyring's public keys (the verify server's: the test settings' data folder)."""
+    return {kid: key.public_raw for kid, key in keyring.load(settings.keyring).keys.items()}
 
 
 async def test_check_qr_url(seller: Any, keys: dict[str, bytes]) -> None:

@@ -423,3 +423,11 @@ def test_hash_encoding() -> None:
             merkle.parse_hash(bad)
     with pytest.raises(LogError):
         merkle.parse_hash(merkle.format_hash(value[:31]))
+
+
+@given(st.integers(min_value=0, max_value=700))
+def test_the_streaming_root_is_the_reference_mth(size: int) -> None:
+    builder = merkle.RootBuilder()
+    for i in range(size):
+        builder.add(entry(i))
+    assert builder.size == size and builder.root() == reference().mth(0, size)

@@ -14,6 +14,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from invoicing.errors import (
+    BadParameters,
     Conflict,
     DomainError,
     Forbidden,
@@ -55,6 +56,7 @@ class Problem:
 
 
 PROBLEMS: dict[type[DomainError], Problem] = {
+    BadParameters: Problem(400, "Bad request", "bad-parameters"),
     ValidationFailed: Problem(422, "Validation failed", "validation"),
     MalformedRequest: Problem(400, "Malformed JSON", "malformed-json"),
     NotFound: Problem(404, "Not found", "not-found"),

@@ -34,6 +34,10 @@ class ValidationFailed(DomainError):
         Exception.__init__(self, self.detail)
 
 
+class BadParameters(ValidationFailed):
+    """Query or path parameters that are wrong (a 400, where a body's wrong fields are a 422); every one listed."""
+
+
 class MalformedRequest(DomainError):
     """The body cannot be read at all (not JSON, not a form)."""
 

@@ -12,7 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
 from invoicing import log_repository, merkle
-from invoicing.errors import FieldError, NotFound, ValidationFailed
+from invoicing.errors import BadParameters, FieldError, NotFound
 from invoicing.tiles import LogError, TileStoreError, parse_tile_path
 from verification.views import PublicApi
 
@@ -22,8 +22,8 @@ _HASH = re.compile(r"[0-9a-f]{64}")
 Size = Annotated[int, QueryParameter(ge=0, le=2**63 - 1)]
 
 
-def _refuse(field: str, exc: Exception) -> ValidationFailed:
-    return ValidationFailed(errors=[FieldError(field, str(exc))])
+def _refuse(field: str, exc: Exception) -> BadParameters:
+    return BadParameters(errors=[FieldError(field, str(exc))], detail="some parameters are invalid")
 
 
 async def _tree_size(public_api: PublicApi) -> int:

@@ -62,6 +62,8 @@ def _result_context(result: Verification, qr: QrCheck | None) -> dict[str, Any]:
         if result.first_verified_at
         else None,
         "qr": qr,
+        "tamper_reason": result.tamper_reason,
+        "log": result.log,
     }
 
 

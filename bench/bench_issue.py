@@ -26,6 +26,7 @@ from invoiceloop.embedded import embedded_postgres, embedded_redis, port_open
 from invoiceloop.settings import Settings
 from invoicing import db
 from tests.conftest import ServerProcess, new_issuer
+from tests.delivery_fixtures import WorkerProcess
 from tests.samples import invoice_body
 
 CONCURRENCY = 16
@@ -197,15 +198,43 @@ async def _with_db(settings: Settings, server_url: str, name: str) -> None:
         server = await asyncio.to_thread(
             ServerProcess, settings, Path(tempfile.gettempdir()) / "bench-server.log", workers=2
         )
+        worker = WorkerProcess(settings, Path(tempfile.gettempdir()) / "bench-worker.log")
         try:
             base = await baselines(settings.database_url or "")
             rates = await http_rates(server.base_url, key)
+            latency = await log_latency(settings.database_url or "")
         finally:
             server.stop()
+            worker.stop()
         report(base, rates)
+        print(
+            f"  into the public log after issue, {latency['count']} records: p50 {latency['p50']:.2f} s, "
+            f"p99 {latency['p99']:.2f} s, max {latency['max']:.2f} s (target p99 <= 2 s)"
+        )
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def log_latency(url: str, drain_s: float = 60.0) -> dict[str, float]:
+    """How long after its issue each record of the run reached the public log (the worker's sequencer ran
+    beside the load): waits for the queue to drain, then p50, p99 and max of sequenced_at - issued_at."""
+    conn = await asyncpg.connect(url)
+    try:
+        for _ in range(int(drain_s / 0.5)):
+            if not await conn.fetchval("SELECT count(*) FROM log_queue"):
+                break
+            await asyncio.sleep(0.5)
+        row = await conn.fetchrow(
+            """SELECT count(*) AS count,
+                      percentile_cont(0.5) WITHIN GROUP (ORDER BY s) AS p50,
+                      percentile_cont(0.99) WITHIN GROUP (ORDER BY s) AS p99, max(s) AS max
+                 FROM (SELECT extract(epoch FROM l.sequenced_at - i.issued_at)::float8 AS s
+                         FROM invoices i JOIN log_leaves l ON l.record_hash = i.record_hash) t"""
+        )
+        return {k: float(row[k] or 0) for k in ("count", "p50", "p99", "max")}
+    finally:
+        await conn.close()
 
 
 class _null:

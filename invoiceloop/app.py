@@ -28,6 +28,7 @@ from invoicing.api import BATCH_MAX_BYTES, InvoiceController, IssuerApi, issuer_
 from invoicing.errors import DomainError
 from invoicing.http import Authenticator
 from invoicing.keyring import ActiveSigner, KeyringWatcher
+from invoicing.note import parse_verifier_key
 from invoicing.numbering import Issuing
 from invoicing.queue import Queue
 from invoicing.transparency import LogReader, LogSigner
@@ -105,6 +106,14 @@ def log_signer(settings: Settings) -> LogSigner:
     return LogSigner.load(settings.origin, settings.log_key)
 
 
+def log_verifier_key(settings: Settings) -> str:
+    """The log's verifier key the public side publishes: LOG_VERIFIER_KEY, else derived from LOG_KEY_FILE."""
+    if settings.log_verifier_key:
+        parse_verifier_key(settings.log_verifier_key)  # a typo would otherwise be published
+        return settings.log_verifier_key
+    return log_signer(settings).verifier_key
+
+
 def load_issuing(settings: Settings, ring: KeyringWatcher | None = None) -> Issuing:
     """The check-code secret and the signer: the keyring's active key, its private half from SIGNING_KEY_FILE,
     following `keys rotate` without a restart."""
@@ -129,7 +138,7 @@ async def start_services(settings: Settings) -> Services:
         queue=queue,
         auth=Authenticator(pool, key_ttl_s=settings.key_cache_ttl_s),
         issuer_api=IssuerApi(pool, issuing, queue, base, settings.tax_rates),
-        public_api=PublicApi(verifier, base, settings.twilio_auth_token, log_signer(settings).verifier_key),
+        public_api=PublicApi(verifier, base, settings.twilio_auth_token, log_verifier_key(settings)),
         postal_api=PostalApi(pool, queue, base),
     )
 

@@ -27,6 +27,7 @@ class Settings:
     keyring_dir: Path | None = None  # INVOICELOOP_KEYRING; None: <data_dir>/keyring, created on first use
     log_key_file: Path | None = None  # LOG_KEY_FILE; None: <data_dir>/log_key.pem
     log_origin: str | None = None  # LOG_ORIGIN; None: the host of PUBLIC_BASE_URL + "/log"
+    log_verifier_key: str | None = None  # LOG_VERIFIER_KEY: what API nodes publish, so they need no LOG_KEY_FILE
     check_code_secret: str | None = None
     sms_backend: str = "console"
     twilio_account_sid: str | None = None
@@ -56,6 +57,7 @@ class Settings:
             keyring_dir=Path(env["INVOICELOOP_KEYRING"]) if env.get("INVOICELOOP_KEYRING") else None,
             log_key_file=Path(env["LOG_KEY_FILE"]) if env.get("LOG_KEY_FILE") else None,
             log_origin=env.get("LOG_ORIGIN") or None,
+            log_verifier_key=env.get("LOG_VERIFIER_KEY") or None,
             check_code_secret=env.get("CHECK_CODE_SECRET") or None,
             sms_backend=env.get("SMS_BACKEND") or "console",
             twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,

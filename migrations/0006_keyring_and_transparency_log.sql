@@ -22,7 +22,7 @@ CREATE TABLE log_queue (
 CREATE TABLE log_leaves (
     leaf_index   bigint PRIMARY KEY,
     record_hash  char(64) NOT NULL UNIQUE,
-    sequenced_at timestamptz NOT NULL DEFAULT now()
+    sequenced_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
 CREATE TABLE log_tiles (

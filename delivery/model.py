@@ -16,6 +16,7 @@ from typing import Literal, get_args
 from delivery.s10 import check_tracking_number
 from invoicing.model import province_code
 from invoicing.orders import FINAL_STATUSES, PRE_DISPATCH, OrderStatus
+from invoicing.text import normalised, refusal
 
 EventStatus = Literal["accepted", "in_transit", "out_for_delivery", "delivered", "failed_attempt", "returned_to_sender"]
 Outcome = Literal["applied", "recorded", "duplicate", "rejected"]
@@ -169,18 +170,11 @@ def validate_event(raw: object, now: datetime) -> tuple[EventInput | None, str |
     occurred_at, problem = _parse_occurred_at(raw["occurred_at"], now)
     if occurred_at is None:
         return None, problem
-    signed_by = (raw.get("signed_by") or "").strip() or None
+    signed_by = normalised(raw.get("signed_by") or "").strip() or None
     if signed_by and status != "delivered":
         return None, "signed_by is only allowed on a delivered event"
-    return EventInput(
-        raw["event_id"],
-        str(number),
-        status,
-        occurred_at,
-        raw["location"].strip(),
-        (raw.get("note") or "").strip(),
-        signed_by,
-    ), None
+    location, note = normalised(raw["location"]).strip(), normalised(raw.get("note") or "").strip()
+    return EventInput(raw["event_id"], str(number), status, occurred_at, location, note, signed_by), None
 
 
 def _text_problem(name: str, value: object) -> str | None:
@@ -193,18 +187,8 @@ def _text_problem(name: str, value: object) -> str | None:
         return f"{name} must be at most {limit} characters"
     if name in ("event_id", "location") and not value.strip():
         return f"{name} must not be blank"
-    # PostgreSQL text cannot hold NUL, and lone surrogates (possible in JSON) cannot be stored as UTF-8
-    if "\x00" in value or not _utf8_ok(value):
-        return f"{name} contains characters that are not allowed"
-    return None
-
-
-def _utf8_ok(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    why = refusal(value, multiline=name == "note")
+    return f"{name} {why}" if why else None
 
 
 def _parse_occurred_at(value: object, now: datetime) -> tuple[datetime | None, str | None]:
@@ -212,7 +196,7 @@ def _parse_occurred_at(value: object, now: datetime) -> tuple[datetime | None, s
         return None, "occurred_at must be an RFC 3339 timestamp with a time zone, e.g. 2025-01-31T08:00:00+08:00"
     try:
         moment = datetime.fromisoformat(value.upper().replace("Z", "+00:00")).astimezone(UTC)
-    except ValueError:
+    except (ValueError, OverflowError):  # no such day, or a year beyond 1..9999 once in UTC
         return None, "occurred_at is not a real date and time"
     if moment < EARLIEST_EVENT:
         return None, "occurred_at is before 2000-01-01"

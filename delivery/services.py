@@ -16,6 +16,7 @@ from delivery import repository as repo
 from invoicing import repository as issuing_repository
 from invoicing.errors import Conflict, FieldError, NotFound, ValidationFailed
 from invoicing.model import PROVINCES
+from invoicing.text import refusal
 
 log = logging.getLogger("invoiceloop.delivery")
 BATCH = 1000  # orders fulfilled per transaction
@@ -39,6 +40,8 @@ def _check_operator(name: str, provinces: Sequence[str], service: str, country: 
     codes, unknown = model.normalise_provinces(provinces)
     if not name.strip():
         errors.append(FieldError("name", "must not be empty"))
+    elif why := refusal(name):
+        errors.append(FieldError("name", why))
     if unknown or not codes:
         errors.append(
             FieldError("provinces", f"not provinces (GB/T 2260 codes such as 44): {', '.join(unknown) or 'none'}")

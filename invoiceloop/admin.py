@@ -23,6 +23,7 @@ from invoicing import db, repository, services
 from invoicing.errors import Conflict, NotFound, ValidationFailed
 from invoicing.model import PROVINCES
 from invoicing.schemas import month_figures
+from invoicing.text import refusal
 from invoicing.validation import check_phone, check_tax_id
 from verification.qr import check_qr_url, keys_from_jwks, revocations_from_jwks
 
@@ -59,6 +60,9 @@ def _issuer_args(args: argparse.Namespace) -> tuple[str, str | None]:
         raise CliError(f"--region {args.region!r} must be a 4-digit GB/T 2260 region such as 4401 (Guangzhou)")
     if not args.name.strip():
         raise CliError("--name must not be empty")
+    for flag, value in (("--name", args.name), ("--address", args.address)):
+        if why := refusal(value):
+            raise CliError(f"{flag} {why}")
     try:
         return tax_id, check_phone(args.phone) if args.phone else None
     except ValueError as exc:
@@ -80,25 +84,35 @@ def cmd_issuer_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_issuer_key(args: argparse.Namespace, settings: Settings) -> int:
-    """Another key for an issuer, or revoke its keys by prefix (exit 1 when none was revoked)."""
+async def _owner_key(conn: asyncpg.Connection, kind: str, owner_id: str, revoke: str | None) -> dict[str, Any]:
+    """A new key for the owner, or revoke its keys: `revoke` is a whole key or at least its first 8 characters."""
+    exists = repository.get_issuer if kind == "issuer" else delivery_repo.get_operator
+    if repository.parse_uuid(owner_id) is None or await exists(conn, owner_id) is None:
+        raise CliError(f"no {kind} {owner_id}")
+    if not revoke:
+        return {f"{kind}_id": owner_id, "api_key": await repository.create_key(conn, kind, owner_id)}
+    if len(revoke) < 8:
+        raise CliError("--revoke needs the key, or at least its first 8 characters")
+    return {f"{kind}_id": owner_id, "revoked": await repository.revoke_keys(conn, kind, owner_id, revoke)}
 
-    async def key(conn: asyncpg.Connection) -> dict[str, Any]:
-        issuer_id = args.issuer
-        if repository.parse_uuid(issuer_id) is None or await repository.get_issuer(conn, issuer_id) is None:
-            raise CliError(f"no issuer {issuer_id}")
-        if not args.revoke:
-            return {"issuer_id": issuer_id, "api_key": await repository.create_key(conn, "issuer", issuer_id)}
-        if len(args.revoke) < 8:
-            raise CliError("--revoke needs at least the first 8 characters of the key")
-        return {"issuer_id": issuer_id, "revoked": await repository.revoke_keys(conn, "issuer", issuer_id, args.revoke)}
 
-    out = asyncio.run(_with_conn(settings, key))
+def _key_command(args: argparse.Namespace, settings: Settings, kind: str, owner_id: str) -> int:
+    out = asyncio.run(_with_conn(settings, lambda conn: _owner_key(conn, kind, owner_id, args.revoke)))
     if "revoked" in out:
         _print(args, out, f"revoked {out['revoked']} key(s)")
         return 0 if out["revoked"] else 1
     _print(args, out, f"new api key (shown once, keep it safe): {out['api_key']}")
     return 0
+
+
+def cmd_issuer_key(args: argparse.Namespace, settings: Settings) -> int:
+    """Another key for an issuer, or revoke its keys (exit 1 when none was revoked)."""
+    return _key_command(args, settings, "issuer", args.issuer)
+
+
+def cmd_operator_key(args: argparse.Namespace, settings: Settings) -> int:
+    """Another key for a postal operator, or revoke its keys (exit 1 when none was revoked)."""
+    return _key_command(args, settings, "operator", args.operator)
 
 
 def cmd_operator_create(args: argparse.Namespace, settings: Settings) -> int:

@@ -117,7 +117,8 @@ def log_verifier_key(settings: Settings) -> str:
 def load_issuing(settings: Settings, ring: KeyringWatcher | None = None) -> Issuing:
     """The check-code secret and the signer: the keyring's active key, its private half from SIGNING_KEY_FILE,
     following `keys rotate` without a restart."""
-    return Issuing(settings.secret_bytes(), ActiveSigner(ring or open_keyring(settings), settings.key_file))
+    signers = ActiveSigner(ring or open_keyring(settings), settings.key_file)
+    return Issuing(settings.secret_bytes(), signers, settings.max_series_per_year)
 
 
 async def start_services(settings: Settings) -> Services:
@@ -224,6 +225,7 @@ def create_app(
         exception_handlers={
             DomainError: problems.on_domain_error,
             HTTPException: problems.on_http_error,
+            RecursionError: problems.on_recursion,
             Exception: problems.on_unexpected,
             **dict.fromkeys(problems.BACKEND_ERRORS, problems.on_unavailable),
         },

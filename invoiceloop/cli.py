@@ -42,7 +42,7 @@ def _owner_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create.set_defaults(handler=admin.cmd_issuer_create)
     key = issuer.add_parser("key", help="issue a new key, or revoke keys by prefix")
     key.add_argument("--issuer", required=True)
-    key.add_argument("--revoke", metavar="KEY_PREFIX")
+    key.add_argument("--revoke", metavar="KEY_OR_PREFIX", help="a whole key, or at least its first 8 characters")
     key.add_argument("--json", action="store_true")
     key.set_defaults(handler=admin.cmd_issuer_key)
 
@@ -56,6 +56,11 @@ def _owner_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     op.add_argument("--serial-last", type=int)
     op.add_argument("--json", action="store_true")
     op.set_defaults(handler=admin.cmd_operator_create)
+    op_key = operator.add_parser("key", help="another key for an operator, or revoke its keys")
+    op_key.add_argument("--operator", required=True)
+    op_key.add_argument("--revoke", metavar="KEY_OR_PREFIX", help="a whole key, or at least its first 8 characters")
+    op_key.add_argument("--json", action="store_true")
+    op_key.set_defaults(handler=admin.cmd_operator_key)
 
 
 def _record_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

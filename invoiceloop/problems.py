@@ -12,6 +12,8 @@ import asyncpg
 import redis.exceptions
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import Empty
+from litestar.utils.scope.state import ScopeState
 
 from invoicing.errors import (
     BadParameters,
@@ -123,6 +125,15 @@ def on_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[
         "unavailable",
         retry_after=Unavailable.retry_after_s,
     )
+
+
+def on_recursion(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """A JSON body nested deeper than the decoder's recursion limit is the caller's doing (a 400); any other
+    RecursionError is a bug."""
+    state = ScopeState.from_scope(request.scope)
+    if request.method in ("POST", "PUT", "PATCH") and state.json is Empty and state.body is not Empty:
+        return problem(400, "Malformed JSON", "the body is nested too deeply", "malformed-json")
+    return on_unexpected(request, exc)
 
 
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from invoicing.checkpoint import default_origin
 from invoicing.errors import ConfigError
 from invoicing.keys import write_private
-from invoicing.model import DEFAULT_TAX_RATES
+from invoicing.model import DEFAULT_MAX_SERIES_PER_YEAR, DEFAULT_TAX_RATES
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class Settings:
     key_cache_ttl_s: float = 5.0
     signatures_kept: int = 100_000  # good signatures each process remembers (0: check every one, as the bench does)
     db_pool_max: int = 20
+    max_series_per_year: int = DEFAULT_MAX_SERIES_PER_YEAR  # INVOICELOOP_MAX_SERIES_PER_YEAR
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -66,6 +67,7 @@ class Settings:
             twilio_api_base_url=env.get("TWILIO_API_BASE_URL") or None,
             tax_rates=tuple(Decimal(r) for r in rates.split()) if rates else DEFAULT_TAX_RATES,
             db_pool_max=int(env.get("INVOICELOOP_DB_POOL_MAX") or 20),
+            max_series_per_year=int(env.get("INVOICELOOP_MAX_SERIES_PER_YEAR") or DEFAULT_MAX_SERIES_PER_YEAR),
             key_cache_ttl_s=float(env.get("INVOICELOOP_KEY_CACHE_TTL_S") or 5.0),
             signatures_kept=int(env.get("INVOICELOOP_SIGNATURES_KEPT") or 100_000),
             extra={k: v for k, v in env.items() if k.startswith("VERIFY_")},  # limit overrides, docs/verification.md

@@ -198,8 +198,8 @@ class InvoiceController(Controller):
         status: FromQuery[Literal["issued", "voided", "partially_credited", "reversed"] | None] = None,
         issued_from: FromQuery[date | None] = None,
         issued_to: FromQuery[date | None] = None,
-        invoice_number: FromQuery[str | None] = None,
-        invoice_code: FromQuery[str | None] = None,
+        invoice_number: Annotated[str | None, QueryParameter(pattern="^[0-9]{8}$")] = None,
+        invoice_code: Annotated[str | None, QueryParameter(pattern="^[0-9]{12}$")] = None,
         kind: FromQuery[Literal["invoice", "credit_note"] | None] = None,
     ) -> dict[str, Any]:
         """This issuer's invoices, filtered, newest first."""

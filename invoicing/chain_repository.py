@@ -29,10 +29,13 @@ SERIES_CREATE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
 
 SERIES_EXISTS = "SELECT 1 FROM series WHERE issuer_id = $1 AND label = $2 AND year = $3"
 
+# The region's next serial; no row when its 999,999 are used up (never a check violation mid-transaction).
 NEXT_CODE_SERIAL = """
 INSERT INTO code_serials AS c (region, year, last_serial) VALUES ($1, $2, 1)
-ON CONFLICT (region, year) DO UPDATE SET last_serial = c.last_serial + 1
+ON CONFLICT (region, year) DO UPDATE SET last_serial = c.last_serial + 1 WHERE c.last_serial < 999999
 RETURNING last_serial"""
+
+COUNT_SERIES = "SELECT count(*) FROM series WHERE issuer_id = $1 AND year = $2"
 
 PREVIOUS_YEAR_HEAD = "SELECT last_hash FROM series WHERE issuer_id = $1 AND label = $2 AND year = $3"
 
@@ -61,14 +64,32 @@ async def bump_series(conn: asyncpg.Connection, issuer_id: str, label: str, year
     )
 
 
-async def ensure_series(conn: asyncpg.Connection, issuer: Issuer, label: str, year: int) -> None:
-    """Open the issuer's series for `label` and `year` unless it exists: a new invoice code with the
-    region's next serial, chained to the same label's last record of the year before (or zeros)."""
+async def lock_series_creation(conn: asyncpg.Connection, issuer_id: str, year: int) -> None:
+    """Hold, until commit, the right to open the issuer's series of `year` (one opener at a time per issuer)."""
+    await conn.execute(SERIES_CREATE_LOCK, f"series|{issuer_id}|{year}")
+
+
+async def series_exists(conn: asyncpg.Connection, issuer_id: str, label: str, year: int) -> bool:
+    """Whether the issuer's series for `label` and `year` is open."""
+    return bool(await conn.fetchval(SERIES_EXISTS, uuid.UUID(issuer_id), label, year))
+
+
+async def count_series(conn: asyncpg.Connection, issuer_id: str, year: int) -> int:
+    """How many series the issuer has opened in `year`."""
+    count: int = await conn.fetchval(COUNT_SERIES, uuid.UUID(issuer_id), year)
+    return count
+
+
+async def next_code_serial(conn: asyncpg.Connection, region: str, year: int) -> int | None:
+    """The region's next invoice-code serial of `year`, or None when all 999,999 are taken."""
+    serial: int | None = await conn.fetchval(NEXT_CODE_SERIAL, region, year)
+    return serial
+
+
+async def insert_series(conn: asyncpg.Connection, issuer: Issuer, label: str, year: int, serial: int) -> None:
+    """Open the series: its invoice code from the serial, chained to the same label's last record of the year
+    before (or zeros)."""
     owner = uuid.UUID(issuer.id)
-    await conn.execute(SERIES_CREATE_LOCK, f"series|{issuer.id}|{label}|{year}")
-    if await conn.fetchval(SERIES_EXISTS, owner, label, year):
-        return
-    serial = await conn.fetchval(NEXT_CODE_SERIAL, issuer.region, year)
     code = f"{issuer.region}{year % 100:02d}{serial:06d}"
     head = await conn.fetchval(PREVIOUS_YEAR_HEAD, owner, label, year - 1) or formats.ZERO_HASH
     await conn.execute(INSERT_SERIES, owner, label, year, code, head)

@@ -17,7 +17,7 @@ from litestar import Request
 from litestar.di import NamedDependency
 
 from invoicing import repository
-from invoicing.errors import FieldError, MalformedRequest, Unauthorized, ValidationFailed
+from invoicing.errors import BadParameters, FieldError, MalformedRequest, Unauthorized, ValidationFailed
 from invoicing.repository import Issuer
 
 T = TypeVar("T")
@@ -26,6 +26,7 @@ T = TypeVar("T")
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _DECIMAL_FIELDS = ("quantity", "unit_price", "tax_rate")
+BAD_PARAMETERS = "some parameters are invalid"
 
 
 class Strict(msgspec.Struct, forbid_unknown_fields=True):
@@ -58,6 +59,8 @@ def decode(body: bytes, kind: type[T]) -> T:
         raise ValidationFailed(errors=[body_field_error(match["path"] or "", match["msg"])]) from None
     except msgspec.DecodeError as exc:
         raise MalformedRequest(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedRequest("the body is nested too deeply") from None
 
 
 def encode_cursor(seq: int, tag: str = "s") -> str:
@@ -71,11 +74,12 @@ def decode_cursor(cursor: str | None, tag: str = "s") -> int | None:
         return None
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if text.startswith(tag) and text[len(tag) :].isdigit():
-            return int(text[len(tag) :])
+        digits = text[len(tag) :]
+        if text.startswith(tag) and digits.isascii() and digits.isdigit() and len(digits) <= 18:
+            return int(digits)
     except (ValueError, UnicodeDecodeError):
         pass
-    raise ValidationFailed(errors=[FieldError("cursor", "is not a cursor this API gave out")])
+    raise BadParameters(errors=[FieldError("cursor", "is not a cursor this API gave out")], detail=BAD_PARAMETERS)
 
 
 KeyOwner = tuple[str, str]  # (kind, owner id)

@@ -21,6 +21,9 @@ DEFAULT_TAX_RATES = tuple(Decimal(r) for r in "0.13 0.09 0.06 0.05 0.03 0.01 0".
 MAX_LINES = 500
 MAX_AMOUNT = Decimal("9999999999999.99")  # numeric(15,2): the largest total we store and print
 DEFAULT_SERIES = "default"
+# Each new series takes one of its region's 999,999 invoice codes of the year: an issuer gets at most this many
+# a year, so no one tenant can use up a region (INVOICELOOP_MAX_SERIES_PER_YEAR raises it for a large one).
+DEFAULT_MAX_SERIES_PER_YEAR = 100
 
 Kind = Literal["invoice", "credit_note"]
 Status = Literal["issued", "voided", "partially_credited", "reversed"]
@@ -267,6 +270,13 @@ def check_amounts(lines: list[Line], errors: FieldErrors) -> None:
 def series_year(issued_at: datetime) -> int:
     """A series lives one calendar year in Asia/Shanghai."""
     return issued_at.astimezone(SHANGHAI).year
+
+
+def new_series_refusal(opened_this_year: int, cap: int) -> str | None:
+    """Why the issuer may not open another series this year, or None."""
+    if opened_this_year >= cap:
+        return f"at most {cap} series a year per issuer; issue in a series already open (`series`)"
+    return None
 
 
 def local_date(moment: datetime) -> date:

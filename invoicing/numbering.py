@@ -16,8 +16,10 @@ from cachetools import LRUCache
 
 from invoicing import chain_repository, formats
 from invoicing.chain_repository import NewRecord, SeriesHead
+from invoicing.errors import Conflict
 from invoicing.keys import Signer
 from invoicing.model import (
+    DEFAULT_MAX_SERIES_PER_YEAR,
     DeliveryMethod,
     Invoice,
     InvoiceRequest,
@@ -27,6 +29,7 @@ from invoicing.model import (
     compute_line,
     compute_totals,
     local_date,
+    new_series_refusal,
     series_year,
 )
 from invoicing.repository import Issuer
@@ -61,6 +64,7 @@ class Issuing:
 
     secret: bytes
     signers: SignerSource
+    max_series_per_year: int = DEFAULT_MAX_SERIES_PER_YEAR
     clock: Callable[[], datetime] = field(default=_utcnow)
     # Last known head per (issuer, label, year), so a single issue usually needs no read: a stale
     # entry only costs a retry (the insert checks the head), never a wrong number.
@@ -157,7 +161,7 @@ async def issue_drafts(
         indices = by_label[label]
         head = await chain_repository.bump_series(conn, issuer.id, label, year, len(indices))
         if head is None:
-            await chain_repository.ensure_series(conn, issuer, label, year)
+            await _open_series(conn, issuing, issuer, label, year)
             head = await chain_repository.bump_series(conn, issuer.id, label, year, len(indices))
             assert head is not None
         prev = head.last_hash
@@ -170,6 +174,21 @@ async def issue_drafts(
     done = [r for r in records if r is not None]
     await chain_repository.insert_records(conn, issuer.id, signer.key_id, done, heads)
     return [r.invoice for r in done]
+
+
+async def _open_series(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, label: str, year: int) -> None:
+    """Open the issuer's series for `label` unless it is open: refused (409) past the issuer's yearly cap of new
+    series, or when the region has no invoice codes left this year."""
+    await chain_repository.lock_series_creation(conn, issuer.id, year)
+    if await chain_repository.series_exists(conn, issuer.id, label, year):
+        return
+    why = new_series_refusal(await chain_repository.count_series(conn, issuer.id, year), issuing.max_series_per_year)
+    if why:
+        raise Conflict(why)
+    serial = await chain_repository.next_code_serial(conn, issuer.region, year)
+    if serial is None:
+        raise Conflict(f"region {issuer.region} has no invoice codes left for {year}; write to the tax bureau")
+    await chain_repository.insert_series(conn, issuer, label, year, serial)
 
 
 def draft_of(request: InvoiceRequest) -> Draft:

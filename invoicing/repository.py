@@ -17,6 +17,8 @@ from invoicing.model import Invoice, Seller
 
 # ---------------------------------------------------------------- issuers and keys
 
+ISSUER_BY_TAX_ID = "SELECT id FROM issuers WHERE tax_id = $1"
+
 INSERT_ISSUER = """
 INSERT INTO issuers (id, name, tax_id, region, address, phone) VALUES ($1, $2, $3, $4, $5, $6)"""
 
@@ -26,9 +28,12 @@ INSERT_KEY = "INSERT INTO api_keys (kind, owner_id, prefix, key_hash) VALUES ($1
 
 FIND_KEY = "SELECT kind, owner_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
 
+# A key given whole is found by its hash; a shorter one is a prefix of the stored 12 (starts_with: no LIKE
+# pattern characters to escape).
 REVOKE_KEYS = """
 UPDATE api_keys SET revoked_at = now()
- WHERE kind = $1 AND owner_id = $2 AND prefix LIKE $3 || '%' AND revoked_at IS NULL"""
+ WHERE kind = $1 AND owner_id = $2 AND revoked_at IS NULL
+   AND (key_hash = $4 OR (length($3) <= length(prefix) AND starts_with(prefix, $3)))"""
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,12 @@ async def insert_issuer(conn: asyncpg.Connection, issuer: Issuer) -> None:
     )
 
 
+async def issuer_with_tax_id(conn: asyncpg.Connection, tax_id: str) -> str | None:
+    """The id of the issuer with this tax ID, if any."""
+    found = await conn.fetchval(ISSUER_BY_TAX_ID, tax_id)
+    return str(found) if found else None
+
+
 async def get_issuer(conn: asyncpg.Connection, issuer_id: str) -> Issuer | None:
     """The issuer, or None."""
     row = await conn.fetchrow(SELECT_ISSUER, uuid.UUID(issuer_id))
@@ -85,9 +96,10 @@ async def find_key(conn: asyncpg.Connection, api_key: str) -> tuple[str, str] | 
     return (row["kind"], str(row["owner_id"])) if row else None
 
 
-async def revoke_keys(conn: asyncpg.Connection, kind: str, owner_id: str, prefix: str) -> int:
-    """Revoke an owner's keys of `kind` that start with `prefix`; how many were revoked."""
-    status = await conn.execute(REVOKE_KEYS, kind, uuid.UUID(owner_id), prefix)
+async def revoke_keys(conn: asyncpg.Connection, kind: str, owner_id: str, key_or_prefix: str) -> int:
+    """Revoke an owner's keys of `kind`: the key given whole, or those starting with a prefix of its first 12
+    characters; how many were revoked."""
+    status = await conn.execute(REVOKE_KEYS, kind, uuid.UUID(owner_id), key_or_prefix, key_hash(key_or_prefix))
     return int(status.split()[-1])
 
 

@@ -40,7 +40,12 @@ async def create_issuer(
     """A new issuer and its first API key (returned once; only its hash is stored)."""
     issuer = Issuer(str(uuid.uuid4()), name, tax_id, region, address, phone)
     async with conn.transaction():
-        await repository.insert_issuer(conn, issuer)
+        if await repository.issuer_with_tax_id(conn, tax_id):
+            raise Conflict(f"an issuer with tax ID {tax_id} exists already")
+        try:
+            await repository.insert_issuer(conn, issuer)
+        except asyncpg.UniqueViolationError:  # another creation of the same tax ID won the race
+            raise Conflict(f"an issuer with tax ID {tax_id} exists already") from None
         api_key = await repository.create_key(conn, "issuer", issuer.id)
     return issuer, api_key
 

@@ -5,6 +5,7 @@ Pure: tax IDs through python-stdnum, phones through phonenumbers, decimals by th
 from __future__ import annotations
 
 import functools
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -28,6 +29,7 @@ from invoicing.model import (
     parse_positive_decimal,
     province_code,
 )
+from invoicing.text import normalised, refusal
 
 MAX_TEXT = {
     "name": 200,
@@ -83,17 +85,33 @@ def check_phone(value: str, region: str = "CN") -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+MULTILINE = frozenset({"remarks", "reason"})
+
+
 def text(data: dict[str, Any], key: str, path: str, errors: FieldErrors, *, required: bool = True) -> str:
-    """A required (or optional) text field, trimmed and bounded in length; errors name `path`."""
+    """A required (or optional) text field, NFC-normalised, trimmed and bounded in length, without control or
+    format characters (`invoicing.text`); errors name `path`."""
     value = data.get(key)
     if value is None:
         value = ""
-    value = str(value).strip()
-    if required and not value:
+    value = normalised(str(value))
+    why = refusal(value, multiline=key in MULTILINE)  # before trimming: strip() would drop a trailing NEL (C1)
+    value = value.strip()
+    if why:
+        errors.add(path, why)
+    elif required and not value:
         errors.add(path, "is required")
     elif len(value) > MAX_TEXT.get(key, 200):
         errors.add(path, f"is longer than {MAX_TEXT.get(key, 200)} characters")
     return value
+
+
+_RATE = re.compile(r"[0-9]{1,2}(\.[0-9]{1,8})?")
+
+
+def _rate(value: object) -> Decimal | None:
+    """A tax rate as a plain decimal string (never NaN, sNaN or Infinity, which Decimal would accept)."""
+    return Decimal(value) if isinstance(value, str) and _RATE.fullmatch(value) else None
 
 
 def _address(data: dict[str, Any] | None, errors: FieldErrors) -> Address | None:
@@ -144,12 +162,7 @@ def _line(data: dict[str, Any], i: int, rates: tuple[Decimal, ...], errors: Fiel
     p = f"lines[{i}]"
     quantity = parse_positive_decimal(data.get("quantity"), f"{p}.quantity", errors)
     unit_price = parse_positive_decimal(data.get("unit_price"), f"{p}.unit_price", errors)
-    rate_text = data.get("tax_rate")
-    rate = None
-    try:
-        rate = Decimal(rate_text) if isinstance(rate_text, str) else None
-    except ArithmeticError:
-        rate = None
+    rate = _rate(data.get("tax_rate"))
     if rate is None or rate not in rates:
         errors.add(f"{p}.tax_rate", "must be one of " + ", ".join(f'"{r}"' for r in rates))
     description = text(data, "description", f"{p}.description", errors)

@@ -188,7 +188,7 @@ async def test_transport_refusals(issuer_client: httpx.AsyncClient, http: httpx.
     assert_problem(await http.post("/v1/invoices", json=invoice_body()), 401)
     assert_problem(await http.post("/v1/invoices", json=invoice_body(), headers={"Authorization": "Bearer nope"}), 401)
     assert_problem(await issuer_client.get("/v1/invoices", params={"limit": 501}), 400)
-    assert_problem(await issuer_client.get("/v1/invoices", params={"cursor": "garbage!"}), 422, "cursor")
+    assert_problem(await issuer_client.get("/v1/invoices", params={"cursor": "garbage!"}), 400, "cursor")
     batch = {"invoices": [invoice_body(), invoice_body(lines=0)]}
     assert_problem(await issuer_client.post("/v1/invoices/batch", json=batch), 422, "invoices[1].lines")
     assert (await issuer_client.get("/v1/invoices")).json()["items"] == []  # all or nothing

@@ -189,7 +189,7 @@ async def test_upgrade_queues_every_record_for_the_log_in_chain_order(
                 "SELECT record_hash FROM (SELECT series_id, chain_seq, record_hash FROM invoices UNION ALL "
                 "SELECT series_id, chain_seq, record_hash FROM voids) r ORDER BY series_id, chain_seq"
             )
-        assert (await upgrade(pool, url)).applied == ["0006_keyring_and_transparency_log.sql"]
+        assert (await upgrade(pool, url)).applied[0] == "0006_keyring_and_transparency_log.sql"
         queued = [r["record_hash"] for r in await pool.fetch("SELECT record_hash FROM log_queue ORDER BY id")]
         assert queued == [r["record_hash"] for r in chain] and len(queued) == 5
         assert note.record_hash in queued and third.record_hash in queued

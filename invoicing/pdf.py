@@ -12,11 +12,9 @@ import io
 import zlib
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import cache
 
 from reportlab.lib.colors import Color
 from reportlab.lib.pagesizes import A4
-from reportlab.lib.rl_accel import fp_str
 from reportlab.lib.units import mm
 from reportlab.pdfbase.pdfdoc import PDFStreamFilterZCompress, pdfdocEnc, xObjectName
 from reportlab.pdfgen.canvas import Canvas
@@ -96,24 +94,6 @@ class _Canvas(Canvas):  # type: ignore[misc]  # reportlab has no type hints
         self._doc.idToObject[xObjectName(name)].stream = data.encode("ascii") if fast else pdfdocEnc(data)
 
 
-def _fill(c: Canvas, colour: Color) -> None:
-    """`c.setFillColor(colour)`, the same operator, for the invoice's opaque RGB colours (nothing here sets
-    transparency): without reportlab's colour-space and transparency checks, ~15k instructions a call."""
-    c._fillColorObj = colour
-    c._code.append(f"{_rgb(colour)} rg")
-
-
-def _stroke(c: Canvas, colour: Color) -> None:
-    """`c.setStrokeColor(colour)`, the same way as `_fill`."""
-    c._strokeColorObj = colour
-    c._code.append(f"{_rgb(colour)} RG")
-
-
-@cache
-def _rgb(colour: Color) -> str:
-    return fp_str(colour.red, colour.green, colour.blue)  # type: ignore[no-any-return]
-
-
 @dataclass(frozen=True)
 class _Row:
     cells: tuple[str, ...]
@@ -184,10 +164,10 @@ def _page(c: Canvas, inv: Invoice, layout: _Layout, number: int) -> None:
     y = _table(c, layout.pages[number - 1], y, BOTTOM + layout.tail_h if last else BOTTOM, last)
     if last:
         y = _tail(c, inv, layout.remarks, y, layout.tail_h - SUBTOTAL_H - WORDS_H)
-    _stroke(c, INK)
+    c.setStrokeColor(INK)
     c.setLineWidth(1)
     c.rect(LEFT, y, RIGHT - LEFT, TOP - HEAD_H - y)
-    _fill(c, INK)
+    c.setFillColor(INK)
     footer = f"第 {number} 页 / 共 {count} 页  Page {number} of {count}"
     draw_text(c, PAGE_W / 2, BOTTOM - 6 * mm, footer, 7.5, align="center")
     if not last:
@@ -257,11 +237,11 @@ def _make_forms(c: Canvas, inv: Invoice, verify_url: str) -> None:
     """The page head (QR code, title, barcode, identity) and a voided invoice's stamp: once per document."""
     c.beginForm("head")
     draw_qr(c, LEFT, TOP - QR_SIZE, verify_url, QR_SIZE)
-    _fill(c, INK)
+    c.setFillColor(INK)
     draw_text(c, LEFT + QR_SIZE / 2, TOP - QR_SIZE - 4.5 * mm, "扫码查验 / Scan to verify", 7.5, align="center")
     _title_block(c, inv)
     draw_code128(c, RIGHT - 56 * mm, TOP - 9 * mm, inv.invoice_code + inv.invoice_number, 56 * mm, 9 * mm)
-    _fill(c, BLACK)
+    c.setFillColor(BLACK)
     draw_text(c, RIGHT - 28 * mm, TOP - 12 * mm, inv.invoice_code + inv.invoice_number, 7, align="center")
     day = inv.issue_date
     facts = (
@@ -272,10 +252,10 @@ def _make_forms(c: Canvas, inv: Invoice, verify_url: str) -> None:
     )
     for i, (zh, en, value) in enumerate(facts):
         y = TOP - (18 + 5.5 * i) * mm
-        _fill(c, INK)
+        c.setFillColor(INK)
         draw_text(c, RIGHT - 62 * mm, y, zh, 8)
         draw_text(c, RIGHT - 62 * mm + text_width(zh, cjk_font(), 8) + 1.2 * mm, y, en, 6.5)
-        _fill(c, BLACK)
+        c.setFillColor(BLACK)
         draw_text(c, RIGHT - 38 * mm, y, value, 9.5, max_width=38 * mm)
     c.endForm()
     if inv.status == "voided":
@@ -291,8 +271,8 @@ def _title_block(c: Canvas, inv: Invoice) -> None:
     cx, font = (LEFT + QR_SIZE + RIGHT - 62 * mm) / 2, font_for(title)
     half = text_width(title, font, 21) / 2
     c.saveState()
-    _fill(c, colour)
-    _stroke(c, colour)
+    c.setFillColor(colour)
+    c.setStrokeColor(colour)
     c.setLineWidth(0.7)
     text = c.beginText(cx - half, TOP - 13 * mm)
     text.setTextRenderMode(2)
@@ -300,11 +280,11 @@ def _title_block(c: Canvas, inv: Invoice) -> None:
     text.textOut(title)
     c.drawText(text)
     c.restoreState()
-    _stroke(c, colour)
+    c.setStrokeColor(colour)
     c.setLineWidth(0.8)
     for y in (TOP - 16 * mm, TOP - 17.2 * mm):
         c.line(cx - half - 5 * mm, y, cx + half + 5 * mm, y)
-    _fill(c, colour)
+    c.setFillColor(colour)
     draw_text(c, cx, TOP - 22.5 * mm, subtitle, 10, align="center")
     if inv.kind == "credit_note":
         draw_text(
@@ -350,23 +330,23 @@ def _field(label: str, value: str) -> _Field:
 def _parties(c: Canvas, parties: list[list[_Field]], top: float, height: float) -> float:
     """Buyer (left) and seller (right), each with a vertical caption as on the printed form."""
     half = (RIGHT - LEFT) / 2
-    _stroke(c, INK)
+    c.setStrokeColor(INK)
     c.setLineWidth(0.8)
     c.line(LEFT + half, top, LEFT + half, top - height)
     c.line(LEFT, top - height, RIGHT, top - height)
     for i, (zh, en) in enumerate((("购买方", "Buyer"), ("销售方", "Seller"))):
         x0 = LEFT + i * half
         c.line(x0 + CAPTION_W, top, x0 + CAPTION_W, top - height)
-        _fill(c, INK)
+        c.setFillColor(INK)
         mid = top - height / 2
         for j, ch in enumerate(zh):
             draw_text(c, x0 + CAPTION_W / 2, mid + (5.5 - 5 * j) * mm, ch, 10, align="center")
         draw_text(c, x0 + CAPTION_W / 2, mid - 11 * mm, en, 6.5, align="center")
         y = top - PAD
         for field in parties[i]:
-            _fill(c, INK)
+            c.setFillColor(INK)
             draw_text(c, x0 + CAPTION_W + PAD, y - 2.2 * mm, field.label, 6.5)
-            _fill(c, BLACK)
+            c.setFillColor(BLACK)
             for k, part in enumerate(field.lines):
                 draw_text(c, x0 + CAPTION_W + PAD, y - 2.6 * mm - (k + 0.9) * field.size * 1.15, part, field.size)
             y -= field.height
@@ -376,13 +356,13 @@ def _parties(c: Canvas, parties: list[list[_Field]], top: float, height: float) 
 def _table(c: Canvas, rows: list[_Row], top: float, floor: float, last: bool) -> float:
     """Column heads and this page's rows; the body reaches down to `floor` unless this is the last page
     (then it ends after the rows, but not shorter than MIN_BODY_H). Returns the body's bottom."""
-    _fill(c, INK)
+    c.setFillColor(INK)
     for (zh, en, _, _), x, w in zip(COLUMNS, COL_X, COL_W, strict=True):
         draw_text(c, x + w / 2, top - 3.6 * mm, zh, 8, align="center")
         draw_text(c, x + w / 2, top - 6.8 * mm, en, 6, align="center")
     y = top - THEAD_H
-    _fill(c, BLACK)
-    _stroke(c, RULE)
+    c.setFillColor(BLACK)
+    c.setStrokeColor(RULE)
     c.setLineWidth(0.3)
     for n, row in enumerate(rows):
         _draw_row(c, row, y)
@@ -390,7 +370,7 @@ def _table(c: Canvas, rows: list[_Row], top: float, floor: float, last: bool) ->
         if n < len(rows) - 1 or not last:
             c.line(LEFT, y, RIGHT, y)
     bottom = max(min(y, top - THEAD_H - MIN_BODY_H), floor) if last else floor
-    _stroke(c, INK)
+    c.setStrokeColor(INK)
     c.setLineWidth(0.6)
     c.line(LEFT, top - THEAD_H, RIGHT, top - THEAD_H)
     for x in COL_X[1:]:
@@ -414,12 +394,12 @@ def _tail(c: Canvas, inv: Invoice, remarks: list[str], top: float, remarks_h: fl
     y, label_x = top - SUBTOTAL_H, LEFT + LABEL_W
     words_y = y - WORDS_H
     bottom = words_y - remarks_h
-    _stroke(c, INK)
+    c.setStrokeColor(INK)
     c.setLineWidth(0.6)
     for line_y in (top, y, words_y):
         c.line(LEFT, line_y, RIGHT, line_y)
     c.line(label_x, y, label_x, bottom)
-    _fill(c, INK)
+    c.setFillColor(INK)
     draw_text(c, COL_X[1] + COL_W[1] / 2, y + 2.4 * mm, "合    计  Total", 9, align="center")
     draw_text(c, LEFT + LABEL_W / 2, words_y + 4.8 * mm, "价税合计", 8.5, align="center")
     draw_text(c, LEFT + LABEL_W / 2, words_y + 1.6 * mm, "Total incl. tax", 6, align="center")
@@ -430,15 +410,15 @@ def _tail(c: Canvas, inv: Invoice, remarks: list[str], top: float, remarks_h: fl
     size = fit_size(figures, font_for(figures), 11.5, 55 * mm)
     figures_x = RIGHT - PAD - text_width(figures, font_for(figures), size)
     draw_text(c, figures_x - 1.5 * mm, words_y + 3.2 * mm, "（小写）", 8, align="right")
-    _fill(c, BLACK)
+    c.setFillColor(BLACK)
     for col, value in ((5, inv.totals.total_amount), (7, inv.totals.total_tax)):
         x, money = COL_X[col] + COL_W[col] - PAD, _money(value, inv.currency)
         draw_text(c, x, y + 2.4 * mm, money, 9, align="right", max_width=COL_W[col] - 2 * PAD)
-    _fill(c, RED if inv.kind == "credit_note" else BLACK)
+    c.setFillColor(RED if inv.kind == "credit_note" else BLACK)
     words_x = label_x + PAD + 12 * mm
     draw_text(c, words_x, words_y + 3.2 * mm, inv.total_in_words, 10.5, max_width=figures_x - 16 * mm - words_x)
     draw_text(c, figures_x, words_y + 3.2 * mm, figures, size)
-    _fill(c, BLACK)
+    c.setFillColor(BLACK)
     for i, part in enumerate(remarks):
         draw_text(c, label_x + PAD, words_y - PAD - BODY * 0.85 - i * LEADING, part, BODY, font=cjk_font())
     return float(bottom)

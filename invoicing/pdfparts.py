@@ -5,7 +5,7 @@ later, the postal label and manifest. Pure: no DB, no network.
 The font is looked up once per process (`cjk_font()`), so `INVOICELOOP_CJK_FONT` is read at first use.
 For speed, what is the same from one document to the next is kept per process: the font's shared subset
 (`SHARED_TEXT`, built and compressed once: `pdffont`), each glyph's data for the subsetter, each
-character's advance (`text_width`), text positions as written, each string's font, size, offset and,
+character's advance (`text_width`), each string's font, size, offset and,
 when its characters are all shared or it is in a standard font, its encoded text (`_placed`, LRU), and
 the QR path's operators for each 8 modules (`_chunk_ops`). What reportlab names or numbers per document
 (the font resource names, the codes of the document's own characters) is the document's.
@@ -131,8 +131,6 @@ def cjk_font() -> str:
 
 def font_for(text: str) -> str:
     """Helvetica for text it can show (WinAnsi, e.g. figures, codes, `¥`), else the CJK font."""
-    if text.isascii():
-        return LATIN_FONT
     try:
         text.encode("cp1252")
     except UnicodeEncodeError:
@@ -231,8 +229,6 @@ def draw_text(
     if shows is None:  # TrueType text with characters of the document's own, which it numbers
         runs = face.splitString(text, doc)  # type: ignore[attr-defined]
         shows = tuple((face.fontName, f"+{n} {size_op} Tf ({escapePDF(codes)}) Tj") for n, codes in runs)  # type: ignore[attr-defined]
-    xy = (x - dx, y)
-    position = _POSITIONS.get(xy) or _position(xy)
     names = doc.fontMapping  # reportlab's font resource names in this document: "/F1", "/F2" (+subset)
     try:
         ops = " ".join([names[name] + show for name, show in shows])
@@ -242,19 +238,7 @@ def draw_text(
         for name, _ in shows:
             doc.getInternalFontName(name)
         ops = " ".join([names[name] + show for name, show in shows])
-    canvas._code.append(f"BT 1 0 0 1 {position} Tm {ops} ET")  # canvas.addLiteral, without its call
-
-
-# Text positions as `fp_str` writes them, kept per process: a label sits at the same place on every invoice.
-_POSITIONS: dict[tuple[float, float], str] = {}
-
-
-def _position(xy: tuple[float, float]) -> str:
-    if len(_POSITIONS) >= 20_000:  # ~3 MB; labels and table cells recur, so far fewer in practice
-        _POSITIONS.clear()
-    text: str = fp_str(*xy)
-    _POSITIONS[xy] = text
-    return text
+    canvas._code.append(f"BT 1 0 0 1 {fp_str(x - dx, y)} Tm {ops} ET")  # canvas.addLiteral, without its call
 
 
 @lru_cache(maxsize=4096)

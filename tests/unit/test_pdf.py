@@ -20,7 +20,7 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFontFile
 from reportlab.pdfgen.canvas import Canvas
 
-from invoicing import pdffont, pdfparts
+from invoicing import pdfparts
 from invoicing.formats import verify_url
 from invoicing.model import DEFAULT_TAX_RATES, Invoice, LineInput, money_str
 from invoicing.pdf import COL_X, PAD, PAGE_H, render_invoice_pdf
@@ -341,51 +341,26 @@ def _composite_glyphs(face: TTFontFile) -> set[int]:
     }
 
 
-def test_split_string_numbers_characters_as_reportlab_does() -> None:
-    """`SubsetFont.splitString` (str.translate, numbering new characters itself) against reportlab's loop
-    over the same document state (the shared subset as subset 0), over more than one subset of 256."""
-    import random
-
+def test_shared_subset_codes_are_the_ones_reportlab_numbers_in_a_document() -> None:
+    """`draw_text` writes a string of shared characters from codes kept per process (`_SharedSubset.encode`):
+    they must be what reportlab's `splitString` gives in a document, whatever the document drew before;
+    the document's own characters are numbered from subset 1 on, as reportlab numbers them."""
     from reportlab.pdfbase.pdfdoc import PDFDocument
-    from reportlab.pdfbase.ttfonts import TTFont
 
-    ours = pdfmetrics.getFont(pdfparts.cjk_font())
-    rng = random.Random(3)
-    pool = [chr(c) for c in sorted(ours.face.charToGlyph) if 0x4E00 <= c < 0x9FA5][:400] + list("AB 1,.\xa0发票")
-    texts = ["", "\xa0", "发票 No.1", "\U0010fffd?", "名称 Name"] + [
-        "".join(rng.choices(pool, k=rng.randint(1, 12))) for _ in range(300)
-    ]
-    doc_ours, doc_plain = PDFDocument(), PDFDocument()
-    ours.doc_state(doc_plain)  # the same starting state, for reportlab's own loop
-    for text in texts + texts:
-        assert ours.splitString(text, doc_ours) == TTFont.splitString(ours, text, doc_plain), text
-    assert ours.doc_state(doc_ours).subsets == ours.doc_state(doc_plain).subsets
-    assert len(ours.doc_state(doc_ours).subsets) > 2
+    font = pdfmetrics.getFont(pdfparts.cjk_font())
+    doc = PDFDocument()
+    assert font.splitString("名称 张三丰", doc) == [(0, font.shared.encode("名称 ")), (1, bytes([1, 2, 3]))]
+    for text in ("发票代码", "价税合计 Total", "0123456789", "壹万贰仟元整", "（小写）", pdfparts.SHARED_TEXT[:200]):
+        codes = font.shared.encode(text)
+        assert codes is not None and font.splitString(text, doc) == [(0, codes)], text
+    assert font.shared.encode("张三") is None and font.shared.encode("") is None
+    assert font.doc_state(doc).subsets[1] == [0, *map(ord, "张三丰")]
 
 
 @given(st.one_of(chinese_text, st.text(st.characters(max_codepoint=0x2FF), max_size=30)), st.sampled_from([6, 7.5, 8]))
 def test_text_width_is_reportlabs_string_width(text: str, size: float) -> None:
     for font in (pdfparts.cjk_font(), pdfparts.LATIN_FONT):
         assert pdfparts.text_width(text, font, size) == pdfmetrics.stringWidth(text, font, size), (text, font)
-
-
-def test_widths_arrays_write_the_same_bytes_as_reportlab() -> None:
-    from reportlab.pdfbase.pdfdoc import PDFArray, PDFDocument
-
-    doc = PDFDocument()
-    for seq in ([], [500], list(range(10)), list(range(11)), [1000, 0.5, 333.3333, 250] * 64):
-        assert pdffont._Numbers(seq).format(doc) == PDFArray(seq).format(doc)
-
-
-def test_to_unicode_cmaps_are_reportlabs() -> None:
-    import random
-
-    from reportlab.pdfbase.ttfonts import makeToUnicodeCMap
-
-    rng = random.Random(5)
-    for size in (1, 2, 100, 256):
-        subset = [0, *rng.sample(range(0x20, 0x2FFFF), size - 1)]
-        assert pdffont._to_unicode_cmap("AAAAAB+Font-0", subset) == makeToUnicodeCMap("AAAAAB+Font-0", subset).encode()
 
 
 def test_forms_get_the_stream_bytes_reportlab_would_give_them() -> None:

@@ -309,13 +309,6 @@ def test_font_path_override_and_a_clear_error_when_missing(monkeypatch: pytest.M
         pdfparts.find_cjk_font({})
 
 
-def test_fast_table_slices_make_the_same_subset() -> None:
-    font = pdfmetrics.getFont(pdfparts.cjk_font())
-    plain = TTFontFile(str(pdfparts.find_cjk_font({})), subfontIndex=0)
-    chars = [ord(ch) for ch in "发票代码号码（）ABC 123 ¥壹贰叁"]
-    assert font.face.makeSubset(chars) == plain.makeSubset(chars)
-
-
 def test_glyph_cache_makes_reportlabs_subset_for_any_characters() -> None:
     """The cached subsetter (`_GlyphCache`) against reportlab's own, composite glyphs included."""
     import random

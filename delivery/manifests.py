@@ -18,7 +18,7 @@ from reportlab.lib.pagesizes import A4, landscape
 from reportlab.pdfgen.canvas import Canvas
 
 from invoicing.model import SHANGHAI
-from invoicing.pdfparts import LATIN_FONT, draw_code128, draw_text, font_for, wrap_text
+from invoicing.pdf import LATIN_FONT, draw_code128, draw_text, font_for, wrap_text
 
 CSV_COLUMNS = (
     "manifest_number",

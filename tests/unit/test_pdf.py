@@ -20,10 +20,12 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFontFile
 from reportlab.pdfgen.canvas import Canvas
 
-from invoicing import pdfparts
+from invoicing import pdf
 from invoicing.formats import verify_url
 from invoicing.model import DEFAULT_TAX_RATES, Invoice, LineInput, money_str
-from invoicing.pdf import COL_X, PAD, PAGE_H, render_invoice_pdf
+from invoicing.pdf import barcodes, fonts, render_invoice_pdf
+from invoicing.pdf.layout import COL_X, PAD, PAGE_H
+from invoicing.pdf.render import _FLATE, ZLIB_LEVEL, _Canvas
 from tests.unit.invoice_samples import BASE_URL, BUYER, chinese_text, invoices, make_invoice, sample_invoice
 
 OUT = Path(__file__).resolve().parents[2] / "test-output" / "pdf"
@@ -147,7 +149,7 @@ def test_qr_mask_is_the_one_zxing_cpp_chooses() -> None:
         code = zxingcpp.create_barcode(data, zxingcpp.BarcodeFormat.QRCode, ec_level="M")
         image = zxingcpp.write_barcode_to_image(code, scale=1, add_quiet_zones=False)
         n, pixels = image.shape[0], bytes(memoryview(image)).translate(bytes.maketrans(b"\x00\xff", b"\x01\x00"))
-        assert pdfparts.qr_matrix(data) == [pixels[i * n : (i + 1) * n] for i in range(n)], data
+        assert pdf.qr_matrix(data) == [pixels[i * n : (i + 1) * n] for i in range(n)], data
 
 
 @needs_poppler
@@ -155,9 +157,9 @@ def test_segno_encoder_makes_the_same_decodable_qr(monkeypatch: pytest.MonkeyPat
     """The fallback when zxing-cpp is not installed."""
     inv = sample_invoice(2)
     url = verify_url(BASE_URL, inv)
-    fast = pdfparts.qr_matrix(url)
-    monkeypatch.setattr(pdfparts, "zxingcpp", None)
-    slow = pdfparts.qr_matrix(url)
+    fast = pdf.qr_matrix(url)
+    monkeypatch.setattr(barcodes, "zxingcpp", None)
+    slow = pdf.qr_matrix(url)
     assert len(slow) == len(fast)  # same version: level M, not boosted
     assert decoded(raster(render_invoice_pdf(inv, url)))["QRCode"] == url
 
@@ -210,8 +212,8 @@ def test_long_descriptions_wrap_and_stay_whole() -> None:
     inv = make_invoice([LineInput(long, "套", Decimal(1), Decimal("99999.99"), Decimal("0.13"))])
     text = "".join(pypdf_pages(render(inv))[0].split())
     assert "".join(long.split()) in text
-    font = pdfparts.cjk_font()
-    lines = pdfparts.wrap_text(long, font, 8, 150)
+    font = pdf.cjk_font()
+    lines = pdf.wrap_text(long, font, 8, 150)
     assert len(lines) > 5
     assert all(pdfmetrics.stringWidth(line, font, 8) <= 150 for line in lines)
     assert "".join(lines).replace(" ", "") == long.replace(" ", "")
@@ -300,21 +302,21 @@ def test_shared_subset_is_the_same_bytes_in_every_document_and_the_rest_is_the_d
 
 
 def test_font_path_override_and_a_clear_error_when_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    real = pdfparts.find_cjk_font({})
-    assert pdfparts.find_cjk_font({pdfparts.CJK_FONT_ENV: str(real)}) == real
-    with pytest.raises(pdfparts.CJKFontMissing, match=pdfparts.CJK_FONT_ENV):
-        pdfparts.find_cjk_font({pdfparts.CJK_FONT_ENV: str(tmp_path / "nope.ttc")})
-    monkeypatch.setattr(pdfparts, "CJK_FONT_PATHS", (str(tmp_path / "nope.ttc"),))
-    with pytest.raises(pdfparts.CJKFontMissing, match="fonts-wqy-zenhei"):
-        pdfparts.find_cjk_font({})
+    real = pdf.find_cjk_font({})
+    assert pdf.find_cjk_font({pdf.CJK_FONT_ENV: str(real)}) == real
+    with pytest.raises(pdf.CJKFontMissing, match=pdf.CJK_FONT_ENV):
+        pdf.find_cjk_font({pdf.CJK_FONT_ENV: str(tmp_path / "nope.ttc")})
+    monkeypatch.setattr(fonts, "CJK_FONT_PATHS", (str(tmp_path / "nope.ttc"),))
+    with pytest.raises(pdf.CJKFontMissing, match="fonts-wqy-zenhei"):
+        pdf.find_cjk_font({})
 
 
 def test_glyph_cache_makes_reportlabs_subset_for_any_characters() -> None:
     """The cached subsetter (`_GlyphCache`) against reportlab's own, composite glyphs included."""
     import random
 
-    font = pdfmetrics.getFont(pdfparts.cjk_font())
-    plain = TTFontFile(str(pdfparts.find_cjk_font({})), subfontIndex=0)
+    font = pdfmetrics.getFont(pdf.cjk_font())
+    plain = TTFontFile(str(pdf.find_cjk_font({})), subfontIndex=0)
     codes = sorted(plain.charToGlyph)
     composites = _composite_glyphs(plain)
     composite = [c for c in codes if plain.charToGlyph[c] in composites][:40]
@@ -340,10 +342,10 @@ def test_shared_subset_codes_are_the_ones_reportlab_numbers_in_a_document() -> N
     the document's own characters are numbered from subset 1 on, as reportlab numbers them."""
     from reportlab.pdfbase.pdfdoc import PDFDocument
 
-    font = pdfmetrics.getFont(pdfparts.cjk_font())
+    font = pdfmetrics.getFont(pdf.cjk_font())
     doc = PDFDocument()
     assert font.splitString("名称 张三丰", doc) == [(0, font.shared.encode("名称 ")), (1, bytes([1, 2, 3]))]
-    for text in ("发票代码", "价税合计 Total", "0123456789", "壹万贰仟元整", "（小写）", pdfparts.SHARED_TEXT[:200]):
+    for text in ("发票代码", "价税合计 Total", "0123456789", "壹万贰仟元整", "（小写）", pdf.SHARED_TEXT[:200]):
         codes = font.shared.encode(text)
         assert codes is not None and font.splitString(text, doc) == [(0, codes)], text
     assert font.shared.encode("张三") is None and font.shared.encode("") is None
@@ -352,16 +354,14 @@ def test_shared_subset_codes_are_the_ones_reportlab_numbers_in_a_document() -> N
 
 @given(st.one_of(chinese_text, st.text(st.characters(max_codepoint=0x2FF), max_size=30)), st.sampled_from([6, 7.5, 8]))
 def test_text_width_is_reportlabs_string_width(text: str, size: float) -> None:
-    for font in (pdfparts.cjk_font(), pdfparts.LATIN_FONT):
-        assert pdfparts.text_width(text, font, size) == pdfmetrics.stringWidth(text, font, size), (text, font)
+    for font in (pdf.cjk_font(), pdf.LATIN_FONT):
+        assert pdf.text_width(text, font, size) == pdfmetrics.stringWidth(text, font, size), (text, font)
 
 
 def test_forms_get_the_stream_bytes_reportlab_would_give_them() -> None:
-    from invoicing import pdf
-
     for literal in ("0 0 m 10 10 l S (a\\(b\\)) Tj\t\x7f", "(caf\xe9 \u2022) Tj"):  # ASCII; PDFDocEncoding
         streams = []
-        for kind in (Canvas, pdf._Canvas):
+        for kind in (Canvas, _Canvas):
             c = kind(io.BytesIO())
             c.beginForm("f")
             c.setFillColorRGB(1, 0, 0)
@@ -376,8 +376,6 @@ def test_streams_are_zipped_at_a_fast_level_for_our_documents_only() -> None:
 
     from reportlab.pdfbase import pdfdoc
 
-    from invoicing import pdf
-
     default = pdfdoc.PDFZCompress
     zipped = render(sample_invoice(3))
     assert pdfdoc.PDFZCompress is default and type(default) is pdfdoc.PDFStreamFilterZCompress
@@ -386,7 +384,7 @@ def test_streams_are_zipped_at_a_fast_level_for_our_documents_only() -> None:
     assert zipped.count(b"/FlateDecode") == 6
     assert b"/FlateDecode" not in render_invoice_pdf(sample_invoice(3), "https://x.example", compress=False)
     raw = b"0 0 m 10 10 l S " * 500
-    assert pdf._FLATE.encode(raw) == zlib.compress(raw, pdf.ZLIB_LEVEL) != zlib.compress(raw)
+    assert _FLATE.encode(raw) == zlib.compress(raw, ZLIB_LEVEL) != zlib.compress(raw)
     buf = io.BytesIO()  # any other reportlab document keeps reportlab's filter (zlib's default level)
     c = Canvas(buf)
     c.drawString(10, 10, "x")
@@ -399,12 +397,12 @@ def test_address_block_and_barcode_pieces_draw_on_any_canvas() -> None:
     buf = io.BytesIO()
     c = Canvas(buf, pagesize=(100 * mm, 150 * mm))
     assert BUYER.address is not None
-    lines = pdfparts.address_lines(BUYER.address)
+    lines = pdf.address_lines(BUYER.address)
     assert lines == ["邮编 518057", "广东省深圳市", "科技园南区深南大道 9999 号", "张三"]
-    bottom = pdfparts.draw_address_block(c, 10 * mm, 120 * mm, 40 * mm, lines, size=11)
+    bottom = pdf.draw_address_block(c, 10 * mm, 120 * mm, 40 * mm, lines, size=11)
     assert bottom < 120 * mm - 4 * 11  # the street wraps in 40 mm
-    pdfparts.draw_code128(c, 10 * mm, 20 * mm, "RR473124829CN", 70 * mm, 15 * mm)
-    pdfparts.draw_qr(c, 60 * mm, 60 * mm, "https://example.cn/t/RR473124829CN", 30 * mm)
+    pdf.draw_code128(c, 10 * mm, 20 * mm, "RR473124829CN", 70 * mm, 15 * mm)
+    pdf.draw_qr(c, 60 * mm, 60 * mm, "https://example.cn/t/RR473124829CN", 30 * mm)
     c.save()
     text = pypdf_pages(buf.getvalue())[0]
     assert "科技园南区" in text and "张三" in text

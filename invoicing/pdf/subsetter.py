@@ -2,7 +2,7 @@
 
 reportlab re-reads every glyph's header, data and metrics from the font for every subset it makes, and
 copies the whole `glyf` table (10 MB in wqy-zenhei) to do so, on every document. Here each glyph's data is
-read once per process (`_GlyphCache`) and the subset is assembled with list operations.
+kept per process (`_GlyphCache`) and the subset is assembled with list operations.
 `tests/unit/test_pdf.py` compares the bytes with reportlab's for random sets of characters.
 """
 
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from itertools import accumulate, chain
 from struct import pack, unpack_from
 
+from cachetools import LRUCache
 from reportlab.pdfbase.ttfonts import TTFontMaker
 
 __all__ = ["speed_up_subsets"]
@@ -29,17 +30,20 @@ def speed_up_subsets(face: object) -> None:
 _GF_WORDS, _GF_SCALE, _GF_MORE, _GF_XY_SCALE, _GF_2X2 = 1 << 0, 1 << 3, 1 << 5, 1 << 6, 1 << 7
 
 
-class _GlyphCache(dict[int, tuple[bytes, tuple[tuple[int, int], ...], tuple[int, int]]]):
-    """The per-glyph work of reportlab's `TTFontFile.makeSubset`, done once per glyph and process.
+_Glyph = tuple[bytes, tuple[tuple[int, int], ...], tuple[int, int]]
+GLYPHS_KEPT = 8192  # the glyphs of the few thousand common Chinese characters, Latin and figures
 
-    reportlab re-reads every glyph's header, data and metrics from the font for every subset it makes
-    (~1 ms for an invoice's ~220 characters); the labels and figures recur on every invoice. This keeps,
-    per original glyph: its `glyf` bytes (padded to 4), where its component indices are (composite glyphs
+
+class _GlyphCache(LRUCache[int, _Glyph]):
+    """The per-glyph work of reportlab's `TTFontFile.makeSubset`, kept per process for `GLYPHS_KEPT` glyphs.
+
+    reportlab re-reads every glyph's header, data and metrics from the font for every subset it makes;
+    the labels and figures recur on every invoice. This keeps, per original glyph: its `glyf` bytes (padded to 4), where its component indices are (composite glyphs
     only) and its metrics, and builds the same subset font, byte for byte (`tests/unit/test_pdf.py`
     compares), with list operations rather than a Python loop per glyph where it can."""
 
     def __init__(self, face: object) -> None:
-        super().__init__()
+        super().__init__(maxsize=GLYPHS_KEPT)
         self.face = face
         f = face
         self.fixed = [(tag, f.get_table(tag)) for tag in ("name", "OS/2", "cvt ", "fpgm", "prep") if _has(f, tag)]  # type: ignore[attr-defined]
@@ -48,7 +52,7 @@ class _GlyphCache(dict[int, tuple[bytes, tuple[tuple[int, int], ...], tuple[int,
         pos, length = f.get_table_pos("glyf")  # type: ignore[attr-defined]
         self.glyf = memoryview(f._ttf_data)[pos : pos + length]  # type: ignore[attr-defined]  # read, not copied
 
-    def __missing__(self, index: int) -> tuple[bytes, tuple[tuple[int, int], ...], tuple[int, int]]:
+    def __missing__(self, index: int) -> _Glyph:
         """(data padded to 4 bytes, ((offset, component index), ...), (advance width, left side bearing))."""
         face = self.face
         pos = face.glyphPos[index]  # type: ignore[attr-defined]

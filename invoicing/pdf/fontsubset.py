@@ -1,18 +1,18 @@
-"""The CJK TrueType font as reportlab embeds it, at a lower cost per document (`pdfparts.cjk_font`).
+"""The CJK TrueType font as reportlab embeds it, at a lower cost per document (`fonts.cjk_font`).
 
 reportlab embeds a TrueType font as subsets of up to 256 glyphs, numbering the characters per document in
 the order they are first drawn, and builds each subset's font program, widths and ToUnicode CMap when the
 document is saved. `SubsetFont` does the same, except:
 
 - Subset 0 of every document is the shared subset: the characters an invoice prints whatever its content
-  (the labels, figures, the numerals of amounts in words: `pdfparts.SHARED_TEXT`). It is numbered
+  (the labels, figures, the numerals of amounts in words: `fonts.SHARED_TEXT`). It is numbered
   once per process, and its font program, widths and CMap are built and zlib-compressed once per process
   and written into each document as they are. A document's own characters (names, addresses, item
-  descriptions) go into subsets 1, 2, ... as reportlab numbers them, so a document compresses the glyphs of
-  its own text only (about half of an invoice's); a string that has both kinds switches subsets (fonts)
-  between its runs, as reportlab's strings do when they span two subsets.
-- The subsetter keeps each glyph's data once per process (`ttfsubset`), and the font objects are written
-  as bytes (`_Written`, `_Stream`): reportlab formats a dictionary entry by entry.
+  descriptions) go into subsets 1, 2, ... as reportlab numbers them, so a document subsets and compresses
+  the glyphs of its own text only; a string that has both kinds switches subsets (fonts) between its runs,
+  as reportlab's strings do when they span two subsets.
+- The subsetter keeps glyphs' data per process (`subsetter`), and the font objects are written as bytes
+  (`_Written`, `_Stream`): reportlab formats a dictionary entry by entry.
 
 What a viewer gets is what reportlab would write: embedded TrueType subsets with widths and ToUnicode.
 """
@@ -20,7 +20,6 @@ What a viewer gets is what reportlab would write: embedded TrueType subsets with
 from __future__ import annotations
 
 import zlib
-from functools import cached_property
 
 from reportlab.pdfbase.pdfdoc import (
     PDFArray,
@@ -31,9 +30,9 @@ from reportlab.pdfbase.pdfdoc import (
     PDFStream,
     PDFZCompress,
 )
-from reportlab.pdfbase.ttfonts import FF_NONSYMBOLIC, FF_SYMBOLIC, SUBSETN, TTFont, makeToUnicodeCMap
+from reportlab.pdfbase.ttfonts import FF_NONSYMBOLIC, FF_SYMBOLIC, SUBSETN, TTFont, TTFontFace, makeToUnicodeCMap
 
-from invoicing.ttfsubset import speed_up_subsets
+from invoicing.pdf.subsetter import speed_up_subsets
 
 __all__ = ["SubsetFont"]
 
@@ -48,6 +47,7 @@ class SubsetFont(TTFont):  # type: ignore[misc]  # reportlab has no type hints
         super().__init__(name, filename, subfontIndex=subfont_index, asciiReadable=False)
         speed_up_subsets(self.face)
         self.shared = _SharedSubset(self.face, shared)
+        self._descriptor = _descriptor_start(self.face)
 
     def doc_state(self, doc: object) -> TTFont.State:
         """The document's numbering: reportlab's state, with subset 0 the shared subset and the document's
@@ -105,23 +105,6 @@ class SubsetFont(TTFont):  # type: ignore[misc]  # reportlab has no type hints
             fonts[name] = pdf_font
         del self.state[doc]
 
-    @cached_property
-    def _descriptor(self) -> bytes:
-        """The start of every subset's FontDescriptor (as reportlab's `TTFontFace.addSubsetObjects` has it)."""
-        f = self.face
-        entries = {
-            "Ascent": f.ascent,
-            "CapHeight": f.capHeight,
-            "Descent": f.descent,
-            "Flags": f.flags & ~FF_NONSYMBOLIC | FF_SYMBOLIC,
-            "FontBBox": PDFArray(f.bbox),
-            "ItalicAngle": f.italicAngle,
-            "MissingWidth": f.defaultWidth,
-            "StemV": f.stemV,
-            "Type": "/FontDescriptor",
-        }
-        return PDFDictionary(entries).format(None)[: -len(b"\n>>")]  # type: ignore[no-any-return]
-
 
 class _Written(PDFObject):  # type: ignore[misc]  # reportlab has no type hints
     """A PDF object as bytes we write, with references to other objects, which reportlab numbers."""
@@ -160,6 +143,22 @@ def _stream(doc: object, raw: bytes, packed: bytes | None = None, *, length1: bo
         content = packed if packed is not None else filters[0].encode(raw)
         return _Stream(b"/Filter [ /FlateDecode ] " + entries, content)
     return PDFStream(PDFDictionary({"Length1": len(raw)} if length1 else {}), raw, filters)
+
+
+def _descriptor_start(f: TTFontFace) -> bytes:
+    """The start of every subset's FontDescriptor (as reportlab's `TTFontFace.addSubsetObjects` has it)."""
+    entries = {
+        "Ascent": f.ascent,
+        "CapHeight": f.capHeight,
+        "Descent": f.descent,
+        "Flags": f.flags & ~FF_NONSYMBOLIC | FF_SYMBOLIC,
+        "FontBBox": PDFArray(f.bbox),
+        "ItalicAngle": f.italicAngle,
+        "MissingWidth": f.defaultWidth,
+        "StemV": f.stemV,
+        "Type": "/FontDescriptor",
+    }
+    return PDFDictionary(entries).format(None)[: -len(b"\n>>")]  # type: ignore[no-any-return]
 
 
 def _subset_name(face: object, n: int) -> str:

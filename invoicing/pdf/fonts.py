@@ -101,28 +101,5 @@ def font_for(text: str) -> str:
 
 
 def text_width(text: str, font: str, size: float) -> float:
-    """Width of `text` in points: reportlab's `stringWidth`, the same figure (a test compares).
-
-    Helvetica's is summed from its table of advances: reportlab encodes the text through a Python codec on
-    every call, and layout measures every word of an invoice."""
-    if font == LATIN_FONT:
-        try:
-            return sum(map(_LATIN_ADVANCES.__getitem__, text)) * 0.001 * size
-        except KeyError:  # a character Helvetica lacks: reportlab measures it in a substitute font
-            pass
+    """Width of `text` in points (reportlab's `stringWidth`)."""
     return float(pdfmetrics.stringWidth(text, font, size))
-
-
-def _advances(font: str) -> dict[str, int]:
-    """Every character a Type 1 font's encoding has, and its advance (1/1000 em): a whole table, not a cache."""
-    face = pdfmetrics.getFont(font)
-    table = {}
-    for code, advance in enumerate(face.widths):
-        try:
-            table[bytes([code]).decode(face.encName)] = advance
-        except UnicodeDecodeError:
-            continue
-    return table
-
-
-_LATIN_ADVANCES = _advances(LATIN_FONT)

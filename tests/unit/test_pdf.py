@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import zxingcpp
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from PIL import Image
 from pypdf import PdfReader
 from reportlab.lib.units import mm
@@ -26,7 +25,7 @@ from invoicing.model import DEFAULT_TAX_RATES, Invoice, LineInput, money_str
 from invoicing.pdf import barcodes, fonts, render_invoice_pdf
 from invoicing.pdf.layout import COL_X, PAD, PAGE_H
 from invoicing.pdf.render import _FLATE, ZLIB_LEVEL, _Canvas
-from tests.unit.invoice_samples import BASE_URL, BUYER, chinese_text, invoices, make_invoice, sample_invoice
+from tests.unit.invoice_samples import BASE_URL, BUYER, invoices, make_invoice, sample_invoice
 
 OUT = Path(__file__).resolve().parents[2] / "test-output" / "pdf"
 needs_poppler = pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils is not installed")
@@ -350,12 +349,6 @@ def test_shared_subset_codes_are_the_ones_reportlab_numbers_in_a_document() -> N
         assert codes is not None and font.splitString(text, doc) == [(0, codes)], text
     assert font.shared.encode("张三") is None and font.shared.encode("") is None
     assert font.doc_state(doc).subsets[1] == [0, *map(ord, "张三丰")]
-
-
-@given(st.one_of(chinese_text, st.text(st.characters(max_codepoint=0x2FF), max_size=30)), st.sampled_from([6, 7.5, 8]))
-def test_text_width_is_reportlabs_string_width(text: str, size: float) -> None:
-    for font in (pdf.cjk_font(), pdf.LATIN_FONT):
-        assert pdf.text_width(text, font, size) == pdfmetrics.stringWidth(text, font, size), (text, font)
 
 
 def test_forms_get_the_stream_bytes_reportlab_would_give_them() -> None:

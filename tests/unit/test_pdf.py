@@ -351,6 +351,81 @@ def test_shared_subset_codes_are_the_ones_reportlab_numbers_in_a_document() -> N
     assert font.doc_state(doc).subsets[1] == [0, *map(ord, "张三丰")]
 
 
+_TEXT_OPS = re.compile(r"(/F\d+(?:\+\d+)?) (\S+) Tf|(\((?:\\.|[^\\)])*\)) Tj")
+
+
+def _shown(code: list[str]) -> list[tuple[str, str, str]]:
+    """(font resource, size, string) of each string a page's operators show."""
+    shown, font = [], ("", "")
+    for m in _TEXT_OPS.finditer(" ".join(code)):
+        if m[1]:
+            font = (m[1], m[2])
+        else:
+            shown.append((*font, m[3]))
+    return shown
+
+
+def test_draw_text_shows_what_reportlabs_draw_string_shows() -> None:
+    """`draw_text` writes the text operators itself, from work kept per process (`_placed`): the font
+    resources, sizes and codes must be what reportlab's `drawString` writes for the same strings drawn in
+    the same order (shared subset, the document's own subsets, Helvetica and its substitute fonts)."""
+    texts = [
+        ("发票代码", None),
+        ("Unit price", None),
+        ("12000.00", None),
+        ("名称 张三丰", None),
+        ("¥20684.84", None),
+        ("深圳市南山区海岸城数码贸易有限公司", None),
+        ("混合 Mixed 文字 123（小写）", None),
+        ("\xa0张\xa0", None),
+        ("✓ Ⅻ ok", pdf.LATIN_FONT),
+        ("第 2 页 / 共 3 页  Page 2 of 3", None),
+        ("名称 张三丰", None),  # again: the codes numbered the first time
+    ]
+    ours, theirs = Canvas(io.BytesIO()), Canvas(io.BytesIO())
+    for i, (text, font) in enumerate(texts):
+        size = (8, 7.5, 10.5)[i % 3]
+        pdf.draw_text(ours, 10, 10, text, size, font=font)
+        theirs.setFont(font or pdf.font_for(text), size)
+        theirs.drawString(10, 10, text)
+    shown = [_shown(c._code) for c in (ours, theirs)]
+    assert len(shown[0]) > len(texts) and shown[0] == shown[1]
+
+
+def test_font_objects_are_the_ones_reportlab_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`SubsetFont.addObjects` writes the font dictionaries, descriptors, widths, ToUnicode CMaps and font
+    programs as bytes (the shared subset's made and compressed once per process): read back, each is what
+    reportlab's own `TTFont.addObjects` writes for the same document, zipped or not."""
+    from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, StreamObject
+    from reportlab.pdfbase.ttfonts import TTFont
+
+    from invoicing.pdf.fontsubset import SubsetFont
+
+    def plain(obj: object) -> object:
+        if isinstance(obj, IndirectObject):
+            return plain(obj.get_object())
+        if isinstance(obj, StreamObject):
+            return plain(
+                DictionaryObject({k: v for k, v in obj.items() if k not in ("/Length", "/Filter")})
+            ), obj.get_data()
+        if isinstance(obj, DictionaryObject):
+            return {k: plain(v) for k, v in obj.items()}
+        if isinstance(obj, ArrayObject):
+            return [plain(v) for v in obj]
+        return obj
+
+    def fonts(pdf_bytes: bytes) -> object:
+        return plain(PdfReader(io.BytesIO(pdf_bytes)).pages[0]["/Resources"]["/Font"])
+
+    inv = sample_invoice(3, kind="credit_note")
+    url = verify_url(BASE_URL, inv)
+    ours = [fonts(render_invoice_pdf(inv, url, compress=zipped)) for zipped in (True, False)]
+    monkeypatch.setattr(SubsetFont, "addObjects", TTFont.addObjects)
+    theirs = [fonts(render_invoice_pdf(inv, url, compress=zipped)) for zipped in (True, False)]
+    assert ours == theirs
+    assert len(ours[0]) == 3  # type: ignore[arg-type]  # Helvetica, the shared subset, the document's own
+
+
 def test_forms_get_the_stream_bytes_reportlab_would_give_them() -> None:
     for literal in ("0 0 m 10 10 l S (a\\(b\\)) Tj\t\x7f", "(caf\xe9 \u2022) Tj"):  # ASCII; PDFDocEncoding
         streams = []

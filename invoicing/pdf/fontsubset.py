@@ -67,6 +67,7 @@ class SubsetFont(TTFont):  # type: ignore[misc]  # reportlab has no type hints
         return super().splitString(text, doc, encoding)  # type: ignore[no-any-return]
 
     def getSubsetInternalName(self, subset: int, doc: object) -> str:
+        """reportlab's resource name of a subset in `doc` ("/F2+0"), numbering the document our way first."""
         self.doc_state(doc)  # ours, before reportlab's would make a state of its own
         return super().getSubsetInternalName(subset, doc)  # type: ignore[no-any-return]
 
@@ -115,6 +116,7 @@ class _Written(PDFObject):  # type: ignore[misc]  # reportlab has no type hints
         self.parts = parts
 
     def format(self, document: object) -> bytes:
+        """The object's bytes, its references numbered by `document`."""
         return b"".join(part if isinstance(part, bytes) else part.format(document) for part in self.parts)
 
 
@@ -127,6 +129,7 @@ class _Stream(PDFObject):  # type: ignore[misc]
         self.entries, self.content = entries, content
 
     def format(self, document: object) -> bytes:
+        """The stream's dictionary and content, as reportlab's `PDFStream` writes them."""
         content = document.encrypt.encode(self.content)  # type: ignore[attr-defined]
         return b"<<\n%s/Length %d\n>>\nstream\n%s" % (self.entries, len(content), content) + b"endstream\n"
 

@@ -65,6 +65,7 @@ class _FastFlate(PDFStreamFilterZCompress):  # type: ignore[misc]  # reportlab h
     so reportlab's module-wide `PDFZCompress` stays as it is for every other user of reportlab."""
 
     def encode(self, text: str | bytes) -> bytes:
+        """`text` zlib-compressed (UTF-8 first if it is a str, as reportlab's filter does)."""
         return zlib.compress(text.encode("utf8") if isinstance(text, str) else text, ZLIB_LEVEL)
 
 
@@ -76,10 +77,12 @@ class _Canvas(Canvas):  # type: ignore[misc]  # reportlab has no type hints
     """reportlab's canvas, but a form's operators are encoded to bytes in one pass when they are ASCII.
 
     reportlab's `endForm` encodes them with its PDFDocEncoding codec, a dictionary lookup per character, and
-    the head form is long (most of it the QR code's path). Our operators are ASCII (text goes in as escaped subset codes), and PDFDocEncoding maps ASCII to the
-    same bytes, except 0x18-0x1f: the same stream, byte for byte; anything else goes through reportlab's."""
+    the head form is long (most of it the QR code's path). Our operators are ASCII (text goes in as escaped
+    subset codes), and PDFDocEncoding maps ASCII to the same bytes, except 0x18-0x1f: the same stream, byte
+    for byte (a test compares); anything else goes through reportlab's."""
 
     def endForm(self, **extra_attributes: object) -> None:
+        """reportlab's `endForm`, the stream encoded as above."""
         name, code = self._formData[0], self._code
         self._code: list[str] = []  # reportlab encodes just the preamble...
         super().endForm(**extra_attributes)

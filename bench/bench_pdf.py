@@ -22,10 +22,9 @@ import segno
 from barcode.codex import Code128
 from barcode.writer import SVGWriter
 
-from invoicing import pdfparts
 from invoicing.formats import verify_url
 from invoicing.model import Invoice, LineInput, money_str, plain_str
-from invoicing.pdf import render_invoice_pdf
+from invoicing.pdf import barcodes, find_cjk_font, render_invoice_pdf
 from tests.unit.invoice_samples import BASE_URL, ITEMS, make_invoice, sample_invoice
 
 
@@ -47,7 +46,7 @@ def invoice_html(inv: Invoice, url: str) -> str:
     )
     b, s, t = inv.buyer, inv.seller, inv.totals
     return f"""<!doctype html><html lang=zh-CN><head><meta charset=utf-8><style>
-@font-face {{ font-family: WQY; src: url(file://{pdfparts.find_cjk_font()}); }}
+@font-face {{ font-family: WQY; src: url(file://{find_cjk_font()}); }}
 @page {{ size: A4; margin: 10mm 12mm 15mm; @bottom-center {{ content: "第 " counter(page) " 页 / 共 " counter(pages) " 页";
   font: 7.5pt WQY; color: #9e401f; }} }}
 body {{ font: 8pt WQY; color: #000; }} .ink {{ color: #9e401f; }}
@@ -136,7 +135,7 @@ def main() -> None:
             totals[name][0] += calls
             totals[name][1] += elapsed
     rate = {name: calls / elapsed for name, (calls, elapsed) in totals.items()}
-    qr = "zxing-cpp" if pdfparts.zxingcpp is not None else "segno"
+    qr = "zxing-cpp" if barcodes.zxingcpp is not None else "segno"
     print(f"10-line invoice, one A4 page; QR code encoded by {qr}")
     for name, label in (
         ("ours", "ours (reportlab, compressed)"),

@@ -13,7 +13,7 @@ from reportlab.lib.units import mm
 from reportlab.pdfgen.canvas import Canvas
 
 from invoicing.model import Address, province_code
-from invoicing.pdfparts import LATIN_FONT, address_lines, draw_address_block, draw_code128, draw_qr, draw_text
+from invoicing.pdf import LATIN_FONT, address_lines, draw_address_block, draw_code128, draw_qr, draw_text
 
 PAGE = (100 * mm, 150 * mm)
 MARGIN = 5 * mm

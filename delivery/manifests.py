@@ -19,7 +19,7 @@ from reportlab.pdfgen.canvas import Canvas
 
 from invoicing.formats import rfc3339
 from invoicing.model import SHANGHAI
-from invoicing.pdfparts import LATIN_FONT, draw_code128, draw_text, font_for, wrap_text
+from invoicing.pdf import LATIN_FONT, draw_code128, draw_text, font_for, wrap_text
 
 CSV_COLUMNS = (
     "manifest_number",

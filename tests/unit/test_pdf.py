@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import zxingcpp
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from PIL import Image
 from pypdf import PdfReader
 from reportlab.lib.units import mm
@@ -20,11 +19,13 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFontFile
 from reportlab.pdfgen.canvas import Canvas
 
-from invoicing import pdffont, pdfparts
+from invoicing import pdf
 from invoicing.formats import verify_url
 from invoicing.model import DEFAULT_TAX_RATES, Invoice, LineInput, money_str
-from invoicing.pdf import COL_X, PAD, PAGE_H, render_invoice_pdf
-from tests.unit.invoice_samples import BASE_URL, BUYER, chinese_text, invoices, make_invoice, sample_invoice
+from invoicing.pdf import barcodes, fonts, render_invoice_pdf
+from invoicing.pdf.layout import COL_X, PAD, PAGE_H
+from invoicing.pdf.render import _FLATE, ZLIB_LEVEL, _Canvas
+from tests.unit.invoice_samples import BASE_URL, BUYER, invoices, make_invoice, sample_invoice
 
 OUT = Path(__file__).resolve().parents[2] / "test-output" / "pdf"
 needs_poppler = pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils is not installed")
@@ -147,7 +148,7 @@ def test_qr_mask_is_the_one_zxing_cpp_chooses() -> None:
         code = zxingcpp.create_barcode(data, zxingcpp.BarcodeFormat.QRCode, ec_level="M")
         image = zxingcpp.write_barcode_to_image(code, scale=1, add_quiet_zones=False)
         n, pixels = image.shape[0], bytes(memoryview(image)).translate(bytes.maketrans(b"\x00\xff", b"\x01\x00"))
-        assert pdfparts.qr_matrix(data) == [pixels[i * n : (i + 1) * n] for i in range(n)], data
+        assert pdf.qr_matrix(data) == [pixels[i * n : (i + 1) * n] for i in range(n)], data
 
 
 @needs_poppler
@@ -155,9 +156,9 @@ def test_segno_encoder_makes_the_same_decodable_qr(monkeypatch: pytest.MonkeyPat
     """The fallback when zxing-cpp is not installed."""
     inv = sample_invoice(2)
     url = verify_url(BASE_URL, inv)
-    fast = pdfparts.qr_matrix(url)
-    monkeypatch.setattr(pdfparts, "zxingcpp", None)
-    slow = pdfparts.qr_matrix(url)
+    fast = pdf.qr_matrix(url)
+    monkeypatch.setattr(barcodes, "zxingcpp", None)
+    slow = pdf.qr_matrix(url)
     assert len(slow) == len(fast)  # same version: level M, not boosted
     assert decoded(raster(render_invoice_pdf(inv, url)))["QRCode"] == url
 
@@ -210,8 +211,8 @@ def test_long_descriptions_wrap_and_stay_whole() -> None:
     inv = make_invoice([LineInput(long, "套", Decimal(1), Decimal("99999.99"), Decimal("0.13"))])
     text = "".join(pypdf_pages(render(inv))[0].split())
     assert "".join(long.split()) in text
-    font = pdfparts.cjk_font()
-    lines = pdfparts.wrap_text(long, font, 8, 150)
+    font = pdf.cjk_font()
+    lines = pdf.wrap_text(long, font, 8, 150)
     assert len(lines) > 5
     assert all(pdfmetrics.stringWidth(line, font, 8) <= 150 for line in lines)
     assert "".join(lines).replace(" ", "") == long.replace(" ", "")
@@ -300,28 +301,21 @@ def test_shared_subset_is_the_same_bytes_in_every_document_and_the_rest_is_the_d
 
 
 def test_font_path_override_and_a_clear_error_when_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    real = pdfparts.find_cjk_font({})
-    assert pdfparts.find_cjk_font({pdfparts.CJK_FONT_ENV: str(real)}) == real
-    with pytest.raises(pdfparts.CJKFontMissing, match=pdfparts.CJK_FONT_ENV):
-        pdfparts.find_cjk_font({pdfparts.CJK_FONT_ENV: str(tmp_path / "nope.ttc")})
-    monkeypatch.setattr(pdfparts, "CJK_FONT_PATHS", (str(tmp_path / "nope.ttc"),))
-    with pytest.raises(pdfparts.CJKFontMissing, match="fonts-wqy-zenhei"):
-        pdfparts.find_cjk_font({})
-
-
-def test_fast_table_slices_make_the_same_subset() -> None:
-    font = pdfmetrics.getFont(pdfparts.cjk_font())
-    plain = TTFontFile(str(pdfparts.find_cjk_font({})), subfontIndex=0)
-    chars = [ord(ch) for ch in "发票代码号码（）ABC 123 ¥壹贰叁"]
-    assert font.face.makeSubset(chars) == plain.makeSubset(chars)
+    real = pdf.find_cjk_font({})
+    assert pdf.find_cjk_font({pdf.CJK_FONT_ENV: str(real)}) == real
+    with pytest.raises(pdf.CJKFontMissing, match=pdf.CJK_FONT_ENV):
+        pdf.find_cjk_font({pdf.CJK_FONT_ENV: str(tmp_path / "nope.ttc")})
+    monkeypatch.setattr(fonts, "CJK_FONT_PATHS", (str(tmp_path / "nope.ttc"),))
+    with pytest.raises(pdf.CJKFontMissing, match="fonts-wqy-zenhei"):
+        pdf.find_cjk_font({})
 
 
 def test_glyph_cache_makes_reportlabs_subset_for_any_characters() -> None:
     """The cached subsetter (`_GlyphCache`) against reportlab's own, composite glyphs included."""
     import random
 
-    font = pdfmetrics.getFont(pdfparts.cjk_font())
-    plain = TTFontFile(str(pdfparts.find_cjk_font({})), subfontIndex=0)
+    font = pdfmetrics.getFont(pdf.cjk_font())
+    plain = TTFontFile(str(pdf.find_cjk_font({})), subfontIndex=0)
     codes = sorted(plain.charToGlyph)
     composites = _composite_glyphs(plain)
     composite = [c for c in codes if plain.charToGlyph[c] in composites][:40]
@@ -341,59 +335,101 @@ def _composite_glyphs(face: TTFontFile) -> set[int]:
     }
 
 
-def test_split_string_numbers_characters_as_reportlab_does() -> None:
-    """`SubsetFont.splitString` (str.translate, numbering new characters itself) against reportlab's loop
-    over the same document state (the shared subset as subset 0), over more than one subset of 256."""
-    import random
-
+def test_shared_subset_codes_are_the_ones_reportlab_numbers_in_a_document() -> None:
+    """`draw_text` writes a string of shared characters from codes kept per process (`_SharedSubset.encode`):
+    they must be what reportlab's `splitString` gives in a document, whatever the document drew before;
+    the document's own characters are numbered from subset 1 on, as reportlab numbers them."""
     from reportlab.pdfbase.pdfdoc import PDFDocument
+
+    font = pdfmetrics.getFont(pdf.cjk_font())
+    doc = PDFDocument()
+    assert font.splitString("名称 张三丰", doc) == [(0, font.shared.encode("名称 ")), (1, bytes([1, 2, 3]))]
+    for text in ("发票代码", "价税合计 Total", "0123456789", "壹万贰仟元整", "（小写）", pdf.SHARED_TEXT[:200]):
+        codes = font.shared.encode(text)
+        assert codes is not None and font.splitString(text, doc) == [(0, codes)], text
+    assert font.shared.encode("张三") is None and font.shared.encode("") is None
+    assert font.doc_state(doc).subsets[1] == [0, *map(ord, "张三丰")]
+
+
+_TEXT_OPS = re.compile(r"(/F\d+(?:\+\d+)?) (\S+) Tf|(\((?:\\.|[^\\)])*\)) Tj")
+
+
+def _shown(code: list[str]) -> list[tuple[str, str, str]]:
+    """(font resource, size, string) of each string a page's operators show."""
+    shown, font = [], ("", "")
+    for m in _TEXT_OPS.finditer(" ".join(code)):
+        if m[1]:
+            font = (m[1], m[2])
+        else:
+            shown.append((*font, m[3]))
+    return shown
+
+
+def test_draw_text_shows_what_reportlabs_draw_string_shows() -> None:
+    """`draw_text` writes the text operators itself, from work kept per process (`_placed`): the font
+    resources, sizes and codes must be what reportlab's `drawString` writes for the same strings drawn in
+    the same order (shared subset, the document's own subsets, Helvetica and its substitute fonts)."""
+    texts = [
+        ("发票代码", None),
+        ("Unit price", None),
+        ("12000.00", None),
+        ("名称 张三丰", None),
+        ("¥20684.84", None),
+        ("深圳市南山区海岸城数码贸易有限公司", None),
+        ("混合 Mixed 文字 123（小写）", None),
+        ("\xa0张\xa0", None),
+        ("✓ Ⅻ ok", pdf.LATIN_FONT),
+        ("第 2 页 / 共 3 页  Page 2 of 3", None),
+        ("名称 张三丰", None),  # again: the codes numbered the first time
+    ]
+    ours, theirs = Canvas(io.BytesIO()), Canvas(io.BytesIO())
+    for i, (text, font) in enumerate(texts):
+        size = (8, 7.5, 10.5)[i % 3]
+        pdf.draw_text(ours, 10, 10, text, size, font=font)
+        theirs.setFont(font or pdf.font_for(text), size)
+        theirs.drawString(10, 10, text)
+    shown = [_shown(c._code) for c in (ours, theirs)]
+    assert len(shown[0]) > len(texts) and shown[0] == shown[1]
+
+
+def test_font_objects_are_the_ones_reportlab_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`SubsetFont.addObjects` writes the font dictionaries, descriptors, widths, ToUnicode CMaps and font
+    programs as bytes (the shared subset's made and compressed once per process): read back, each is what
+    reportlab's own `TTFont.addObjects` writes for the same document, zipped or not."""
+    from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, StreamObject
     from reportlab.pdfbase.ttfonts import TTFont
 
-    ours = pdfmetrics.getFont(pdfparts.cjk_font())
-    rng = random.Random(3)
-    pool = [chr(c) for c in sorted(ours.face.charToGlyph) if 0x4E00 <= c < 0x9FA5][:400] + list("AB 1,.\xa0发票")
-    texts = ["", "\xa0", "发票 No.1", "\U0010fffd?", "名称 Name"] + [
-        "".join(rng.choices(pool, k=rng.randint(1, 12))) for _ in range(300)
-    ]
-    doc_ours, doc_plain = PDFDocument(), PDFDocument()
-    ours.doc_state(doc_plain)  # the same starting state, for reportlab's own loop
-    for text in texts + texts:
-        assert ours.splitString(text, doc_ours) == TTFont.splitString(ours, text, doc_plain), text
-    assert ours.doc_state(doc_ours).subsets == ours.doc_state(doc_plain).subsets
-    assert len(ours.doc_state(doc_ours).subsets) > 2
+    from invoicing.pdf.fontsubset import SubsetFont
 
+    def plain(obj: object) -> object:
+        if isinstance(obj, IndirectObject):
+            return plain(obj.get_object())
+        if isinstance(obj, StreamObject):
+            return plain(
+                DictionaryObject({k: v for k, v in obj.items() if k not in ("/Length", "/Filter")})
+            ), obj.get_data()
+        if isinstance(obj, DictionaryObject):
+            return {k: plain(v) for k, v in obj.items()}
+        if isinstance(obj, ArrayObject):
+            return [plain(v) for v in obj]
+        return obj
 
-@given(st.one_of(chinese_text, st.text(st.characters(max_codepoint=0x2FF), max_size=30)), st.sampled_from([6, 7.5, 8]))
-def test_text_width_is_reportlabs_string_width(text: str, size: float) -> None:
-    for font in (pdfparts.cjk_font(), pdfparts.LATIN_FONT):
-        assert pdfparts.text_width(text, font, size) == pdfmetrics.stringWidth(text, font, size), (text, font)
+    def fonts(pdf_bytes: bytes) -> object:
+        return plain(PdfReader(io.BytesIO(pdf_bytes)).pages[0]["/Resources"]["/Font"])
 
-
-def test_widths_arrays_write_the_same_bytes_as_reportlab() -> None:
-    from reportlab.pdfbase.pdfdoc import PDFArray, PDFDocument
-
-    doc = PDFDocument()
-    for seq in ([], [500], list(range(10)), list(range(11)), [1000, 0.5, 333.3333, 250] * 64):
-        assert pdffont._Numbers(seq).format(doc) == PDFArray(seq).format(doc)
-
-
-def test_to_unicode_cmaps_are_reportlabs() -> None:
-    import random
-
-    from reportlab.pdfbase.ttfonts import makeToUnicodeCMap
-
-    rng = random.Random(5)
-    for size in (1, 2, 100, 256):
-        subset = [0, *rng.sample(range(0x20, 0x2FFFF), size - 1)]
-        assert pdffont._to_unicode_cmap("AAAAAB+Font-0", subset) == makeToUnicodeCMap("AAAAAB+Font-0", subset).encode()
+    inv = sample_invoice(3, kind="credit_note")
+    url = verify_url(BASE_URL, inv)
+    ours = [fonts(render_invoice_pdf(inv, url, compress=zipped)) for zipped in (True, False)]
+    monkeypatch.setattr(SubsetFont, "addObjects", TTFont.addObjects)
+    theirs = [fonts(render_invoice_pdf(inv, url, compress=zipped)) for zipped in (True, False)]
+    assert ours == theirs
+    assert len(ours[0]) == 3  # type: ignore[arg-type]  # Helvetica, the shared subset, the document's own
 
 
 def test_forms_get_the_stream_bytes_reportlab_would_give_them() -> None:
-    from invoicing import pdf
-
     for literal in ("0 0 m 10 10 l S (a\\(b\\)) Tj\t\x7f", "(caf\xe9 \u2022) Tj"):  # ASCII; PDFDocEncoding
         streams = []
-        for kind in (Canvas, pdf._Canvas):
+        for kind in (Canvas, _Canvas):
             c = kind(io.BytesIO())
             c.beginForm("f")
             c.setFillColorRGB(1, 0, 0)
@@ -408,8 +444,6 @@ def test_streams_are_zipped_at_a_fast_level_for_our_documents_only() -> None:
 
     from reportlab.pdfbase import pdfdoc
 
-    from invoicing import pdf
-
     default = pdfdoc.PDFZCompress
     zipped = render(sample_invoice(3))
     assert pdfdoc.PDFZCompress is default and type(default) is pdfdoc.PDFStreamFilterZCompress
@@ -418,7 +452,7 @@ def test_streams_are_zipped_at_a_fast_level_for_our_documents_only() -> None:
     assert zipped.count(b"/FlateDecode") == 6
     assert b"/FlateDecode" not in render_invoice_pdf(sample_invoice(3), "https://x.example", compress=False)
     raw = b"0 0 m 10 10 l S " * 500
-    assert pdf._FLATE.encode(raw) == zlib.compress(raw, pdf.ZLIB_LEVEL) != zlib.compress(raw)
+    assert _FLATE.encode(raw) == zlib.compress(raw, ZLIB_LEVEL) != zlib.compress(raw)
     buf = io.BytesIO()  # any other reportlab document keeps reportlab's filter (zlib's default level)
     c = Canvas(buf)
     c.drawString(10, 10, "x")
@@ -431,12 +465,12 @@ def test_address_block_and_barcode_pieces_draw_on_any_canvas() -> None:
     buf = io.BytesIO()
     c = Canvas(buf, pagesize=(100 * mm, 150 * mm))
     assert BUYER.address is not None
-    lines = pdfparts.address_lines(BUYER.address)
+    lines = pdf.address_lines(BUYER.address)
     assert lines == ["邮编 518057", "广东省深圳市", "科技园南区深南大道 9999 号", "张三"]
-    bottom = pdfparts.draw_address_block(c, 10 * mm, 120 * mm, 40 * mm, lines, size=11)
+    bottom = pdf.draw_address_block(c, 10 * mm, 120 * mm, 40 * mm, lines, size=11)
     assert bottom < 120 * mm - 4 * 11  # the street wraps in 40 mm
-    pdfparts.draw_code128(c, 10 * mm, 20 * mm, "RR473124829CN", 70 * mm, 15 * mm)
-    pdfparts.draw_qr(c, 60 * mm, 60 * mm, "https://example.cn/t/RR473124829CN", 30 * mm)
+    pdf.draw_code128(c, 10 * mm, 20 * mm, "RR473124829CN", 70 * mm, 15 * mm)
+    pdf.draw_qr(c, 60 * mm, 60 * mm, "https://example.cn/t/RR473124829CN", 30 * mm)
     c.save()
     text = pypdf_pages(buf.getvalue())[0]
     assert "科技园南区" in text and "张三" in text

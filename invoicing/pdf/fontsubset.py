@@ -1,34 +1,26 @@
-"""The CJK TrueType font as reportlab embeds it, at a lower cost per document (`pdfparts.cjk_font`).
+"""The CJK TrueType font as reportlab embeds it, at a lower cost per document (`fonts.cjk_font`).
 
 reportlab embeds a TrueType font as subsets of up to 256 glyphs, numbering the characters per document in
 the order they are first drawn, and builds each subset's font program, widths and ToUnicode CMap when the
 document is saved. `SubsetFont` does the same, except:
 
 - Subset 0 of every document is the shared subset: the characters an invoice prints whatever its content
-  (the labels, figures, the numerals of amounts in words: `pdfparts.SHARED_TEXT`). It is numbered
+  (the labels, figures, the numerals of amounts in words: `fonts.SHARED_TEXT`). It is numbered
   once per process, and its font program, widths and CMap are built and zlib-compressed once per process
   and written into each document as they are. A document's own characters (names, addresses, item
-  descriptions) go into subsets 1, 2, ... as reportlab numbers them, so a document compresses the glyphs of
-  its own text only (about half of an invoice's); a string that has both kinds switches subsets (fonts)
-  between its runs, as reportlab's strings do when they span two subsets.
-- Text is encoded with `str.translate` from per-document tables; only characters new to the document go
-  through a Python loop, which numbers them as reportlab's `splitString` does.
-- The subsetter keeps each glyph's data once per process (`ttfsubset`); widths arrays and ToUnicode CMaps
-  are written from per-process tables of their numbers (`_Numbers`, `_to_unicode_cmap`), and the font
-  objects as bytes (`_Written`, `_Stream`): reportlab formats a dictionary entry by entry.
+  descriptions) go into subsets 1, 2, ... as reportlab numbers them, so a document subsets and compresses
+  the glyphs of its own text only; a string that has both kinds switches subsets (fonts) between its runs,
+  as reportlab's strings do when they span two subsets.
+- The subsetter keeps glyphs' data per process (`subsetter`), and the font objects are written as bytes
+  (`_Written`, `_Stream`): reportlab formats a dictionary entry by entry.
 
 What a viewer gets is what reportlab would write: embedded TrueType subsets with widths and ToUnicode.
 """
 
 from __future__ import annotations
 
-import re
 import zlib
-from collections.abc import Iterable, Sequence
-from functools import cached_property
 
-from reportlab import rl_config
-from reportlab.lib.rl_accel import fp_str
 from reportlab.pdfbase.pdfdoc import (
     PDFArray,
     PDFDictionary,
@@ -38,13 +30,12 @@ from reportlab.pdfbase.pdfdoc import (
     PDFStream,
     PDFZCompress,
 )
-from reportlab.pdfbase.ttfonts import FF_NONSYMBOLIC, FF_SYMBOLIC, SUBSETN, TTFont, makeToUnicodeCMap
+from reportlab.pdfbase.ttfonts import FF_NONSYMBOLIC, FF_SYMBOLIC, SUBSETN, TTFont, TTFontFace, makeToUnicodeCMap
 
-from invoicing.ttfsubset import speed_up_subsets
+from invoicing.pdf.subsetter import speed_up_subsets
 
 __all__ = ["SubsetFont"]
 
-_SAME_BYTES = re.compile(rb"(.)\1*", re.DOTALL)
 SHARED_ZLIB_LEVEL = 9  # the shared subset is compressed once per process: as small as zlib makes it
 
 
@@ -56,12 +47,11 @@ class SubsetFont(TTFont):  # type: ignore[misc]  # reportlab has no type hints
         super().__init__(name, filename, subfontIndex=subfont_index, asciiReadable=False)
         speed_up_subsets(self.face)
         self.shared = _SharedSubset(self.face, shared)
+        self._descriptor = _descriptor_start(self.face)
 
     def doc_state(self, doc: object) -> TTFont.State:
         """The document's numbering: reportlab's state, with subset 0 the shared subset and the document's
-        other characters numbered from code 256 (subset 1) on, in the order they are first drawn; and, to
-        encode text with `str.translate`, `table` (character -> its code, as a character: subset * 256 +
-        code) and `known` (character -> None, to find the characters not numbered yet)."""
+        other characters numbered from code 256 (subset 1) on, in the order they are first drawn."""
         state = self.state.get(doc)
         if state is None:
             shared = self.shared
@@ -69,42 +59,15 @@ class SubsetFont(TTFont):  # type: ignore[misc]  # reportlab has no type hints
             state.assignments = dict(shared.assignments)
             state.subsets = [shared.codes]  # a tuple: reportlab starts subset 1 at code 256, never adds to it
             state.nextCode = 256
-            state.table, state.known = dict(shared.table), dict(shared.known)
         return state
 
     def splitString(self, text: str | bytes, doc: object, encoding: str = "utf-8") -> list[tuple[int, bytes]]:
-        """reportlab's (subset, codes) runs of `text`, numbering new characters as reportlab does."""
-        if isinstance(text, bytes):
-            text = text.decode(encoding)
-        state = self.doc_state(doc)
-        new = text.translate(state.known)
-        if new:
-            self._number(state, dict.fromkeys(map(ord, new)))
-        return _runs(text.translate(state.table).encode("utf-16-be"))
-
-    def _number(self, state: TTFont.State, chars: Iterable[int]) -> None:
-        """Give `chars` codes as reportlab's `splitString` does: the next free one, where the first code of
-        a subset is .notdef and code 32 the space; NBSP is the space and a character the font lacks .notdef."""
-        subsets, n, glyphs = state.subsets, state.nextCode, self.face.charToGlyph
-        for char in chars:
-            if char == 0xA0:
-                code = state.assignments.get(32, 0)
-            elif char not in glyphs:
-                code = 0
-            else:
-                if n & 0xFF == 32:
-                    subsets[n >> 8].append(32)
-                    n += 1
-                if not n & 0xFF:
-                    subsets.append([0])
-                    n += 1
-                subsets[n >> 8].append(char)
-                code = state.assignments[char] = n
-                n += 1
-            state.table[char], state.known[char] = chr(code), None
-        state.nextCode = n
+        """reportlab's (subset, codes) runs of `text`, numbering new characters after the shared subset."""
+        self.doc_state(doc)  # ours, before reportlab's would make a state of its own
+        return super().splitString(text, doc, encoding)  # type: ignore[no-any-return]
 
     def getSubsetInternalName(self, subset: int, doc: object) -> str:
+        """reportlab's resource name of a subset in `doc` ("/F2+0"), numbering the document our way first."""
         self.doc_state(doc)  # ours, before reportlab's would make a state of its own
         return super().getSubsetInternalName(subset, doc)  # type: ignore[no-any-return]
 
@@ -125,8 +88,8 @@ class SubsetFont(TTFont):  # type: ignore[misc]  # reportlab has no type hints
                 program_stream = _stream(doc, program, shared.program_packed, length1=True)
             else:
                 base = _subset_name(face, n)
-                widths = _Numbers([face.getCharWidth(code) for code in subset]).format(doc)
-                cmap_stream = _stream(doc, _to_unicode_cmap(base, subset))
+                widths = PDFArray([face.getCharWidth(code) for code in subset]).format(doc)
+                cmap_stream = _stream(doc, makeToUnicodeCMap(base, subset).encode())
                 program_stream = _stream(doc, face.makeSubset(subset), length1=True)
             font_name = PDFName(base).encode()
             to_unicode = reference(cmap_stream, f"toUnicodeCMap:{base}")
@@ -143,23 +106,6 @@ class SubsetFont(TTFont):  # type: ignore[misc]  # reportlab has no type hints
             fonts[name] = pdf_font
         del self.state[doc]
 
-    @cached_property
-    def _descriptor(self) -> bytes:
-        """The start of every subset's FontDescriptor (as reportlab's `TTFontFace.addSubsetObjects` has it)."""
-        f = self.face
-        entries = {
-            "Ascent": f.ascent,
-            "CapHeight": f.capHeight,
-            "Descent": f.descent,
-            "Flags": f.flags & ~FF_NONSYMBOLIC | FF_SYMBOLIC,
-            "FontBBox": PDFArray(f.bbox),
-            "ItalicAngle": f.italicAngle,
-            "MissingWidth": f.defaultWidth,
-            "StemV": f.stemV,
-            "Type": "/FontDescriptor",
-        }
-        return PDFDictionary(entries).format(None)[: -len(b"\n>>")]  # type: ignore[no-any-return]
-
 
 class _Written(PDFObject):  # type: ignore[misc]  # reportlab has no type hints
     """A PDF object as bytes we write, with references to other objects, which reportlab numbers."""
@@ -170,6 +116,7 @@ class _Written(PDFObject):  # type: ignore[misc]  # reportlab has no type hints
         self.parts = parts
 
     def format(self, document: object) -> bytes:
+        """The object's bytes, its references numbered by `document`."""
         return b"".join(part if isinstance(part, bytes) else part.format(document) for part in self.parts)
 
 
@@ -182,6 +129,7 @@ class _Stream(PDFObject):  # type: ignore[misc]
         self.entries, self.content = entries, content
 
     def format(self, document: object) -> bytes:
+        """The stream's dictionary and content, as reportlab's `PDFStream` writes them."""
         content = document.encrypt.encode(self.content)  # type: ignore[attr-defined]
         return b"<<\n%s/Length %d\n>>\nstream\n%s" % (self.entries, len(content), content) + b"endstream\n"
 
@@ -200,26 +148,32 @@ def _stream(doc: object, raw: bytes, packed: bytes | None = None, *, length1: bo
     return PDFStream(PDFDictionary({"Length1": len(raw)} if length1 else {}), raw, filters)
 
 
+def _descriptor_start(f: TTFontFace) -> bytes:
+    """The start of every subset's FontDescriptor (as reportlab's `TTFontFace.addSubsetObjects` has it)."""
+    entries = {
+        "Ascent": f.ascent,
+        "CapHeight": f.capHeight,
+        "Descent": f.descent,
+        "Flags": f.flags & ~FF_NONSYMBOLIC | FF_SYMBOLIC,
+        "FontBBox": PDFArray(f.bbox),
+        "ItalicAngle": f.italicAngle,
+        "MissingWidth": f.defaultWidth,
+        "StemV": f.stemV,
+        "Type": "/FontDescriptor",
+    }
+    return PDFDictionary(entries).format(None)[: -len(b"\n>>")]  # type: ignore[no-any-return]
+
+
 def _subset_name(face: object, n: int) -> str:
     """reportlab's name of subset `n`: AAAAAA+font name, AAAAAB+..."""
     return b"".join((SUBSETN(n), b"+", face.name, face.subfontNameX)).decode("pdfdoc")  # type: ignore[attr-defined]
-
-
-def _runs(codes: bytes) -> list[tuple[int, bytes]]:
-    """(subset, codes) runs of text encoded as UTF-16-BE from subset * 256 + code characters."""
-    if not codes:
-        return []
-    subsets, low = codes[0::2], codes[1::2]
-    if subsets.count(subsets[0]) == len(subsets):
-        return [(subsets[0], low)]
-    return [(subsets[m.start()], low[m.start() : m.end()]) for m in _SAME_BYTES.finditer(subsets)]
 
 
 class _SharedSubset:
     """Subset 0: the characters of `text` that the font has, numbered once per process: ASCII as itself
     (code 32 must be the space in every subset, and the content streams stay readable), the others in the
     codes 1-31 and 127-255; its font program, widths array and ToUnicode CMap, raw and zlib'd; and the
-    tables for `str.translate` to encode text in it (`doc_state`)."""
+    tables to encode text in it without a document (`encode`)."""
 
     def __init__(self, face: object, text: str) -> None:
         chars = [c for c in dict.fromkeys(map(ord, text)) if c in face.charToGlyph]  # type: ignore[attr-defined]
@@ -241,7 +195,7 @@ class _SharedSubset:
         self.base = _subset_name(face, 0)
         self.program = face.makeSubset(self.codes)  # type: ignore[attr-defined]
         self.cmap = makeToUnicodeCMap(self.base, self.codes).encode()
-        self.widths = _Numbers([face.getCharWidth(code) for code in self.codes]).format(None)  # type: ignore[attr-defined]
+        self.widths = PDFArray([face.getCharWidth(code) for code in self.codes]).format(None)  # type: ignore[attr-defined]
         self.program_packed = zlib.compress(self.program, SHARED_ZLIB_LEVEL)
         self.cmap_packed = zlib.compress(self.cmap, SHARED_ZLIB_LEVEL)
 
@@ -251,53 +205,3 @@ class _SharedSubset:
         if not text or text.translate(self.known):
             return None
         return text.translate(self.table).encode("latin-1")
-
-
-def _to_unicode_cmap(font_name: str, subset: Sequence[int]) -> bytes:
-    """reportlab's `makeToUnicodeCMap(font_name, subset)`, the same text, its lines from per-process tables
-    rather than formatted code by code."""
-    head = (
-        "/CIDInit /ProcSet findresource begin\n12 dict begin\nbegincmap\n/CIDSystemInfo\n"
-        f"<< /Registry ({font_name})\n/Ordering ({font_name})\n/Supplement 0\n>> def\n"
-        f"/CMapName /{font_name} def\n/CMapType 2 def\n"
-        f"1 begincodespacerange\n<00> <{len(subset) - 1:02X}>\nendcodespacerange\n{len(subset)} beginbfchar"
-    )
-    lines = map(str.__add__, _CODE_HEX, map(_UNICODE_HEX.__getitem__, subset))
-    tail = "endbfchar\nendcmap\nCMapName currentdict /CMap defineresource pop\nend\nend"
-    return "\n".join([head, *lines, tail]).encode()
-
-
-_CODE_HEX = [f"<{code:02X}> <" for code in range(256)]
-
-
-class _UnicodeHex(dict[int, str]):
-    def __missing__(self, char: int) -> str:
-        text = self[char] = f"{char:04X}>"
-        return text
-
-
-_UNICODE_HEX = _UnicodeHex()
-
-
-class _Numbers(PDFArray):  # type: ignore[misc]  # reportlab has no type hints
-    """A PDF array of numbers, in lines of ten: the same bytes as reportlab's PDFArray, which formats (and
-    encodes) element by element (~0.3 ms for a subset's 256 glyph widths). Each number is written as
-    `fp_str` writes it (~4k instructions a number), once per process: a font has few distinct widths."""
-
-    def format(self, document: object, IND: bytes = b"\n ") -> bytes:
-        seq = self.sequence
-        if rl_config.pdfMultiLine or not all(type(e) in (int, float) for e in seq):
-            return super().format(document, IND)  # type: ignore[no-any-return]
-        text = list(map(_NUMBER_TEXT.__getitem__, seq))
-        return b"[ " + b" \n  ".join(" ".join(text[i : i + 10]).encode() for i in range(0, len(seq), 10)) + b" ]"
-
-
-class _NumberText(dict[float, str]):
-    def __missing__(self, number: float) -> str:
-        text: str = fp_str(number)
-        if len(self) < 10_000:
-            self[number] = text
-        return text
-
-
-_NUMBER_TEXT = _NumberText()

@@ -1,9 +1,8 @@
 """TrueType subsets as reportlab's `TTFontFile.makeSubset` makes them, byte for byte, at less cost.
 
 reportlab re-reads every glyph's header, data and metrics from the font for every subset it makes, and
-copies the whole `glyf` table (10 MB in wqy-zenhei) to do so: some milliseconds on every document. Here the
-font's big tables are read through slices (`_TableSlice`), each glyph's data is kept once per process
-(`_GlyphCache`, bounded by the font) and the subset is assembled with list operations.
+copies the whole `glyf` table (10 MB in wqy-zenhei) to do so, on every document. Here each glyph's data is
+kept per process (`_GlyphCache`) and the subset is assembled with list operations.
 `tests/unit/test_pdf.py` compares the bytes with reportlab's for random sets of characters.
 """
 
@@ -13,70 +12,47 @@ from collections.abc import Sequence
 from itertools import accumulate, chain
 from struct import pack, unpack_from
 
+from cachetools import LRUCache
 from reportlab.pdfbase.ttfonts import TTFontMaker
 
 __all__ = ["speed_up_subsets"]
 
 
 def speed_up_subsets(face: object) -> None:
-    """Make this font face's `makeSubset` read through slices and a glyph cache (other fonts keep
-    reportlab's); a reportlab without the attributes relied on keeps its own."""
-    _slice_big_tables(face)
-    _fast_subsets(face)
-
-
-class _TableSlice:
-    """A font table that hands out copies of its slices only: reportlab's subsetter copies the whole
-    `glyf` table (10 MB in wqy-zenhei) for every subset it makes: some milliseconds on every document."""
-
-    __slots__ = ("_view",)
-
-    def __init__(self, view: memoryview) -> None:
-        self._view = view
-
-    def __getitem__(self, key: slice) -> bytes:
-        return bytes(self._view[key])
-
-
-def _slice_big_tables(face: object) -> None:
-    """Make the subsetter read `glyf` and `post` through `_TableSlice` (it only ever slices them)."""
-    data, get_table, table_pos = (getattr(face, a, None) for a in ("_ttf_data", "get_table", "get_table_pos"))
-    if not isinstance(data, bytes) or get_table is None or table_pos is None:
-        return  # another reportlab: keep its own (slower) way
-    view = memoryview(data)
-
-    def sliced_get_table(tag: str) -> object:
-        if tag in ("glyf", "post"):
-            pos, length = table_pos(tag)
-            return _TableSlice(view[pos : pos + length])
-        return get_table(tag)
-
-    face.get_table = sliced_get_table  # type: ignore[attr-defined]
+    """Make this font face's `makeSubset` `_GlyphCache.make_subset` (other fonts keep reportlab's); a
+    reportlab without the attributes relied on keeps its own."""
+    needed = ("_ttf_data", "get_table_pos", "glyphPos", "hmetrics", "charToGlyph", "makeSubset", "get_table")
+    if all(hasattr(face, a) for a in needed):
+        face.makeSubset = _GlyphCache(face).make_subset  # type: ignore[attr-defined]
 
 
 # TrueType composite glyph flags (reportlab.pdfbase.ttfonts' GF_*): which argument sizes follow an index.
 _GF_WORDS, _GF_SCALE, _GF_MORE, _GF_XY_SCALE, _GF_2X2 = 1 << 0, 1 << 3, 1 << 5, 1 << 6, 1 << 7
 
 
-class _GlyphCache(dict[int, tuple[bytes, tuple[tuple[int, int], ...], tuple[int, int]]]):
-    """The per-glyph work of reportlab's `TTFontFile.makeSubset`, done once per glyph and process.
+_Glyph = tuple[bytes, tuple[tuple[int, int], ...], tuple[int, int]]
+GLYPHS_KEPT = 8192  # the glyphs of the few thousand common Chinese characters, Latin and figures
 
-    reportlab re-reads every glyph's header, data and metrics from the font for every subset it makes
-    (~1 ms for an invoice's ~220 characters); the labels and figures recur on every invoice. This keeps,
-    per original glyph: its `glyf` bytes (padded to 4), where its component indices are (composite glyphs
+
+class _GlyphCache(LRUCache[int, _Glyph]):
+    """The per-glyph work of reportlab's `TTFontFile.makeSubset`, kept per process for `GLYPHS_KEPT` glyphs.
+
+    reportlab re-reads every glyph's header, data and metrics from the font for every subset it makes;
+    the labels and figures recur on every invoice. This keeps, per original glyph: its `glyf` bytes (padded to 4), where its component indices are (composite glyphs
     only) and its metrics, and builds the same subset font, byte for byte (`tests/unit/test_pdf.py`
     compares), with list operations rather than a Python loop per glyph where it can."""
 
     def __init__(self, face: object) -> None:
-        super().__init__()
+        super().__init__(maxsize=GLYPHS_KEPT)
         self.face = face
         f = face
         self.fixed = [(tag, f.get_table(tag)) for tag in ("name", "OS/2", "cvt ", "fpgm", "prep") if _has(f, tag)]  # type: ignore[attr-defined]
         self.post = b"\x00\x03\x00\x00" + f.get_table("post")[4:16] + b"\x00" * 16  # type: ignore[attr-defined]
         self.hhea, self.maxp, self.head = (f.get_table(t) for t in ("hhea", "maxp", "head"))  # type: ignore[attr-defined]
-        self.glyf = f.get_table("glyf")  # type: ignore[attr-defined]  # once: a copy unless `_slice_big_tables`
+        pos, length = f.get_table_pos("glyf")  # type: ignore[attr-defined]
+        self.glyf = memoryview(f._ttf_data)[pos : pos + length]  # type: ignore[attr-defined]  # read, not copied
 
-    def __missing__(self, index: int) -> tuple[bytes, tuple[tuple[int, int], ...], tuple[int, int]]:
+    def __missing__(self, index: int) -> _Glyph:
         """(data padded to 4 bytes, ((offset, component index), ...), (advance width, left side bearing))."""
         face = self.face
         pos = face.glyphPos[index]  # type: ignore[attr-defined]
@@ -149,10 +125,3 @@ def _has(face: object, tag: str) -> bool:
     except KeyError:
         return False
     return True
-
-
-def _fast_subsets(face: object) -> None:
-    """Make this font instance's subsetter `_GlyphCache.make_subset` (other fonts keep reportlab's)."""
-    if not all(hasattr(face, a) for a in ("glyphPos", "hmetrics", "charToGlyph", "makeSubset", "get_table")):
-        return  # another reportlab: keep its own way
-    face.makeSubset = _GlyphCache(face).make_subset  # type: ignore[attr-defined]

@@ -1,12 +1,12 @@
-"""A QR code from zxing-cpp with its data mask chosen here: zint's choice, in a fifth of the time.
+"""A QR code from zxing-cpp with its data mask chosen here: zint's choice, in a fraction of the time.
 
-zxing-cpp encodes through zint: ~0.2 ms for the invoice's verify URL (a 69-module symbol), then ~1.4 ms
-more to choose the data mask, building each of the 8 masked symbols and scoring it by the penalty rules
-of ISO/IEC 18004 (runs, 2×2 blocks, finder-like patterns, share of dark modules). Here zint encodes with
-mask 0, and the 7 other symbols are that one XOR a difference that depends only on the symbol's size (the
-mask pattern over the data modules and the format information): taken from zint once per process and
-size. Each is scored on the whole symbol at once as one integer (a bitboard), by the rules as zint's
-`qr_evaluate` applies them, so the mask is the one zint picks (a test compares across sizes and inputs).
+zxing-cpp encodes through zint, and most of that time goes to choosing the data mask: zint builds each of
+the 8 masked symbols and scores it module by module by the penalty rules of ISO/IEC 18004 (runs, 2×2
+blocks, finder-like patterns, share of dark modules). Here zint encodes with mask 0, and the 7 other
+symbols are that one XOR a difference that depends only on the symbol's size (the mask pattern over the
+data modules and the format information): taken from zint once per process and size. Each is scored on
+the whole symbol at once as one integer (a bitboard), by the rules as zint's `qr_evaluate` applies them,
+so the mask is the one zint picks (a test compares across sizes and inputs).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import zxingcpp
+from cachetools import LRUCache, cached
 
 __all__ = ["qr_rows"]
 
@@ -43,11 +44,9 @@ def _symbol(data: str, mask: int) -> tuple[int, int]:
     return size, _board(size).read(bytes(memoryview(image)))  # type: ignore[arg-type]
 
 
+@cached(LRUCache(maxsize=40))  # one per size of symbol: QR codes have 40 (versions 1-40)
 def _board(size: int) -> _Board:
-    board = _BOARDS.get(size)
-    if board is None:
-        board = _BOARDS[size] = _Board(size)
-    return board
+    return _Board(size)
 
 
 @dataclass
@@ -102,6 +101,3 @@ class _Board:
             score += 3 * (pairs & pairs << self.stride).bit_count()
         share = 100.0 * dark.bit_count() / (self.size * self.size)  # N4: 10 for each 5% away from half dark
         return score + 10 * int(abs(share - 50.0) / 5.0)
-
-
-_BOARDS: dict[int, _Board] = {}

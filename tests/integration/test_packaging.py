@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -25,8 +26,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project built as a wheel and installed (without its dependencies, which the test environment has)
     into a folder of its own."""
     base = tmp_path_factory.mktemp("dist")
-    wheels, target = base / "wheels", base / "site"
-    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)]
+    source, wheels, target = base / "source", base / "wheels", base / "site"
+    # a copy of the tree as it is, so no earlier build's leftovers in build/ can get into the wheel
+    shutil.copytree(
+        ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "test-output", "__pycache__", "*.egg-info")
+    )
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)]
     subprocess.run(build, check=True, capture_output=True, timeout=300)
     [wheel] = wheels.glob("invoiceloop-*.whl")
     install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)]
@@ -45,6 +50,12 @@ def run_installed(target: Path, cwd: Path, *args: str, **env: str) -> subprocess
         text=True,
         timeout=120,
     )
+
+
+def test_every_package_of_the_tree_is_in_the_wheel(installed: Path) -> None:
+    for package in ("invoicing", "verification", "delivery", "invoiceloop"):
+        for init in (ROOT / package).rglob("__init__.py"):
+            assert (installed / init.relative_to(ROOT)).exists(), f"{init.parent} is not packaged (pyproject.toml)"
 
 
 def test_the_installed_package_is_the_one_that_runs(installed: Path, tmp_path: Path) -> None:

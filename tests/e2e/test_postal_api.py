@@ -38,6 +38,8 @@ def decode_pdf_barcodes(pdf: bytes, out_dir: Path, name: str, dpi: int = 200) ->
     """Every barcode zxing-cpp finds on every page of `pdf`, rendered with pdftoppm."""
     path = out_dir / f"{name}.pdf"
     path.write_bytes(pdf)
+    for old in out_dir.glob(f"{name}-*.png"):  # pages an earlier run left must not be read as this PDF's
+        old.unlink()
     subprocess.run(["pdftoppm", "-r", str(dpi), "-gray", "-png", str(path), str(out_dir / name)], check=True)
     found: list[str] = []
     for page in sorted(out_dir.glob(f"{name}-*.png")):

@@ -1,5 +1,5 @@
 """Fixtures on the real things: PostgreSQL (the local server, or an embedded one where none listens),
-Redis, the app, and an HTTP server in a subprocess.
+Redis, the app, and an HTTP server in a subprocess; and the suite's Hypothesis profile.
 
 Scopes. The run migrates one template database; each test module gets a database of its own, a copy of the
 template, and with it its own settings, pool, issuing and (when a test asks) server, all dropped or stopped
@@ -26,8 +26,10 @@ from typing import Any
 
 import asyncpg
 import httpx
+import hypothesis
 import pytest
 import redis
+from hypothesis import HealthCheck
 from stdnum.cn import uscc
 
 from invoiceloop.embedded import embedded_postgres, embedded_redis, port_open
@@ -40,6 +42,16 @@ ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
 FORCE_EMBEDDED = os.environ.get("INVOICELOOP_TEST_EMBEDDED") == "1"  # as on a machine with no servers
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+
+# One Hypothesis profile for the suite (HYPOTHESIS_PROFILE names another). Nothing in it depends on how busy
+# the machine is: no deadline, and no "input generation is slow" health check, both of which fail correct
+# tests on a loaded machine. The other health checks (too much filtering, too large data) do not depend on
+# the clock and stay on: they point at strategies to fix. Strategies are kept cheap to draw, and the few
+# expensive tests ask for fewer examples themselves.
+hypothesis.settings.register_profile(
+    "invoiceloop", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "invoiceloop"))
 
 
 def valid_uscc(region: str = "440101") -> str:

@@ -72,7 +72,6 @@ def test_stored_content_rebuilds_the_same_invoice() -> None:
     assert again == inv
 
 
-@settings(max_examples=50)
 @given(invoices())
 def test_the_signing_core_from_stored_content_is_the_invoices(inv: Invoice) -> None:
     content = json.loads(formats.canonical_bytes(formats.content_of(inv)))  # as read back from the database

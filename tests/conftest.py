@@ -3,7 +3,7 @@ Redis, the app, and an HTTP server in a subprocess; and the suite's Hypothesis p
 
 Scopes. The run migrates one template database; each test module gets a database of its own, a copy of the
 template, and with it its own settings, pool, issuing and (when a test asks) server, all dropped or stopped
-when the module is done. The run's Redis database is emptied at the start of each module. Tests of one
+when the module is done. The run's Redis database is emptied for each module that uses it. Tests of one
 module share the module's database: each makes its own issuer (tenants are isolated), and whatever else a
 test must not share (a postal province, a client address, a phone number) it takes for itself.
 """
@@ -175,8 +175,8 @@ def _claim_redis_db() -> tuple[int, redis.Redis]:
 
 @pytest.fixture(scope="session")
 def run_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunRedis]:
-    """Redis on 127.0.0.1:6379 (a database number of its own for this run, emptied before and after),
-    else embedded."""
+    """Redis on 127.0.0.1:6379 (a database number of its own for this run, emptied for each module that uses
+    it and at the end), else embedded."""
     if port_open("127.0.0.1", 6379) and not FORCE_EMBEDDED:
         number, client = _claim_redis_db()
         try:

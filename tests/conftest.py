@@ -1,9 +1,17 @@
-"""Fixtures on the real things: a throwaway PostgreSQL database (the local server, or an embedded
-one where none listens), Redis, the app, and an HTTP server in a subprocess."""
+"""Fixtures on the real things: PostgreSQL (the local server, or an embedded one where none listens),
+Redis, the app, and an HTTP server in a subprocess; and the suite's Hypothesis profile.
+
+Scopes. The run migrates one template database; each test module gets a database of its own, a copy of the
+template, and with it its own settings, pool, issuing and (when a test asks) server, all dropped or stopped
+when the module is done. The run's Redis database is emptied for each module that uses it. Tests of one
+module share the module's database: each makes its own issuer (tenants are isolated), and whatever else a
+test must not share (a postal province, a client address, a phone number) it takes for itself.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import itertools
 import os
 import random
 import secrets
@@ -12,12 +20,16 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import hypothesis
 import pytest
+import redis
+from hypothesis import HealthCheck
 from stdnum.cn import uscc
 
 from invoiceloop.embedded import embedded_postgres, embedded_redis, port_open
@@ -30,6 +42,16 @@ ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
 FORCE_EMBEDDED = os.environ.get("INVOICELOOP_TEST_EMBEDDED") == "1"  # as on a machine with no servers
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+
+# One Hypothesis profile for the suite (HYPOTHESIS_PROFILE names another). Nothing in it depends on how busy
+# the machine is: no deadline, and no "input generation is slow" health check, both of which fail correct
+# tests on a loaded machine. The other health checks (too much filtering, too large data) do not depend on
+# the clock and stay on: they point at strategies to fix. Strategies are kept cheap to draw, and the few
+# expensive tests ask for fewer examples themselves.
+hypothesis.settings.register_profile(
+    "invoiceloop", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "invoiceloop"))
 
 
 def valid_uscc(region: str = "440101") -> str:
@@ -70,63 +92,120 @@ def _with_db(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def database_url(server_url: str) -> Iterator[str]:
-    """A fresh database for this test run, migrated; dropped at the end."""
-    name = f"invoiceloop_test_{secrets.token_hex(4)}"
+def run_id() -> str:
+    """This run's mark in the names of what it creates (databases), so runs never meet."""
+    return secrets.token_hex(4)
 
-    async def setup() -> str:
-        conn = await asyncpg.connect(server_url)
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        await conn.close()
-        url = _with_db(server_url, name)
-        await db.migrate_url(url)
-        return url
 
-    url = asyncio.run(setup())
-    yield url
+@contextlib.asynccontextmanager
+async def _database(server_url: str, name: str, template: str | None = None) -> AsyncIterator[str]:
+    """A new database `name` (a copy of `template` when given) on the server; dropped on the way out, whatever
+    happened inside. Yields its URL."""
+    admin = await asyncpg.connect(server_url)
+    try:
+        if template is None:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        else:  # the template must have no open connection; PostgreSQL waits a few seconds for closing ones
+            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        try:
+            yield _with_db(server_url, name)
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
-    async def teardown() -> None:
-        conn = await asyncpg.connect(server_url)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.close()
 
-    asyncio.run(teardown())
+@pytest.fixture(scope="session")
+async def template_database(server_url: str, run_id: str) -> AsyncIterator[str]:
+    """The run's migrated database, never used directly: every module's database is a copy of it, so the
+    migrations run once a run. Its name; dropped at the end."""
+    name = f"invoiceloop_test_{run_id}_template"
+    async with _database(server_url, name) as url:
+        await db.migrate_url(url)  # on a connection of its own, closed when done
+        yield name
+
+
+_MODULE_NUMBERS = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+async def database_url(
+    server_url: str, template_database: str, run_id: str, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
+    """A database of this test module's own, cloned from the migrated template; dropped when the module is
+    done (WITH (FORCE): a connection a test left open must not keep it). The tests of one module share it."""
+    name = f"invoiceloop_test_{run_id}_{next(_MODULE_NUMBERS):02d}_{request.path.stem.removeprefix('test_')}"[:63]
+    async with _database(server_url, name, template=template_database) as url:
+        yield url
 
 
 REDIS_TEST_DBS = range(1, 13)  # 13-15 are left to benchmarks and people
+REDIS_MARKER = "invoiceloop:test-run"  # in a claimed database: the pid of the run holding it
+# Deletes every key but the marker (ARGV[1]) in one step, so the database is never unclaimed meanwhile.
+_EMPTY_BUT_MARKER = """
+for _, key in ipairs(redis.call('KEYS', '*')) do
+  if key ~= ARGV[1] then redis.call('DEL', key) end
+end
+return 0
+"""
 
 
-def _claim_redis_db() -> tuple[int, Any]:
+@dataclass
+class RunRedis:
+    """The run's Redis database: `url`, and `empty()` to drop every key but the run's marker."""
+
+    url: str
+    client: redis.Redis
+
+    def empty(self) -> None:
+        self.client.eval(_EMPTY_BUT_MARKER, 0, REDIS_MARKER)
+        self.client.expire(REDIS_MARKER, 3600)  # held for another hour (a no-op on an embedded Redis: no marker)
+
+
+def _claim_redis_db() -> tuple[int, redis.Redis]:
     """A Redis database no other test run is using: its marker key is set only when absent (it expires
-    after an hour, so a crashed run's database is taken over). What an earlier run left is flushed."""
-    import redis
-
+    after an hour, so a crashed run's database is taken over)."""
     for number in random.sample(REDIS_TEST_DBS, len(REDIS_TEST_DBS)):
         client = redis.Redis(host="127.0.0.1", port=6379, db=number)
-        if client.set("invoiceloop:test-run", os.getpid(), nx=True, ex=3600):
-            client.flushdb()
-            client.set("invoiceloop:test-run", os.getpid(), ex=3600)
+        if client.set(REDIS_MARKER, os.getpid(), nx=True, ex=3600):
             return number, client
         client.close()
     raise RuntimeError(f"every Redis database in {REDIS_TEST_DBS} is held by another test run")
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Redis on 127.0.0.1:6379 (a database number of its own for this run, emptied before and after),
-    else embedded."""
+def run_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunRedis]:
+    """Redis on 127.0.0.1:6379 (a database number of its own for this run, emptied for each module that uses
+    it and at the end), else embedded."""
     if port_open("127.0.0.1", 6379) and not FORCE_EMBEDDED:
         number, client = _claim_redis_db()
-        yield f"redis://127.0.0.1:6379/{number}"
-        client.flushdb()
-        client.close()
+        try:
+            yield RunRedis(f"redis://127.0.0.1:6379/{number}", client)
+        finally:
+            client.flushdb()  # the marker too: the database is free again
+            client.close()
     else:
         with embedded_redis(tmp_path_factory.mktemp("redis")) as url:
-            yield url
+            client = redis.Redis.from_url(url)
+            try:
+                yield RunRedis(url, client)
+            finally:
+                client.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
+def redis_url(run_redis: RunRedis) -> str:
+    """The run's Redis, emptied when a module first asks for it (its marker kept). Keys are not per database,
+    and every module's fresh database starts invoice codes and numbers over, so an earlier module's limits,
+    locks and arq jobs would meet this module's. The earlier module's servers and workers are stopped by now:
+    pytest ends a module's fixtures before it sets up the next module's."""
+    run_redis.empty()
+    return run_redis.url
+
+
+@pytest.fixture(scope="module")
 def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The module's settings: its database, the run's Redis, a data folder (signing key) of its own."""
     data = tmp_path_factory.mktemp("data")
     return Settings(
         database_url=database_url,
@@ -137,14 +216,14 @@ def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPat
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     p = await db.create_pool(settings.require_database_url(), max_size=30)
     yield p
     await p.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def issuing(settings: Settings, pool: asyncpg.Pool) -> Issuing:
     from invoiceloop.app import load_issuing
 
@@ -230,7 +309,11 @@ class ServerProcess(CliProcess):
             PUBLIC_BASE_URL=self.base_url,
             **extra_env,
         )
-        self._wait()
+        try:
+            self._wait()
+        except BaseException:
+            self.stop()  # a server that never answered is not left running
+            raise
 
     def _wait(self) -> None:
         deadline = time.monotonic() + 30
@@ -246,12 +329,22 @@ class ServerProcess(CliProcess):
         raise RuntimeError("server did not start")
 
 
-@pytest.fixture(scope="session")
-def server(settings: Settings, output_dir: Path) -> Iterator[ServerProcess]:
-    """`invoiceloop serve` in a subprocess on a free port, against the test database."""
-    srv = ServerProcess(settings, output_dir / "server.log")
-    yield srv
-    srv.stop()
+def server_log(output_dir: Path, request: pytest.FixtureRequest, kind: str = "server") -> Path:
+    """Where a module's server writes: test-output/servers/<kind>-<module>.log, rewritten each run."""
+    folder = output_dir / "servers"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{kind}-{request.path.stem}.log"
+
+
+@pytest.fixture(scope="module")
+def server(settings: Settings, output_dir: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    """`invoiceloop serve` in a subprocess on a free port, against the module's database; started by the
+    first test of a module that asks for it, stopped when the module is done."""
+    srv = ServerProcess(settings, server_log(output_dir, request))
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 @pytest.fixture

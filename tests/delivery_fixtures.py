@@ -1,7 +1,8 @@
 """Fixtures of the delivery tests (registered by conftest's pytest_plugins).
 
-Operators serve provinces globally and the database is shared by the session, so every test that needs
-"the operator of a province" takes a province of its own (see PROVINCE_OF) and asserts on its own orders."""
+Operators serve provinces for the whole database, and the earliest-created operator of a province takes
+its orders, so within a test module (one database) every test that needs "the operator of a province"
+posts to a province no other test of the module serves, and asserts on its own orders."""
 
 from __future__ import annotations
 
@@ -22,22 +23,6 @@ from invoicing.repository import Issuer
 from invoicing.validation import invoice_request
 from tests.conftest import CliProcess, ServerProcess
 from tests.samples import invoice_body
-
-# One province per test that relies on the province's operator; 54 (Tibet) is never served in tests.
-PROVINCE_OF = {
-    "kill": "32",
-    "redis_down": "33",
-    "manifest": "35",
-    "close": "36",
-    "memory": "37",
-    "events": "41",
-    "events_other": "42",
-    "isolation": "43",
-    "label": "45",
-    "void": "46",
-    "sms": "13",
-    "unserved": "54",
-}
 
 
 def postal_body(province: str, *, phone: str | None = "+8613800138000") -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """Fixtures of the verification tests (registered by conftest's pytest_plugins).
 
-One server per run for verification (`verify_server`), started with SMS_BACKEND=twilio against a
-session-wide fake Twilio, so the JSON endpoint, the page and the SMS webhook are all tested on it. Each
-test gets its own client address (uvicorn trusts X-Forwarded-For from 127.0.0.1), so per-address limits
-never leak between tests.
+One verification server per test module that asks for it (`verify_server`), started with
+SMS_BACKEND=twilio against a run-wide fake Twilio, so the JSON endpoint, the page and the SMS webhook are
+all tested on it. The tests of a module share its database and its server, so each test gets its own
+client address (uvicorn trusts X-Forwarded-For from 127.0.0.1) and its own phone numbers, and per-address
+and per-phone limits never leak between tests.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from invoiceloop.settings import Settings
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, server_log
 from tests.fake_twilio import FakeTwilio
 from tests.samples import invoice_body
 
@@ -56,7 +57,7 @@ def session_twilio() -> Iterator[FakeTwilio]:
     fake.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def twilio_settings(settings: Settings, session_twilio: FakeTwilio) -> Settings:
     """The test settings with the Twilio SMS backend pointed at the fake."""
     return dataclasses.replace(
@@ -69,20 +70,24 @@ def twilio_settings(settings: Settings, session_twilio: FakeTwilio) -> Settings:
     )
 
 
-@pytest.fixture(scope="session")
-def verify_server(settings: Settings, session_twilio: FakeTwilio, output_dir: Path) -> Iterator[ServerProcess]:
-    """`invoiceloop serve` with SMS_BACKEND=twilio at the fake Twilio."""
+@pytest.fixture(scope="module")
+def verify_server(
+    settings: Settings, session_twilio: FakeTwilio, output_dir: Path, request: pytest.FixtureRequest
+) -> Iterator[ServerProcess]:
+    """`invoiceloop serve` with SMS_BACKEND=twilio at the fake Twilio, on the module's database."""
     srv = ServerProcess(
         settings,
-        output_dir / "verify-server.log",
+        server_log(output_dir, request, "verify-server"),
         SMS_BACKEND="twilio",
         TWILIO_ACCOUNT_SID=session_twilio.account_sid,
         TWILIO_AUTH_TOKEN=session_twilio.auth_token,
         TWILIO_FROM_NUMBER=TWILIO_FROM,
         TWILIO_API_BASE_URL=session_twilio.base_url,
     )
-    yield srv
-    srv.stop()
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 @pytest.fixture

@@ -1,4 +1,7 @@
-"""The postal operator API over HTTP against a real server: manifests (JSON, CSV, PDF), close, labels."""
+"""The postal operator API over HTTP against a real server: manifests (JSON, CSV, PDF), close, labels.
+
+Each test posts to a province no other test here serves (35, 36, 45, 46): the module's tests share one
+database, where the earliest operator of a province takes its orders."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from PIL import Image
 
 from delivery import services as delivery_services
 from delivery.manifests import CSV_COLUMNS, csv_header, csv_rows
-from tests.delivery_fixtures import PROVINCE_OF, postal_body
+from tests.delivery_fixtures import postal_body
 
 
 async def issue_and_fulfil(
@@ -35,6 +38,8 @@ def decode_pdf_barcodes(pdf: bytes, out_dir: Path, name: str, dpi: int = 200) ->
     """Every barcode zxing-cpp finds on every page of `pdf`, rendered with pdftoppm."""
     path = out_dir / f"{name}.pdf"
     path.write_bytes(pdf)
+    for old in out_dir.glob(f"{name}-*.png"):  # pages an earlier run left must not be read as this PDF's
+        old.unlink()
     subprocess.run(["pdftoppm", "-r", str(dpi), "-gray", "-png", str(path), str(out_dir / name)], check=True)
     found: list[str] = []
     for page in sorted(out_dir.glob(f"{name}-*.png")):
@@ -45,7 +50,7 @@ def decode_pdf_barcodes(pdf: bytes, out_dir: Path, name: str, dpi: int = 200) ->
 async def test_manifest_csv_json_pdf_close_and_next_manifest(
     issuer_client: Any, operator_factory: Any, pool: asyncpg.Pool, output_dir: Path
 ) -> None:
-    province = PROVINCE_OF["manifest"]
+    province = "35"  # 福建省, as the CSV rows say
     operator = await operator_factory([province])
     invoices = await issue_and_fulfil(issuer_client, pool, province, 3, line1='天河路 1 号, "东"座 2 楼')
     numbers = sorted(i["delivery"]["tracking_number"] for i in invoices)
@@ -109,7 +114,7 @@ async def test_manifest_csv_json_pdf_close_and_next_manifest(
 
 
 async def test_manifest_list_pages_with_a_cursor(issuer_client: Any, operator_factory: Any, pool: asyncpg.Pool) -> None:
-    province = PROVINCE_OF["close"]
+    province = "36"
     operator = await operator_factory([province])
     for _ in range(3):
         await issue_and_fulfil(issuer_client, pool, province, 1)
@@ -126,7 +131,7 @@ async def test_manifest_list_pages_with_a_cursor(issuer_client: Any, operator_fa
 async def test_label_pdf_has_the_tracking_barcode(
     issuer_client: Any, operator_factory: Any, pool: asyncpg.Pool, output_dir: Path
 ) -> None:
-    province = PROVINCE_OF["label"]
+    province = "45"
     operator = await operator_factory([province], name="广西邮政速递 Guangxi Post")
     [inv] = await issue_and_fulfil(issuer_client, pool, province, 1)
     number = inv["delivery"]["tracking_number"]
@@ -150,7 +155,7 @@ async def test_label_pdf_has_the_tracking_barcode(
 async def test_void_before_dispatch_cancels_the_order_and_leaves_the_manifest(
     issuer_client: Any, operator_factory: Any, pool: asyncpg.Pool
 ) -> None:
-    province = PROVINCE_OF["void"]
+    province = "46"
     operator = await operator_factory([province])
     kept, voided = await issue_and_fulfil(issuer_client, pool, province, 2)
     answer = await issuer_client.post(f"/v1/invoices/{voided['id']}/void", json={"reason": "开错了"})

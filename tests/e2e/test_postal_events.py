@@ -1,4 +1,7 @@
-"""Tracking events over HTTP, the issuer's delivery view, the delivered SMS, and tenant isolation."""
+"""Tracking events over HTTP, the issuer's delivery view, the delivered SMS, and tenant isolation.
+
+Each test posts to provinces no other test here serves (41 and 42, 43, 13); 11 is served, never posted to:
+the module's tests share one database, where the earliest operator of a province takes its orders."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import asyncpg
 import pytest
 
 from invoicing import sms_outbox
-from tests.delivery_fixtures import PROVINCE_OF, postal_body, wait_until
+from tests.delivery_fixtures import postal_body, wait_until
 from tests.e2e.test_postal_api import issue_and_fulfil
 from tests.samples import invoice_body
 
@@ -49,7 +52,7 @@ class RecordingSms:
 async def test_events_each_judged_on_its_own(
     issuer_client: Any, operator_factory: Any, pool: asyncpg.Pool, server: Any, http: Any
 ) -> None:
-    province, other_province = PROVINCE_OF["events"], PROVINCE_OF["events_other"]
+    province, other_province = "41", "42"
     operator = await operator_factory([province])
     other = await operator_factory([other_province])
     a, b, c = await dispatched(issuer_client, operator, pool, province, 3)
@@ -107,7 +110,7 @@ async def test_events_each_judged_on_its_own(
 
 
 async def test_event_body_limits(operator_factory: Any) -> None:
-    operator = await operator_factory(["11"])  # a province nobody posts to in tests
+    operator = await operator_factory(["11"])  # a province nobody posts to here
     assert (await operator.post("/v1/postal/events", json={"events": []})).status_code == 422
     too_many = [event(f"x{i}", "RR000000015CN", "accepted", 0) for i in range(1001)]
     assert (await operator.post("/v1/postal/events", json={"events": too_many})).status_code == 422
@@ -118,7 +121,7 @@ async def test_event_body_limits(operator_factory: Any) -> None:
 async def test_operator_and_issuer_isolation(
     issuer_client: Any, operator_factory: Any, pool: asyncpg.Pool, http: Any
 ) -> None:
-    province = PROVINCE_OF["isolation"]
+    province = "43"
     owner = await operator_factory([province])
     stranger = await operator_factory(["11"])
     [inv] = await issue_and_fulfil(issuer_client, pool, province, 1)
@@ -171,7 +174,7 @@ async def _other_issuer_key(pool: asyncpg.Pool) -> str:
 async def test_delivered_sms_is_sent_by_the_worker(
     issuer_client: Any, operator_factory: Any, pool: asyncpg.Pool, start_worker: Any
 ) -> None:
-    province = PROVINCE_OF["sms"]
+    province = "13"
     operator = await operator_factory([province])
     [inv] = await dispatched(issuer_client, operator, pool, province, 1)
     number = inv["delivery"]["tracking_number"]

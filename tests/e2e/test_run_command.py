@@ -21,14 +21,21 @@ from tests.samples import invoice_body
 def _start(data: Path, port: int) -> tuple[subprocess.Popen[str], list[str]]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(INVOICELOOP_DATA_DIR=str(data), PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "invoiceloop", "run", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # Ctrl-C as at a terminal: a child inherits an ignored SIGINT (a suite started by nohup, or in the
+    # background of a script, has it ignored), and `invoiceloop run` then loses a Ctrl-C that comes before
+    # uvicorn installs its own handler. Any handler here (not SIG_IGN) becomes SIG_DFL in the child.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "invoiceloop", "run", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     lines: list[str] = []
     deadline = time.monotonic() + 90
     assert proc.stdout is not None
@@ -55,7 +62,12 @@ def _wait_http(url: str) -> None:
 
 def _stop(proc: subprocess.Popen[str]) -> str:
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # fail here, not later: a process left running fails whichever test meets its ResourceWarning
+        out, _ = proc.communicate(timeout=10)
+        raise AssertionError(f"Ctrl-C did not stop `invoiceloop run` within 60 s; its output:\n{out}") from None
     return out
 
 

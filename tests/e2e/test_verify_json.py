@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from invoiceloop.cli import main
 from invoiceloop.settings import Settings
 from invoicing import formats
+from tests.conftest import ServerProcess
 from tests.verification_fixtures import keyed_hash, query_of, random_mobile, wrong_last6
 
 
@@ -209,7 +210,7 @@ async def test_stats_count_verified_share_and_mismatches(consumer: Any, seller: 
 
 
 async def test_log_holds_keyed_hashes_only(
-    consumer: Any, seller: Any, settings: Settings, pool: asyncpg.Pool, output_dir: Any
+    consumer: Any, seller: Any, settings: Settings, pool: asyncpg.Pool, verify_server: ServerProcess
 ) -> None:
     invoice = await seller.issue()
     phone = random_mobile()
@@ -221,7 +222,7 @@ async def test_log_holds_keyed_hashes_only(
     assert row["client_hash"] == keyed_hash(settings, "client", consumer.address)
     assert row["phone_hash"] == keyed_hash(settings, "phone", phone)
     assert consumer.address not in str(dict(row)) and phone not in str(dict(row))
-    server_log = (output_dir / "verify-server.log").read_text()
+    server_log = verify_server.log_path.read_text()
     assert invoice["check_code"] not in server_log and phone not in server_log
 
 

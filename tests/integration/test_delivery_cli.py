@@ -14,7 +14,7 @@ from delivery.manifests import CSV_COLUMNS
 from invoiceloop.settings import Settings
 from invoicing.numbering import Issuing
 from tests.conftest import ServerProcess, new_issuer
-from tests.delivery_fixtures import PROVINCE_OF, issue_postal
+from tests.delivery_fixtures import issue_postal
 from tests.integration.test_cli_audit import cli
 
 
@@ -72,7 +72,7 @@ async def test_stats_json_counts_pending_without_operator(
     settings: Settings, pool: asyncpg.Pool, issuing: Issuing
 ) -> None:
     issuer, _ = await new_issuer(pool)
-    await issue_postal(pool, issuing, issuer, 2, PROVINCE_OF["unserved"])
+    await issue_postal(pool, issuing, issuer, 2, "54")  # no operator here serves 54
     out = cli(settings, "stats", "--json")
     assert out.returncode == 0, out.stderr
     months = json.loads(out.stdout)["months"]

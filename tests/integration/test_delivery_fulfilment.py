@@ -1,4 +1,8 @@
-"""Fulfilment on the real things: PostgreSQL, Redis and the arq worker in a subprocess."""
+"""Fulfilment on the real things: PostgreSQL, Redis and the arq worker in a subprocess.
+
+Each test that relies on the operator of a province posts to one no other test here serves (34, 32, 33;
+54 is served by none): the module's tests share one database, where the earliest operator of a province
+takes its orders."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from invoicing import repository
 from invoicing.numbering import Issuing
 from invoicing.queue import Queue
 from tests.conftest import ServerProcess, free_port, new_issuer
-from tests.delivery_fixtures import PROVINCE_OF, issue_postal, new_operator, postal_body, wait_until
+from tests.delivery_fixtures import issue_postal, new_operator, postal_body, wait_until
 
 ORDERS = """
 SELECT d.status, d.tracking_number, d.manifest_id, d.operator_id FROM delivery_orders d
@@ -49,7 +53,7 @@ async def test_fulfil_in_process_gives_s10_numbers_and_one_open_manifest(pool: a
 async def test_sigkill_three_times_every_order_gets_exactly_one_number(
     pool: asyncpg.Pool, issuing: Issuing, settings: Settings, start_worker: Any
 ) -> None:
-    province = PROVINCE_OF["kill"]
+    province = "32"
     await new_operator(pool, [province])
     issuer, _ = await new_issuer(pool)
     queue = Queue(settings.redis_url)
@@ -86,7 +90,7 @@ async def test_sigkill_three_times_every_order_gets_exactly_one_number(
 async def test_redis_down_at_issue_then_the_sweep_fulfils(
     pool: asyncpg.Pool, settings: Settings, output_dir: Path, start_worker: Any
 ) -> None:
-    province = PROVINCE_OF["redis_down"]
+    province = "33"
     await new_operator(pool, [province])
     _, key = await new_issuer(pool)
     srv = ServerProcess(
@@ -110,7 +114,7 @@ async def test_redis_down_at_issue_then_the_sweep_fulfils(
 
 async def test_unserved_province_stays_pending_and_is_counted(pool: asyncpg.Pool, issuing: Issuing) -> None:
     issuer, _ = await new_issuer(pool)
-    ids = await issue_postal(pool, issuing, issuer, 3, PROVINCE_OF["unserved"])
+    ids = await issue_postal(pool, issuing, issuer, 3, "54")  # no operator here serves 54
     async with pool.acquire() as conn:
         assert await delivery_services.fulfil_all(conn, ids) == 0
         months = await repository.stats(conn, issuer.id)

@@ -1,13 +1,11 @@
 """Exporting a 100,000-order manifest keeps the server's memory flat (streamed from a server-side cursor).
 
-Runs against a database of its own (filled with generate_series), so the bulk rows never meet other tests."""
+The bulk rows (filled with generate_series) stay in this module's database, which no other test shares."""
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +14,10 @@ import httpx
 import pytest
 
 from delivery import services as delivery_services
-from invoiceloop.app import load_issuing
 from invoiceloop.settings import Settings
-from invoicing import db
-from tests.conftest import ServerProcess, _with_db, new_issuer
-from tests.delivery_fixtures import PROVINCE_OF, issue_postal
+from invoicing.numbering import Issuing
+from tests.conftest import ServerProcess, new_issuer
+from tests.delivery_fixtures import issue_postal
 
 ORDERS = 100_000
 
@@ -51,30 +48,22 @@ def vm_hwm_kb(pid: int) -> int:
 
 
 @pytest.fixture
-async def big_manifest(settings: Settings, output_dir: Path) -> AsyncIterator[tuple[ServerProcess, str, str]]:
-    """A server on its own database holding one manifest of 100,000 orders: (server, operator key, manifest id)."""
-    server_url = settings.require_database_url().rsplit("/", 1)[0] + "/postgres"
-    name = f"invoiceloop_mem_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    own = replace(settings, database_url=_with_db(settings.require_database_url(), name))
-    await db.migrate_url(own.require_database_url())
-    pool = await db.create_pool(own.require_database_url(), max_size=4)
+async def big_manifest(
+    settings: Settings, pool: asyncpg.Pool, issuing: Issuing, output_dir: Path
+) -> AsyncIterator[tuple[ServerProcess, str, str]]:
+    """A fresh server (its memory measured from start) on a database holding one manifest of 100,000 orders:
+    (server, operator key, manifest id)."""
+    manifest_id, key = await _fill(pool, issuing)
+    (output_dir / "delivery").mkdir(exist_ok=True)
+    srv = ServerProcess(settings, output_dir / "delivery" / "server-memory.log")
     try:
-        manifest_id, key = await _fill(pool, own)
-        (output_dir / "delivery").mkdir(exist_ok=True)
-        srv = ServerProcess(own, output_dir / "delivery" / "server-memory.log", DATABASE_URL=own.require_database_url())
         yield srv, key, manifest_id
-        srv.stop()
     finally:
-        await pool.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        srv.stop()
 
 
-async def _fill(pool: asyncpg.Pool, own: Settings) -> tuple[str, str]:
-    issuing = load_issuing(own)
-    province = PROVINCE_OF["memory"]
+async def _fill(pool: asyncpg.Pool, issuing: Issuing) -> tuple[str, str]:
+    province = "37"
     async with pool.acquire() as conn:
         _, key = await delivery_services.create_operator(conn, name="大邮政", provinces=[province])
     issuer, _ = await new_issuer(pool)

@@ -10,7 +10,7 @@ import uuid
 
 import asyncpg
 import pytest
-from hypothesis import HealthCheck, given
+from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
@@ -187,7 +187,7 @@ async def test_batch_is_all_or_nothing(pool: asyncpg.Pool, issuing: Issuing) -> 
     assert [i.invoice_number for i in issued.invoices] == ["00000002", "00000003", "00000004"]
 
 
-@hsettings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(max_examples=15)
 @given(
     plan=st.lists(
         st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(1, 5), st.booleans()), min_size=1, max_size=12

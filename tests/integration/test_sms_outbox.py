@@ -10,8 +10,13 @@ import asyncpg
 import pytest
 from arq import Retry
 
-from invoicing import sms_outbox
+from invoicing import numbering, services, sms_outbox
 from invoicing.errors import SmsSendFailed
+from invoicing.model import DEFAULT_TAX_RATES
+from invoicing.numbering import Issuing
+from invoicing.repository import Issuer
+from invoicing.validation import invoice_request
+from tests.samples import invoice_body
 
 
 class FlakySms:
@@ -84,8 +89,13 @@ async def test_sweep_re_enqueues_lost_rows(pool: asyncpg.Pool) -> None:
     assert await sms_outbox.send(pool, FlakySms(0), outbox_id, job_try=1) == "sent"
 
 
-async def test_one_notice_and_one_delivered_text_per_invoice(pool: asyncpg.Pool, seller: Any) -> None:
-    invoice_id = uuid.UUID((await seller.issue())["id"])
+async def test_one_notice_and_one_delivered_text_per_invoice(
+    pool: asyncpg.Pool, issuing: Issuing, issuer: tuple[Issuer, str]
+) -> None:
+    draft = numbering.draft_of(invoice_request(invoice_body(), DEFAULT_TAX_RATES))
+    async with pool.acquire() as conn:
+        [invoice] = (await services.issue(conn, issuing, issuer[0], [draft])).invoices
+    invoice_id = uuid.UUID(invoice.id)
     async with pool.acquire() as conn:
         for kind in ("buyer_notice", "delivered"):
             first = await sms_outbox.add(conn, kind, [(invoice_id, "+8613912345678", "一")])

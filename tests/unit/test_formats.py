@@ -72,7 +72,6 @@ def test_stored_content_rebuilds_the_same_invoice() -> None:
     assert again == inv
 
 
-@settings(max_examples=50)
 @given(invoices())
 def test_the_signing_core_from_stored_content_is_the_invoices(inv: Invoice) -> None:
     content = json.loads(formats.canonical_bytes(formats.content_of(inv)))  # as read back from the database
@@ -96,15 +95,31 @@ def test_canonical_bytes_do_not_depend_on_key_order(rnd: Any) -> None:
     assert formats.canonical_bytes(_shuffled(copy.deepcopy(content), rnd)) == formats.canonical_bytes(content)
 
 
+# What a JSON encoder can get wrong, drawn often: control characters, quotes, backslash, DEL, the line and
+# paragraph separators, and non-ASCII in and beyond the BMP; any other character (but lone surrogates, which
+# UTF-8 cannot carry) now and then. Short strings and few leaves keep a draw at a millisecond or two.
+JSON_AWKWARD = [chr(c) for c in range(0x20)] + [
+    '"',
+    "\\",
+    "/",
+    "\x7f",
+    "\u2028",
+    "\u2029",
+    "é",
+    "中",
+    "\uff01",
+    "\U0001f600",
+]
+json_text = st.text(st.sampled_from(JSON_AWKWARD) | st.characters(codec="utf-8"), max_size=12)
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=20,
+    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | json_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(json_text, inner, max_size=4),
+    max_leaves=10,
 )
 
 
 @settings(max_examples=400)
-@given(st.dictionaries(st.text(), JSON_VALUES, max_size=6))
+@given(st.dictionaries(json_text, JSON_VALUES, max_size=6))
 def test_canonical_bytes_are_exactly_the_documented_json_dumps_form(content: dict[str, Any]) -> None:
     """FORMATS.md defines the canonical form through json.dumps; the faster encoder must agree byte for
     byte on any JSON value: control characters, quotes, backslashes, U+2028, non-ASCII keys and order."""
@@ -112,7 +127,7 @@ def test_canonical_bytes_are_exactly_the_documented_json_dumps_form(content: dic
     assert formats.canonical_bytes(content) == documented
 
 
-codes = st.from_regex(r"\A[0-9]{12}\Z")
+codes = st.integers(0, 10**12 - 1).map(lambda n: f"{n:012d}")
 numbers = st.integers(1, 99_999_999).map(lambda n: f"{n:08d}")
 days = st.dates(date(2020, 1, 1), date(2099, 12, 31))
 totals = st.decimals(Decimal("-9999999999.99"), Decimal("9999999999.99"), places=2)

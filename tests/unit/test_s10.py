@@ -14,8 +14,8 @@ from delivery.s10 import (
 )
 
 serials = st.integers(min_value=0, max_value=99_999_999).map(lambda n: f"{n:08d}")
-services = st.sampled_from("ABCDEFGHILMNOPQRUVXYZ").flatmap(
-    lambda a: st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ").map(lambda b: a + b)
+services = st.tuples(st.sampled_from("ABCDEFGHILMNOPQRUVXYZ"), st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ")).map(
+    "".join
 )
 
 

@@ -29,12 +29,12 @@ from verification.sms import (
 EXAMPLE = VerificationQuery("044012600111", "00000001", date(2026, 11, 27), "123456")
 SEPARATORS = [" ", ",", "，", "、", "-", "/", "\n", "\r\n", "\t", "\u3000", ";", "。", ":"]
 
-queries = st.builds(
+queries = st.builds(  # digit strings from integers: a third of the cost of st.from_regex
     VerificationQuery,
-    invoice_code=st.from_regex(r"[0-9]{12}", fullmatch=True),
+    invoice_code=st.integers(0, 10**12 - 1).map(lambda n: f"{n:012d}"),
     invoice_number=st.integers(1, 99_999_999).map(lambda n: f"{n:08d}"),
     issue_date=st.dates(),
-    check_code_last6=st.from_regex(r"[0-9]{6}", fullmatch=True),
+    check_code_last6=st.integers(0, 10**6 - 1).map(lambda n: f"{n:06d}"),
 )
 
 

@@ -152,7 +152,7 @@ any_amount = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(amount=any_amount)
 @example(Decimal("100001000.00"))
 @example(Decimal("1000010000000.00"))
@@ -163,13 +163,13 @@ def test_reads_back_to_the_same_amount(amount: Decimal) -> None:
     assert set(words) <= ALLOWED
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(amount=st.decimals(min_value=-(10**15), max_value=10**15, places=5))
 def test_rounds_half_up_to_the_cent_first(amount: Decimal) -> None:
     assert read_words(amount_in_words(amount)) == amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(amount=any_amount)
 @example(Decimal("107000.53"))
 @example(Decimal("1680.32"))

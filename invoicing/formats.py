@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -59,7 +60,7 @@ def check_code(secret: bytes, code: str, number: str, issue_date: date, total: D
     return f"{int.from_bytes(digest[:16], 'big') % 10**20:020d}"
 
 
-def canonical_bytes(content: dict[str, Any]) -> bytes:
+def canonical_bytes(content: Mapping[str, Any]) -> bytes:
     """Keys sorted, no whitespace, UTF-8 with non-ASCII kept (FORMATS.md): byte for byte what
     `json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()` gives (a test
     holds the two together), faster (docs/decisions.md); it runs on every issue and every verification."""
@@ -71,7 +72,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def record_hash(content: dict[str, Any]) -> str:
+def record_hash(content: Mapping[str, Any]) -> str:
     """Lowercase hex SHA-256 of the canonical content."""
     return sha256_hex(canonical_bytes(content))
 
@@ -249,7 +250,7 @@ def invoice_signing_core(inv: Invoice) -> str:
     )
 
 
-def content_signing_core(content: dict[str, Any], rec_hash: str) -> str:
+def content_signing_core(content: Mapping[str, Any], rec_hash: str) -> str:
     """The signing core of an invoice or credit note from its stored content: what `invoice_signing_core`
     gives for the invoice the content describes."""
     return signing_core(
@@ -278,7 +279,7 @@ def void_content(inv: Invoice, *, reason: str, voided_at: datetime, prev_hash: s
     }
 
 
-def void_signing_core(content: dict[str, Any], rec_hash: str) -> str:
+def void_signing_core(content: Mapping[str, Any], rec_hash: str) -> str:
     """`IL1V|{code}|{number}|{voided_at YYYYMMDD in UTC}|{record_hash}`: what a void's signature covers."""
     day = parse_rfc3339(content["voided_at"]).date()
     return "|".join(["IL1V", content["invoice_code"], content["invoice_number"], yyyymmdd(day), rec_hash])

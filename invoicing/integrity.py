@@ -45,22 +45,25 @@ def record_problem(
     same triple checks for good (the keyring is still asked every time: a key may be revoked since)."""
     content = record.content
     try:
-        if formats.record_hash(dict(content)) != record.record_hash:
+        if formats.record_hash(content) != record.record_hash:
             return "the stored record does not match its record hash (edited?)"
-        distrust = ring.distrust(record.key_id, record.signed_at)
+        key = ring.keys.get(record.key_id)
+        if key is None:
+            return f"signed by key {record.key_id}, which is not in the keyring"
+        distrust = key.distrust(record.signed_at) if key.revoked_since is not None else None
         if distrust:
             return distrust
         triple = (record.key_id, record.record_hash, record.signature)
         if good is not None and good.get(triple):
             return None
         core = (
-            formats.void_signing_core(dict(content), record.record_hash)
+            formats.void_signing_core(content, record.record_hash)
             if content["kind"] == "void"
-            else formats.content_signing_core(dict(content), record.record_hash)
+            else formats.content_signing_core(content, record.record_hash)
         )
     except (KeyError, TypeError, ValueError, ArithmeticError):
         return "the stored record cannot be read (edited?)"
-    if not verify_signature(ring.keys[record.key_id].public_raw, core, record.signature):
+    if not verify_signature(key.public_raw, core, record.signature):
         return "the signature does not verify against the keyring's key"
     if good is not None:
         good[triple] = True

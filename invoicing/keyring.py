@@ -60,13 +60,6 @@ class Keyring:
     keys: Mapping[str, TrustedKey] = field(default_factory=dict)
     active: str | None = None
 
-    def distrust(self, key_id: str, signed_at: datetime) -> str | None:
-        """Why a signature by `key_id` made at `signed_at` proves nothing, or None when it may be checked."""
-        key = self.keys.get(key_id)
-        if key is None:
-            return f"signed by key {key_id}, which is not in the keyring"
-        return key.distrust(signed_at)
-
     def jwks(self) -> dict[str, Any]:
         """Every trusted key as a JWKS, oldest first, so old invoices stay checkable after a rotation."""
         ordered = sorted(self.keys.values(), key=lambda k: (k.created_at, k.key_id))

@@ -107,11 +107,11 @@ async def run_sequencer(pool: asyncpg.Pool, signer: LogSigner) -> None:
 
 @dataclass(frozen=True)
 class InclusionProof:
-    """A record's place in the log and the proof that the checkpoint's tree holds it."""
+    """A record's place in the log and the proof that the checkpoint's tree holds it (hashes in base64)."""
 
     leaf_index: int
     tree_size: int
-    hashes: list[bytes]
+    hashes: list[str]
     checkpoint: str
 
     def as_json(self) -> dict[str, object]:
@@ -119,7 +119,7 @@ class InclusionProof:
         return {
             "leaf_index": self.leaf_index,
             "tree_size": self.tree_size,
-            "inclusion_proof": [merkle.format_hash(h) for h in self.hashes],
+            "inclusion_proof": self.hashes,
             "checkpoint": self.checkpoint,
         }
 
@@ -131,7 +131,7 @@ class LogReader:
     def __init__(self, pool: asyncpg.Pool, head_ttl_s: float = 1.0, tile_bytes: int = 32 * 1024 * 1024) -> None:
         self.pool, self.head_ttl_s = pool, head_ttl_s
         self.tiles: LRUCache[TileKey, bytes] = LRUCache(maxsize=tile_bytes, getsizeof=len)
-        self.proofs: LRUCache[tuple[int, int], list[bytes]] = LRUCache(maxsize=50_000)
+        self.proofs: LRUCache[tuple[int, int], list[str]] = LRUCache(maxsize=50_000)
         self._head: Head | None = None
         self._read_at = -1e9
         self._lock = asyncio.Lock()
@@ -176,7 +176,7 @@ class LogReader:
         if todo:
             tiles = await self.read(k for i in todo for k in merkle.tiles_for_inclusion(i, head.size))
             for i in todo:
-                self.proofs[i, head.size] = merkle.inclusion_proof(i, head.size, tiles)
+                self.proofs[i, head.size] = [merkle.format_hash(h) for h in merkle.inclusion_proof(i, head.size, tiles)]
         return {i: InclusionProof(i, head.size, self.proofs[i, head.size], head.checkpoint) for i in wanted}
 
     async def consistency(self, first: int, second: int) -> list[bytes]:

@@ -13,24 +13,29 @@ from typing import Any
 import asyncpg
 
 # What a verification reads of its invoices: the stored content and what proves it (the public view, the
-# match and the integrity check are all worked out from these), the status and the chained records that must
-# agree with it (the void and the credit notes, usually none: two index probes that find nothing), the leaf
-# of the public log that holds the record, and whether the buyer has had their one notice (then no notice
-# row is attempted); not the counts, which the log statement returns. Both columns as `= ANY` keep the (code,
+# match and the integrity check are all worked out from these), the status and whether chained records must
+# agree with it (a void, credit notes: usually none, two index probes that find nothing; they are read in a
+# second query when there are some), the leaf of the public log that holds the record, and whether the buyer
+# has had their one notice (then no notice row is attempted); not the counts, which the log statement returns. Both columns as `= ANY` keep the (code,
 # number) index in use whatever the table's size; the rows may include pairs nobody asked for (codes x
 # numbers), which the caller does not look up.
 FIND_INVOICES = """
 SELECT i.id, i.issuer_id, i.status, i.content, i.record_hash, i.signature, i.key_id, i.invoice_code,
        i.invoice_number, l.leaf_index,
        EXISTS (SELECT 1 FROM sms_outbox o WHERE o.invoice_id = i.id AND o.kind = 'buyer_notice') AS buyer_notified,
-       (SELECT jsonb_build_object('content', v.content, 'record_hash', v.record_hash, 'signature', v.signature,
-                                  'key_id', v.key_id)
-          FROM voids v WHERE v.invoice_id = i.id) AS void,
-       (SELECT jsonb_agg(jsonb_build_object('content', c.content, 'record_hash', c.record_hash,
-                                            'signature', c.signature, 'key_id', c.key_id) ORDER BY c.seq)
-          FROM invoices c WHERE c.original_invoice_id = i.id) AS credit_notes
+       EXISTS (SELECT 1 FROM voids v WHERE v.invoice_id = i.id) AS voided,
+       EXISTS (SELECT 1 FROM invoices c WHERE c.original_invoice_id = i.id) AS credited
   FROM invoices i LEFT JOIN log_leaves l ON l.record_hash = i.record_hash
  WHERE i.invoice_code = ANY($1::text[]) AND i.invoice_number = ANY($2::text[])"""
+
+# The chained records that give these invoices their status: their voids and credit notes, in chain order.
+CHAINED = """
+SELECT v.invoice_id AS of, v.content, v.record_hash, v.signature, v.key_id, true AS void, v.chain_seq AS seq
+  FROM voids v WHERE v.invoice_id = ANY($1::uuid[])
+UNION ALL
+SELECT c.original_invoice_id, c.content, c.record_hash, c.signature, c.key_id, false, c.seq
+  FROM invoices c WHERE c.original_invoice_id = ANY($1::uuid[])
+ ORDER BY seq"""
 
 # One statement (one round trip, one commit) logs a batch of verifications, counts those of existing
 # invoices (or their mismatches) in `invoice_counts`, and writes each buyer's one notice when asked. The
@@ -79,6 +84,11 @@ async def find_invoices(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]
     """The invoice rows (`FIND_INVOICES`) by (code, number)."""
     rows = await conn.fetch(FIND_INVOICES, list({code for code, _ in keys}), list({number for _, number in keys}))
     return {(row["invoice_code"], row["invoice_number"]): row for row in rows}
+
+
+async def chained_records(conn: asyncpg.Connection, invoice_ids: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
+    """The voids and credit notes of these invoices (`of` names the invoice; `void` tells which kind)."""
+    return list(await conn.fetch(CHAINED, list(invoice_ids))) if invoice_ids else []
 
 
 @dataclass(frozen=True)

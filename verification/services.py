@@ -108,17 +108,17 @@ class Verifier:
 UNTRUSTED = Counter("invoiceloop_untrusted_records_total", "Stored records found not trustworthy, by check", ["check"])
 
 
-def tamper_reason(v: Verifier, row: asyncpg.Record) -> str | None:
+def tamper_reason(v: Verifier, row: asyncpg.Record, chained: list[asyncpg.Record]) -> str | None:
     """Why the stored record cannot be vouched for, or None: its hash, its key (the keyring's, not revoked when
-    it signed), its signature, and its status (what its chained voids and credit notes say). Raises the
+    it signed), its signature, and its status (what its `chained` void and credit notes say). Raises the
     integrity alarm (a log line and a metric) when it cannot."""
     ring, good = v.keyring.current(), v.good_signatures if v.signatures_kept else None
     record = StoredRecord.of(row)
     why = record_problem(ring, record, good)
     check = "record"
-    if why is None and (row["status"] != "issued" or row["void"] is not None or row["credit_notes"] is not None):
-        void = StoredRecord.of(row["void"]) if row["void"] is not None else None
-        notes = [StoredRecord.of(n) for n in row["credit_notes"] or []]
+    if why is None and (row["status"] != "issued" or row["voided"] or row["credited"]):
+        void = next((StoredRecord.of(c) for c in chained if c["void"]), None)
+        notes = [StoredRecord.of(c) for c in chained if not c["void"]]
         why, check = status_problem(ring, record, row["status"], void, notes, good), "status"
     if why is not None:
         UNTRUSTED.labels(check).inc()
@@ -183,11 +183,17 @@ async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | B
     works: list[_Work] = []
     async with v.pool.acquire() as conn:
         rows = await vrepo.find_invoices(conn, [(i.query.invoice_code, i.query.invoice_number) for i in items])
+        chained: dict[Any, list[asyncpg.Record]] = {}
+        for record in await vrepo.chained_records(
+            conn, [r["id"] for r in rows.values() if r["voided"] or r["credited"]]
+        ):
+            chained.setdefault(record["of"], []).append(record)
         found = [_lookup(rows.get((i.query.invoice_code, i.query.invoice_number)), i) for i in items]
         states = await v.limits.settle_many([(i.attempt(), f.found) for i, f in zip(items, found, strict=True)])
         for item, f, state in zip(items, found, states, strict=True):
             if not isinstance(state, RateLimited):
-                works.append(_Work(item, f.row, _answer_for(v, f, state)))
+                chain = chained.get(f.row["id"], []) if f.row is not None else []
+                works.append(_Work(item, f.row, _answer_for(v, f, state, chain)))
         outbox_ids = await _record(v, conn, works)
     if v.queue is not None:
         await sms_outbox.nudge(v.queue, outbox_ids)
@@ -234,13 +240,13 @@ def _lookup(row: asyncpg.Record | None, item: _Item) -> _Found:
         return _Found(row, False)
 
 
-def _answer_for(v: Verifier, f: _Found, state: Admission) -> Verification:
+def _answer_for(v: Verifier, f: _Found, state: Admission, chained: list[asyncpg.Record]) -> Verification:
     """The answer to one item that got past the rate."""
     if f.row is None:
         return Verification("not_found")
     if state == Admission.LOCKED:
         return Verification("locked")
-    why = tamper_reason(v, f.row) if f.matched else None
+    why = tamper_reason(v, f.row, chained) if f.matched else None
     outcome = outcome_for(f.row["status"], f.matched, why is not None)
     shown = public_invoice(f.row["content"], f.row["status"]) if outcome in SHOWS_INVOICE else None
     return Verification(outcome, shown, tamper_reason=why)

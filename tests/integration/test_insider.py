@@ -210,9 +210,10 @@ async def test_a_log_rewritten_to_hide_a_record_fails_the_witness_and_the_audit(
     history. The witness's kept checkpoint cannot be extended to it; the audit's recomputed tree differs."""
     hidden, *_ = await issue(own_pool, own_issuing, seller, 3)
     await sequence_all(own_pool, log_key)
-    size = await served_size(own_server, 3)
+    await served_size(own_server, 3)
     state = tmp_path / "witness.json"
     assert witness(deployment, own_server, state, log_key.verifier_key).returncode == 0
+    size = json.loads(state.read_text())["size"]  # what the witness trusts
     async with own_pool.acquire() as conn, conn.transaction():
         rewritten = await insider.rebuild_log_without(conn, hidden.record_hash, log_key)
         await conn.execute("DELETE FROM invoices WHERE id = $1", uuid.UUID(hidden.id))
@@ -243,9 +244,13 @@ async def test_a_rolled_back_log_fails_the_witness(
         backup = await insider.snapshot_log(conn)
     await issue(own_pool, own_issuing, seller, 2)
     await sequence_all(own_pool, log_key)
-    size = await served_size(own_server, 0)
     state = tmp_path / "witness.json"
+    async with own_pool.acquire() as conn:
+        latest = await conn.fetchval("SELECT size FROM log_head")
+    await served_size(own_server, latest)
     assert witness(deployment, own_server, state, log_key.verifier_key).returncode == 0
+    size = json.loads(state.read_text())["size"]
+    assert size == latest
     async with own_pool.acquire() as conn, conn.transaction():
         await insider.restore_log(conn, backup)
     for _ in range(50):  # the server reads the checkpoint again within a second

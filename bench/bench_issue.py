@@ -225,14 +225,20 @@ async def log_latency(url: str, drain_s: float = 60.0) -> dict[str, float]:
             if not await conn.fetchval("SELECT count(*) FROM log_queue"):
                 break
             await asyncio.sleep(0.5)
-        row = await conn.fetchrow(
-            """SELECT count(*) AS count,
+        rows = await conn.fetch(
+            """SELECT CASE WHEN label LIKE 'till-%' THEN 'http16' ELSE label END AS phase, count(*) AS count,
                       percentile_cont(0.5) WITHIN GROUP (ORDER BY s) AS p50,
                       percentile_cont(0.99) WITHIN GROUP (ORDER BY s) AS p99, max(s) AS max
-                 FROM (SELECT extract(epoch FROM l.sequenced_at - i.issued_at)::float8 AS s
-                         FROM invoices i JOIN log_leaves l ON l.record_hash = i.record_hash) t"""
+                 FROM (SELECT s.label, extract(epoch FROM l.sequenced_at - i.issued_at)::float8 AS s
+                         FROM invoices i JOIN series s ON s.id = i.series_id
+                         JOIN log_leaves l ON l.record_hash = i.record_hash) t
+                GROUP BY ROLLUP (1) ORDER BY 1 NULLS LAST"""
         )
-        return {k: float(row[k] or 0) for k in ("count", "p50", "p99", "max")}
+        for row in rows:
+            print(
+                f"    {row['phase'] or 'all':7} {row['count']:7} records: p50 {row['p50']:.2f} s, p99 {row['p99']:.2f} s"
+            )
+        return {k: float(rows[-1][k] or 0) for k in ("count", "p50", "p99", "max")}
     finally:
         await conn.close()
 

@@ -29,7 +29,11 @@ WITH taken AS (
 )
 SELECT record_hash FROM taken ORDER BY id"""
 
-ALREADY_LOGGED = "SELECT record_hash FROM log_leaves WHERE record_hash = ANY($1::text[])"
+# One index probe per hash, whatever the planner thinks of the table's size (a `= ANY` over a thousand hashes
+# was planned as a scan of the whole table, seconds per batch).
+ALREADY_LOGGED = """
+SELECT q.h AS record_hash FROM unnest($1::char(64)[]) AS q(h)
+ WHERE EXISTS (SELECT 1 FROM log_leaves l WHERE l.record_hash = q.h)"""
 
 INSERT_LEAVES = """
 INSERT INTO log_leaves (leaf_index, record_hash)
@@ -45,7 +49,8 @@ ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data WHERE length(exclude
 
 LEAF_OF = "SELECT leaf_index FROM log_leaves WHERE record_hash = $1"
 
-LEAVES_OF = "SELECT record_hash, leaf_index FROM log_leaves WHERE record_hash = ANY($1::text[])"
+LEAVES_OF = """
+SELECT l.record_hash, l.leaf_index FROM unnest($1::char(64)[]) AS q(h) JOIN log_leaves l ON l.record_hash = q.h"""
 
 QUEUED = "SELECT count(*) FROM log_queue"
 

@@ -16,7 +16,9 @@ import asyncpg
 # match and the integrity check are all worked out from these), the status and whether chained records must
 # agree with it (a void, credit notes: usually none, two index probes that find nothing; they are read in a
 # second query when there are some), the leaf of the public log that holds the record, and whether the buyer
-# has had their one notice (then no notice row is attempted); not the counts, which the log statement returns. Both columns as `= ANY` keep the (code,
+# has had their one notice (then no notice row is attempted); not the counts, which the log statement returns.
+# The arrays are of the columns' own type (char(n)): a text[] would make PostgreSQL cast the column and scan
+# the whole table instead of using the (code, number) index. Both columns as `= ANY` keep the (code,
 # number) index in use whatever the table's size; the rows may include pairs nobody asked for (codes x
 # numbers), which the caller does not look up.
 FIND_INVOICES = """
@@ -26,7 +28,7 @@ SELECT i.id, i.issuer_id, i.status, i.content, i.record_hash, i.signature, i.key
        EXISTS (SELECT 1 FROM voids v WHERE v.invoice_id = i.id) AS voided,
        EXISTS (SELECT 1 FROM invoices c WHERE c.original_invoice_id = i.id) AS credited
   FROM invoices i LEFT JOIN log_leaves l ON l.record_hash = i.record_hash
- WHERE i.invoice_code = ANY($1::text[]) AND i.invoice_number = ANY($2::text[])"""
+ WHERE i.invoice_code = ANY($1::char(12)[]) AND i.invoice_number = ANY($2::char(8)[])"""
 
 # The chained records that give these invoices their status: their voids and credit notes, in chain order.
 CHAINED = """

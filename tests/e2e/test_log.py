@@ -112,7 +112,7 @@ async def test_a_verification_carries_a_proof_an_outsider_can_check(client: http
     assert verify_inclusion(leaf, log["leaf_index"], log["tree_size"], proof, carried.root)
     assert not verify_inclusion(leaf, log["leaf_index"] ^ 1, log["tree_size"], proof, carried.root)
     page = await client.get(inv["verify_url"].replace("http://127.0.0.1:8000", str(client.base_url)))
-    assert 'id="log-entry"' in page.text and f"第 {log['leaf_index']} 条" in page.text
+    assert 'id="log-entry"' in page.text and f"索引 {log['leaf_index']}（" in page.text
 
 
 async def test_tiles_and_proofs_as_the_specifications_say(client: httpx.AsyncClient) -> None:

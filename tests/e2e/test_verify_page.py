@@ -14,7 +14,10 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from invoiceloop.app import log_signer
+from invoicing import transparency
 from tests.conftest import ServerProcess
+from tests.delivery_fixtures import wait_until
 from tests.verification_fixtures import invoices_in_every_state, query_of, random_address, wrong_last6
 
 CHROMIUM_ARGS = [
@@ -103,13 +106,33 @@ async def new_page(browser: Browser, screen: str) -> Page:
     return await context.new_page()
 
 
+async def in_the_log(pool: asyncpg.Pool, settings: Any, server: ServerProcess) -> None:
+    """Sequence what is queued (as the worker would), and wait until the server shows the new checkpoint."""
+    while await transparency.sequence(pool, log_signer(settings)):
+        pass
+    size = await pool.fetchval("SELECT size FROM log_head")
+
+    async def served() -> bool:
+        async with httpx.AsyncClient(base_url=server.base_url) as client:
+            return int((await client.get("/v1/log/checkpoint")).text.splitlines()[1]) >= size
+
+    await wait_until(served, timeout_s=30, every_s=0.2)
+
+
 @pytest.mark.parametrize("screen", ["phone", "desktop"])
 async def test_browser_form_qr_and_mismatch(
-    browser: Browser, verify_server: ServerProcess, seller: Any, output_dir: Path, screen: str
+    browser: Browser,
+    verify_server: ServerProcess,
+    seller: Any,
+    output_dir: Path,
+    screen: str,
+    pool: asyncpg.Pool,
+    settings: Any,
 ) -> None:
     shots = output_dir / "verify"
     shots.mkdir(exist_ok=True)
     invoice = await seller.issue(lines=3)
+    await in_the_log(pool, settings, verify_server)
     page = await new_page(browser, screen)
     await page.goto(verify_server.base_url + "/verify")
     await page.screenshot(path=str(shots / f"{screen}-form.png"), full_page=True)
@@ -120,6 +143,7 @@ async def test_browser_form_qr_and_mismatch(
     await page.click("button[type=submit]")
     assert await page.get_attribute("#result", "data-result") == "valid"
     assert "查验一致" in await page.inner_text("#result") and "张*" in await page.inner_text("#invoice")
+    assert "已记入公开日志" in await page.inner_text("#log-entry")
     await page.screenshot(path=str(shots / f"{screen}-valid.png"), full_page=True)
 
     await page.goto(invoice["verify_url"])

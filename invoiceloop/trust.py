@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import urllib.parse
@@ -13,20 +12,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from invoiceloop.admin import _with_conn
 from invoiceloop.app import log_signer, open_keyring
+from invoiceloop.auditing import default_processes, full_audit, incremental_audit
 from invoiceloop.errors import CliError
 from invoiceloop.settings import Settings
 from invoicing import keyring, keys, merkle
-from invoicing.audit import AuditReport, audit
 from invoicing.checkpoint import Checkpoint, open_checkpoint
 from invoicing.keys import b64url_decode
 from invoicing.merkle_verify import verify_consistency
-from invoicing.note import NoteError, parse_verifier_key
+from invoicing.note import NoteError, VerifierKey, parse_verifier_key
 
 FETCH_TIMEOUT_S = 10
 
@@ -81,9 +78,9 @@ def cmd_keys_trust(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _kept_checkpoint(path: Path, verifier_key: str | None) -> Checkpoint:
-    """The checkpoint kept in `path`: a witness's state file (it names its key), or a bare signed note checked
-    with `verifier_key`."""
+def _kept_checkpoint(path: Path, verifier_key: str | None) -> tuple[Checkpoint, VerifierKey]:
+    """The checkpoint kept in `path` and the key it opened with: a witness's state file (it names its key), or a
+    bare signed note checked with `verifier_key`."""
     text = path.read_text(encoding="utf-8")
     try:
         state = json.loads(text)
@@ -93,26 +90,33 @@ def _kept_checkpoint(path: Path, verifier_key: str | None) -> Checkpoint:
     if key is None:
         raise CliError("a bare checkpoint needs --log-key, the log's verifier key")
     try:
-        return open_checkpoint(note, parse_verifier_key(key))
+        parsed = parse_verifier_key(key)
+        return open_checkpoint(note, parsed), parsed
     except NoteError as exc:
         raise CliError(f"{path}: the checkpoint does not open with the log key: {exc}") from None
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    """Re-check every chain against the keyring (and the log against a checkpoint kept outside the database);
-    exit 1 with a report when anything fails."""
-    ring = open_keyring(settings).current()
-    kept = _kept_checkpoint(Path(args.checkpoint), args.log_key) if args.checkpoint else None
-
-    async def run(conn: asyncpg.Connection) -> AuditReport:
-        return await audit(conn, ring, args.issuer, kept)
-
-    report = asyncio.run(_with_conn(settings, run))
+    """Re-check every chain against the keyring (and the log against a checkpoint kept outside the database), in
+    parallel processes; or, with --since, only what was added after a kept checkpoint. Exit 1 with a report when
+    anything fails."""
+    open_keyring(settings)
+    url = settings.require_database_url()
+    if args.since:
+        kept, key = _kept_checkpoint(Path(args.since), args.log_key)
+        timed = incremental_audit(url, settings.keyring, kept, key)
+        scope = f"added since the checkpoint of {kept.size} entries ({timed.report.leaves} new log leaves)"
+    else:
+        against = _kept_checkpoint(Path(args.checkpoint), args.log_key)[0] if args.checkpoint else None
+        timed = full_audit(url, settings.keyring, args.issuer, against, args.processes or default_processes())
+        logged = f", {timed.report.leaves} log leaves against the kept checkpoint" if against else ""
+        scope = f"in {timed.report.series} series{logged}"
+    report = timed.report
     for finding in report.findings:
         print(f"FAIL {finding}")
     verdict = "OK" if report.ok else f"{len(report.findings)} problem(s)"
-    logged = f", {report.leaves} log leaves against the kept checkpoint" if kept else ""
-    print(f"audited {report.records} record(s) in {report.series} series{logged}: {verdict}")
+    print(f"audited {report.records} record(s) {scope}: {verdict}")
+    print(f"{timed.seconds:.1f} s, {timed.rate:,.0f} records/s, {timed.processes} process(es)")
     return 0 if report.ok else 1
 
 

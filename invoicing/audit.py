@@ -8,7 +8,7 @@ it) and every leaf must be a record, so a deleted record or a rewritten log show
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -21,6 +21,7 @@ from invoicing.integrity import StoredRecord, record_problem, status_problem
 from invoicing.keyring import Keyring
 
 LEAVES_PER_READ = 10_000
+SEGMENT = 20_000  # chain places per unit of work
 
 
 @dataclass(frozen=True)
@@ -48,38 +49,114 @@ def _columns_agree(row: Any, content: dict[str, Any]) -> bool:
     )
 
 
-def check_series(
-    series: Any, rows: list[Any], ring: Keyring, credit_notes: Mapping[str, list[StoredRecord]]
-) -> Iterator[Finding]:
-    """Every way a series' records can disagree with themselves or with what the keyring vouches for, in chain
-    order. `credit_notes` are every credit note by the id of the invoice it credits (they may be in another
-    series)."""
-    code = f"series {series['invoice_code']}"
-    expected_prev = series["previous_year_head"] or formats.ZERO_HASH
-    for missing in sorted(set(range(1, series["last_seq"] + 1)) - {r["chain_seq"] for r in rows}):
-        yield Finding(code, missing, "-", "record missing from the chain (deleted?)")
-    numbers = sorted(int(r["invoice_number"]) for r in rows if r["type"] == "record")
-    if numbers != list(range(1, series["last_number"] + 1)):
-        yield Finding(code, None, "-", f"invoice numbers are not exactly 1..{series['last_number']}")
-    voids = {row["ref"]: StoredRecord.of(row) for row in rows if row["type"] == "void"}
+@dataclass(frozen=True)
+class Segment:
+    """A run of one series' chain, places `first`..`last`: the unit of work of the audit (a long series is cut
+    into several, checked in parallel). `start_hash`: what the first record must link to when the run starts the
+    chain (the same label's head of the year before, or zeros); None: the record before it, as stored.
+    `head_hash`: the series head, checked after the last record when the run ends the chain."""
+
+    series_id: int
+    code: str
+    first: int
+    last: int
+    start_hash: str | None
+    head_hash: str | None
+
+    @property
+    def size(self) -> int:
+        """How many chain places the run covers."""
+        return self.last - self.first + 1
+
+
+def plan(series: list[Any], size: int = SEGMENT) -> list[Segment]:
+    """The segments of these series (rows of `chain_repository.series_to_audit`), each at most `size` places."""
+    out = []
+    for s in series:
+        code, last_seq = f"series {s['invoice_code']}", s["last_seq"]
+        start = s["previous_year_head"] or formats.ZERO_HASH
+        if last_seq == 0:
+            out.append(Segment(s["id"], code, 1, 0, start, s["last_hash"]))
+        for first in range(1, last_seq + 1, size):
+            last = min(first + size - 1, last_seq)
+            out.append(
+                Segment(
+                    s["id"],
+                    code,
+                    first,
+                    last,
+                    start if first == 1 else None,
+                    s["last_hash"] if last == last_seq else None,
+                )
+            )
+    return out
+
+
+async def check_segment(conn: asyncpg.Connection, ring: Keyring, seg: Segment) -> tuple[int, list[Finding]]:
+    """Every way a run of a chain can disagree with itself or with what the keyring vouches for: missing places,
+    broken links, edited records, signatures, columns, and each invoice's status against its chained void and
+    credit notes (wherever they are). (records read, findings)."""
+    rows = await chain_repository.chain_records(conn, seg.series_id, seg.first, seg.last)
+    chained: dict[Any, list[Any]] = {}
+    for record in await chain_repository.chained_records(conn, [r["id"] for r in rows if r["type"] == "record"]):
+        chained.setdefault(record["of"], []).append(record)
+    found = [
+        Finding(seg.code, m, "-", "record missing from the chain (deleted?)")
+        for m in sorted(set(range(seg.first, seg.last + 1)) - {r["chain_seq"] for r in rows})
+    ]
+    expected = (
+        seg.start_hash
+        if seg.start_hash is not None
+        else await chain_repository.hash_at(conn, seg.series_id, seg.first - 1)
+    )
     good: dict[tuple[str, str, str], bool] = {}
     for row in rows:
-        content, ref, record = row["content"], f"{row['type']} {row['ref']}", StoredRecord.of(row)
-        if content.get("prev_hash") != row["prev_hash"] or row["prev_hash"] != expected_prev:
-            yield Finding(code, row["chain_seq"], ref, "does not link to the record before it (reordered or removed?)")
-        problem = record_problem(ring, record, good)
-        if problem:
-            yield Finding(code, row["chain_seq"], ref, problem)
-        elif row["type"] == "record":
-            if not _columns_agree(row, content):
-                yield Finding(code, row["chain_seq"], ref, "row columns differ from the hashed content (edited?)")
-            notes = credit_notes.get(row["ref"], [])
-            status = status_problem(ring, record, row["status"], voids.get(row["ref"]), notes, good)
-            if status:
-                yield Finding(code, row["chain_seq"], ref, status)
-        expected_prev = row["record_hash"]
-    if series["last_hash"] != expected_prev:
-        yield Finding(code, None, "head", "series head does not match its last record (records removed at the end?)")
+        found.extend(check_row(ring, seg.code, row, expected, chained.get(row["id"], []), good))
+        expected = row["record_hash"]
+    if seg.head_hash is not None and seg.head_hash != expected:
+        found.append(
+            Finding(seg.code, None, "head", "series head does not match its last record (records removed at the end?)")
+        )
+    return len(rows), found
+
+
+def check_row(
+    ring: Keyring,
+    code: str,
+    row: Any,
+    expected_prev: str | None,
+    chained: list[Any],
+    good: dict[tuple[str, str, str], bool],
+) -> Iterator[Finding]:
+    """What is wrong with one stored record: its link to `expected_prev`, its hash, key and signature, its
+    columns, and (an invoice) its status against its `chained` void and credit notes."""
+    content, ref, record = row["content"], f"{row['type']} {row['ref']}", StoredRecord.of(row)
+    if content.get("prev_hash") != row["prev_hash"] or row["prev_hash"] != expected_prev:
+        yield Finding(code, row["chain_seq"], ref, "does not link to the record before it (reordered or removed?)")
+    problem = record_problem(ring, record, good)
+    if problem:
+        yield Finding(code, row["chain_seq"], ref, problem)
+        return
+    if row["type"] != "record":
+        return
+    if not _columns_agree(row, content):
+        yield Finding(code, row["chain_seq"], ref, "row columns differ from the hashed content (edited?)")
+    void = next((StoredRecord.of(c) for c in chained if c["void"]), None)
+    notes = [StoredRecord.of(c) for c in chained if not c["void"]]
+    status = status_problem(ring, record, row["status"], void, notes, good)
+    if status:
+        yield Finding(code, row["chain_seq"], ref, status)
+
+
+async def check_numbers(conn: asyncpg.Connection, issuer_id: str | None) -> list[Finding]:
+    """Each series' invoice numbers are exactly 1..its counter: none skipped, none repeated."""
+    found = []
+    for s in await chain_repository.number_summaries(conn, issuer_id):
+        n = s["last_number"]
+        gapless = s["n"] == s["distinct_n"] == n and (n == 0 or (int(s["lo"]) == 1 and int(s["hi"]) == n))
+        if not gapless:
+            found.append(Finding(f"series {s['invoice_code']}", None, "-", f"invoice numbers are not exactly 1..{n}"))
+    return found
 
 
 @dataclass
@@ -133,14 +210,14 @@ async def check_log(conn: asyncpg.Connection, kept: Checkpoint) -> tuple[int, li
 async def audit(
     conn: asyncpg.Connection, ring: Keyring, issuer_id: str | None = None, kept: Checkpoint | None = None
 ) -> AuditReport:
-    """Re-check every series (of one issuer, or all); with a checkpoint kept outside the database, the log too."""
-    report = AuditReport()
-    credit_notes = await chain_repository.credit_notes_by_original(conn, issuer_id)
-    for series in await chain_repository.series_to_audit(conn, issuer_id):
-        rows = await chain_repository.chain_records(conn, series["id"])
-        report.series += 1
-        report.records += len(rows)
-        report.findings.extend(check_series(series, rows, ring, credit_notes))
+    """Re-check every series (of one issuer, or all), segment after segment on this connection; with a checkpoint
+    kept outside the database, the log too. (`invoiceloop audit` runs the segments in parallel processes.)"""
+    series = await chain_repository.series_to_audit(conn, issuer_id)
+    report = AuditReport(series=len(series), findings=await check_numbers(conn, issuer_id))
+    for seg in plan(series):
+        count, findings = await check_segment(conn, ring, seg)
+        report.records += count
+        report.findings.extend(findings)
     if kept is not None:
         report.leaves, findings = await check_log(conn, kept)
         report.findings.extend(findings)

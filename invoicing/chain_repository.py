@@ -5,6 +5,7 @@ functions; the caller owns the transaction."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,7 +13,6 @@ from typing import Any
 import asyncpg
 
 from invoicing import formats
-from invoicing.integrity import StoredRecord
 from invoicing.model import Invoice
 from invoicing.repository import Issuer
 
@@ -342,19 +342,57 @@ SELECT s.id, s.issuer_id, s.label, s.year, s.invoice_code, s.last_number, s.last
          AS previous_year_head
   FROM series s WHERE ($1::uuid IS NULL OR s.issuer_id = $1) ORDER BY s.issuer_id, s.year, s.label"""
 
+# A run of a series' chain, places $2..$3, in chain order.
 AUDIT_RECORDS = """
-SELECT chain_seq, 'record' AS type, id::text AS ref, content, record_hash, prev_hash, signature, key_id,
+SELECT chain_seq, 'record' AS type, id, id::text AS ref, content, record_hash, prev_hash, signature, key_id,
        kind, invoice_code, invoice_number, issue_date, total_amount, total_tax, total, status
-  FROM invoices WHERE series_id = $1
+  FROM invoices WHERE series_id = $1 AND chain_seq BETWEEN $2 AND $3
 UNION ALL
-SELECT chain_seq, 'void', invoice_id::text, content, record_hash, prev_hash, signature, key_id,
+SELECT chain_seq, 'void', invoice_id, invoice_id::text, content, record_hash, prev_hash, signature, key_id,
        'void', NULL, NULL, NULL, NULL, NULL, NULL, NULL
-  FROM voids WHERE series_id = $1
+  FROM voids WHERE series_id = $1 AND chain_seq BETWEEN $2 AND $3
 ORDER BY chain_seq"""
 
-CREDIT_NOTES = """
-SELECT original_invoice_id::text AS original, content, record_hash, signature, key_id
-  FROM invoices WHERE original_invoice_id IS NOT NULL AND ($1::uuid IS NULL OR issuer_id = $1) ORDER BY seq"""
+# Records by their record hash (a leaf of the log, or queued for it), each with its series code and the hash
+# stored at the chain place before it: what the incremental audit checks.
+RECORDS_BY_HASH = """
+WITH r AS (
+  SELECT series_id, chain_seq, 'record' AS type, id, id::text AS ref, content, record_hash, prev_hash, signature,
+         key_id, kind, invoice_code, invoice_number, issue_date, total_amount, total_tax, total, status
+    FROM invoices WHERE record_hash = ANY($1::char(64)[])
+  UNION ALL
+  SELECT series_id, chain_seq, 'void', invoice_id, invoice_id::text, content, record_hash, prev_hash, signature,
+         key_id, 'void', NULL, NULL, NULL, NULL, NULL, NULL, NULL
+    FROM voids WHERE record_hash = ANY($1::char(64)[])
+)
+SELECT r.*, s.invoice_code AS series_code,
+       CASE WHEN r.chain_seq = 1 THEN coalesce(
+              (SELECT p.last_hash FROM series p WHERE p.issuer_id = s.issuer_id AND p.label = s.label
+                  AND p.year = s.year - 1), repeat('0', 64))
+            ELSE coalesce((SELECT i.record_hash FROM invoices i WHERE i.series_id = r.series_id AND i.chain_seq = r.chain_seq - 1),
+                          (SELECT v.record_hash FROM voids v WHERE v.series_id = r.series_id AND v.chain_seq = r.chain_seq - 1))
+       END AS stored_prev
+  FROM r JOIN series s ON s.id = r.series_id"""
+
+HASH_AT = """
+SELECT record_hash FROM invoices WHERE series_id = $1 AND chain_seq = $2
+UNION ALL SELECT record_hash FROM voids WHERE series_id = $1 AND chain_seq = $2"""
+
+# Per series: how many invoice numbers, the least and greatest, and how many distinct (gapless: n, 1, n, n).
+NUMBERS = """
+SELECT s.id, s.invoice_code, s.last_number, count(i.id) AS n, min(i.invoice_number) AS lo,
+       max(i.invoice_number) AS hi, count(DISTINCT i.invoice_number) AS distinct_n
+  FROM series s LEFT JOIN invoices i ON i.series_id = s.id
+ WHERE ($1::uuid IS NULL OR s.issuer_id = $1) GROUP BY s.id"""
+
+# The chained records that give these invoices their status: their voids and credit notes, in chain order.
+CHAINED = """
+SELECT v.invoice_id AS of, v.content, v.record_hash, v.signature, v.key_id, true AS void, v.chain_seq AS seq
+  FROM voids v WHERE v.invoice_id = ANY($1::uuid[])
+UNION ALL
+SELECT c.original_invoice_id, c.content, c.record_hash, c.signature, c.key_id, false, c.seq
+  FROM invoices c WHERE c.original_invoice_id = ANY($1::uuid[])
+ ORDER BY seq"""
 
 
 async def series_to_audit(conn: asyncpg.Connection, issuer_id: str | None) -> list[asyncpg.Record]:
@@ -362,14 +400,27 @@ async def series_to_audit(conn: asyncpg.Connection, issuer_id: str | None) -> li
     return list(await conn.fetch(AUDIT_SERIES, uuid.UUID(issuer_id) if issuer_id else None))
 
 
-async def chain_records(conn: asyncpg.Connection, series_id: int) -> list[asyncpg.Record]:
-    """A series' records (invoices, credit notes and voids) in chain order, as stored."""
-    return list(await conn.fetch(AUDIT_RECORDS, series_id))
+async def chain_records(conn: asyncpg.Connection, series_id: int, first: int, last: int) -> list[asyncpg.Record]:
+    """A series' records (invoices, credit notes and voids) at chain places first..last, in chain order."""
+    return list(await conn.fetch(AUDIT_RECORDS, series_id, first, last))
 
 
-async def credit_notes_by_original(conn: asyncpg.Connection, issuer_id: str | None) -> dict[str, list[StoredRecord]]:
-    """Every credit note (of one issuer, or all) by the id of the invoice it credits, in issue order."""
-    out: dict[str, list[StoredRecord]] = {}
-    for row in await conn.fetch(CREDIT_NOTES, uuid.UUID(issuer_id) if issuer_id else None):
-        out.setdefault(row["original"], []).append(StoredRecord.of(row))
-    return out
+async def hash_at(conn: asyncpg.Connection, series_id: int, chain_seq: int) -> str | None:
+    """The record hash stored at a chain place (None: no record there)."""
+    found: str | None = await conn.fetchval(HASH_AT, series_id, chain_seq)
+    return found
+
+
+async def number_summaries(conn: asyncpg.Connection, issuer_id: str | None) -> list[asyncpg.Record]:
+    """Per series (of one issuer, or all): its counter and what the invoice numbers in it are."""
+    return list(await conn.fetch(NUMBERS, uuid.UUID(issuer_id) if issuer_id else None))
+
+
+async def chained_records(conn: asyncpg.Connection, invoice_ids: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
+    """The voids and credit notes of these invoices (`of` names the invoice; `void` tells which kind)."""
+    return list(await conn.fetch(CHAINED, list(invoice_ids))) if invoice_ids else []
+
+
+async def records_by_hash(conn: asyncpg.Connection, record_hashes: Sequence[str]) -> list[asyncpg.Record]:
+    """The records with these record hashes, each with its series code and the hash stored before it."""
+    return list(await conn.fetch(RECORDS_BY_HASH, list(record_hashes))) if record_hashes else []

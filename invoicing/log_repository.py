@@ -54,6 +54,8 @@ SELECT l.record_hash, l.leaf_index FROM unnest($1::char(64)[]) AS q(h) JOIN log_
 
 QUEUED = "SELECT count(*) FROM log_queue"
 
+QUEUED_HASHES = "SELECT record_hash FROM log_queue ORDER BY id LIMIT $1"
+
 # Leaves whose record is in neither table: a record deleted after it was logged.
 LEAVES_WITHOUT_RECORDS = """
 SELECT l.leaf_index, l.record_hash FROM log_leaves l
@@ -162,3 +164,8 @@ async def leaves_without_records(conn: asyncpg.Connection) -> list[tuple[int, st
 async def records_outside_log(conn: asyncpg.Connection) -> list[tuple[str, str]]:
     """(kind, id) of up to 1000 records that are neither in the log nor queued for it."""
     return [(row["kind"], row["ref"]) for row in await conn.fetch(RECORDS_OUTSIDE_LOG)]
+
+
+async def queued_hashes(conn: asyncpg.Connection, limit: int) -> list[str]:
+    """The record hashes waiting for the log, oldest first, at most `limit`."""
+    return [row["record_hash"] for row in await conn.fetch(QUEUED_HASHES, limit)]

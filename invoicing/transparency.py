@@ -54,7 +54,7 @@ class LogSigner:
         return checkpoint.sign_checkpoint(checkpoint.Checkpoint(self.origin, size, root), self.private_key)
 
 
-async def _stored_tiles(conn: asyncpg.Connection, keys: Iterable[TileKey]) -> dict[TileKey, bytes]:
+async def stored_tiles(conn: asyncpg.Connection, keys: Iterable[TileKey]) -> dict[TileKey, bytes]:
     """The tiles asked for, cut to their width from the stored blobs; `TileStoreError` for a missing one."""
     keys = list(keys)
     stored = await repo.read_tiles(conn, keys)
@@ -83,7 +83,7 @@ async def sequence(pool: asyncpg.Pool, signer: LogSigner, limit: int = SEQUENCE_
         if len(fresh) != len(hashes):
             log.warning("integrity alarm: %d queued record(s) were in the log already", len(hashes) - len(fresh))
         if fresh:
-            tiles = await _stored_tiles(conn, merkle.tiles_for_append(head.size))
+            tiles = await stored_tiles(conn, merkle.tiles_for_append(head.size))
             appended = merkle.append(head.size, tiles, [bytes.fromhex(h) for h in fresh])
             await repo.write_tiles(conn, appended.tiles)
             await repo.insert_leaves(conn, head.size, fresh)
@@ -159,7 +159,7 @@ class LogReader:
                 out[key] = data
         if missing:
             async with self.pool.acquire() as conn:
-                fetched = await _stored_tiles(conn, missing)
+                fetched = await stored_tiles(conn, missing)
             for key, data in fetched.items():
                 out[key] = data
                 if len(data) <= self.tiles.maxsize:

@@ -30,15 +30,6 @@ SELECT i.id, i.issuer_id, i.status, i.content, i.record_hash, i.signature, i.key
   FROM invoices i LEFT JOIN log_leaves l ON l.record_hash = i.record_hash
  WHERE i.invoice_code = ANY($1::char(12)[]) AND i.invoice_number = ANY($2::char(8)[])"""
 
-# The chained records that give these invoices their status: their voids and credit notes, in chain order.
-CHAINED = """
-SELECT v.invoice_id AS of, v.content, v.record_hash, v.signature, v.key_id, true AS void, v.chain_seq AS seq
-  FROM voids v WHERE v.invoice_id = ANY($1::uuid[])
-UNION ALL
-SELECT c.original_invoice_id, c.content, c.record_hash, c.signature, c.key_id, false, c.seq
-  FROM invoices c WHERE c.original_invoice_id = ANY($1::uuid[])
- ORDER BY seq"""
-
 # One statement (one round trip, one commit) logs a batch of verifications, counts those of existing
 # invoices (or their mismatches) in `invoice_counts`, and writes each buyer's one notice when asked. The
 # counts are upserted in invoice id order, and notices are written only for invoices whose counts row this
@@ -86,11 +77,6 @@ async def find_invoices(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]
     """The invoice rows (`FIND_INVOICES`) by (code, number)."""
     rows = await conn.fetch(FIND_INVOICES, list({code for code, _ in keys}), list({number for _, number in keys}))
     return {(row["invoice_code"], row["invoice_number"]): row for row in rows}
-
-
-async def chained_records(conn: asyncpg.Connection, invoice_ids: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
-    """The voids and credit notes of these invoices (`of` names the invoice; `void` tells which kind)."""
-    return list(await conn.fetch(CHAINED, list(invoice_ids))) if invoice_ids else []
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import asyncpg
 from cachetools import LRUCache
 from prometheus_client import Counter
 
-from invoicing import sms_outbox
+from invoicing import chain_repository, sms_outbox
 from invoicing.errors import RateLimited
 from invoicing.integrity import StoredRecord, record_problem, status_problem
 from invoicing.keyring import KeyringWatcher
@@ -184,7 +184,7 @@ async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | B
     async with v.pool.acquire() as conn:
         rows = await vrepo.find_invoices(conn, [(i.query.invoice_code, i.query.invoice_number) for i in items])
         chained: dict[Any, list[asyncpg.Record]] = {}
-        for record in await vrepo.chained_records(
+        for record in await chain_repository.chained_records(
             conn, [r["id"] for r in rows.values() if r["voided"] or r["credited"]]
         ):
             chained.setdefault(record["of"], []).append(record)

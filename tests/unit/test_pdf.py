@@ -493,11 +493,14 @@ def test_chromium_shows_the_page_and_its_qr_code(tmp_path: Path) -> None:
         'type="application/pdf" width="1000" height="1300"></body>'
     )
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run"],
+        )
         page = browser.new_page(viewport={"width": 1000, "height": 1300})
         page.goto((tmp_path / "view.html").as_uri())
         shot = None
-        for _ in range(20):  # the viewer loads asynchronously
+        for _ in range(120):  # the viewer loads asynchronously (slowly on a loaded machine: up to a minute)
             page.wait_for_timeout(500)
             shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
             if "QRCode" in decoded(shot):

@@ -4,6 +4,7 @@ signing core, QR URL, and the stored content an invoice is rebuilt from. Pure: n
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping
@@ -56,7 +57,7 @@ def check_code(secret: bytes, code: str, number: str, issue_date: date, total: D
     The first 16 bytes of the MAC, read big-endian, modulo 10**20, zero-padded: the bias of
     2**128 mod 10**20 is below 1e-18, so every code is as good as uniform."""
     message = f"{code}|{number}|{yyyymmdd(issue_date)}|{money_str(total)}".encode()
-    digest = hmac.new(secret, message, hashlib.sha256).digest()
+    digest = hmac.digest(secret, message, "sha256")
     return f"{int.from_bytes(digest[:16], 'big') % 10**20:020d}"
 
 
@@ -109,6 +110,11 @@ def _address_content(address: Address | None) -> dict[str, Any] | None:
 
 
 def seller_content(seller: Seller) -> dict[str, Any]:
+    return dict(_seller_content(seller))
+
+
+@functools.lru_cache(maxsize=4096)  # the same for every record of an issuer
+def _seller_content(seller: Seller) -> dict[str, Any]:
     return {"name": seller.name, "tax_id": seller.tax_id, "address": seller.address, "phone": seller.phone}
 
 

@@ -6,6 +6,7 @@ Money is `Decimal` everywhere. A line's `amount = round_half_up(quantity * unit_
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, replace
 from datetime import date, datetime
@@ -239,6 +240,15 @@ class Invoice:
     def with_status(self, status: Status) -> Invoice:
         """The same record with another status."""
         return replace(self, status=status)
+
+    def with_proofs(self, record_hash: str, signature: str, key_id: str) -> Invoice:
+        """The same record with its hash, signature and key id: what `replace` would give, at a tenth of its cost
+        (it runs once for every record issued; `replace` re-runs `__init__` over the 29 fields)."""
+        sealed = copy.copy(self)
+        object.__setattr__(sealed, "record_hash", record_hash)
+        object.__setattr__(sealed, "signature", signature)
+        object.__setattr__(sealed, "key_id", key_id)
+        return sealed
 
 
 def compute_line(item: LineInput, sign: int = 1) -> Line:

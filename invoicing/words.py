@@ -21,6 +21,7 @@ Written by the People's Bank of China rules for filling in payment documents (�
 
 from __future__ import annotations
 
+import functools
 from decimal import ROUND_HALF_UP, Decimal
 
 __all__ = ["LIMIT", "amount_in_words"]
@@ -34,7 +35,11 @@ _GROUPS = {4: "万", 8: "亿", 12: "万"}  # the group ending at this power of t
 
 def amount_in_words(amount: Decimal) -> str:
     """`Decimal("226.00")` -> `贰佰贰拾陆元整`; `Decimal("-325.04")` -> `负叁佰贰拾伍元零肆分`."""
-    value = _quantize(amount)
+    return _words(_quantize(amount))  # checked before the cache: a float equal to a cached Decimal is still refused
+
+
+@functools.lru_cache(maxsize=65536)  # totals repeat (a shop's prices), and this runs on every issue
+def _words(value: Decimal) -> str:
     cents = int(abs(value) * 100)
     if cents == 0:
         return "零元整"

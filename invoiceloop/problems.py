@@ -102,6 +102,8 @@ def on_http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
     """What litestar itself refuses: bad parameters, wrong shapes of body, unknown routes, oversized bodies."""
     assert isinstance(exc, HTTPException)
     status = exc.status_code
+    if status >= 500:  # litestar's own 500 (a misconfigured route, say) is a bug like any other
+        return on_unexpected(request, exc)
     if isinstance(exc, ValidationException):
         extra = exc.extra if isinstance(exc.extra, list) else []
         if extra and all(e.get("source") == "body" for e in extra):  # a JSON body of the wrong shape

@@ -23,7 +23,7 @@ from delivery.s10 import parse_tracking_number
 from invoicing import formats, repository, sms_outbox
 from invoicing.errors import FieldError, NotFound, ValidationFailed
 from invoicing.formats import rfc3339
-from invoicing.http import BEARER, decode, decode_cursor, encode_cursor, provide_issuer, provide_operator
+from invoicing.http import BEARER, Authenticator, decode, decode_cursor, encode_cursor, provide_issuer, provide_operator
 from invoicing.queue import Queue
 from invoicing.repository import Issuer
 
@@ -45,6 +45,7 @@ class PostalApi:
     pool: asyncpg.Pool
     queue: Queue
     public_base_url: str
+    auth: Authenticator
 
 
 def _manifest_json(row: Any) -> dict[str, Any]:

@@ -133,14 +133,15 @@ async def start_services(settings: Settings) -> Services:
         pool, limits, settings.secret_bytes(), ring, queue, LogReader(pool), signatures_kept=settings.signatures_kept
     )
     base = settings.public_base_url
+    auth = Authenticator(pool, key_ttl_s=settings.key_cache_ttl_s)
     return Services(
         pool=pool,
         redis=redis,
         queue=queue,
-        auth=Authenticator(pool, key_ttl_s=settings.key_cache_ttl_s),
-        issuer_api=IssuerApi(pool, issuing, queue, base, settings.tax_rates),
+        auth=auth,
+        issuer_api=IssuerApi(pool, issuing, queue, base, settings.tax_rates, auth),
         public_api=PublicApi(verifier, base, settings.twilio_auth_token, log_verifier_key(settings)),
-        postal_api=PostalApi(pool, queue, base),
+        postal_api=PostalApi(pool, queue, base, auth),
     )
 
 
@@ -217,7 +218,6 @@ def create_app(
         lifespan=[lifespan],
         dependencies={
             "services": part(lambda s: s),
-            "auth": part(lambda s: s.auth),
             "issuer_api": part(lambda s: s.issuer_api),
             "public_api": part(lambda s: s.public_api),
             "postal_api": part(lambda s: s.postal_api),

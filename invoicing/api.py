@@ -4,6 +4,7 @@ msgspec (`invoicing.schemas`), so every refusal names its field; answers are bui
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from datetime import date
@@ -21,7 +22,7 @@ from prometheus_client import Counter
 
 from invoicing import formats, numbering, repository, services, validation
 from invoicing.errors import FieldError, FieldErrors, ValidationFailed
-from invoicing.http import BEARER, decode_cursor, encode_cursor, provide_issuer
+from invoicing.http import BEARER, Authenticator, decode_cursor, encode_cursor, provide_issuer
 from invoicing.model import Invoice
 from invoicing.numbering import Issuing
 from invoicing.pdf import render_invoice_pdf
@@ -63,7 +64,13 @@ class IssuerApi:
     queue: Queue
     public_base_url: str
     tax_rates: tuple[Decimal, ...]
+    auth: Authenticator
     pdfs: PdfCache = field(default_factory=PdfCache)
+
+    @functools.cached_property
+    def groups(self) -> services.IssueGroups:
+        """This process's single issues, grouped (made on first use, inside the event loop)."""
+        return services.IssueGroups(self.pool, self.issuing)
 
 
 def _idempotency(request: Request[Any, Any, Any], endpoint: str, payload: Any) -> services.Idempotency | None:
@@ -119,8 +126,7 @@ class InvoiceController(Controller):
         """Issue one invoice."""
         req = validation.invoice_request(msgspec.to_builtins(data), issuer_api.tax_rates)
         idem = _idempotency(request, "invoice", data)
-        async with issuer_api.pool.acquire() as conn:
-            issued = await services.issue(conn, issuer_api.issuing, issuer, [numbering.draft_of(req)], idem)
+        issued = await issuer_api.groups.issue(issuer, numbering.draft_of(req), idem)
         await _nudge_fulfilment(issuer_api, issued)
         return _issued_response(issuer_api, issued, batch=False)
 

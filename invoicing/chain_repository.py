@@ -13,15 +13,19 @@ from typing import Any
 import asyncpg
 
 from invoicing import formats
-from invoicing.model import Invoice
+from invoicing.model import Invoice, money_str
 from invoicing.repository import Issuer
 
 # ---------------------------------------------------------------- series and numbering
 
-BUMP_SERIES = """
-UPDATE series SET last_number = last_number + $4, last_seq = last_seq + $5
- WHERE issuer_id = $1 AND label = $2 AND year = $3
-RETURNING id, invoice_code, last_number, last_seq, last_hash"""
+# The heads of the series an issue writes to, locked until commit, always in id order: every path that numbers
+# (a group of single issues, a batch, a credit note) takes its series rows this way, so none can deadlock another.
+LOCK_HEADS = """
+SELECT s.id, s.issuer_id, s.label, s.invoice_code, s.last_number, s.last_seq, s.last_hash
+  FROM series s JOIN unnest($1::uuid[], $2::text[]) AS k(issuer_id, label) ON s.issuer_id = k.issuer_id AND s.label = k.label
+ WHERE s.year = $3
+ ORDER BY s.id
+   FOR UPDATE OF s"""
 
 BUMP_CHAIN = "UPDATE series SET last_seq = last_seq + 1 WHERE id = $1 RETURNING id, invoice_code, last_seq, last_hash"
 
@@ -54,14 +58,19 @@ class SeriesHead:
     last_hash: str
 
 
-async def bump_series(conn: asyncpg.Connection, issuer_id: str, label: str, year: int, count: int) -> SeriesHead | None:
-    """Take `count` numbers (and chain places) from the series; the row stays locked until commit."""
-    row = await conn.fetchrow(BUMP_SERIES, uuid.UUID(issuer_id), label, year, count, count)
-    return (
-        SeriesHead(row["id"], row["invoice_code"], row["last_number"], row["last_seq"], row["last_hash"])
-        if row
-        else None
-    )
+SeriesKey = tuple[str, str]  # (issuer id, label) within one year
+
+
+async def lock_heads(conn: asyncpg.Connection, keys: Sequence[SeriesKey], year: int) -> dict[SeriesKey, SeriesHead]:
+    """The heads of the open series among `keys` in `year`, locked (in id order) until the transaction ends; a
+    series not yet open is absent."""
+    rows = await conn.fetch(LOCK_HEADS, [uuid.UUID(i) for i, _ in keys], [label for _, label in keys], year)
+    return {
+        (str(r["issuer_id"]), r["label"]): SeriesHead(
+            r["id"], r["invoice_code"], r["last_number"], r["last_seq"], r["last_hash"]
+        )
+        for r in rows
+    }
 
 
 async def lock_series_creation(conn: asyncpg.Connection, issuer_id: str, year: int) -> None:
@@ -103,30 +112,33 @@ async def bump_chain(conn: asyncpg.Connection, series_id: int) -> SeriesHead:
 
 # ---------------------------------------------------------------- writing records
 
-# One statement writes every record of an issue (1 or 1000), moves the series heads, queues the records for the
-# transparency log (in chain order) and writes the delivery orders of postal invoices: the outbox rows commit
-# with the invoices or not at all.
+# One statement writes every record of an issue (1, a group of single issues, or a batch of 1000), moves the
+# series heads, queues the records for the transparency log (in chain order) and writes the delivery orders of
+# postal invoices: the outbox rows commit with the invoices or not at all.
 INSERT_RECORDS = """
 WITH inv AS (
   INSERT INTO invoices (id, issuer_id, series_id, chain_seq, kind, invoice_code, invoice_number, issue_date,
                         issued_at, status, total_amount, total_tax, total, delivery_method, original_invoice_id,
                         content, record_hash, prev_hash, signature, key_id)
-  SELECT id, $2, series_id, chain_seq, kind, code, number, issue_date, issued_at, 'issued', total_amount,
+  SELECT id, issuer_id, series_id, chain_seq, kind, code, number, issue_date, issued_at, 'issued', total_amount,
          total_tax, total, delivery, original_id, content::jsonb, rec_hash, prev_hash, signature, $3
-    FROM unnest($1::uuid[], $4::bigint[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::date[],
-                $10::timestamptz[], $11::numeric[], $12::numeric[], $13::numeric[], $14::text[], $15::uuid[],
-                $16::text[], $17::text[], $18::text[], $19::text[])
-         AS r(id, series_id, chain_seq, kind, code, number, issue_date, issued_at, total_amount, total_tax, total,
-              delivery, original_id, content, rec_hash, prev_hash, signature)
+    FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $4::bigint[], $5::bigint[], $6::text[], $7::text[],
+                $8::text[], $9::date[], $10::timestamptz[], $11::text[]::numeric[], $12::text[]::numeric[],
+                $13::text[]::numeric[], $14::text[], $15::text[]::uuid[], $16::text[], $17::text[], $18::text[],
+                $19::text[])
+         AS r(id, issuer_id, series_id, chain_seq, kind, code, number, issue_date, issued_at, total_amount,
+              total_tax, total, delivery, original_id, content, rec_hash, prev_hash, signature)
   RETURNING id
 ), heads AS (
-  UPDATE series s SET last_hash = h.last_hash
-    FROM unnest($20::bigint[], $21::text[]) AS h(id, last_hash) WHERE s.id = h.id
+  UPDATE series s SET last_number = h.last_number, last_seq = h.last_seq, last_hash = h.last_hash
+    FROM unnest($20::bigint[], $21::bigint[], $22::bigint[], $23::text[]) AS h(id, last_number, last_seq, last_hash)
+   WHERE s.id = h.id
   RETURNING s.id
 ), orders AS (
   INSERT INTO delivery_orders (id, invoice_id, issuer_id, province_code, address, phone)
-  SELECT gen_random_uuid(), o.invoice_id, $2, o.province_code, o.address::jsonb, o.phone
-    FROM unnest($22::uuid[], $23::text[], $24::text[], $25::text[]) AS o(invoice_id, province_code, address, phone)
+  SELECT gen_random_uuid(), o.invoice_id, o.issuer_id, o.province_code, o.address::jsonb, o.phone
+    FROM unnest($24::text[]::uuid[], $25::text[]::uuid[], $26::text[], $27::text[], $28::text[])
+         AS o(invoice_id, issuer_id, province_code, address, phone)
   RETURNING id
 ), logged AS (
   INSERT INTO log_queue (record_hash)
@@ -135,79 +147,12 @@ WITH inv AS (
 SELECT (SELECT count(*) FROM inv) AS invoices, (SELECT count(*) FROM orders) AS orders"""
 
 
-# The optimistic single issue: one statement, one round trip, its own transaction. It appends the
-# record only if the series head is still the one the record was hashed against (compare-and-set on
-# last_seq); otherwise it writes nothing and the caller re-reads the head and seals again.
-INSERT_ONE_IF_HEAD = """
-WITH s AS (
-  UPDATE series SET last_number = last_number + 1, last_seq = last_seq + 1, last_hash = $17
-   WHERE id = $4 AND last_seq = $5 - 1  -- every writer moves last_seq, so an unchanged one means an unchanged head
-  RETURNING id
-), inv AS (
-  INSERT INTO invoices (id, issuer_id, series_id, chain_seq, kind, invoice_code, invoice_number, issue_date,
-                        issued_at, status, total_amount, total_tax, total, delivery_method, content, record_hash,
-                        prev_hash, signature, key_id)
-  SELECT $1, $2, s.id, $5, $6, $7, $8, $9, $10, 'issued', $11, $12, $13, $14, $15::text::jsonb, $17, $16, $18, $3
-    FROM s
-  RETURNING id
-), orders AS (
-  INSERT INTO delivery_orders (id, invoice_id, issuer_id, province_code, address, phone)
-  SELECT gen_random_uuid(), inv.id, $2, $19::text, $20::text::jsonb, $21 FROM inv WHERE $19::text IS NOT NULL
-  RETURNING id
-), logged AS (
-  INSERT INTO log_queue (record_hash) SELECT $17 FROM inv
-)
-SELECT count(*) FROM inv"""
-
-READ_HEAD = """
-SELECT id, invoice_code, last_number, last_seq, last_hash FROM series WHERE issuer_id = $1 AND label = $2 AND year = $3"""
-
-
-async def read_head(conn: asyncpg.Connection, issuer_id: str, label: str, year: int) -> SeriesHead | None:
-    """The series head as committed now (no lock)."""
-    row = await conn.fetchrow(READ_HEAD, uuid.UUID(issuer_id), label, year)
-    return (
-        SeriesHead(row["id"], row["invoice_code"], row["last_number"], row["last_seq"], row["last_hash"])
-        if row
-        else None
-    )
-
-
 def _order_values(inv: Invoice) -> tuple[Any, Any, Any] | None:
     """(province code, address JSON, phone) of the delivery order a postal invoice writes, else None."""
     if inv.delivery_method != "postal" or inv.kind != "invoice" or inv.buyer.address is None:
         return None
     address = formats.canonical_bytes(formats.content_of(inv)["buyer"]["address"]).decode()
     return inv.buyer.address.province_code, address, inv.buyer.phone
-
-
-async def insert_one_if_head(conn: asyncpg.Connection, rec: NewRecord) -> bool:
-    """Append one record if the series head has not moved; False (nothing written) if it has."""
-    inv = rec.invoice
-    order = _order_values(inv) or (None, None, None)
-    inserted = await conn.fetchval(
-        INSERT_ONE_IF_HEAD,
-        uuid.UUID(inv.id),
-        uuid.UUID(inv.issuer_id),
-        inv.key_id,
-        rec.series_id,
-        rec.chain_seq,
-        inv.kind,
-        inv.invoice_code,
-        inv.invoice_number,
-        inv.issue_date,
-        inv.issued_at,
-        inv.totals.total_amount,
-        inv.totals.total_tax,
-        inv.totals.total,
-        inv.delivery_method,
-        rec.content_json,
-        inv.prev_hash,
-        inv.record_hash,
-        inv.signature,
-        *order,
-    )
-    return bool(inserted)
 
 
 @dataclass(frozen=True)
@@ -221,15 +166,17 @@ class NewRecord:
 
 
 async def insert_records(
-    conn: asyncpg.Connection, issuer_id: str, key_id: str, records: list[NewRecord], heads: dict[int, str]
+    conn: asyncpg.Connection, key_id: str, records: Sequence[NewRecord], heads: Sequence[SeriesHead]
 ) -> None:
-    """Write sealed records, move their series' heads and write the delivery orders, in one statement."""
-    cols: list[list[Any]] = [[] for _ in range(17)]
-    orders: list[list[Any]] = [[], [], [], []]
+    """Write sealed records (signed with `key_id`), set their series' `heads` and write the delivery orders, in
+    one statement."""
+    cols: list[list[Any]] = [[] for _ in range(18)]
+    orders: list[list[Any]] = [[], [], [], [], []]
     for rec in records:
         inv = rec.invoice
-        values = (
-            uuid.UUID(inv.id),
+        values = (  # ids and amounts as text: PostgreSQL parses them faster than asyncpg encodes the objects
+            inv.id,
+            inv.issuer_id,
             rec.series_id,
             rec.chain_seq,
             inv.kind,
@@ -237,11 +184,11 @@ async def insert_records(
             inv.invoice_number,
             inv.issue_date,
             inv.issued_at,
-            inv.totals.total_amount,
-            inv.totals.total_tax,
-            inv.totals.total,
+            money_str(inv.totals.total_amount),
+            money_str(inv.totals.total_tax),
+            money_str(inv.totals.total),
             inv.delivery_method,
-            uuid.UUID(inv.original_invoice_id) if inv.original_invoice_id else None,
+            inv.original_invoice_id,
             rec.content_json,
             inv.record_hash,
             inv.prev_hash,
@@ -251,10 +198,11 @@ async def insert_records(
             col.append(value)
         order = _order_values(inv)
         if order is not None:
-            for col, value in zip(orders, (uuid.UUID(inv.id), *order), strict=True):
+            for col, value in zip(orders, (values[0], values[1], *order), strict=True):
                 col.append(value)
+    head_cols = [[h.id for h in heads], [h.last_number for h in heads], [h.last_seq for h in heads]]
     await conn.execute(
-        INSERT_RECORDS, cols[0], uuid.UUID(issuer_id), key_id, *cols[1:], list(heads), list(heads.values()), *orders
+        INSERT_RECORDS, cols[0], cols[1], key_id, *cols[2:], *head_cols, [h.last_hash for h in heads], *orders
     )
 
 

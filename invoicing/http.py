@@ -8,7 +8,7 @@ import base64
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import msgspec
@@ -133,11 +133,29 @@ class Authenticator:
         return issuer
 
 
-async def provide_issuer(request: Request[Any, Any, Any], auth: NamedDependency[Authenticator]) -> Issuer:
-    """The `issuer` dependency of the issuer routes."""
-    return await auth.issuer(request)
+class Guarded(Protocol):
+    """A side's API object (`issuer_api`, `postal_api`): it carries the Authenticator its routes check keys with.
+
+    The key check depends on the side's object rather than on a dependency of its own, so a route resolves its
+    dependencies one after the other: litestar starts a task group for dependencies resolved side by side."""
+
+    @property
+    def auth(self) -> Authenticator:
+        """The service's one Authenticator."""
+        ...
 
 
-async def provide_operator(request: Request[Any, Any, Any], auth: NamedDependency[Authenticator]) -> str:
-    """The `operator_id` dependency of the postal routes; 401 for an issuer key or none."""
-    return await auth.owner(request, "operator")
+# The sides' objects are typed `Any` for litestar, which would check a Protocol with isinstance on every request.
+
+
+async def provide_issuer(request: Request[Any, Any, Any], issuer_api: NamedDependency[Any]) -> Issuer:
+    """The `issuer` dependency of the issuer routes (`issuer_api` is a `Guarded`)."""
+    guarded: Guarded = issuer_api
+    return await guarded.auth.issuer(request)
+
+
+async def provide_operator(request: Request[Any, Any, Any], postal_api: NamedDependency[Any]) -> str:
+    """The `operator_id` dependency of the postal routes (`postal_api` is a `Guarded`); 401 for an issuer key or
+    none."""
+    guarded: Guarded = postal_api
+    return await guarded.auth.owner(request, "operator")

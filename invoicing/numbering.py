@@ -1,21 +1,21 @@
-"""Numbering and sealing: how a draft becomes a numbered, hashed, chained and signed record. Two paths write
-it: `issue_drafts` locks the series row (`UPDATE ... RETURNING`) inside the caller's transaction, for batches,
-keyed requests, credit notes and new series; `append_one` appends a single record in one statement against
-the head it last saw, and gives way to the locking path when the head moved."""
+"""Numbering and sealing: how a draft becomes a numbered, hashed, chained and signed record. Inside the
+caller's transaction the series heads are locked (in id order), every draft is numbered and sealed against
+them, and one statement writes the records and moves the heads. `issue_drafts` does it for one issuer's batch,
+all or nothing, opening series as needed; `issue_open` for a group of single issues from many issuers, each
+on its own, leaving out those whose series is not open yet."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
 import asyncpg
-from cachetools import LRUCache
 
 from invoicing import chain_repository, formats
-from invoicing.chain_repository import NewRecord, SeriesHead
+from invoicing.chain_repository import NewRecord, SeriesHead, SeriesKey
 from invoicing.errors import Conflict
 from invoicing.keys import Signer
 from invoicing.model import (
@@ -66,14 +66,6 @@ class Issuing:
     signers: SignerSource
     max_series_per_year: int = DEFAULT_MAX_SERIES_PER_YEAR
     clock: Callable[[], datetime] = field(default=_utcnow)
-    # Last known head per (issuer, label, year), so a single issue usually needs no read: a stale
-    # entry only costs a retry (the insert checks the head), never a wrong number.
-    heads: LRUCache[tuple[str, str, int], SeriesHead] = field(
-        default_factory=lambda: LRUCache(maxsize=100_000), compare=False
-    )
-    # Issues under way per series in this process: a second one would only race the first, so it
-    # takes the locking path and queues on the row instead.
-    in_flight: dict[tuple[str, str, int], int] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -87,6 +79,19 @@ class Draft:
     delivery: DeliveryMethod
     remarks: str
     original: Invoice | None = None
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A draft and who issues it."""
+
+    issuer: Issuer
+    draft: Draft
+
+    @property
+    def series_key(self) -> SeriesKey:
+        """Which series (of the year) it is numbered in."""
+        return self.issuer.id, self.draft.series
 
 
 def seal(inv: Invoice, signer: Signer) -> tuple[Invoice, str]:
@@ -104,7 +109,7 @@ def seal(inv: Invoice, signer: Signer) -> tuple[Invoice, str]:
         inv.check_code,
         rec_hash,
     )
-    return replace(inv, record_hash=rec_hash, signature=signer.sign(core), key_id=signer.key_id), canonical.decode()
+    return inv.with_proofs(rec_hash, signer.sign(core), signer.key_id), canonical.decode()
 
 
 def _numbered(
@@ -145,35 +150,51 @@ def _numbered(
 
 
 async def issue_drafts(
-    conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, drafts: list[Draft]
+    conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, drafts: Sequence[Draft]
 ) -> list[Invoice]:
-    """Number, seal and write `drafts` inside the caller's transaction, in order within each series.
-
-    Series are locked in label order so concurrent batches over several labels cannot deadlock."""
-    now, signer = issuing.clock(), issuing.signers.current()
+    """Number, seal and write `drafts` inside the caller's transaction, in order within each series, opening
+    the series not yet open (409 when that is refused)."""
+    now = issuing.clock()
     year = series_year(now)
-    by_label: dict[str, list[int]] = {}
-    for i, draft in enumerate(drafts):
-        by_label.setdefault(draft.series, []).append(i)
-    records: list[NewRecord | None] = [None] * len(drafts)
-    heads: dict[int, str] = {}
-    for label in sorted(by_label):
-        indices = by_label[label]
-        head = await chain_repository.bump_series(conn, issuer.id, label, year, len(indices))
-        if head is None:
+    keys = sorted({(issuer.id, d.series) for d in drafts})
+    heads = await chain_repository.lock_heads(conn, keys, year)
+    missing = [key for key in keys if key not in heads]
+    if missing:
+        for _, label in missing:
             await _open_series(conn, issuing, issuer, label, year)
-            head = await chain_repository.bump_series(conn, issuer.id, label, year, len(indices))
-            assert head is not None
-        prev = head.last_hash
-        for k, index in enumerate(indices):
-            number = head.last_number - len(indices) + 1 + k
-            inv, content = seal(_numbered(drafts[index], issuer, head.invoice_code, number, now, prev, issuing), signer)
-            records[index] = NewRecord(inv, head.id, head.last_seq - len(indices) + 1 + k, content)
-            prev = inv.record_hash
-        heads[head.id] = prev
-    done = [r for r in records if r is not None]
-    await chain_repository.insert_records(conn, issuer.id, signer.key_id, done, heads)
-    return [r.invoice for r in done]
+        heads |= await chain_repository.lock_heads(conn, missing, year)
+    return await _append(conn, issuing, [Ask(issuer, d) for d in drafts], heads, now)
+
+
+async def issue_open(conn: asyncpg.Connection, issuing: Issuing, asks: Sequence[Ask]) -> list[Invoice | None]:
+    """Number, seal and write each ask whose series is open this year, inside the caller's transaction, in the
+    order given within each series; None for the others (`issue_drafts` opens their series)."""
+    now = issuing.clock()
+    heads = await chain_repository.lock_heads(conn, sorted({a.series_key for a in asks}), series_year(now))
+    written = iter(await _append(conn, issuing, [a for a in asks if a.series_key in heads], heads, now))
+    return [next(written) if a.series_key in heads else None for a in asks]
+
+
+async def _append(
+    conn: asyncpg.Connection, issuing: Issuing, asks: Sequence[Ask], heads: dict[SeriesKey, SeriesHead], now: datetime
+) -> list[Invoice]:
+    """Seal each ask against its locked series head, then write them all and the new heads in one statement."""
+    if not asks:
+        return []
+    signer = issuing.signers.current()
+    moved = dict(heads)
+    records = []
+    for ask in asks:
+        head = moved[ask.series_key]
+        number, seq = head.last_number + 1, head.last_seq + 1
+        numbered = _numbered(ask.draft, ask.issuer, head.invoice_code, number, now, head.last_hash, issuing)
+        inv, content = seal(numbered, signer)
+        records.append(NewRecord(inv, head.id, seq, content))
+        moved[ask.series_key] = SeriesHead(head.id, head.invoice_code, number, seq, inv.record_hash)
+    await chain_repository.insert_records(
+        conn, signer.key_id, records, [h for key, h in moved.items() if h is not heads[key]]
+    )
+    return [r.invoice for r in records]
 
 
 async def _open_series(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, label: str, year: int) -> None:
@@ -195,41 +216,3 @@ def draft_of(request: InvoiceRequest) -> Draft:
     """The draft of a validated issue request: each line's figures computed."""
     lines = tuple(compute_line(item) for item in request.lines)
     return Draft("invoice", request.series, request.buyer, lines, request.delivery, request.remarks)
-
-
-OPTIMISTIC_TRIES = 2
-
-
-async def append_one(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, draft: Draft) -> Invoice | None:
-    """Number, seal and sign one record against the series head as last seen, outside any lock, then
-    append it in one statement that checks the head is unchanged (its own transaction). None when the series
-    does not exist yet, is busy in this process, or its head kept moving: the caller takes the locking path."""
-    now = issuing.clock()
-    key = (issuer.id, draft.series, series_year(now))
-    if issuing.in_flight.get(key):
-        return None
-    issuing.in_flight[key] = 1
-    try:
-        return await _append_optimistic(conn, issuing, issuer, draft, now, key)
-    finally:
-        del issuing.in_flight[key]
-
-
-async def _append_optimistic(
-    conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, draft: Draft, now: datetime, key: tuple[str, str, int]
-) -> Invoice | None:
-    head = issuing.heads.get(key) or await chain_repository.read_head(conn, issuer.id, draft.series, key[2])
-    signer = issuing.signers.current()
-    for _ in range(OPTIMISTIC_TRIES):
-        if head is None:
-            return None
-        numbered = _numbered(draft, issuer, head.invoice_code, head.last_number + 1, now, head.last_hash, issuing)
-        inv, content = seal(numbered, signer)
-        if await chain_repository.insert_one_if_head(conn, NewRecord(inv, head.id, head.last_seq + 1, content)):
-            issuing.heads[key] = SeriesHead(
-                head.id, head.invoice_code, head.last_number + 1, head.last_seq + 1, inv.record_hash
-            )
-            return inv
-        head = await chain_repository.read_head(conn, issuer.id, draft.series, key[2])
-    issuing.heads.pop(key, None)
-    return None

@@ -6,13 +6,21 @@ import uuid
 from dataclasses import dataclass
 
 import asyncpg
+from prometheus_client import Histogram
 
 from invoicing import chain_repository, formats, numbering, orders, repository
+from invoicing.batching import Coalescer
 from invoicing.chain_repository import NewVoid
 from invoicing.corrections import CreditRequestLine, credit_lines, status_after_credit, sum_credited, void_refusal
 from invoicing.errors import Conflict, IdempotencyMismatch, NotFound
 from invoicing.model import Invoice
 from invoicing.repository import Issuer
+
+GROUP_SIZE = Histogram(
+    "invoiceloop_issue_group_size",
+    "Single issues written in one transaction by this process",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,7 @@ async def create_issuer(
 async def _replay(conn: asyncpg.Connection, issuer: Issuer, idem: Idempotency | None) -> Issued | None:
     """Claim the Idempotency-Key as the first statement of the transaction (waiting while another request holds
     it); when it was used before, the answer it gave (or 422 for another body). None: go on and issue."""
-    if idem is None or await repository.claim_idempotency_key(conn, issuer.id, idem.key, idem.request_hash):
+    if idem is None or await repository.claim_idempotency_keys(conn, [(issuer.id, idem.key, idem.request_hash)]):
         return None
     request_hash, ids = await repository.idempotency_key(conn, issuer.id, idem.key)
     if request_hash != idem.request_hash:
@@ -74,20 +82,85 @@ async def issue(
     drafts: list[numbering.Draft],
     idem: Idempotency | None = None,
 ) -> Issued:
-    """Issue 1 to 1000 records all or nothing; with an Idempotency-Key a retry gets the same records.
-
-    A single record without a key first tries the one-round-trip optimistic append; batches, keyed
-    requests, new series and contended series lock the series row (UPDATE … RETURNING) instead."""
-    if idem is None and len(drafts) == 1:
-        inv = await numbering.append_one(conn, issuing, issuer, drafts[0])
-        if inv is not None:
-            return Issued([inv])
+    """Issue 1 to 1000 records all or nothing; with an Idempotency-Key a retry gets the same records."""
     async with conn.transaction():
         if replay := await _replay(conn, issuer, idem):
             return replay
         invoices = await numbering.issue_drafts(conn, issuing, issuer, drafts)
         await _remember(conn, issuer, idem, invoices)
     return Issued(invoices)
+
+
+@dataclass(frozen=True)
+class SingleIssue:
+    """One request to issue one invoice."""
+
+    issuer: Issuer
+    draft: numbering.Draft
+    idem: Idempotency | None = None
+
+
+class IssueGroups:
+    """Single issues made at the same time in this process, issued together: one transaction, one lock on each
+    series and one commit for the group, each request still answered on its own (docs/issuing.md).
+
+    A request whose series is not open yet, or whose Idempotency-Key another request holds or used, is then
+    issued alone by `issue`, as is everyone in a group the database refused as a whole."""
+
+    def __init__(self, pool: asyncpg.Pool, issuing: numbering.Issuing, *, lanes: int = 2, max_batch: int = 64) -> None:
+        self.pool, self.issuing = pool, issuing
+        self.batches: Coalescer[SingleIssue, Issued] = Coalescer(self._run, lanes=lanes, max_batch=max_batch)
+
+    async def issue(self, issuer: Issuer, draft: numbering.Draft, idem: Idempotency | None = None) -> Issued:
+        """Issue one invoice, in a group with whatever else is being issued now."""
+        return await self.batches.submit(SingleIssue(issuer, draft, idem))
+
+    async def _run(self, group: list[SingleIssue]) -> list[Issued | BaseException]:
+        async with self.pool.acquire() as conn:
+            try:
+                written = await issue_group(conn, self.issuing, group)
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):  # rolled back: each on its own
+                written = [None] * len(group)
+            results: list[Issued | BaseException] = []
+            for one, inv in zip(group, written, strict=True):
+                if inv is not None:
+                    results.append(Issued([inv]))
+                    continue
+                try:
+                    results.append(await issue(conn, self.issuing, one.issuer, [one.draft], one.idem))
+                except Exception as exc:
+                    results.append(exc)
+            return results
+
+
+async def issue_group(
+    conn: asyncpg.Connection, issuing: numbering.Issuing, group: list[SingleIssue]
+) -> list[Invoice | None]:
+    """Issue the group in one transaction: each request's invoice, or None for those to issue alone (series not
+    open; Idempotency-Key used before, held elsewhere, or given twice in the group)."""
+    async with conn.transaction():
+        claims = [(one.issuer.id, one.idem.key, one.idem.request_hash) for one in group if one.idem]
+        free = await repository.claim_idempotency_keys(conn, claims)
+        go = []
+        for one in group:
+            if one.idem is None:
+                go.append(True)
+            else:
+                go.append((one.issuer.id, one.idem.key) in free)
+                free.discard((one.issuer.id, one.idem.key))  # a key given twice: the later one is a replay
+        asks = [numbering.Ask(one.issuer, one.draft) for one, ok in zip(group, go, strict=True) if ok]
+        written = iter(await numbering.issue_open(conn, issuing, asks))
+        invoices = [next(written) if ok else None for ok in go]
+        keyed = [(one, inv) for one, inv, ok in zip(group, invoices, go, strict=True) if ok and one.idem]
+        await repository.release_idempotency_keys(
+            conn, [(one.issuer.id, one.idem.key) for one, inv in keyed if inv is None and one.idem]
+        )
+        await repository.set_idempotency_id_each(
+            conn, [(one.issuer.id, one.idem.key, inv.id) for one, inv in keyed if inv is not None and one.idem]
+        )
+    if any(invoices):
+        GROUP_SIZE.observe(sum(inv is not None for inv in invoices))
+    return invoices
 
 
 # ---------------------------------------------------------------- reading

@@ -19,12 +19,12 @@ from cachetools import LRUCache
 from prometheus_client import Counter
 
 from invoicing import chain_repository, sms_outbox
+from invoicing.batching import Coalescer
 from invoicing.errors import RateLimited
 from invoicing.integrity import StoredRecord, record_problem, status_problem
 from invoicing.keyring import KeyringWatcher
 from invoicing.transparency import InclusionProof, LogReader
 from verification import repository as vrepo
-from verification.batching import Coalescer
 from verification.limits import MATCHED, MISMATCHED, NOT_FOUND, Admission, Attempt, Found, Limits
 from verification.masking import public_invoice
 from verification.model import (
@@ -173,7 +173,7 @@ class _Work:
 async def verify(v: Verifier, query: VerificationQuery, requester: Requester, *, rate: bool = True) -> Verification:
     """Verify one query: the lookup, the per-client rate (when `rate`; `RateLimited` over it) and the
     guessing locks, the outcome, then log and count. Never raises on SMS trouble. Concurrent calls are carried
-    out together, a batch at a time (`verification.batching`), each as it would be alone."""
+    out together, a batch at a time (`invoicing.batching`), each as it would be alone."""
     return await v.batches.submit(_Item(query, requester, rate))
 
 

@@ -216,10 +216,9 @@ async def test_any_mix_of_batches_and_failures_is_gapless(
         assert_gapless(numbers)
 
 
-async def test_two_processes_with_stale_heads_still_chain_correctly(pool: asyncpg.Pool, issuing: Issuing) -> None:
-    """Each server process remembers the series head it last wrote; another process's writes make
-    that memory stale. A stale head must only cost a retry: numbers stay 1..n and every record links
-    to the one before it."""
+async def test_issues_from_several_processes_and_a_void_chain_correctly(pool: asyncpg.Pool, issuing: Issuing) -> None:
+    """Issues from three processes' Issuing, interleaved, and a void (a chain place without a number): numbers
+    stay 1..n and every record links to the one before it."""
     issuer, _ = await new_issuer(pool)
     workers = [numbering.Issuing(issuing.secret, issuing.signers) for _ in range(3)]
     async with pool.acquire() as conn:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from verification.batching import Coalescer
+from invoicing.batching import Coalescer
 
 
 class Recorder:

@@ -1,9 +1,15 @@
-"""Issuing speed, as ratios against baselines measured in the same run on the same PostgreSQL.
+"""Issuing speed, as ratios against baselines measured in the same run, on the same app, pool and PostgreSQL.
 
-Prints: HTTP issue throughput with 16 concurrent clients on 16 series and on one series, the batch
-endpoint's invoices/s, and beside them a plain asyncpg INSERT+COMMIT at 16 concurrent and a
-one-statement gapless counter+insert on one series. Run: `python -m bench.bench_issue`.
-Everything runs on this machine (loopback only) and stops by itself.
+Routes served side by side by one uvicorn setup (2 workers, the worker process sequencing the log beside them):
+- `insert`: a route of the same app that does one INSERT+COMMIT of a jsonb row the size of a stored invoice;
+- `gapless`: a route that does the one-statement gapless counter+insert on one series;
+- `http16`: HTTP issue on 16 series (16 connections), `http1`: HTTP issue on one series;
+- `batch`: the batch endpoint (1000 invoices per request, 2 connections), beside `copy`: asyncpg COPY of
+  the same rows (1000 per COPY, 2 connections) into a table of the invoices' shape and indexes.
+Rounds alternate, so load from elsewhere hits every case alike; medians are printed with each round's figure.
+Then how long after its issue each record reached the public log. Loopback only; it stops by itself.
+
+Run: `python -m bench.bench_issue` (BENCH_SECONDS, BENCH_ROUNDS).
 """
 
 from __future__ import annotations
@@ -13,72 +19,75 @@ import json
 import os
 import re
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import httpx
+from litestar import Response, post
+from litestar.di import NamedDependency
 
+from invoiceloop.app import Services
 from invoiceloop.embedded import embedded_postgres, embedded_redis, port_open
 from invoiceloop.settings import Settings
 from invoicing import db
-from tests.conftest import ServerProcess, new_issuer
+from tests.conftest import free_port, new_issuer
 from tests.delivery_fixtures import WorkerProcess
 from tests.samples import invoice_body
 
 CONCURRENCY = 16
 SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+BATCH = 1000
+ROW = os.environ.get("BENCH_ROW", "{}")  # a stored invoice's content, the size the baselines write
+
+# ---------------------------------------------------------------- the baseline routes, in the same app
 
 
-async def run_for(seconds: float, workers: int, one: Callable[[int], Awaitable[int]]) -> float:
-    """Operations per second of `workers` loops calling `one(worker)` (which returns how many ops it did)."""
-    done = 0
-    stop = time.perf_counter() + seconds
-
-    async def loop(i: int) -> None:
-        nonlocal done
-        while time.perf_counter() < stop:
-            n = await one(i)  # not `done += await ...`: that reads `done` before the await and loses updates
-            done += n
-
-    start = time.perf_counter()
-    await asyncio.gather(*(loop(i) for i in range(workers)))
-    return done / (time.perf_counter() - start)
+@post("/bench/insert", status_code=201)
+async def insert_route(services: NamedDependency[Services], data: dict[str, Any]) -> Response[bytes]:
+    """One INSERT+COMMIT of a jsonb row the size of a stored invoice; answers that row."""
+    async with services.pool.acquire() as conn:
+        await conn.execute("INSERT INTO bench_rows (body) VALUES ($1::text::jsonb)", ROW)
+    return Response(ROW.encode(), media_type="application/json", status_code=201)
 
 
-async def baselines(url: str) -> dict[str, float]:
-    conn = await asyncpg.connect(url)
-    await conn.execute("""CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY, body text NOT NULL);
-                          CREATE TABLE IF NOT EXISTS bench_counter (id int PRIMARY KEY, n int NOT NULL);
-                          CREATE TABLE IF NOT EXISTS bench_numbered (n int PRIMARY KEY, body text NOT NULL);
-                          INSERT INTO bench_counter VALUES (1, 0) ON CONFLICT DO NOTHING""")
-    await conn.close()
-    conns = [await asyncpg.connect(url) for _ in range(CONCURRENCY)]
-    body = json.dumps(invoice_body(lines=3), ensure_ascii=False)
-
-    async def insert(i: int) -> int:
-        await conns[i].execute("INSERT INTO bench_rows (body) VALUES ($1)", body)
-        return 1
-
-    async def gapless(i: int) -> int:
-        await conns[i].execute(
+@post("/bench/gapless", status_code=201)
+async def gapless_route(services: NamedDependency[Services], data: dict[str, Any]) -> Response[bytes]:
+    """The one-statement gapless counter+insert on one series; answers the row."""
+    async with services.pool.acquire() as conn:
+        await conn.execute(
             """WITH c AS (UPDATE bench_counter SET n = n + 1 WHERE id = 1 RETURNING n)
-                                  INSERT INTO bench_numbered SELECT n, $1 FROM c""",
-            body,
+               INSERT INTO bench_numbered SELECT n, $1::text::jsonb FROM c""",
+            ROW,
         )
-        return 1
+    return Response(ROW.encode(), media_type="application/json", status_code=201)
 
-    result = {
-        "insert": await run_for(SECONDS, CONCURRENCY, insert),
-        "gapless": await run_for(SECONDS, CONCURRENCY, gapless),
-    }
-    for c in conns:
-        await c.close()
-    return result
 
+def bench_app() -> Any:
+    """The service (every route) plus the baseline routes (uvicorn factory)."""
+    from invoiceloop.app import create_app
+
+    return create_app(Settings.from_env(), extra_routes=[insert_route, gapless_route])
+
+
+BASELINE_TABLES = """
+CREATE TABLE bench_rows (id bigserial PRIMARY KEY, body jsonb NOT NULL);
+CREATE TABLE bench_counter (id int PRIMARY KEY, n int NOT NULL);
+CREATE TABLE bench_numbered (n int PRIMARY KEY, body jsonb NOT NULL);
+INSERT INTO bench_counter VALUES (1, 0);
+CREATE TABLE bench_copy (LIKE invoices INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
+"""
+
+# ---------------------------------------------------------------- load
 
 WRK_SCRIPT = """
 local bodies = {}
@@ -95,128 +104,127 @@ end
 
 
 def wrk(
-    base_url: str, key: str, path: str, bodies: list[dict[str, object]], connections: int, seconds: float
-) -> tuple[float, int]:
-    """Requests/s and non-2xx count from `wrk` (C, so the load generator costs little CPU)."""
+    base_url: str, key: str, path: str, bodies: list[dict[str, Any]], connections: int, seconds: float
+) -> tuple[float, float, int]:
+    """(requests/s, p99 ms, non-2xx count) from `wrk` (C, so the load generator costs little CPU)."""
     with tempfile.TemporaryDirectory() as tmp:
         script, lines = Path(tmp) / "post.lua", Path(tmp) / "bodies.jsonl"
         script.write_text(WRK_SCRIPT)
         lines.write_text("\n".join(json.dumps(b, ensure_ascii=False) for b in bodies) + "\n")
         env = {**os.environ, "BENCH_BODIES": str(lines), "BENCH_KEY": key, "BENCH_PATH": path}
+        args = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds:.0f}s", "--timeout", "30s"]
         out = subprocess.run(
-            [
-                "wrk",
-                "-t",
-                "2",
-                "-c",
-                str(connections),
-                "-d",
-                f"{seconds:.0f}s",
-                "--timeout",
-                "30s",
-                "-s",
-                str(script),
-                base_url + path,
-            ],
+            [*args, "--latency", "-s", str(script), base_url + path],
             env=env,
             capture_output=True,
             text=True,
             check=True,
         ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rate, int(bad[1]) if bad else 0
+    return rate, float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit], int(bad[1]) if bad else 0
 
 
-async def http_rates(base_url: str, key: str) -> dict[str, float]:
+class CopyRows:
+    """Rows of the invoices' shape, each with its own id, number and hash, 1000 per COPY into `bench_copy`."""
+
+    COLUMNS = (
+        "id issuer_id series_id chain_seq kind invoice_code invoice_number issue_date issued_at status total_amount "
+        "total_tax total delivery_method content record_hash prev_hash signature key_id"
+    ).split()
+
+    def __init__(self, sample: asyncpg.Record) -> None:
+        self.sample = [sample[c] for c in self.COLUMNS]
+        self.count = 0
+
+    def next_batch(self) -> list[tuple[Any, ...]]:
+        rows = []
+        for _ in range(BATCH):
+            self.count += 1
+            row = list(self.sample)
+            row[0], row[3] = uuid.UUID(int=self.count), 10**9 + self.count
+            row[6], row[15] = f"{self.count:08d}", f"{self.count:064x}"
+            rows.append(tuple(row))
+        return rows
+
+
+async def copy_rate(url: str, rows: CopyRows, seconds: float) -> tuple[float, float, int]:
+    """Rows/s of 2 connections each COPYing 1000 rows at a time (the rows are made before the clock starts)."""
+    conns = [await asyncpg.connect(url) for _ in range(2)]
+    batches = [rows.next_batch() for _ in range(int(seconds * 30) + 10)]  # more than 2 connections can copy
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def loop(conn: asyncpg.Connection) -> None:
+        nonlocal done
+        while time.perf_counter() < stop and batches:
+            await conn.copy_records_to_table("bench_copy", records=batches.pop(), columns=CopyRows.COLUMNS)
+            done += BATCH
+
+    start = time.perf_counter()
+    await asyncio.gather(*(loop(c) for c in conns))
+    rate = done / (time.perf_counter() - start)
+    for c in conns:
+        await c.close()
+    return rate, float("nan"), 0
+
+
+async def measure(base_url: str, key: str, url: str, rows: CopyRows) -> dict[str, list[tuple[float, float, int]]]:
+    """Every case, ROUNDS alternating rounds: {case: [(per second, p99 ms, non-2xx), ...]}."""
     many = [invoice_body(series=f"till-{i}") for i in range(CONCURRENCY)]
-    batch = {"invoices": [invoice_body(series="batch") for _ in range(1000)]}
-    await asyncio.to_thread(wrk, base_url, key, "/v1/invoices", many, CONCURRENCY, 1)  # open series, warm up
-    results = {}
-    for name, path, bodies, conns in [
+    one = [invoice_body(series="one")]
+    batch = [{"invoices": [invoice_body(series="batch") for _ in range(BATCH)]}]
+    cases: list[tuple[str, str, list[dict[str, Any]], int]] = [
+        ("insert", "/bench/insert", many, CONCURRENCY),
         ("http16", "/v1/invoices", many, CONCURRENCY),
-        ("http1", "/v1/invoices", [invoice_body(series="one")], CONCURRENCY),
-        ("batch", "/v1/invoices/batch", [batch], 2),
-    ]:
-        rate, bad = await asyncio.to_thread(wrk, base_url, key, path, bodies, conns, SECONDS)
-        if bad:
-            print(f"  ({name}: {bad} answers were not 2xx)")
-        results[name] = rate * (1000 if name == "batch" else 1)
+        ("gapless", "/bench/gapless", one, CONCURRENCY),
+        ("http1", "/v1/invoices", one, CONCURRENCY),
+        ("batch", "/v1/invoices/batch", batch, 2),
+        ("copy", "", [], 2),
+    ]
+    for _, path, bodies, conns in cases:  # warm up: series opened, caches filled, pools connected
+        if path:
+            await asyncio.to_thread(wrk, base_url, key, path, bodies, conns, 1)
+    results: dict[str, list[tuple[float, float, int]]] = {name: [] for name, *_ in cases}
+    for _ in range(ROUNDS):
+        for name, path, bodies, conns in cases:
+            if not path:
+                results[name].append(await copy_rate(url, rows, SECONDS))
+                continue
+            rate, p99, bad = await asyncio.to_thread(wrk, base_url, key, path, bodies, conns, SECONDS)
+            results[name].append((rate * (BATCH if name == "batch" else 1), p99, bad))
     return results
 
 
-def report(base: dict[str, float], rates: dict[str, float]) -> None:
-    print(f"issuing, {CONCURRENCY} concurrent, {SECONDS:.0f} s each, 2 uvicorn workers, wrk on the same 2 cores")
-    print(f"  baseline asyncpg INSERT+COMMIT            {base['insert']:9.0f} /s")
-    print(f"  baseline gapless counter+insert, 1 series {base['gapless']:9.0f} /s")
+def report(results: dict[str, list[tuple[float, float, int]]]) -> None:
+    median = {
+        name: (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
+        for name, runs in results.items()
+    }
     print(
-        f"  HTTP issue, 16 series                     {rates['http16']:9.0f} /s   "
-        f"ratio {rates['http16'] / base['insert']:.2f} of INSERT (target >= 0.5)"
+        f"issuing: {ROUNDS} alternating rounds of {SECONDS:.0f} s per case, medians; 2 uvicorn workers, the worker "
+        f"sequencing the log, PostgreSQL and wrk all on this machine's {os.cpu_count()} cores"
     )
+    for name, runs in results.items():
+        rate, p99 = median[name]
+        each = " ".join(f"{r[0]:.0f}" for r in runs)
+        bad = sum(r[2] for r in runs)
+        unit = "rows/s" if name in ("batch", "copy") else "req/s "
+        print(f"  {name:8} {rate:9.0f} {unit}  p99 {p99:7.1f} ms  non-2xx {bad:3}   (rounds: {each})")
+
+    def ratio(a: str, b: str) -> float:
+        return median[a][0] / median[b][0]
+
     print(
-        f"  HTTP issue, 1 series                      {rates['http1']:9.0f} /s   "
-        f"ratio {rates['http1'] / base['gapless']:.2f} of gapless (target >= 0.5)"
-    )
-    print(
-        f"  batch endpoint (1000 per request)         {rates['batch']:9.0f} invoices/s (target >= 10000)   "
-        f"ratio {rates['batch'] / base['insert']:.1f} of INSERT"
+        f"  http16 / insert  = {ratio('http16', 'insert'):.2f} (target >= 0.6), p99 http16 / insert = "
+        f"{median['http16'][1] / median['insert'][1]:.2f} (target <= 1.5)\n"
+        f"  http1 / gapless  = {ratio('http1', 'gapless'):.2f} (target >= 0.6)\n"
+        f"  batch / copy     = {ratio('batch', 'copy'):.2f} (target >= 0.3)"
     )
 
 
-def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp)
-        if port_open("127.0.0.1", 5432):
-            server_url = "postgresql://postgres@127.0.0.1:5432/postgres"
-            run(server_url, data)
-        else:
-            with embedded_postgres(data / "pg") as server_url:
-                run(server_url, data)
-
-
-def run(server_url: str, data: Path) -> None:
-    name = f"invoiceloop_bench_{secrets.token_hex(3)}"
-    redis_url = "redis://127.0.0.1:6379/14" if port_open("127.0.0.1", 6379) else None
-    with embedded_redis(data / "redis") if redis_url is None else _null(redis_url) as r_url:
-        settings = Settings(
-            database_url=server_url.rsplit("/", 1)[0] + "/" + name,
-            redis_url=r_url,
-            data_dir=data,
-            check_code_secret="bench",
-        )
-        asyncio.run(_with_db(settings, server_url, name))
-
-
-async def _with_db(settings: Settings, server_url: str, name: str) -> None:
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        await db.migrate_url(settings.database_url or "")
-        pool = await db.create_pool(settings.database_url or "")
-        _, key = await new_issuer(pool)
-        await pool.close()
-        server = await asyncio.to_thread(
-            ServerProcess, settings, Path(tempfile.gettempdir()) / "bench-server.log", workers=2
-        )
-        worker = WorkerProcess(settings, Path(tempfile.gettempdir()) / "bench-worker.log")
-        try:
-            base = await baselines(settings.database_url or "")
-            rates = await http_rates(server.base_url, key)
-            latency = await log_latency(settings.database_url or "")
-        finally:
-            server.stop()
-            worker.stop()
-        report(base, rates)
-        print(
-            f"  into the public log after issue, {latency['count']} records: p50 {latency['p50']:.2f} s, "
-            f"p99 {latency['p99']:.2f} s, max {latency['max']:.2f} s (target p99 <= 2 s)"
-        )
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
-async def log_latency(url: str, drain_s: float = 60.0) -> dict[str, float]:
+async def log_latency(url: str, drain_s: float = 60.0) -> None:
     """How long after its issue each record of the run reached the public log (the worker's sequencer ran
     beside the load): waits for the queue to drain, then p50, p99 and max of sequenced_at - issued_at."""
     conn = await asyncpg.connect(url)
@@ -234,25 +242,146 @@ async def log_latency(url: str, drain_s: float = 60.0) -> dict[str, float]:
                          JOIN log_leaves l ON l.record_hash = i.record_hash) t
                 GROUP BY ROLLUP (1) ORDER BY 1 NULLS LAST"""
         )
+        print("  into the public log after issue (target p99 <= 2 s):")
         for row in rows:
             print(
-                f"    {row['phase'] or 'all':7} {row['count']:7} records: p50 {row['p50']:.2f} s, p99 {row['p99']:.2f} s"
+                f"    {row['phase'] or 'all':7} {row['count']:7} records: p50 {row['p50']:.2f} s, "
+                f"p99 {row['p99']:.2f} s, max {row['max']:.2f} s"
             )
-        return {k: float(rows[-1][k] or 0) for k in ("count", "p50", "p99", "max")}
     finally:
         await conn.close()
 
 
-class _null:
-    def __init__(self, value: str) -> None:
-        self.value = value
+# ---------------------------------------------------------------- set-up
 
-    def __enter__(self) -> str:
-        return self.value
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+def main() -> None:
+    """A throwaway database on the local PostgreSQL (an embedded one when none runs), measured, dropped."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        with _postgres(data) as server_url, _redis(data) as redis_url:
+            settings = Settings(
+                database_url=server_url.rsplit("/", 1)[0] + f"/invoiceloop_bench_{secrets.token_hex(3)}",
+                redis_url=redis_url,
+                data_dir=data,
+                check_code_secret="bench",
+            )
+            asyncio.run(_with_db(settings, server_url))
+
+
+@contextmanager
+def _postgres(data: Path) -> Iterator[str]:
+    if port_open("127.0.0.1", 5432):
+        yield "postgresql://postgres@127.0.0.1:5432/postgres"
+    else:
+        with embedded_postgres(data / "pg") as url:
+            yield url
+
+
+@contextmanager
+def _redis(data: Path) -> Iterator[str]:
+    if port_open("127.0.0.1", 6379):
+        yield "redis://127.0.0.1:6379/14"
+    else:
+        with embedded_redis(data / "redis") as url:
+            yield url
+
+
+async def _with_db(settings: Settings, server_url: str) -> None:
+    url = settings.database_url or ""
+    name = url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        await db.migrate_url(url)
+        conn = await asyncpg.connect(url)
+        await conn.execute(BASELINE_TABLES)
+        await conn.close()
+        pool = await db.create_pool(url)
+        _, key = await new_issuer(pool)
+        await pool.close()
+        server, worker = await _start(settings, key)
+        try:
+            rows = await _sample(url)
+            results = await measure(server[1], key, url, rows)
+        finally:
+            server[0].terminate()
+            await asyncio.wait_for(server[0].wait(), 15)
+            worker.stop()
+        report(results)
+        await log_latency(url)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def _start(settings: Settings, key: str) -> tuple[tuple[asyncio.subprocess.Process, str], WorkerProcess]:
+    """The bench app under uvicorn (2 workers) and the worker; one invoice issued first gives the row size."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url or "",
+        "REDIS_URL": settings.redis_url or "",
+        "CHECK_CODE_SECRET": "bench",
+        "INVOICELOOP_DATA_DIR": str(settings.data_dir),
+    }
+    worker = WorkerProcess(settings, Path(tempfile.gettempdir()) / "bench-worker.log")
+    row = await _first_row(env, key)
+    port = free_port()
+    args = ["-m", "uvicorn", "bench.bench_issue:bench_app", "--factory", "--workers", "2", "--port", str(port)]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *args, "--log-level", "warning", "--no-access-log", env={**env, "BENCH_ROW": row}
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    await _wait(base_url)
+    return (proc, base_url), worker
+
+
+async def _first_row(env: dict[str, str], key: str) -> str:
+    """Issue one invoice through a short-lived server and read back its stored content (the baselines' row)."""
+    port = free_port()
+    args = ["-m", "uvicorn", "bench.bench_issue:bench_app", "--factory", "--port", str(port), "--log-level", "warning"]
+    proc = await asyncio.create_subprocess_exec(sys.executable, *args, env=env)
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        await _wait(base_url)
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(
+                base_url + "/v1/invoices",
+                json=invoice_body(series="sample"),
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            answer.raise_for_status()
+    finally:
+        proc.terminate()
+        await proc.wait()
+    conn = await asyncpg.connect(env["DATABASE_URL"])
+    try:
+        return str(
+            await conn.fetchval("SELECT content::text FROM invoices WHERE id = $1", uuid.UUID(answer.json()["id"]))
+        )
+    finally:
+        await conn.close()
+
+
+async def _sample(url: str) -> CopyRows:
+    conn = await asyncpg.connect(url)
+    try:
+        return CopyRows(await conn.fetchrow("SELECT * FROM invoices ORDER BY seq LIMIT 1"))
+    finally:
+        await conn.close()
+
+
+async def _wait(base_url: str) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(300):
+            try:
+                if (await client.get(base_url + "/healthz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the bench server did not start")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -20,6 +20,7 @@ class Settings:
     """The service's configuration (API.md "Configuration"), from the environment or `.env`."""
 
     database_url: str | None = None
+    database_replica_url: str | None = None  # DATABASE_REPLICA_URL: a hot standby for reads that may lag
     redis_url: str | None = None
     public_base_url: str = "http://127.0.0.1:8000"
     data_dir: Path = Path(".invoiceloop")
@@ -51,6 +52,7 @@ class Settings:
         rates = env.get("INVOICELOOP_TAX_RATES")
         return cls(
             database_url=env.get("DATABASE_URL") or None,
+            database_replica_url=env.get("DATABASE_REPLICA_URL") or None,
             redis_url=env.get("REDIS_URL") or None,
             public_base_url=(env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
             data_dir=Path(env.get("INVOICELOOP_DATA_DIR") or ".invoiceloop"),

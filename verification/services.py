@@ -23,6 +23,7 @@ from invoicing.batching import Coalescer
 from invoicing.errors import RateLimited
 from invoicing.integrity import StoredRecord, record_problem, status_problem
 from invoicing.keyring import KeyringWatcher
+from invoicing.replicas import Reads
 from invoicing.transparency import InclusionProof, LogReader
 from verification import repository as vrepo
 from verification.limits import MATCHED, MISMATCHED, NOT_FOUND, Admission, Attempt, Found, Limits
@@ -78,7 +79,7 @@ class Verification:
 @dataclass
 class Verifier:
     """What verifying needs: the pool, the limits, the secret for hashes, the nudge, the trusted keys (the
-    keyring, never the database) and the public log's reader."""
+    keyring, never the database), the public log's reader and where lookups go (`reads`: a replica, if any)."""
 
     pool: asyncpg.Pool
     limits: Limits
@@ -88,10 +89,13 @@ class Verifier:
     log: LogReader | None = None
     signatures_kept: int = GOOD_SIGNATURES_KEPT  # 0: check every signature every time (the bench's first-time case)
     lanes: int = 2  # batches in flight at once in this process: one gathers while the other commits
+    reads: Reads | None = None  # None: lookups on `pool` too
     good_signatures: LRUCache[tuple[str, str, str], bool] = field(init=False, repr=False)
     batches: Coalescer[_Item, Verification] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.reads is None:
+            self.reads = Reads(self.pool)
         self.good_signatures = LRUCache(maxsize=max(1, self.signatures_kept))
         self.batches = Coalescer(functools.partial(verify_batch, self), lanes=self.lanes)
 
@@ -178,22 +182,18 @@ async def verify(v: Verifier, query: VerificationQuery, requester: Requester, *,
 
 
 async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | BaseException]:
-    """A batch in three round trips whatever its size: lookup, limits (which need to know whether the
-    details matched), then log and count in one statement (one commit); the worker is nudged for any SMS."""
+    """A batch in three round trips whatever its size: lookup (on the replica, if any), limits (which need to know
+    whether the details matched), then log and count in one statement (one commit, on the primary); the worker is
+    nudged for any SMS."""
     works: list[_Work] = []
-    async with v.pool.acquire() as conn:
-        rows = await vrepo.find_invoices(conn, [(i.query.invoice_code, i.query.invoice_number) for i in items])
-        chained: dict[Any, list[asyncpg.Record]] = {}
-        for record in await chain_repository.chained_records(
-            conn, [r["id"] for r in rows.values() if r["voided"] or r["credited"]]
-        ):
-            chained.setdefault(record["of"], []).append(record)
-        found = [_lookup(rows.get((i.query.invoice_code, i.query.invoice_number)), i) for i in items]
-        states = await v.limits.settle_many([(i.attempt(), f.found) for i, f in zip(items, found, strict=True)])
-        for item, f, state in zip(items, found, states, strict=True):
-            if not isinstance(state, RateLimited):
-                chain = chained.get(f.row["id"], []) if f.row is not None else []
-                works.append(_Work(item, f.row, _answer_for(v, f, state, chain)))
+    rows, chained = await _find(v, [(i.query.invoice_code, i.query.invoice_number) for i in items])
+    found = [_lookup(rows.get((i.query.invoice_code, i.query.invoice_number)), i) for i in items]
+    states = await v.limits.settle_many([(i.attempt(), f.found) for i, f in zip(items, found, strict=True)])
+    for item, f, state in zip(items, found, states, strict=True):
+        if not isinstance(state, RateLimited):
+            chain = chained.get(f.row["id"], []) if f.row is not None else []
+            works.append(_Work(item, f.row, _answer_for(v, f, state, chain)))
+    async with v.pool.acquire() as conn:  # the log and the receipts: always the primary
         outbox_ids = await _record(v, conn, works)
     if v.queue is not None:
         await sms_outbox.nudge(v.queue, outbox_ids)
@@ -202,6 +202,32 @@ async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | B
         counter_for(w.item.requester.channel, w.result.outcome).inc()
     answers = iter(w.result for w in works)
     return [state if isinstance(state, RateLimited) else next(answers) for state in states]
+
+
+Rows = dict[tuple[str, str], asyncpg.Record]
+Chained = dict[Any, list[asyncpg.Record]]
+
+
+async def _find(v: Verifier, keys: list[tuple[str, str]]) -> tuple[Rows, Chained]:
+    """The invoice rows and their chained voids and credit notes: from the replica if there is one, and what it
+    does not have yet (issued a moment ago) from the primary."""
+    assert v.reads is not None
+    rows, chained = await v.reads.run(functools.partial(_read_rows, keys=keys))
+    missing = [key for key in keys if key not in rows]
+    if missing and v.reads.replica is not None:
+        more_rows, more_chained = await v.reads.on_primary(functools.partial(_read_rows, keys=missing))
+        rows.update(more_rows)
+        chained.update(more_chained)
+    return rows, chained
+
+
+async def _read_rows(conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> tuple[Rows, Chained]:
+    rows = await vrepo.find_invoices(conn, keys)
+    chained: Chained = {}
+    voided_or_credited = [r["id"] for r in rows.values() if r["voided"] or r["credited"]]
+    for record in await chain_repository.chained_records(conn, voided_or_credited):
+        chained.setdefault(record["of"], []).append(record)
+    return rows, chained
 
 
 async def _attach_log_proofs(v: Verifier, works: list[_Work]) -> None:

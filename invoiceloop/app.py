@@ -128,9 +128,16 @@ async def start_services(settings: Settings) -> Services:
     queue = Queue(settings.redis_url)
     ring = open_keyring(settings)
     issuing = load_issuing(settings, ring)
-    limits = Limits(redis, LimitFigures.from_extra(settings.extra))
+    limits = Limits(redis, LimitFigures.from_extra(settings.extra), receipt_budget=settings.sms_daily_budget)
     verifier = Verifier(
-        pool, limits, settings.secret_bytes(), ring, queue, LogReader(pool), signatures_kept=settings.signatures_kept
+        pool,
+        limits,
+        settings.secret_bytes(),
+        ring,
+        queue,
+        LogReader(pool),
+        signatures_kept=settings.signatures_kept,
+        sms_countries=settings.sms_allowed_countries,
     )
     base = settings.public_base_url
     auth = Authenticator(pool, key_ttl_s=settings.key_cache_ttl_s)

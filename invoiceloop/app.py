@@ -3,6 +3,7 @@ sight. What the routes use is built at start-up into `Services` and handed to th
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -147,7 +148,13 @@ async def start_services(settings: Settings) -> Services:
         queue=queue,
         auth=auth,
         issuer_api=IssuerApi(pool, issuing, queue, base, settings.tax_rates, auth),
-        public_api=PublicApi(verifier, base, settings.twilio_auth_token, log_verifier_key(settings)),
+        public_api=PublicApi(
+            verifier,
+            base,
+            settings.twilio_auth_token,
+            log_verifier_key(settings),
+            inbound_slots=asyncio.Semaphore(max(1, settings.db_pool_max // 2)),
+        ),
         postal_api=PostalApi(pool, queue, base, auth),
     )
 

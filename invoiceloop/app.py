@@ -3,6 +3,7 @@ sight. What the routes use is built at start-up into `Services` and handed to th
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -139,9 +140,17 @@ async def start_services(settings: Settings) -> Services:
     queue = Queue(settings.redis_url)
     ring = open_keyring(settings)
     issuing = load_issuing(settings, ring)
-    limits = Limits(redis, LimitFigures.from_extra(settings.extra))
+    limits = Limits(redis, LimitFigures.from_extra(settings.extra), receipt_budget=settings.sms_daily_budget)
     verifier = Verifier(
-        pool, limits, settings.secret_bytes(), ring, queue, LogReader(reads), settings.signatures_kept, reads=reads
+        pool,
+        limits,
+        settings.secret_bytes(),
+        ring,
+        queue,
+        LogReader(reads),
+        signatures_kept=settings.signatures_kept,
+        reads=reads,
+        sms_countries=settings.sms_allowed_countries,
     )
     base = settings.public_base_url
     auth = Authenticator(pool, key_ttl_s=settings.key_cache_ttl_s)
@@ -152,7 +161,13 @@ async def start_services(settings: Settings) -> Services:
         queue=queue,
         auth=auth,
         issuer_api=IssuerApi(pool, issuing, queue, base, settings.tax_rates, auth, reads),
-        public_api=PublicApi(verifier, base, settings.twilio_auth_token, log_verifier_key(settings)),
+        public_api=PublicApi(
+            verifier,
+            base,
+            settings.twilio_auth_token,
+            log_verifier_key(settings),
+            inbound_slots=asyncio.Semaphore(max(1, settings.db_pool_max // 2)),
+        ),
         postal_api=PostalApi(pool, queue, base, auth, reads),
     )
 

@@ -3,6 +3,7 @@ sight. What the routes use is built at start-up into `Services` and handed to th
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,7 +31,7 @@ from invoicing.http import Authenticator
 from invoicing.keyring import ActiveSigner, KeyringWatcher
 from invoicing.note import parse_verifier_key
 from invoicing.numbering import Issuing
-from invoicing.queue import Queue
+from invoicing.queue import Queue, redis_client
 from invoicing.transparency import LogReader, LogSigner
 from verification.api import create_verification, jwks
 from verification.inbound import sms_inbound
@@ -49,6 +50,8 @@ from verification.views import PublicApi
 from verification.web import verify_form, verify_page
 
 T = TypeVar("T")
+
+READY_REDIS_TIMEOUT_S = 1.5
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,8 @@ async def readyz(services: NamedDependency[Services]) -> Response[Any]:
         checks["redis"] = "not configured (REDIS_URL)"
     else:
         try:
-            await services.redis.ping()
+            async with asyncio.timeout(READY_REDIS_TIMEOUT_S):  # the client's own timeouts, and a bound over them
+                await services.redis.ping()
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"unreachable: {type(exc).__name__}"
@@ -124,8 +128,8 @@ def load_issuing(settings: Settings, ring: KeyringWatcher | None = None) -> Issu
 async def start_services(settings: Settings) -> Services:
     """Connect to PostgreSQL and Redis and build what every route uses."""
     pool = await db.create_pool(settings.require_database_url(), max_size=settings.db_pool_max)
-    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None  # type: ignore[no-untyped-call]
-    queue = Queue(settings.redis_url)
+    redis = redis_client(settings.redis_url, settings.redis_timeout_s) if settings.redis_url else None
+    queue = Queue(settings.redis_url, settings.redis_timeout_s)
     ring = open_keyring(settings)
     issuing = load_issuing(settings, ring)
     limits = Limits(redis, LimitFigures.from_extra(settings.extra))

@@ -38,6 +38,7 @@ class Settings:
     key_cache_ttl_s: float = 5.0
     signatures_kept: int = 100_000  # good signatures each process remembers (0: check every one, as the bench does)
     db_pool_max: int = 20
+    redis_timeout_s: float = 0.5  # REDIS_TIMEOUT_S: connect and read timeout of every Redis client
     max_series_per_year: int = DEFAULT_MAX_SERIES_PER_YEAR  # INVOICELOOP_MAX_SERIES_PER_YEAR
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -67,6 +68,7 @@ class Settings:
             twilio_api_base_url=env.get("TWILIO_API_BASE_URL") or None,
             tax_rates=tuple(Decimal(r) for r in rates.split()) if rates else DEFAULT_TAX_RATES,
             db_pool_max=int(env.get("INVOICELOOP_DB_POOL_MAX") or 20),
+            redis_timeout_s=float(env.get("REDIS_TIMEOUT_S") or 0.5),
             max_series_per_year=int(env.get("INVOICELOOP_MAX_SERIES_PER_YEAR") or DEFAULT_MAX_SERIES_PER_YEAR),
             key_cache_ttl_s=float(env.get("INVOICELOOP_KEY_CACHE_TTL_S") or 5.0),
             signatures_kept=int(env.get("INVOICELOOP_SIGNATURES_KEPT") or 100_000),

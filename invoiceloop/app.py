@@ -23,6 +23,7 @@ from litestar.types import ControllerRouterHandler
 
 from delivery.api import PostalApi, PostalController, invoice_delivery
 from invoiceloop import problems
+from invoiceloop.loopwatch import watch_loop
 from invoiceloop.settings import Settings
 from invoicing import db, keyring
 from invoicing.api import BATCH_MAX_BYTES, InvoiceController, IssuerApi, issuer_stats
@@ -143,7 +144,9 @@ async def start_services(settings: Settings) -> Services:
         redis=redis,
         queue=queue,
         auth=auth,
-        issuer_api=IssuerApi(pool, issuing, queue, base, settings.tax_rates, auth),
+        issuer_api=IssuerApi(
+            pool, issuing, queue, base, settings.tax_rates, auth, max_batch_lines=settings.max_batch_lines
+        ),
         public_api=PublicApi(verifier, base, settings.twilio_auth_token, log_verifier_key(settings)),
         postal_api=PostalApi(pool, queue, base, auth),
     )
@@ -210,10 +213,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         started.append(await start_services(settings))
+        watch = asyncio.create_task(watch_loop())
         try:
             _freeze_startup_objects()
             yield
         finally:
+            watch.cancel()
             await stop_services(started.pop())
 
     prometheus = PrometheusConfig(app_name="invoiceloop", group_path=True)

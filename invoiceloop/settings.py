@@ -12,7 +12,7 @@ from pathlib import Path
 from invoicing.checkpoint import default_origin
 from invoicing.errors import ConfigError
 from invoicing.keys import write_private
-from invoicing.model import DEFAULT_MAX_SERIES_PER_YEAR, DEFAULT_TAX_RATES
+from invoicing.model import DEFAULT_MAX_BATCH_LINES, DEFAULT_MAX_SERIES_PER_YEAR, DEFAULT_TAX_RATES
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class Settings:
     db_pool_max: int = 20
     redis_timeout_s: float = 0.5  # REDIS_TIMEOUT_S: connect and read timeout of every Redis client
     max_series_per_year: int = DEFAULT_MAX_SERIES_PER_YEAR  # INVOICELOOP_MAX_SERIES_PER_YEAR
+    max_batch_lines: int = DEFAULT_MAX_BATCH_LINES  # INVOICELOOP_MAX_BATCH_LINES: lines in one batch, in all
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -70,6 +71,7 @@ class Settings:
             db_pool_max=int(env.get("INVOICELOOP_DB_POOL_MAX") or 20),
             redis_timeout_s=float(env.get("REDIS_TIMEOUT_S") or 0.5),
             max_series_per_year=int(env.get("INVOICELOOP_MAX_SERIES_PER_YEAR") or DEFAULT_MAX_SERIES_PER_YEAR),
+            max_batch_lines=int(env.get("INVOICELOOP_MAX_BATCH_LINES") or DEFAULT_MAX_BATCH_LINES),
             key_cache_ttl_s=float(env.get("INVOICELOOP_KEY_CACHE_TTL_S") or 5.0),
             signatures_kept=int(env.get("INVOICELOOP_SIGNATURES_KEPT") or 100_000),
             extra={k: v for k, v in env.items() if k.startswith("VERIFY_")},  # limit overrides, docs/verification.md

@@ -23,6 +23,7 @@ from litestar.types import ControllerRouterHandler
 
 from delivery.api import PostalApi, PostalController, invoice_delivery
 from invoiceloop import problems
+from invoiceloop.loopwatch import watch_loop
 from invoiceloop.settings import Settings
 from invoicing import db, keyring
 from invoicing.api import BATCH_MAX_BYTES, InvoiceController, IssuerApi, issuer_stats
@@ -31,7 +32,7 @@ from invoicing.http import Authenticator
 from invoicing.keyring import ActiveSigner, KeyringWatcher
 from invoicing.note import parse_verifier_key
 from invoicing.numbering import Issuing
-from invoicing.queue import Queue
+from invoicing.queue import Queue, redis_client
 from invoicing.replicas import Reads
 from invoicing.transparency import LogReader, LogSigner
 from verification.api import create_verification, jwks
@@ -51,6 +52,8 @@ from verification.views import PublicApi
 from verification.web import verify_form, verify_page
 
 T = TypeVar("T")
+
+READY_REDIS_TIMEOUT_S = 1.5
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,8 @@ async def readyz(services: NamedDependency[Services]) -> Response[Any]:
         checks["redis"] = "not configured (REDIS_URL)"
     else:
         try:
-            await services.redis.ping()
+            async with asyncio.timeout(READY_REDIS_TIMEOUT_S):  # the client's own timeouts, and a bound over them
+                await services.redis.ping()
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"unreachable: {type(exc).__name__}"
@@ -136,8 +140,8 @@ async def start_services(settings: Settings) -> Services:
     """Connect to PostgreSQL and Redis and build what every route uses."""
     pool = await db.create_pool(settings.require_database_url(), max_size=settings.db_pool_max)
     reads = Reads(pool, await replica_pool(settings))
-    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None  # type: ignore[no-untyped-call]
-    queue = Queue(settings.redis_url)
+    redis = redis_client(settings.redis_url, settings.redis_timeout_s) if settings.redis_url else None
+    queue = Queue(settings.redis_url, settings.redis_timeout_s)
     ring = open_keyring(settings)
     issuing = load_issuing(settings, ring)
     limits = Limits(redis, LimitFigures.from_extra(settings.extra), receipt_budget=settings.sms_daily_budget)
@@ -160,7 +164,9 @@ async def start_services(settings: Settings) -> Services:
         redis=redis,
         queue=queue,
         auth=auth,
-        issuer_api=IssuerApi(pool, issuing, queue, base, settings.tax_rates, auth, reads),
+        issuer_api=IssuerApi(
+            pool, issuing, queue, base, settings.tax_rates, auth, reads, max_batch_lines=settings.max_batch_lines
+        ),
         public_api=PublicApi(
             verifier,
             base,
@@ -234,10 +240,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         started.append(await start_services(settings))
+        watch = asyncio.create_task(watch_loop())
         try:
             _freeze_startup_objects()
             yield
         finally:
+            watch.cancel()
             await stop_services(started.pop())
 
     prometheus = PrometheusConfig(app_name="invoiceloop", group_path=True)

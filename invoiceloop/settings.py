@@ -12,7 +12,7 @@ from pathlib import Path
 from invoicing.checkpoint import default_origin
 from invoicing.errors import ConfigError
 from invoicing.keys import write_private
-from invoicing.model import DEFAULT_MAX_SERIES_PER_YEAR, DEFAULT_TAX_RATES
+from invoicing.model import DEFAULT_MAX_BATCH_LINES, DEFAULT_MAX_SERIES_PER_YEAR, DEFAULT_TAX_RATES
 from verification.limits import DEFAULT_SMS_DAILY_BUDGET
 from verification.model import DEFAULT_SMS_COUNTRIES, parse_countries
 
@@ -43,7 +43,9 @@ class Settings:
     key_cache_ttl_s: float = 5.0
     signatures_kept: int = 100_000  # good signatures each process remembers (0: check every one, as the bench does)
     db_pool_max: int = 20
+    redis_timeout_s: float = 0.5  # REDIS_TIMEOUT_S: connect and read timeout of every Redis client
     max_series_per_year: int = DEFAULT_MAX_SERIES_PER_YEAR  # INVOICELOOP_MAX_SERIES_PER_YEAR
+    max_batch_lines: int = DEFAULT_MAX_BATCH_LINES  # INVOICELOOP_MAX_BATCH_LINES: lines in one batch, in all
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -75,7 +77,9 @@ class Settings:
             sms_daily_budget=_budget(env.get("SMS_DAILY_BUDGET")),
             tax_rates=tuple(Decimal(r) for r in rates.split()) if rates else DEFAULT_TAX_RATES,
             db_pool_max=int(env.get("INVOICELOOP_DB_POOL_MAX") or 20),
+            redis_timeout_s=float(env.get("REDIS_TIMEOUT_S") or 0.5),
             max_series_per_year=int(env.get("INVOICELOOP_MAX_SERIES_PER_YEAR") or DEFAULT_MAX_SERIES_PER_YEAR),
+            max_batch_lines=int(env.get("INVOICELOOP_MAX_BATCH_LINES") or DEFAULT_MAX_BATCH_LINES),
             key_cache_ttl_s=float(env.get("INVOICELOOP_KEY_CACHE_TTL_S") or 5.0),
             signatures_kept=int(env.get("INVOICELOOP_SIGNATURES_KEPT") or 100_000),
             extra={k: v for k, v in env.items() if k.startswith("VERIFY_")},  # limit overrides, docs/verification.md

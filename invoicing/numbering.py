@@ -6,6 +6,7 @@ on its own, leaving out those whose series is not open yet."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -177,6 +178,11 @@ async def issue_open(
     return [next(written) if a.series_key in heads else None for a in pending]
 
 
+# From this many lines in one call, sealing (about 0.1 ms a line) runs in a thread, so that a large batch
+# does not hold the event loop; below it the thread hop costs more than it frees.
+SEAL_IN_THREAD_LINES = 500
+
+
 async def _append(
     conn: asyncpg.Connection,
     issuing: Issuing,
@@ -188,6 +194,24 @@ async def _append(
     if not pending:
         return []
     signer = issuing.signers.current()
+    if sum(len(one.draft.lines) for one in pending) >= SEAL_IN_THREAD_LINES:
+        records, moved = await asyncio.to_thread(_seal_all, issuing, signer, pending, heads, now)
+    else:
+        records, moved = _seal_all(issuing, signer, pending, heads, now)
+    await chain_repository.insert_records(
+        conn, signer.key_id, records, [h for key, h in moved.items() if h is not heads[key]]
+    )
+    return [r.invoice for r in records]
+
+
+def _seal_all(
+    issuing: Issuing,
+    signer: Signer,
+    pending: Sequence[IssuerDraft],
+    heads: dict[SeriesKey, SeriesHead],
+    now: datetime,
+) -> tuple[list[NewRecord], dict[SeriesKey, SeriesHead]]:
+    """Number and seal each draft in order against the heads; the records, and the heads they moved to."""
     moved = dict(heads)
     records = []
     for one in pending:
@@ -197,10 +221,7 @@ async def _append(
         inv, content = seal(numbered, signer)
         records.append(NewRecord(inv, head.id, seq, content))
         moved[one.series_key] = SeriesHead(head.id, head.invoice_code, number, seq, inv.record_hash)
-    await chain_repository.insert_records(
-        conn, signer.key_id, records, [h for key, h in moved.items() if h is not heads[key]]
-    )
-    return [r.invoice for r in records]
+    return records, moved
 
 
 async def _open_series(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, label: str, year: int) -> None:

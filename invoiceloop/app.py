@@ -140,8 +140,8 @@ async def start_services(settings: Settings) -> Services:
     """Connect to PostgreSQL and Redis and build what every route uses."""
     pool = await db.create_pool(settings.require_database_url(), max_size=settings.db_pool_max)
     reads = Reads(pool, await replica_pool(settings))
-    redis = redis_client(settings.redis_url, settings.redis_timeout_s) if settings.redis_url else None
-    queue = Queue(settings.redis_url, settings.redis_timeout_s)
+    redis = redis_client(settings.redis) if settings.redis else None
+    queue = Queue(settings.redis)
     ring = open_keyring(settings)
     issuing = load_issuing(settings, ring)
     limits = Limits(redis, LimitFigures.from_extra(settings.extra), receipt_budget=settings.sms_daily_budget)

@@ -65,7 +65,7 @@ def _services_for(settings: Settings) -> Iterator[Settings]:
         if not settings.database_url:
             print(f"starting embedded PostgreSQL in {postgres_data_dir(settings.data_dir)} ...")
             settings = replace(settings, database_url=stack.enter_context(embedded_postgres(settings.data_dir)))
-        if not settings.redis_url:
+        if settings.redis is None:
             print(f"starting embedded Redis in {settings.data_dir} ...")
             settings = replace(settings, redis_url=stack.enter_context(embedded_redis(settings.data_dir)))
         yield settings

@@ -13,6 +13,7 @@ from invoicing.checkpoint import default_origin
 from invoicing.errors import ConfigError
 from invoicing.keys import write_private
 from invoicing.model import DEFAULT_MAX_BATCH_LINES, DEFAULT_MAX_SERIES_PER_YEAR, DEFAULT_TAX_RATES
+from invoicing.queue import RedisTarget, parse_sentinels
 from verification.limits import DEFAULT_SMS_DAILY_BUDGET
 from verification.model import DEFAULT_SMS_COUNTRIES, parse_countries
 
@@ -24,6 +25,8 @@ class Settings:
     database_url: str | None = None
     database_replica_url: str | None = None  # DATABASE_REPLICA_URL: a hot standby for reads that may lag
     redis_url: str | None = None
+    redis_sentinels: tuple[tuple[str, int], ...] = ()  # REDIS_SENTINELS: host:port,... (then REDIS_URL is not used)
+    redis_sentinel_master: str = "mymaster"  # REDIS_SENTINEL_MASTER: the name the Sentinels monitor
     public_base_url: str = "http://127.0.0.1:8000"
     data_dir: Path = Path(".invoiceloop")
     signing_key_file: Path | None = None
@@ -60,6 +63,8 @@ class Settings:
             database_url=env.get("DATABASE_URL") or None,
             database_replica_url=env.get("DATABASE_REPLICA_URL") or None,
             redis_url=env.get("REDIS_URL") or None,
+            redis_sentinels=_sentinels(env.get("REDIS_SENTINELS")),
+            redis_sentinel_master=env.get("REDIS_SENTINEL_MASTER") or "mymaster",
             public_base_url=(env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
             data_dir=Path(env.get("INVOICELOOP_DATA_DIR") or ".invoiceloop"),
             signing_key_file=Path(env["SIGNING_KEY_FILE"]) if env.get("SIGNING_KEY_FILE") else None,
@@ -84,6 +89,13 @@ class Settings:
             signatures_kept=int(env.get("INVOICELOOP_SIGNATURES_KEPT") or 100_000),
             extra={k: v for k, v in env.items() if k.startswith("VERIFY_")},  # limit overrides, docs/verification.md
         )
+
+    @property
+    def redis(self) -> RedisTarget | None:
+        """Where Redis is: the Sentinels' master when REDIS_SENTINELS is set, else REDIS_URL; None when neither."""
+        if self.redis_sentinels:
+            return RedisTarget(None, self.redis_sentinels, self.redis_sentinel_master, self.redis_timeout_s)
+        return RedisTarget(self.redis_url, timeout_s=self.redis_timeout_s) if self.redis_url else None
 
     @property
     def key_file(self) -> Path:
@@ -140,3 +152,13 @@ def _budget(text: str | None) -> int:
     if not text.strip().isdigit():
         raise ConfigError(f"SMS_DAILY_BUDGET must be a whole number of texts a day, not {text!r}")
     return int(text)
+
+
+def _sentinels(text: str | None) -> tuple[tuple[str, int], ...]:
+    """REDIS_SENTINELS (`10.0.0.1:26379,10.0.0.2:26379`); unset or empty: none."""
+    if not text or not text.strip():
+        return ()
+    try:
+        return parse_sentinels(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -111,13 +111,13 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         if "app" in ctx:
             await _app(ctx).pool.close()
 
-    if not settings.redis_url:
-        raise ValueError("REDIS_URL is not set")
+    if settings.redis is None:
+        raise ValueError("neither REDIS_URL nor REDIS_SENTINELS is set")
     options = {**WORKER_OPTIONS, "handle_signals": False, **overrides}
     return Worker(
         functions=FUNCTIONS,
         cron_jobs=CRON_JOBS,
-        redis_pool=arq_client(settings.redis_url, settings.redis_timeout_s),
+        redis_pool=arq_client(settings.redis),
         on_startup=startup,
         on_shutdown=shutdown,
         **options,

@@ -134,7 +134,7 @@ async def test_the_worker_outlives_a_redis_restart(
         own_redis.start()
         client = aioredis.from_url(fault_settings.redis_url or "")
         [invoice_id] = await issue_postal(pool, issuing, issuer, 1, "54")
-        queue = Queue(fault_settings.redis_url)
+        queue = Queue(fault_settings.redis)
         try:
             assert await queue.enqueue(FULFIL_ORDERS, [invoice_id], job_id=f"fulfil:{invoice_id}")
         finally:

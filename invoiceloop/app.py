@@ -17,11 +17,12 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 from litestar.types import ControllerRouterHandler
 
 from delivery.api import PostalApi, PostalController, invoice_delivery
 from invoiceloop import problems
+from invoiceloop.metrics import metrics
 from invoiceloop.settings import Settings
 from invoicing import db, keyring
 from invoicing.api import BATCH_MAX_BYTES, InvoiceController, IssuerApi, issuer_stats
@@ -167,7 +168,7 @@ def make_sms(settings: Settings) -> Any:
 ROUTES: list[ControllerRouterHandler] = [
     healthz,
     readyz,
-    PrometheusController,
+    metrics,
     # issuers
     InvoiceController,
     issuer_stats,
@@ -218,6 +219,7 @@ def create_app(
         lifespan=[lifespan],
         dependencies={
             "services": part(lambda s: s),
+            "metrics_token": Provide(lambda: settings.metrics_token, sync_to_thread=False, use_cache=True),
             "issuer_api": part(lambda s: s.issuer_api),
             "public_api": part(lambda s: s.public_api),
             "postal_api": part(lambda s: s.postal_api),

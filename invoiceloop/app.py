@@ -4,6 +4,8 @@ sight. What the routes use is built at start-up into `Services` and handed to th
 from __future__ import annotations
 
 import gc
+import hashlib
+import hmac
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from invoiceloop.settings import Settings
 from invoicing import db, keyring
 from invoicing.api import BATCH_MAX_BYTES, InvoiceController, IssuerApi, issuer_stats
 from invoicing.errors import DomainError
-from invoicing.http import Authenticator
+from invoicing.http import Authenticator, require_media_type
 from invoicing.keyring import ActiveSigner, KeyringWatcher
 from invoicing.note import parse_verifier_key
 from invoicing.numbering import Issuing
@@ -47,7 +49,7 @@ from verification.log_api import (
 from verification.services import Verifier
 from verification.sms import make_sms_channel
 from verification.views import PublicApi
-from verification.web import verify_form, verify_page
+from verification.web import page_router
 
 T = TypeVar("T")
 
@@ -174,9 +176,7 @@ ROUTES: list[ControllerRouterHandler] = [
     issuer_stats,
     # the public side
     create_verification,
-    verify_page,
-    verify_form,
-    sms_inbound,
+    sms_inbound,  # the page (GET and POST /verify) is `page_router`, added by `create_app` with its CSRF secret
     jwks,
     # the public transparency log
     log_checkpoint,
@@ -189,6 +189,12 @@ ROUTES: list[ControllerRouterHandler] = [
     PostalController,
     invoice_delivery,
 ]
+
+
+def csrf_secret(settings: Settings) -> str:
+    """The page's CSRF signing secret, derived from CHECK_CODE_SECRET (which every process of a deployment shares,
+    so a token from one process checks in another); it is never the check-code secret itself."""
+    return hmac.new(settings.secret_bytes(), b"invoiceloop verify-page csrf", hashlib.sha256).hexdigest()
 
 
 def create_app(
@@ -215,7 +221,11 @@ def create_app(
 
     prometheus = PrometheusConfig(app_name="invoiceloop", group_path=True)
     return Litestar(
-        route_handlers=[*(ROUTES if routes is None else routes), *(extra_routes or [])],
+        route_handlers=[
+            *([*ROUTES, page_router(csrf_secret(settings), settings.public_base_url)] if routes is None else routes),
+            *(extra_routes or []),
+        ],
+        guards=[require_media_type],
         lifespan=[lifespan],
         dependencies={
             "services": part(lambda s: s),

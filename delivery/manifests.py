@@ -16,7 +16,7 @@ from reportlab.lib.pagesizes import A4, landscape
 from reportlab.pdfgen.canvas import Canvas
 
 from invoicing.formats import rfc3339
-from invoicing.model import SHANGHAI
+from invoicing.model import beijing_time
 from invoicing.pdf import LATIN_FONT, draw_code128, draw_text, font_for, wrap_text
 
 CSV_COLUMNS = (
@@ -220,7 +220,7 @@ def _details(header: Mapping[str, Any]) -> str:
     parts = [f"承运 Operator: {operator}", f"状态 Status: {header.get('status', '')}"]
     for label, key in (("创建 Created", "created_at"), ("交接 Closed", "closed_at")):
         if isinstance(header.get(key), datetime):
-            parts.append(f"{label}: {header[key].astimezone(SHANGHAI):%Y-%m-%d %H:%M} (UTC+8)")
+            parts.append(f"{label}: {beijing_time(header[key])}")
     return "   ".join(parts)
 
 

@@ -9,6 +9,7 @@ import hmac
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -17,9 +18,10 @@ from litestar import Litestar, Response, get
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
+from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 from delivery.api import PostalApi, PostalController, invoice_delivery
@@ -49,9 +51,24 @@ from verification.log_api import (
 from verification.services import Verifier
 from verification.sms import make_sms_channel
 from verification.views import PublicApi
-from verification.web import page_router
+from verification.web import page_router, verify_static
 
 T = TypeVar("T")
+# The API reference UI (Swagger UI from npm's swagger-ui-dist, static/swagger_ui/VENDORED.md), served from the
+# package so that `/schema` loads nothing from a CDN.
+SWAGGER_UI = "/static/api-reference"
+SWAGGER_UI_VERSION = "5.35.0"
+api_reference_static = create_static_files_router(
+    SWAGGER_UI, directories=[Path(__file__).parent / "static" / "swagger_ui"], name="api-reference-static"
+)
+API_REFERENCE = SwaggerRenderPlugin(
+    version=SWAGGER_UI_VERSION,
+    js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+    css_url=f"{SWAGGER_UI}/swagger-ui.css",
+    standalone_preset_js_url=f"{SWAGGER_UI}/swagger-ui-standalone-preset.js",
+    favicon=f"<link rel='icon' type='image/png' href='{SWAGGER_UI}/favicon-32x32.png'>",
+    path=["/", "/swagger"],
+)
 
 
 @dataclass(frozen=True)
@@ -176,6 +193,8 @@ ROUTES: list[ControllerRouterHandler] = [
     issuer_stats,
     # the public side
     create_verification,
+    verify_static,
+    api_reference_static,
     sms_inbound,  # the page (GET and POST /verify) is `page_router`, added by `create_app` with its CSRF secret
     jwks,
     # the public transparency log
@@ -249,7 +268,7 @@ def create_app(
             description="Issue, verify and deliver invoices. Issuer routes take an issuer key, /v1/postal routes an "
             "operator key, as `Authorization: Bearer <key>`. Errors are application/problem+json.",
             components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            render_plugins=[API_REFERENCE],
         ),
         request_max_body_size=BATCH_MAX_BYTES,
         debug=False,

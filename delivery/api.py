@@ -25,6 +25,7 @@ from invoicing.errors import FieldError, NotFound, ValidationFailed
 from invoicing.formats import rfc3339
 from invoicing.http import BEARER, Authenticator, decode, decode_cursor, encode_cursor, provide_issuer, provide_operator
 from invoicing.queue import Queue
+from invoicing.replicas import Reads
 from invoicing.repository import Issuer
 
 MAX_EVENTS = 1000
@@ -46,6 +47,7 @@ class PostalApi:
     queue: Queue
     public_base_url: str
     auth: Authenticator
+    reads: Reads  # manifest exports read a replica that has caught up with the primary, if any
 
 
 def _manifest_json(row: Any) -> dict[str, Any]:
@@ -98,12 +100,13 @@ class PostalController(Controller):
             row = await services.get_manifest(conn, operator_id, manifest_id)
         name = f"manifest-{row['manifest_number']}.{format}"
         headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+        pool = await postal_api.reads.caught_up_pool()  # every item committed before this request is there
         if format == "csv":
-            body = export.csv_stream(postal_api.pool, row)
+            body = export.csv_stream(pool, row)
         elif format == "pdf":
-            body = export.file_stream(await export.pdf_file(postal_api.pool, row))
+            body = export.file_stream(await export.pdf_file(pool, row))
         else:
-            body = export.json_stream(postal_api.pool, row)
+            body = export.json_stream(pool, row)
         return Stream(body, media_type=MEDIA[format], headers=headers)
 
     @post(

@@ -3,6 +3,7 @@ sight. What the routes use is built at start-up into `Services` and handed to th
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hashlib
 import hmac
@@ -36,6 +37,7 @@ from invoicing.keyring import ActiveSigner, KeyringWatcher
 from invoicing.note import parse_verifier_key
 from invoicing.numbering import Issuing
 from invoicing.queue import Queue
+from invoicing.replicas import Reads
 from invoicing.transparency import LogReader, LogSigner
 from verification.api import create_verification, jwks
 from verification.inbound import sms_inbound
@@ -76,6 +78,7 @@ class Services:
     """What the running app holds, built at start-up and closed at shutdown; each route gets its part."""
 
     pool: asyncpg.Pool
+    reads: Reads
     redis: aioredis.Redis | None
     queue: Queue
     auth: Authenticator
@@ -134,6 +137,14 @@ def log_verifier_key(settings: Settings) -> str:
     return log_signer(settings).verifier_key
 
 
+async def replica_pool(settings: Settings) -> asyncpg.Pool | None:
+    """A pool on DATABASE_REPLICA_URL, if set. It connects lazily: a replica that is down at start-up is only a
+    replica that is down (reads go to the primary until it answers)."""
+    if not settings.database_replica_url:
+        return None
+    return await db.create_pool(settings.database_replica_url, min_size=0, max_size=settings.db_pool_max)
+
+
 def load_issuing(settings: Settings, ring: KeyringWatcher | None = None) -> Issuing:
     """The check-code secret and the signer: the keyring's active key, its private half from SIGNING_KEY_FILE,
     following `keys rotate` without a restart."""
@@ -144,24 +155,40 @@ def load_issuing(settings: Settings, ring: KeyringWatcher | None = None) -> Issu
 async def start_services(settings: Settings) -> Services:
     """Connect to PostgreSQL and Redis and build what every route uses."""
     pool = await db.create_pool(settings.require_database_url(), max_size=settings.db_pool_max)
+    reads = Reads(pool, await replica_pool(settings))
     redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None  # type: ignore[no-untyped-call]
     queue = Queue(settings.redis_url)
     ring = open_keyring(settings)
     issuing = load_issuing(settings, ring)
-    limits = Limits(redis, LimitFigures.from_extra(settings.extra))
+    limits = Limits(redis, LimitFigures.from_extra(settings.extra), receipt_budget=settings.sms_daily_budget)
     verifier = Verifier(
-        pool, limits, settings.secret_bytes(), ring, queue, LogReader(pool), signatures_kept=settings.signatures_kept
+        pool,
+        limits,
+        settings.secret_bytes(),
+        ring,
+        queue,
+        LogReader(reads),
+        signatures_kept=settings.signatures_kept,
+        reads=reads,
+        sms_countries=settings.sms_allowed_countries,
     )
     base = settings.public_base_url
     auth = Authenticator(pool, key_ttl_s=settings.key_cache_ttl_s)
     return Services(
         pool=pool,
+        reads=reads,
         redis=redis,
         queue=queue,
         auth=auth,
-        issuer_api=IssuerApi(pool, issuing, queue, base, settings.tax_rates, auth),
-        public_api=PublicApi(verifier, base, settings.twilio_auth_token, log_verifier_key(settings)),
-        postal_api=PostalApi(pool, queue, base, auth),
+        issuer_api=IssuerApi(pool, issuing, queue, base, settings.tax_rates, auth, reads),
+        public_api=PublicApi(
+            verifier,
+            base,
+            settings.twilio_auth_token,
+            log_verifier_key(settings),
+            inbound_slots=asyncio.Semaphore(max(1, settings.db_pool_max // 2)),
+        ),
+        postal_api=PostalApi(pool, queue, base, auth, reads),
     )
 
 
@@ -170,6 +197,7 @@ async def stop_services(services: Services) -> None:
     await services.queue.close()
     if services.redis is not None:
         await services.redis.aclose()
+    await services.reads.close()
     await services.pool.close()
 
 

@@ -13,6 +13,8 @@ from invoicing.checkpoint import default_origin
 from invoicing.errors import ConfigError
 from invoicing.keys import write_private
 from invoicing.model import DEFAULT_MAX_SERIES_PER_YEAR, DEFAULT_TAX_RATES
+from verification.limits import DEFAULT_SMS_DAILY_BUDGET
+from verification.model import DEFAULT_SMS_COUNTRIES, parse_countries
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,7 @@ class Settings:
     """The service's configuration (API.md "Configuration"), from the environment or `.env`."""
 
     database_url: str | None = None
+    database_replica_url: str | None = None  # DATABASE_REPLICA_URL: a hot standby for reads that may lag
     redis_url: str | None = None
     public_base_url: str = "http://127.0.0.1:8000"
     data_dir: Path = Path(".invoiceloop")
@@ -34,6 +37,8 @@ class Settings:
     twilio_auth_token: str | None = None
     twilio_from_number: str | None = None
     twilio_api_base_url: str | None = None
+    sms_allowed_countries: frozenset[str] = DEFAULT_SMS_COUNTRIES  # SMS_ALLOWED_COUNTRIES: receipts to mobiles of these
+    sms_daily_budget: int = DEFAULT_SMS_DAILY_BUDGET  # SMS_DAILY_BUDGET: receipts a China day, whole service
     tax_rates: tuple[Decimal, ...] = DEFAULT_TAX_RATES
     key_cache_ttl_s: float = 5.0
     signatures_kept: int = 100_000  # good signatures each process remembers (0: check every one, as the bench does)
@@ -52,6 +57,7 @@ class Settings:
         rates = env.get("INVOICELOOP_TAX_RATES")
         return cls(
             database_url=env.get("DATABASE_URL") or None,
+            database_replica_url=env.get("DATABASE_REPLICA_URL") or None,
             redis_url=env.get("REDIS_URL") or None,
             public_base_url=(env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
             data_dir=Path(env.get("INVOICELOOP_DATA_DIR") or ".invoiceloop"),
@@ -66,6 +72,8 @@ class Settings:
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
             twilio_from_number=env.get("TWILIO_FROM_NUMBER") or None,
             twilio_api_base_url=env.get("TWILIO_API_BASE_URL") or None,
+            sms_allowed_countries=_countries(env.get("SMS_ALLOWED_COUNTRIES")),
+            sms_daily_budget=_budget(env.get("SMS_DAILY_BUDGET")),
             tax_rates=tuple(Decimal(r) for r in rates.split()) if rates else DEFAULT_TAX_RATES,
             db_pool_max=int(env.get("INVOICELOOP_DB_POOL_MAX") or 20),
             max_series_per_year=int(env.get("INVOICELOOP_MAX_SERIES_PER_YEAR") or DEFAULT_MAX_SERIES_PER_YEAR),
@@ -111,3 +119,22 @@ class Settings:
         if not path.exists():
             write_private(path, secrets.token_hex(32).encode())
         return path.read_bytes().strip()
+
+
+def _countries(text: str | None) -> frozenset[str]:
+    """SMS_ALLOWED_COUNTRIES (`CN`, `CN,HK`); unset or empty: CN."""
+    if not text or not text.strip():
+        return DEFAULT_SMS_COUNTRIES
+    try:
+        return parse_countries(text)
+    except ValueError as exc:
+        raise ConfigError(f"SMS_ALLOWED_COUNTRIES: {exc}") from None
+
+
+def _budget(text: str | None) -> int:
+    """SMS_DAILY_BUDGET: a whole number of receipts a day, 0 or more (0: no receipts at all)."""
+    if not text or not text.strip():
+        return DEFAULT_SMS_DAILY_BUDGET
+    if not text.strip().isdigit():
+        raise ConfigError(f"SMS_DAILY_BUDGET must be a whole number of texts a day, not {text!r}")
+    return int(text)

@@ -28,6 +28,7 @@ from invoicing.model import Invoice
 from invoicing.numbering import Issuing
 from invoicing.pdf import render_invoice_pdf
 from invoicing.queue import FULFIL_ORDERS, Queue
+from invoicing.replicas import Reads
 from invoicing.repository import Issuer
 from invoicing.schemas import BatchIn, CreditIn, InvoiceIn, VoidIn, invoice_json, month_figures, request_hash
 
@@ -66,6 +67,7 @@ class IssuerApi:
     public_base_url: str
     tax_rates: tuple[Decimal, ...]
     auth: Authenticator
+    reads: Reads  # reads that may lag (the stats): a replica's, if any
     pdfs: PdfCache = field(default_factory=PdfCache)
 
     @functools.cached_property
@@ -266,6 +268,5 @@ class InvoiceController(Controller):
 @get("/v1/stats", dependencies={"issuer": Provide(provide_issuer)}, tags=["invoices"], security=BEARER)
 async def issuer_stats(issuer_api: NamedDependency[IssuerApi], issuer: NamedDependency[Issuer]) -> dict[str, Any]:
     """This issuer's figures by month."""
-    async with issuer_api.pool.acquire() as conn:
-        rows = await repository.stats(conn, issuer.id)
+    rows = await issuer_api.reads.run(functools.partial(repository.stats, issuer_id=issuer.id))
     return {"issuer_id": issuer.id, "months": [month_figures(r) for r in rows]}

@@ -82,7 +82,7 @@ class Draft:
 
 
 @dataclass(frozen=True)
-class Ask:
+class IssuerDraft:
     """A draft and who issues it."""
 
     issuer: Issuer
@@ -163,34 +163,40 @@ async def issue_drafts(
         for _, label in missing:
             await _open_series(conn, issuing, issuer, label, year)
         heads |= await chain_repository.lock_heads(conn, missing, year)
-    return await _append(conn, issuing, [Ask(issuer, d) for d in drafts], heads, now)
+    return await _append(conn, issuing, [IssuerDraft(issuer, d) for d in drafts], heads, now)
 
 
-async def issue_open(conn: asyncpg.Connection, issuing: Issuing, asks: Sequence[Ask]) -> list[Invoice | None]:
-    """Number, seal and write each ask whose series is open this year, inside the caller's transaction, in the
+async def issue_open(
+    conn: asyncpg.Connection, issuing: Issuing, pending: Sequence[IssuerDraft]
+) -> list[Invoice | None]:
+    """Number, seal and write each one whose series is open this year, inside the caller's transaction, in the
     order given within each series; None for the others (`issue_drafts` opens their series)."""
     now = issuing.clock()
-    heads = await chain_repository.lock_heads(conn, sorted({a.series_key for a in asks}), series_year(now))
-    written = iter(await _append(conn, issuing, [a for a in asks if a.series_key in heads], heads, now))
-    return [next(written) if a.series_key in heads else None for a in asks]
+    heads = await chain_repository.lock_heads(conn, sorted({a.series_key for a in pending}), series_year(now))
+    written = iter(await _append(conn, issuing, [a for a in pending if a.series_key in heads], heads, now))
+    return [next(written) if a.series_key in heads else None for a in pending]
 
 
 async def _append(
-    conn: asyncpg.Connection, issuing: Issuing, asks: Sequence[Ask], heads: dict[SeriesKey, SeriesHead], now: datetime
+    conn: asyncpg.Connection,
+    issuing: Issuing,
+    pending: Sequence[IssuerDraft],
+    heads: dict[SeriesKey, SeriesHead],
+    now: datetime,
 ) -> list[Invoice]:
-    """Seal each ask against its locked series head, then write them all and the new heads in one statement."""
-    if not asks:
+    """Seal each draft against its locked series head, then write them all and the new heads in one statement."""
+    if not pending:
         return []
     signer = issuing.signers.current()
     moved = dict(heads)
     records = []
-    for ask in asks:
-        head = moved[ask.series_key]
+    for one in pending:
+        head = moved[one.series_key]
         number, seq = head.last_number + 1, head.last_seq + 1
-        numbered = _numbered(ask.draft, ask.issuer, head.invoice_code, number, now, head.last_hash, issuing)
+        numbered = _numbered(one.draft, one.issuer, head.invoice_code, number, now, head.last_hash, issuing)
         inv, content = seal(numbered, signer)
         records.append(NewRecord(inv, head.id, seq, content))
-        moved[ask.series_key] = SeriesHead(head.id, head.invoice_code, number, seq, inv.record_hash)
+        moved[one.series_key] = SeriesHead(head.id, head.invoice_code, number, seq, inv.record_hash)
     await chain_repository.insert_records(
         conn, signer.key_id, records, [h for key, h in moved.items() if h is not heads[key]]
     )

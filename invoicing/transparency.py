@@ -10,6 +10,7 @@ keep them; only the checkpoint moves.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Iterable
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from invoicing import checkpoint, merkle, note
 from invoicing import log_repository as repo
 from invoicing.log_repository import Head
+from invoicing.replicas import Reads
 from invoicing.tiles import TileKey, TileStoreError, trim
 
 log = logging.getLogger("invoiceloop.log")
@@ -128,8 +130,8 @@ class LogReader:
     """Reads the log for the public side: the latest checkpoint (read again at most every `head_ttl_s`),
     tiles (kept, since a tile of a given width never changes) and inclusion proofs (kept per leaf and size)."""
 
-    def __init__(self, pool: asyncpg.Pool, head_ttl_s: float = 1.0, tile_bytes: int = 32 * 1024 * 1024) -> None:
-        self.pool, self.head_ttl_s = pool, head_ttl_s
+    def __init__(self, reads: Reads, head_ttl_s: float = 1.0, tile_bytes: int = 32 * 1024 * 1024) -> None:
+        self.reads, self.head_ttl_s = reads, head_ttl_s
         self.tiles: LRUCache[TileKey, bytes] = LRUCache(maxsize=tile_bytes, getsizeof=len)
         self.proofs: LRUCache[tuple[int, int], list[str]] = LRUCache(maxsize=50_000)
         self._head: Head | None = None
@@ -142,8 +144,7 @@ class LogReader:
             return self._head
         async with self._lock:
             if time.monotonic() - self._read_at >= self.head_ttl_s:
-                async with self.pool.acquire() as conn:
-                    self._head = await repo.head(conn)
+                self._head = await self.reads.run(repo.head)
                 self._read_at = time.monotonic()
         return self._head
 
@@ -158,8 +159,13 @@ class LogReader:
             else:
                 out[key] = data
         if missing:
-            async with self.pool.acquire() as conn:
-                fetched = await stored_tiles(conn, missing)
+            read = functools.partial(stored_tiles, keys=missing)
+            try:
+                fetched = await self.reads.run(read)
+            except TileStoreError:
+                if self.reads.replica is None:
+                    raise
+                fetched = await self.reads.on_primary(read)  # not replayed on the replica yet
             for key, data in fetched.items():
                 out[key] = data
                 if len(data) <= self.tiles.maxsize:

@@ -256,6 +256,7 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
     env.update(
         {
             "DATABASE_URL": settings.database_url or "",
+            "DATABASE_REPLICA_URL": settings.database_replica_url or "",
             "REDIS_URL": settings.redis_url or "",
             "INVOICELOOP_DATA_DIR": str(settings.data_dir),
             "CHECK_CODE_SECRET": settings.check_code_secret or "",

@@ -4,6 +4,7 @@ Tiles of a given width never change, so they are cacheable for good; the checkpo
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Any
 
@@ -110,8 +111,12 @@ async def log_leaf(public_api: NamedDependency[PublicApi], record_hash: FromPath
     """The leaf index of a record (by its record hash) once it is in the log; 404 before."""
     if not _HASH.fullmatch(record_hash):
         raise _refuse("record_hash", ValueError("must be 64 lowercase hex digits"))
-    async with public_api.verifier.pool.acquire() as conn:
-        index = await log_repository.leaf_of(conn, record_hash)
+    reads = public_api.verifier.reads
+    assert reads is not None
+    read = functools.partial(log_repository.leaf_of, record_hash=record_hash)
+    index = await reads.run(read)
+    if index is None and reads.replica is not None:  # sequenced a moment ago: the replica may not have it yet
+        index = await reads.on_primary(read)
     if index is None:
         raise NotFound("the record is not in the log (yet)")
     return {"leaf_index": index}

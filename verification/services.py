@@ -23,23 +23,27 @@ from invoicing.batching import Coalescer
 from invoicing.errors import RateLimited
 from invoicing.integrity import StoredRecord, record_problem, status_problem
 from invoicing.keyring import KeyringWatcher
+from invoicing.replicas import Reads
 from invoicing.transparency import InclusionProof, LogReader
 from verification import repository as vrepo
 from verification.limits import MATCHED, MISMATCHED, NOT_FOUND, Admission, Attempt, Found, Limits
 from verification.masking import public_invoice
 from verification.model import (
+    DEFAULT_SMS_COUNTRIES,
     SHOWS_INVOICE,
     InvoiceSummary,
     Outcome,
+    ReceiptRefusal,
     VerificationQuery,
-    is_mobile,
     matches,
     outcome_for,
+    phone_refusal,
+    receipt_refusal,
 )
 from verification.sms import reply_text
 
 log = logging.getLogger("invoiceloop.verification")
-cached_is_mobile = functools.lru_cache(maxsize=4096)(is_mobile)  # parsing a phone is slow; buyers repeat
+cached_phone_refusal = functools.lru_cache(maxsize=4096)(phone_refusal)  # parsing a phone is slow; buyers repeat
 VERIFIED = Counter(
     "invoiceloop_verifications_total", "Verifications answered, by channel and outcome", ["channel", "outcome"]
 )
@@ -70,7 +74,8 @@ class Verification:
     invoice: dict[str, Any] | None = None  # as the public may see it (`public_invoice`), when the outcome shows it
     times_verified: int = 0
     first_verified_at: datetime | None = None
-    receipt: str | None = None  # "queued", "daily_limit_reached" or None (no phone given)
+    receipt: str | None = None  # "queued", "not_sent" or None (no phone given)
+    receipt_reason: ReceiptRefusal | None = None  # why not, when "not_sent"
     tamper_reason: str | None = None  # why the stored record is not trusted (outcome `tampered`)
     log: InclusionProof | None = None  # the record's place in the public log, when it is there
 
@@ -78,7 +83,7 @@ class Verification:
 @dataclass
 class Verifier:
     """What verifying needs: the pool, the limits, the secret for hashes, the nudge, the trusted keys (the
-    keyring, never the database) and the public log's reader."""
+    keyring, never the database), the public log's reader and where lookups go (`reads`: a replica, if any)."""
 
     pool: asyncpg.Pool
     limits: Limits
@@ -88,10 +93,14 @@ class Verifier:
     log: LogReader | None = None
     signatures_kept: int = GOOD_SIGNATURES_KEPT  # 0: check every signature every time (the bench's first-time case)
     lanes: int = 2  # batches in flight at once in this process: one gathers while the other commits
+    reads: Reads | None = None  # None: lookups on `pool` too
+    sms_countries: frozenset[str] = DEFAULT_SMS_COUNTRIES  # SMS_ALLOWED_COUNTRIES: where strangers may make us text
     good_signatures: LRUCache[tuple[str, str, str], bool] = field(init=False, repr=False)
     batches: Coalescer[_Item, Verification] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.reads is None:
+            self.reads = Reads(self.pool)
         self.good_signatures = LRUCache(maxsize=max(1, self.signatures_kept))
         self.batches = Coalescer(functools.partial(verify_batch, self), lanes=self.lanes)
 
@@ -178,22 +187,18 @@ async def verify(v: Verifier, query: VerificationQuery, requester: Requester, *,
 
 
 async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | BaseException]:
-    """A batch in three round trips whatever its size: lookup, limits (which need to know whether the
-    details matched), then log and count in one statement (one commit); the worker is nudged for any SMS."""
+    """A batch in three round trips whatever its size: lookup (on the replica, if any), limits (which need to know
+    whether the details matched), then log and count in one statement (one commit, on the primary); the worker is
+    nudged for any SMS."""
     works: list[_Work] = []
-    async with v.pool.acquire() as conn:
-        rows = await vrepo.find_invoices(conn, [(i.query.invoice_code, i.query.invoice_number) for i in items])
-        chained: dict[Any, list[asyncpg.Record]] = {}
-        for record in await chain_repository.chained_records(
-            conn, [r["id"] for r in rows.values() if r["voided"] or r["credited"]]
-        ):
-            chained.setdefault(record["of"], []).append(record)
-        found = [_lookup(rows.get((i.query.invoice_code, i.query.invoice_number)), i) for i in items]
-        states = await v.limits.settle_many([(i.attempt(), f.found) for i, f in zip(items, found, strict=True)])
-        for item, f, state in zip(items, found, states, strict=True):
-            if not isinstance(state, RateLimited):
-                chain = chained.get(f.row["id"], []) if f.row is not None else []
-                works.append(_Work(item, f.row, _answer_for(v, f, state, chain)))
+    rows, chained = await _find(v, [(i.query.invoice_code, i.query.invoice_number) for i in items])
+    found = [_lookup(rows.get((i.query.invoice_code, i.query.invoice_number)), i) for i in items]
+    states = await v.limits.settle_many([(i.attempt(), f.found) for i, f in zip(items, found, strict=True)])
+    for item, f, state in zip(items, found, states, strict=True):
+        if not isinstance(state, RateLimited):
+            chain = chained.get(f.row["id"], []) if f.row is not None else []
+            works.append(_Work(item, f.row, _answer_for(v, f, state, chain)))
+    async with v.pool.acquire() as conn:  # the log and the receipts: always the primary
         outbox_ids = await _record(v, conn, works)
     if v.queue is not None:
         await sms_outbox.nudge(v.queue, outbox_ids)
@@ -202,6 +207,32 @@ async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | B
         counter_for(w.item.requester.channel, w.result.outcome).inc()
     answers = iter(w.result for w in works)
     return [state if isinstance(state, RateLimited) else next(answers) for state in states]
+
+
+Rows = dict[tuple[str, str], asyncpg.Record]
+Chained = dict[Any, list[asyncpg.Record]]
+
+
+async def _find(v: Verifier, keys: list[tuple[str, str]]) -> tuple[Rows, Chained]:
+    """The invoice rows and their chained voids and credit notes: from the replica if there is one, and what it
+    does not have yet (issued a moment ago) from the primary."""
+    assert v.reads is not None
+    rows, chained = await v.reads.run(functools.partial(_read_rows, keys=keys))
+    missing = [key for key in keys if key not in rows]
+    if missing and v.reads.replica is not None:
+        more_rows, more_chained = await v.reads.on_primary(functools.partial(_read_rows, keys=missing))
+        rows.update(more_rows)
+        chained.update(more_chained)
+    return rows, chained
+
+
+async def _read_rows(conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> tuple[Rows, Chained]:
+    rows = await vrepo.find_invoices(conn, keys)
+    chained: Chained = {}
+    voided_or_credited = [r["id"] for r in rows.values() if r["voided"] or r["credited"]]
+    for record in await chain_repository.chained_records(conn, voided_or_credited):
+        chained.setdefault(record["of"], []).append(record)
+    return rows, chained
 
 
 async def _attach_log_proofs(v: Verifier, works: list[_Work]) -> None:
@@ -257,10 +288,10 @@ async def _record(v: Verifier, conn: asyncpg.Connection, works: list[_Work]) -> 
     if not works:  # all over the rate
         return []
     receipts = [w for w in works if w.wants_receipt]
-    allowed = [await _receipt_allowed(v, w.item.requester) for w in receipts]
+    refusals = [await _receipt_refusal(v, w) for w in receipts]
     outbox_ids: list[int] = []
-    async with conn.transaction() if receipts else _nothing():
-        for w, counts in zip(works, await vrepo.record(conn, [_entry(w) for w in works]), strict=True):
+    async with conn.transaction() if None in refusals else _nothing():
+        for w, counts in zip(works, await vrepo.record(conn, [_entry(w, v.sms_countries) for w in works]), strict=True):
             if w.result.outcome in SHOWS_INVOICE:  # a stranger with wrong details learns nothing, not even counts
                 w.result.times_verified, w.result.first_verified_at = (
                     counts.times_verified or 0,
@@ -270,16 +301,16 @@ async def _record(v: Verifier, conn: asyncpg.Connection, works: list[_Work]) -> 
                 outbox_ids.append(counts.notice_id)
         texts = [
             (None, w.item.requester.phone or "", _receipt_text(w.result))
-            for w, ok in zip(receipts, allowed, strict=True)
-            if ok
+            for w, why in zip(receipts, refusals, strict=True)
+            if why is None
         ]
         outbox_ids += await sms_outbox.add(conn, "receipt", texts)
-    for w, ok in zip(receipts, allowed, strict=True):
-        w.result.receipt = "queued" if ok else "daily_limit_reached"
+    for w, why in zip(receipts, refusals, strict=True):
+        w.result.receipt, w.result.receipt_reason = ("queued", None) if why is None else ("not_sent", why)
     return outbox_ids
 
 
-def _entry(w: _Work) -> vrepo.LogEntry:
+def _entry(w: _Work, countries: frozenset[str]) -> vrepo.LogEntry:
     requester, outcome, row = w.item.requester, w.result.outcome, w.row
     counted = outcome in SHOWS_INVOICE or outcome == "tampered"
     return vrepo.LogEntry(
@@ -292,7 +323,7 @@ def _entry(w: _Work) -> vrepo.LogEntry:
         requester.client_hash,
         requester.phone_hash,
         mismatch=outcome == "mismatch",
-        notice=_notice(row, requester) if row and counted else None,
+        notice=_notice(row, requester, countries) if row and counted else None,
     )
 
 
@@ -302,9 +333,15 @@ async def _nothing() -> AsyncIterator[None]:
     yield
 
 
-async def _receipt_allowed(v: Verifier, requester: Requester) -> bool:
-    """Whether the SMS receipt to the phone given on the page or in JSON is within the daily caps."""
-    return await v.limits.allow_receipt(requester.client_hash, requester.phone_hash or "")
+async def _receipt_refusal(v: Verifier, w: _Work) -> ReceiptRefusal | None:
+    """Why the SMS receipt asked for on the page or in JSON is not sent, or None to send it: first what the
+    answer and the number allow (nothing counted), then the client's and the phone's daily caps and the
+    service's daily budget (counted only when all three allow it)."""
+    requester = w.item.requester
+    why = receipt_refusal(w.result.outcome, requester.phone or "", v.sms_countries)
+    if why is not None:
+        return why
+    return await v.limits.receipt_refusal(requester.client_hash, requester.phone_hash or "")
 
 
 def _receipt_text(result: Verification) -> str:
@@ -312,10 +349,12 @@ def _receipt_text(result: Verification) -> str:
     return reply_text(result.outcome, result.times_verified, summary)
 
 
-def _notice(row: asyncpg.Record, requester: Requester) -> tuple[str, str] | None:
+def _notice(row: asyncpg.Record, requester: Requester, countries: frozenset[str]) -> tuple[str, str] | None:
     """The buyer's one notice (phone, text) when someone else (not the buyer's phone) verifies and the buyer
-    has had none (two batches may both try: the unique index keeps one)."""
+    has had none (two batches may both try: the unique index keeps one); only to a mobile of `countries`."""
     phone = (row["content"].get("buyer") or {}).get("phone")
-    if row["buyer_notified"] or not phone or phone == requester.phone or not cached_is_mobile(phone):
+    if row["buyer_notified"] or not phone or phone == requester.phone:
+        return None
+    if cached_phone_refusal(phone, countries) is not None:
         return None
     return phone, NOTICE_TEXT.format(code=row["content"]["invoice_code"], number=row["content"]["invoice_number"])

@@ -23,7 +23,7 @@ from litestar.utils.scope.state import ScopeState
 from invoicing.errors import Forbidden, RateLimited, Unavailable, ValidationFailed
 from invoicing.http import ACCEPTS, FORM
 from invoicing.model import beijing_time
-from verification.model import OUTCOME_TEXT, fields_from_qr, parse_query
+from verification.model import OUTCOME_TEXT, RECEIPT_REFUSAL_TEXT, fields_from_qr, parse_query
 from verification.qr import QR_FIELDS, QrCheck, check_qr_params
 from verification.services import Verification, verify
 from verification.views import PublicApi, client_address
@@ -106,6 +106,7 @@ def _result_context(result: Verification, qr: QrCheck | None) -> dict[str, Any]:
         "invoice": result.invoice,
         "times_verified": result.times_verified,
         "receipt": result.receipt,
+        "receipt_reason": RECEIPT_REFUSAL_TEXT[result.receipt_reason] if result.receipt_reason else None,
         "first_verified_at": beijing_time(result.first_verified_at) if result.first_verified_at else None,
         "qr": qr,
         "tamper_reason": result.tamper_reason,

@@ -499,17 +499,21 @@ def test_chromium_shows_the_page_and_its_qr_code(tmp_path: Path) -> None:
         )
         page = browser.new_page(viewport={"width": 1000, "height": 1300})
         page.goto((tmp_path / "view.html").as_uri())
-        shot = None
-        for _ in range(120):  # the viewer loads asynchronously (slowly on a loaded machine: up to a minute)
+        shot, reds = None, 0
+        for _ in range(120):  # the viewer loads and draws progressively (slowly on a loaded machine: up to a minute)
             page.wait_for_timeout(500)
             shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
-            if "QRCode" in decoded(shot):
+            reds = red_pixels(shot)
+            if "QRCode" in decoded(shot) and reds > 2000:
                 break
         browser.close()
     assert shot is not None and decoded(shot).get("QRCode") == url
-    px = shot.tobytes()
-    reds = sum(1 for i in range(0, len(px), 3) if px[i] > 150 and px[i + 1] < 60 and px[i + 2] < 60)
     assert reds > 2000  # 电子发票（红字） in red
+
+
+def red_pixels(image: Image.Image) -> int:
+    px = image.tobytes()
+    return sum(1 for i in range(0, len(px), 3) if px[i] > 150 and px[i + 1] < 60 and px[i + 2] < 60)
 
 
 @given(invoices())

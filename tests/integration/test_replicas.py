@@ -1,0 +1,197 @@
+"""Read replicas on PostgreSQL's own streaming replication (DATABASE_REPLICA_URL), against a real primary and
+hot standby: reads served by the standby, the primary asked when the standby lags, writes never sent to it,
+the service carrying on when the standby stops."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from invoiceloop.settings import Settings
+from invoicing import db
+from invoicing.replicas import Reads
+from tests.conftest import CliProcess, ServerProcess, new_issuer, server_log
+from tests.replication import Cluster, postgres_bin, primary_and_standby
+from tests.samples import invoice_body
+from tests.verification_fixtures import query_of
+
+pytestmark = [
+    pytest.mark.skipif(postgres_bin() is None, reason="needs Debian's PostgreSQL binaries"),
+    pytest.mark.timeout(600),  # two servers are made (initdb, base backup) on a machine that may be loaded
+]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with primary_and_standby() as c:
+        asyncio.run(db.migrate_url(c.primary_url))
+        yield c
+
+
+@pytest.fixture(scope="module")
+def replica_settings(cluster: Cluster, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        database_url=cluster.primary_url,
+        database_replica_url=cluster.standby_url,
+        redis_url=redis_url,
+        data_dir=tmp_path_factory.mktemp("replicas"),
+        check_code_secret="replica-test-secret",
+    )
+
+
+@pytest.fixture(scope="module")
+def service(replica_settings: Settings, output_dir: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    """The API and the worker (which sequences the public log), both on the primary and the standby."""
+    worker = CliProcess(replica_settings, server_log(output_dir, request, "worker"), ["worker"])
+    srv = ServerProcess(replica_settings, server_log(output_dir, request))
+    yield srv
+    srv.stop()
+    worker.stop()
+
+
+@pytest.fixture
+async def primary(cluster: Cluster) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(cluster.primary_url, max_size=4)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def seller(service: ServerProcess, primary: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
+    _, key = await new_issuer(primary)
+    async with httpx.AsyncClient(
+        base_url=service.base_url, timeout=60, headers={"Authorization": f"Bearer {key}"}
+    ) as c:
+        yield c
+
+
+async def issue(seller: httpx.AsyncClient) -> dict[str, Any]:
+    response = await seller.post("/v1/invoices", json=invoice_body())
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def verify(service: ServerProcess, invoice: dict[str, Any]) -> str:
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=60) as client:
+        response = await client.post("/v1/verifications", json=query_of(invoice))
+    assert response.status_code == 200, response.text
+    return str(response.json()["result"])
+
+
+async def reads_served(service: ServerProcess, by: str) -> float:
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=60) as client:
+        text = (await client.get("/metrics")).text
+    found = re.search(rf'^invoiceloop_reads_total{{served_by="{by}"}} (\S+)$', text, re.M)
+    return float(found[1]) if found else 0.0
+
+
+async def on_standby(cluster: Cluster, sql: str, *args: Any) -> Any:
+    conn = await asyncpg.connect(cluster.standby_url)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def replayed(cluster: Cluster, invoice_id: str, status: str = "issued") -> None:
+    """Wait until the standby shows the invoice with this status."""
+    for _ in range(600):
+        if await on_standby(cluster, "SELECT status FROM invoices WHERE id = $1", invoice_id) == status:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"the standby never showed {invoice_id} {status}")
+
+
+async def test_lookups_go_to_the_standby_and_to_the_primary_for_what_it_lacks(
+    cluster: Cluster, service: ServerProcess, seller: httpx.AsyncClient
+) -> None:
+    older = await issue(seller)
+    await replayed(cluster, older["id"])
+    await on_standby(cluster, "SELECT pg_wal_replay_pause()")  # the standby lags from here on
+    try:
+        voided = await seller.post(f"/v1/invoices/{older['id']}/void", json={"reason": "开错了"})
+        assert voided.status_code == 200, voided.text
+        newer = await issue(seller)
+        served = await reads_served(service, "replica")
+        # The standby still has the invoice as issued: the answer came from it (the lag the docs state) ...
+        assert await verify(service, older) == "valid"
+        assert await reads_served(service, "replica") > served
+        # ... and what it does not have yet is looked up on the primary: verifiable the moment it is issued.
+        assert await verify(service, newer) == "valid"
+    finally:
+        await on_standby(cluster, "SELECT pg_wal_replay_resume()")
+    await replayed(cluster, older["id"], "voided")
+    assert await verify(service, older) == "voided"
+    stats = await seller.get("/v1/stats")
+    assert stats.status_code == 200 and stats.json()["months"], stats.text
+    # Writes (the verification log, the counts) went to the primary: the standby refused none.
+    assert "read-only transaction" not in (cluster.root / "standby.log").read_text()
+
+
+async def test_the_public_log_is_read_from_the_standby_with_the_primary_behind_it(
+    cluster: Cluster, service: ServerProcess, seller: httpx.AsyncClient
+) -> None:
+    invoice = await issue(seller)
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=60) as client:
+        for _ in range(600):  # the worker sequences it within seconds
+            leaf = await client.get(f"/v1/log/leaves/{invoice['record_hash']}")
+            if leaf.status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert leaf.status_code == 200, leaf.text
+        checkpoint = await client.get("/v1/log/checkpoint")
+        assert checkpoint.status_code == 200
+        size = int(checkpoint.text.splitlines()[1])
+        index = leaf.json()["leaf_index"]
+        if index < size:
+            proof = await client.get("/v1/log/proof/inclusion", params={"leaf_index": index, "tree_size": size})
+            assert proof.status_code == 200, proof.text
+
+
+async def test_manifest_reads_wait_for_a_standby_that_has_caught_up(cluster: Cluster, primary: asyncpg.Pool) -> None:
+    replica = await db.create_pool(cluster.standby_url, min_size=0, max_size=2)
+    reads = Reads(primary, replica)
+    try:
+        await on_standby(cluster, "SELECT pg_wal_replay_pause()")
+        async with primary.acquire() as conn:
+            await conn.execute("CREATE TABLE IF NOT EXISTS replica_probe (n int); INSERT INTO replica_probe VALUES (1)")
+        assert await reads.caught_up_pool() is primary  # the standby has not replayed that commit
+        await on_standby(cluster, "SELECT pg_wal_replay_resume()")
+        for _ in range(600):
+            if await reads.caught_up_pool() is replica:
+                break
+            await asyncio.sleep(0.1)
+        assert await reads.caught_up_pool() is replica
+    finally:
+        await on_standby(cluster, "SELECT pg_wal_replay_resume()")
+        await reads.close()
+
+
+async def test_the_service_carries_on_when_the_standby_stops(
+    cluster: Cluster, service: ServerProcess, seller: httpx.AsyncClient
+) -> None:
+    invoice = await issue(seller)
+    await replayed(cluster, invoice["id"])
+    cluster.stop_standby()
+    try:
+        assert await verify(service, invoice) == "valid"
+        assert await verify(service, await issue(seller)) == "valid"
+        assert (await seller.get("/v1/stats")).status_code == 200
+        async with httpx.AsyncClient(base_url=service.base_url, timeout=60) as client:
+            assert (await client.get("/v1/log/checkpoint")).status_code in (200, 404)
+    finally:
+        cluster.start_standby()
+    served = await reads_served(service, "replica")
+    for _ in range(300):  # back on the standby once it answers again (after the service's retry pause)
+        assert await verify(service, invoice) == "valid"
+        if await reads_served(service, "replica") > served:
+            break
+        await asyncio.sleep(0.2)
+    assert await reads_served(service, "replica") > served

@@ -30,7 +30,7 @@ from invoicing.repository import Issuer
 
 MAX_EVENTS = 1000
 EVENTS_MAX_BYTES = 4 * 1024 * 1024
-MEDIA = {"json": "application/json", "csv": "text/csv; charset=utf-8", "pdf": "application/pdf"}
+MEDIA = {"json": "application/json", "csv": "text/csv", "pdf": "application/pdf"}
 
 
 class EventsIn(msgspec.Struct, forbid_unknown_fields=True):

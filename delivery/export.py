@@ -82,7 +82,13 @@ async def _copy_csv(pool: asyncpg.Pool, manifest: Mapping[str, Any], queue: asyn
     try:
         async with pool.acquire() as conn:
             await conn.copy_from_query(
-                repo.MANIFEST_ITEMS_COPY, manifest["id"], manifest["manifest_number"], output=sink, format="csv"
+                repo.MANIFEST_ITEMS_COPY,
+                manifest["id"],
+                manifest["manifest_number"],
+                list(manifests.FORMULA_STARTS),
+                output=sink,
+                format="csv",
+                force_quote=list(manifests.TYPED_COLUMNS),
             )
         if buffer:
             await queue.put(bytes(buffer))

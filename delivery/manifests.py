@@ -6,8 +6,6 @@ Rows are mappings with the `CSV_COLUMNS` keys (the repository selects them under
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
@@ -18,7 +16,7 @@ from reportlab.lib.pagesizes import A4, landscape
 from reportlab.pdfgen.canvas import Canvas
 
 from invoicing.formats import rfc3339
-from invoicing.model import SHANGHAI
+from invoicing.model import beijing_time
 from invoicing.pdf import LATIN_FONT, draw_code128, draw_text, font_for, wrap_text
 
 CSV_COLUMNS = (
@@ -51,37 +49,54 @@ def item_record(row: Mapping[str, Any]) -> dict[str, str | None]:
     return record
 
 
-# --- CSV -------------------------------------------------------------------------------------------
+# --- CSV ---------------------------------------------------------------------------------------------
+
+# OWASP "CSV Injection": a spreadsheet runs a cell that starts with one of these as a formula
+# (`=HYPERLINK(...)`, `@SUM(...)`, `+cmd|...`). Such a cell gets a leading single quote, which makes the
+# spreadsheet show it as text. The columns that hold what a buyer or issuer typed are always quoted and
+# neutralised; the others are formats the service makes or validates (codes, numbers, E.164 phones, times).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+TYPED_COLUMNS = ("recipient", "address_line1", "city", "province", "postal_code", "country")
+_NEEDS_QUOTES = frozenset(',"\r\n')
 
 
-def _csv_writer(buffer: io.StringIO) -> Any:
-    # QUOTE_MINIMAL quotes fields with a comma, a quote, CR or LF and doubles quotes: RFC 4180
-    return csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+def spreadsheet_safe(value: str) -> str:
+    """The cell's text with a leading single quote when a spreadsheet would run it as a formula."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"'
+
+
+def csv_line(record: Mapping[str, str | None]) -> str:
+    """One CRLF-terminated record (RFC 4180): typed columns neutralised and always quoted, other cells quoted
+    when they hold a comma, a quote or a line break; a missing or empty value is written bare."""
+    cells = []
+    for name in CSV_COLUMNS:
+        value = record[name] or ""
+        if value and name in TYPED_COLUMNS:
+            cells.append(_quoted(spreadsheet_safe(value)))
+        else:
+            cells.append(_quoted(value) if _NEEDS_QUOTES.intersection(value) else value)
+    return ",".join(cells) + "\r\n"
 
 
 def csv_header() -> str:
     """The header row, CRLF-terminated (no BOM: a UTF-8 BOM would corrupt the first column's name)."""
-    buffer = io.StringIO()
-    _csv_writer(buffer).writerow(CSV_COLUMNS)
-    return buffer.getvalue()
+    return ",".join(CSV_COLUMNS) + "\r\n"
 
 
 def csv_rows(rows: Iterable[Mapping[str, Any]], chunk_rows: int = CHUNK_ROWS) -> Iterator[str]:
     """The data rows as text chunks of up to `chunk_rows` rows each; memory stays flat in the row count."""
-    buffer = io.StringIO()
-    writer = _csv_writer(buffer)
-    pending = 0
+    pending: list[str] = []
     for row in rows:
-        record = item_record(row)
-        writer.writerow(["" if record[name] is None else record[name] for name in CSV_COLUMNS])
-        pending += 1
-        if pending == chunk_rows:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-            pending = 0
+        pending.append(csv_line(item_record(row)))
+        if len(pending) == chunk_rows:
+            yield "".join(pending)
+            pending.clear()
     if pending:
-        yield buffer.getvalue()
+        yield "".join(pending)
 
 
 def csv_document(rows: Iterable[Mapping[str, Any]]) -> Iterator[str]:
@@ -205,7 +220,7 @@ def _details(header: Mapping[str, Any]) -> str:
     parts = [f"承运 Operator: {operator}", f"状态 Status: {header.get('status', '')}"]
     for label, key in (("创建 Created", "created_at"), ("交接 Closed", "closed_at")):
         if isinstance(header.get(key), datetime):
-            parts.append(f"{label}: {header[key].astimezone(SHANGHAI):%Y-%m-%d %H:%M} (UTC+8)")
+            parts.append(f"{label}: {beijing_time(header[key])}")
     return "   ".join(parts)
 
 

@@ -215,16 +215,25 @@ async def get_manifest(conn: asyncpg.Connection, operator_id: str, manifest_id: 
     return await conn.fetchrow(GET_MANIFEST, manifest_id, uuid.UUID(operator_id))
 
 
+def _typed(expr: str, name: str) -> str:
+    """A column a buyer or issuer typed, as `manifests.csv_line` writes it: empty as NULL, a cell starting with one
+    of `manifests.FORMULA_STARTS` (parameter $3) behind a single quote; COPY quotes it (`FORCE_QUOTE`)."""
+    return (
+        f"CASE WHEN left(({expr}), 1) = ANY($3::text[]) THEN '''' || ({expr}) ELSE nullif(({expr}), '') END AS {name}"
+    )
+
+
 # The same items for `COPY ... TO STDOUT (FORMAT csv)`: PostgreSQL writes the CSV itself. Empty strings
-# become NULL so that they are written bare, as Python's csv module writes them.
-MANIFEST_ITEMS_COPY = """
-SELECT $2::text, d.tracking_number, d.invoice_code, d.invoice_number, nullif(d.address->>'recipient', ''),
-       nullif(d.phone, ''), nullif(d.address->>'line1', ''), nullif(d.address->>'city', ''),
-       nullif(d.address->>'province', ''), nullif(d.address->>'postal_code', ''), nullif(d.address->>'country', ''),
+# become NULL so that they are written bare, as `manifests.csv_line` writes them.
+MANIFEST_ITEMS_COPY = f"""
+SELECT $2::text, d.tracking_number, d.invoice_code, d.invoice_number, {_typed("d.address->>'recipient'", "recipient")},
+       nullif(d.phone, ''), {_typed("d.address->>'line1'", "address_line1")}, {_typed("d.address->>'city'", "city")},
+       {_typed("d.address->>'province'", "province")}, {_typed("d.address->>'postal_code'", "postal_code")},
+       {_typed("d.address->>'country'", "country")},
        to_char(d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
   FROM delivery_orders d
  WHERE d.manifest_id = $1 AND d.status <> 'cancelled'
- ORDER BY d.tracking_number"""
+ ORDER BY d.tracking_number"""  # noqa: S608 - the f-string repeats fixed column expressions, no input
 
 
 # ---------------------------------------------------------------- labels

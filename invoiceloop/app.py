@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
+import hmac
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -16,19 +19,21 @@ from litestar import Litestar, Response, get
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
+from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 from delivery.api import PostalApi, PostalController, invoice_delivery
 from invoiceloop import problems
 from invoiceloop.loopwatch import watch_loop
+from invoiceloop.metrics import metrics
 from invoiceloop.settings import Settings
 from invoicing import db, keyring
 from invoicing.api import BATCH_MAX_BYTES, InvoiceController, IssuerApi, issuer_stats
 from invoicing.errors import DomainError
-from invoicing.http import Authenticator
+from invoicing.http import Authenticator, require_media_type
 from invoicing.keyring import ActiveSigner, KeyringWatcher
 from invoicing.note import parse_verifier_key
 from invoicing.numbering import Issuing
@@ -49,9 +54,24 @@ from verification.log_api import (
 from verification.services import Verifier
 from verification.sms import make_sms_channel
 from verification.views import PublicApi
-from verification.web import verify_form, verify_page
+from verification.web import page_router, verify_static
 
 T = TypeVar("T")
+# The API reference UI (Swagger UI from npm's swagger-ui-dist, static/swagger_ui/VENDORED.md), served from the
+# package so that `/schema` loads nothing from a CDN.
+SWAGGER_UI = "/static/api-reference"
+SWAGGER_UI_VERSION = "5.35.0"
+api_reference_static = create_static_files_router(
+    SWAGGER_UI, directories=[Path(__file__).parent / "static" / "swagger_ui"], name="api-reference-static"
+)
+API_REFERENCE = SwaggerRenderPlugin(
+    version=SWAGGER_UI_VERSION,
+    js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+    css_url=f"{SWAGGER_UI}/swagger-ui.css",
+    standalone_preset_js_url=f"{SWAGGER_UI}/swagger-ui-standalone-preset.js",
+    favicon=f"<link rel='icon' type='image/png' href='{SWAGGER_UI}/favicon-32x32.png'>",
+    path=["/", "/swagger"],
+)
 
 READY_REDIS_TIMEOUT_S = 1.5
 
@@ -201,15 +221,15 @@ def make_sms(settings: Settings) -> Any:
 ROUTES: list[ControllerRouterHandler] = [
     healthz,
     readyz,
-    PrometheusController,
+    metrics,
     # issuers
     InvoiceController,
     issuer_stats,
     # the public side
     create_verification,
-    verify_page,
-    verify_form,
-    sms_inbound,
+    verify_static,
+    api_reference_static,
+    sms_inbound,  # the page (GET and POST /verify) is `page_router`, added by `create_app` with its CSRF secret
     jwks,
     # the public transparency log
     log_checkpoint,
@@ -222,6 +242,12 @@ ROUTES: list[ControllerRouterHandler] = [
     PostalController,
     invoice_delivery,
 ]
+
+
+def csrf_secret(settings: Settings) -> str:
+    """The page's CSRF signing secret, derived from CHECK_CODE_SECRET (which every process of a deployment shares,
+    so a token from one process checks in another); it is never the check-code secret itself."""
+    return hmac.new(settings.secret_bytes(), b"invoiceloop verify-page csrf", hashlib.sha256).hexdigest()
 
 
 def create_app(
@@ -250,10 +276,15 @@ def create_app(
 
     prometheus = PrometheusConfig(app_name="invoiceloop", group_path=True)
     return Litestar(
-        route_handlers=[*(ROUTES if routes is None else routes), *(extra_routes or [])],
+        route_handlers=[
+            *([*ROUTES, page_router(csrf_secret(settings), settings.public_base_url)] if routes is None else routes),
+            *(extra_routes or []),
+        ],
+        guards=[require_media_type],
         lifespan=[lifespan],
         dependencies={
             "services": part(lambda s: s),
+            "metrics_token": Provide(lambda: settings.metrics_token, sync_to_thread=False, use_cache=True),
             "issuer_api": part(lambda s: s.issuer_api),
             "public_api": part(lambda s: s.public_api),
             "postal_api": part(lambda s: s.postal_api),
@@ -273,7 +304,7 @@ def create_app(
             description="Issue, verify and deliver invoices. Issuer routes take an issuer key, /v1/postal routes an "
             "operator key, as `Authorization: Bearer <key>`. Errors are application/problem+json.",
             components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            render_plugins=[API_REFERENCE],
         ),
         request_max_body_size=BATCH_MAX_BYTES,
         debug=False,

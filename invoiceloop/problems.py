@@ -26,6 +26,7 @@ from invoicing.errors import (
     RateLimited,
     Unauthorized,
     Unavailable,
+    UnsupportedMediaType,
     ValidationFailed,
 )
 from invoicing.http import body_field_error
@@ -66,6 +67,7 @@ PROBLEMS: dict[type[DomainError], Problem] = {
     IdempotencyMismatch: Problem(422, "Idempotency-Key reused with another body", "idempotency-mismatch"),
     Unauthorized: Problem(401, "Unauthorized", "unauthorized"),
     Forbidden: Problem(403, "Forbidden", "forbidden"),
+    UnsupportedMediaType: Problem(415, "Unsupported media type", "unsupported-media-type"),
     RateLimited: Problem(429, "Too many requests", "rate-limited"),
     Unavailable: Problem(503, "Service unavailable", "unavailable"),
     DomainError: Problem(400, "Bad request", "bad-request"),
@@ -92,9 +94,11 @@ def on_domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response
         extra["errors"] = [{"field": e.field, "message": e.message} for e in exc.errors]
     if isinstance(exc, RateLimited | Unavailable):
         extra["retry_after"] = exc.retry_after_s
-    if isinstance(exc, Unavailable) and (page := _error_page(request, 503)):
-        return page
+    if isinstance(exc, UnsupportedMediaType):
+        extra.update(sent=exc.sent, accepted=list(exc.accepted))
     kind = problem_of(exc)
+    if isinstance(exc, Unavailable | Forbidden) and (page := _error_page(request, kind.status)):
+        return page
     return problem(kind.status, kind.title, exc.detail, kind.slug, **extra)
 
 
@@ -112,6 +116,8 @@ def on_http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
             return problem(422, "Validation failed", "The request has invalid fields.", "validation", errors=errors)
         errors = [{"field": str(e.get("key", "")), "message": str(e.get("message", ""))} for e in extra]
         return problem(400, "Bad request", "some parameters are invalid", "bad-parameters", errors=errors)
+    if status == 403 and (page := _error_page(request, 403)):  # the page's CSRF check (litestar's middleware)
+        return page
     titles = {404: "Not found", 405: "Method not allowed", 413: "Request body too large", 401: "Unauthorized"}
     detail = exc.detail if status != 413 else "the request body is larger than this endpoint accepts"
     return problem(status, titles.get(status, "Bad request"), detail, f"http-{status}")
@@ -150,4 +156,4 @@ def _error_page(request: Request[Any, Any, Any], status: int) -> Response[Any] |
     """The verification page's own error page (a person reads it, not a program), when it is asked for."""
     if request.url.path not in PAGES:
         return None
-    return web.error_page(status, Unavailable.retry_after_s if status == 503 else None)
+    return web.error_page(status, Unavailable.retry_after_s if status == 503 else None, csrf=web.csrf_token(request))

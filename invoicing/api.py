@@ -15,6 +15,7 @@ import asyncpg
 import msgspec
 from cachetools import LRUCache
 from litestar import Controller, Request, get, post
+from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Response
@@ -134,6 +135,7 @@ class InvoiceController(Controller):
     tags = ["invoices"]  # noqa: RUF012 - litestar reads these class attributes
     dependencies = {"issuer": Provide(provide_issuer)}  # noqa: RUF012
     security = BEARER
+    cache_control = CacheControlHeader(no_store=True)  # every answer carries the check code (JSON, PDF)
 
     @post(
         "/",

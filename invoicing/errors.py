@@ -42,6 +42,15 @@ class MalformedRequest(DomainError):
     """The body cannot be read at all (not JSON, not a form)."""
 
 
+class UnsupportedMediaType(DomainError):
+    """The body was sent as a media type the route does not read (`sent`); `accepted` lists the ones it does."""
+
+    def __init__(self, sent: str, accepted: tuple[str, ...]) -> None:
+        super().__init__(f"this endpoint accepts {' or '.join(accepted)}; the request was sent as {sent}")
+        self.sent = sent
+        self.accepted = accepted
+
+
 class NotFound(DomainError):
     """No such object for this caller (another tenant's object is not found either)."""
 

@@ -14,10 +14,19 @@ import asyncpg
 import msgspec
 from cachetools import TTLCache
 from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
+from litestar.handlers.base import BaseRouteHandler
 
 from invoicing import repository
-from invoicing.errors import BadParameters, FieldError, MalformedRequest, Unauthorized, ValidationFailed
+from invoicing.errors import (
+    BadParameters,
+    FieldError,
+    MalformedRequest,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from invoicing.repository import Issuer
 
 T = TypeVar("T")
@@ -80,6 +89,34 @@ def decode_cursor(cursor: str | None, tag: str = "s") -> int | None:
     except (ValueError, UnicodeDecodeError):
         pass
     raise BadParameters(errors=[FieldError("cursor", "is not a cursor this API gave out")], detail=BAD_PARAMETERS)
+
+
+# The media types a route reads its body as: JSON unless the route says otherwise in its `opt` (the form routes).
+# A browser can send text/plain or a form to another site without asking it first (no CORS preflight), but never
+# application/json: so a JSON route that reads only JSON cannot be driven by a page on another site.
+ACCEPTS = "accepts"
+JSON_ONLY = ("application/json",)
+FORM = ("application/x-www-form-urlencoded", "multipart/form-data")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def require_media_type(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """The app's guard: a body must be of a media type the route reads (`opt["accepts"]`, JSON by default),
+    else 415 saying what was sent and what is accepted. A request without a body and without a Content-Type (a
+    manifest's close) passes; the route itself says whether it needs a body."""
+    if connection.scope.get("method") not in _BODY_METHODS:
+        return
+    accepted: tuple[str, ...] = tuple(handler.opt.get(ACCEPTS, JSON_ONLY))
+    header = connection.headers.get("content-type")
+    sent = header.split(";", 1)[0].strip().lower() if header else ""
+    if sent in accepted:
+        return
+    has_body = (
+        connection.headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in connection.headers
+    )
+    if header is None and not has_body:
+        return
+    raise UnsupportedMediaType(sent or "no Content-Type", accepted)
 
 
 KeyOwner = tuple[str, str]  # (kind, owner id)

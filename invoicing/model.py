@@ -292,6 +292,11 @@ def new_series_refusal(opened_this_year: int, cap: int) -> str | None:
     return None
 
 
+def beijing_time(moment: datetime) -> str:
+    """A moment as a person in China reads it, with the zone shown: `2026-11-30 23:05 (北京时间 UTC+8)`."""
+    return f"{moment.astimezone(SHANGHAI):%Y-%m-%d %H:%M} (北京时间 UTC+8)"
+
+
 def local_date(moment: datetime) -> date:
     """The calendar day of a moment in Asia/Shanghai."""
     return moment.astimezone(SHANGHAI).date()

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import hmac
 import random
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -155,3 +156,18 @@ async def invoices_in_every_state(seller: Any, pool: Any) -> list[dict[str, Any]
             uuid.UUID(tampered["id"]),
         )
     return [ok, voided, reversed_, partial, tampered]
+
+
+async def form_token(client: httpx.AsyncClient) -> str:
+    """What a person's browser has after opening the page: the CSRF cookie (kept by the client) and the form's
+    hidden token, which it returns."""
+    page = await client.get("/verify")
+    match = re.search(r'name="_csrf_token" value="([0-9a-f]+)"', page.text)
+    assert match, page.text[:2000]
+    return match[1]
+
+
+async def post_form(client: httpx.AsyncClient, fields: dict[str, str], **headers: str) -> httpx.Response:
+    """POST /verify as the page itself sends it: the cookie and token of a GET first."""
+    token = await form_token(client)
+    return await client.post("/verify", data={**fields, "_csrf_token": token}, headers=headers)

@@ -13,6 +13,7 @@ from litestar import Request, Response, post
 from litestar.di import NamedDependency
 
 from invoicing.errors import Forbidden
+from invoicing.http import ACCEPTS, FORM
 from verification import repository as vrepo
 from verification.model import InvoiceSummary
 from verification.services import Verifier, verify
@@ -57,7 +58,7 @@ async def _answer(verifier: Verifier, params: dict[str, str]) -> str:
     return twiml_reply(reply_text(result.outcome, result.times_verified, summary))
 
 
-@post(PATH, status_code=200, tags=["verification"], request_max_body_size=64 * 1024)
+@post(PATH, status_code=200, tags=["verification"], request_max_body_size=64 * 1024, opt={ACCEPTS: FORM})
 async def sms_inbound(request: Request[Any, Any, Any], public_api: NamedDependency[PublicApi]) -> Response[str]:
     """Twilio's webhook (form-encoded, `X-Twilio-Signature` checked; 403 when wrong or missing)."""
     form = await request.form()

@@ -35,22 +35,22 @@ async def _tree_size(public_api: PublicApi) -> int:
     return head.size
 
 
-@get("/v1/log/checkpoint", tags=["transparency log"], media_type="text/plain; charset=utf-8")
+@get("/v1/log/checkpoint", tags=["transparency log"], media_type="text/plain")
 async def log_checkpoint(public_api: NamedDependency[PublicApi]) -> Response[str]:
     """The latest checkpoint: a C2SP signed note of the origin, the tree size and the root hash."""
     reader = public_api.verifier.log
     head = await reader.head() if reader else None
     if head is None:
         raise NotFound("the log has no checkpoint yet")
-    return Response(head.checkpoint, media_type="text/plain; charset=utf-8", headers=FRESH)
+    return Response(head.checkpoint, media_type="text/plain", headers=FRESH)
 
 
-@get("/v1/log/key", tags=["transparency log"], media_type="text/plain; charset=utf-8")
+@get("/v1/log/key", tags=["transparency log"], media_type="text/plain")
 async def log_key(public_api: NamedDependency[PublicApi]) -> Response[str]:
     """The log's verifier key (signed-note format) that witnesses and monitors pin."""
     if public_api.log_verifier_key is None:
         raise NotFound("this server does not publish the log key")
-    return Response(public_api.log_verifier_key + "\n", media_type="text/plain; charset=utf-8", headers=IMMUTABLE)
+    return Response(public_api.log_verifier_key + "\n", media_type="text/plain", headers=IMMUTABLE)
 
 
 @get("/v1/log/tile/{path:path}", tags=["transparency log"], media_type="application/octet-stream")

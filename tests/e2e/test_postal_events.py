@@ -109,13 +109,17 @@ async def test_events_each_judged_on_its_own(
     assert await sms_outbox.send(pool, sms, texts[0]["id"], job_try=1) == "nothing to do"
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 async def test_event_body_limits(operator_factory: Any) -> None:
     operator = await operator_factory(["11"])  # a province nobody posts to here
     assert (await operator.post("/v1/postal/events", json={"events": []})).status_code == 422
     too_many = [event(f"x{i}", "RR000000015CN", "accepted", 0) for i in range(1001)]
     assert (await operator.post("/v1/postal/events", json={"events": too_many})).status_code == 422
     assert (await operator.post("/v1/postal/events", json={"events": [], "x": 1})).status_code == 422
-    assert (await operator.post("/v1/postal/events", content=b"{")).status_code == 400
+    assert (await operator.post("/v1/postal/events", content=b"{", headers=JSON)).status_code == 400
+    assert (await operator.post("/v1/postal/events", content=b"{}")).status_code == 415  # a body must say it is JSON
 
 
 async def test_operator_and_issuer_isolation(

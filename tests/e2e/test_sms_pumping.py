@@ -16,7 +16,7 @@ from tests.conftest import RunRedis, ServerProcess, server_log
 from tests.e2e.test_verify_page import form_of
 from tests.e2e.test_verify_sms import run_worker
 from tests.fake_twilio import FakeTwilio
-from tests.verification_fixtures import TWILIO_FROM, query_of, random_address, random_mobile
+from tests.verification_fixtures import TWILIO_FROM, post_form, query_of, random_address, random_mobile
 
 LATVIA = [f"+371200000{n:02d}" for n in range(20)]  # valid Latvian mobiles: premium-rate pumping targets
 CN_LANDLINE = "+862087654321"
@@ -63,7 +63,7 @@ async def test_foreign_mobile_and_cn_landline_are_refused_right_cn_mobile_texted
     assert (foreign["sms_receipt"], foreign["sms_receipt_reason"]) == ("not_sent", "country_not_allowed")
     landline = (await consumer.post("/v1/verifications", json=query_of(invoice, phone=CN_LANDLINE))).json()
     assert landline["result"] == "valid" and landline["sms_receipt_reason"] == "not_a_mobile"
-    page = await consumer.post("/verify", data=form_of(invoice, phone=LATVIA[1]))
+    page = await post_form(consumer, form_of(invoice, phone=LATVIA[1]))
     assert page.status_code == 200 and 'data-result="valid"' in page.text
     assert 'id="receipt"' in page.text and "No SMS receipt: receipts go only to mobiles" in page.text
     right = (await consumer.post("/v1/verifications", json=query_of(invoice, phone=cn_mobile))).json()

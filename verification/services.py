@@ -8,7 +8,7 @@ import functools
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -36,6 +36,7 @@ from verification.model import (
     is_mobile,
     matches,
     outcome_for,
+    qr_figures_differing,
 )
 from verification.sms import reply_text
 
@@ -60,7 +61,7 @@ class Requester:
     phone: str | None = None  # E.164; receipts go here (web/json) or it is the SMS sender
     phone_hash: str | None = None
     via_qr: bool = False  # a QR URL whose signature checked: not a guess, the locks do not apply
-    full_check_code: str | None = None  # from the QR URL, compared in full
+    qr_link: Mapping[str, str] | None = None  # the fields of a QR link it was opened from: its figures are compared
 
 
 @dataclass
@@ -73,6 +74,7 @@ class Verification:
     first_verified_at: datetime | None = None
     receipt: str | None = None  # "queued", "daily_limit_reached" or None (no phone given)
     tamper_reason: str | None = None  # why the stored record is not trusted (outcome `tampered`)
+    differs: tuple[str, ...] = ()  # a QR link's figures that are not the record's (outcome `mismatch`)
     log: InclusionProof | None = None  # the record's place in the public log, when it is there
 
 
@@ -129,8 +131,11 @@ def tamper_reason(v: Verifier, row: asyncpg.Record, chained: list[asyncpg.Record
     return why
 
 
-def _matched(row: asyncpg.Record, query: VerificationQuery, requester: Requester) -> bool:
-    """Whether the query's details match the stored content (the full check code too, from a QR URL)."""
+def _matched(row: asyncpg.Record, query: VerificationQuery, requester: Requester) -> tuple[bool, tuple[str, ...]]:
+    """Whether the query's details match the stored content, and the figures of a QR link that differ from it.
+
+    From a QR link, its full check code is compared too, and its figures (date, amounts): one that differs makes
+    a mismatch that names it, but only to a link that carries the invoice's full check code."""
     content = row["content"]
     ok = matches(
         query,
@@ -138,9 +143,12 @@ def _matched(row: asyncpg.Record, query: VerificationQuery, requester: Requester
         total_amount=Decimal(content["total_amount"]),
         issue_date=date.fromisoformat(content["issue_date"]),
     )
-    if requester.full_check_code is not None:
-        ok &= hmac.compare_digest(requester.full_check_code.encode(), content["check_code"].encode())
-    return ok
+    link = requester.qr_link
+    if link is None:
+        return ok, ()
+    holds_code = hmac.compare_digest(link.get("k", "").encode(), content["check_code"].encode())
+    differs = qr_figures_differing(link, content) if holds_code else ()
+    return ok and holds_code and not differs, differs
 
 
 @dataclass(frozen=True)
@@ -245,6 +253,7 @@ class _Found:
 
     row: asyncpg.Record | None
     matched: bool = False
+    differs: tuple[str, ...] = ()
 
     @property
     def found(self) -> Found:
@@ -255,7 +264,7 @@ def _lookup(row: asyncpg.Record | None, item: _Item) -> _Found:
     if row is None:
         return _Found(None)
     try:
-        return _Found(row, _matched(row, item.query, item.requester))
+        return _Found(row, *_matched(row, item.query, item.requester))
     except (KeyError, TypeError, ValueError, ArithmeticError):  # stored content we never wrote: no match
         log.error("integrity alarm: invoice %s has unreadable stored content", row["id"])
         return _Found(row, False)
@@ -270,7 +279,7 @@ def _answer_for(v: Verifier, f: _Found, state: Admission, chained: list[asyncpg.
     why = tamper_reason(v, f.row, chained) if f.matched else None
     outcome = outcome_for(f.row["status"], f.matched, why is not None)
     shown = public_invoice(f.row["content"], f.row["status"]) if outcome in SHOWS_INVOICE else None
-    return Verification(outcome, shown, tamper_reason=why)
+    return Verification(outcome, shown, tamper_reason=why, differs=f.differs if outcome == "mismatch" else ())
 
 
 async def _record(v: Verifier, conn: asyncpg.Connection, works: list[_Work]) -> list[int]:

@@ -16,7 +16,7 @@ from litestar.static_files import create_static_files_router
 
 from invoicing.errors import RateLimited, Unavailable, ValidationFailed
 from verification.challenge import ChallengeRequired
-from verification.model import OUTCOME_TEXT, fields_from_qr, parse_query
+from verification.model import OUTCOME_TEXT, differing_text, fields_from_qr, parse_query
 from verification.qr import QR_FIELDS, QrCheck, check_qr_params
 from verification.services import Verification, verify
 from verification.views import PublicApi, client_address
@@ -60,7 +60,7 @@ def error_page(status: int, retry_after_s: int | None = None, form: dict[str, st
 
 
 def _result_context(result: Verification, qr: QrCheck | None) -> dict[str, Any]:
-    zh, en = OUTCOME_TEXT[result.outcome]
+    zh, en = differing_text(result.differs) if result.differs else OUTCOME_TEXT[result.outcome]
     return {
         "result": result.outcome,
         "tone": TONE[result.outcome],
@@ -100,7 +100,7 @@ async def _answer(
         return render(422, form=shown, errors={e.field: e.message for e in exc.errors}, qr=qr)
     trusted = qr is not None and qr.valid
     requester = verifier.requester(
-        "web", client, query.phone, via_qr=trusted, full_check_code=qr.fields["k"] if trusted and qr else None
+        "web", client, query.phone, via_qr=trusted, qr_link=qr.fields if qr is not None else None
     )
     try:
         result = await verify(verifier, query, requester, altcha=altcha)

@@ -1,7 +1,7 @@
 """ALTCHA proofs of work (https://altcha.org, PoW v2, the `altcha` library): the challenge a client not yet proven
 is asked to solve when guessing concentrates on an invoice, and the check of its solution. The HMAC key is derived
 from the service secret (`Settings.secret_bytes()`), so every process of a deployment agrees without a new
-setting. Redeeming a solution once (no replays) is the limits' business (`Limits.redeem`)."""
+setting. Checking each challenge once (no replays) is the limits' business (`Limits.claim`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import time
 from typing import Any
 
@@ -19,6 +20,8 @@ from verification.limits import LimitFigures
 
 ALGORITHM = "PBKDF2/SHA-256"  # the widget's bundled worker computes it with WebCrypto; no memory-hard worker to ship
 PAYLOAD_MAX_CHARS = 4096  # a real payload is ~600 characters
+NOT_A_PAYLOAD = "is not an ALTCHA payload"
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")  # HMAC-SHA256, hex
 
 
 class ChallengeRequired(DomainError):
@@ -56,19 +59,27 @@ class Challenger:
         """The refusal carrying a fresh challenge."""
         return ChallengeRequired(self.issue(), reason)
 
-    def check(self, payload: str) -> tuple[str | None, str]:
-        """(the solution's id, "") when `payload` solves one of our challenges in time, else (None, why). The id
-        (the challenge's signature) is what `Limits.redeem` records so that a solution proves only once."""
+    def solution_id(self, payload: str) -> str | None:
+        """The id a payload's challenge is claimed by (its signature, as sent), or None when it is no payload."""
         if len(payload) > PAYLOAD_MAX_CHARS:
-            return None, "is not an ALTCHA payload"
+            return None
+        try:
+            signature = json.loads(binascii.a2b_base64(payload))["challenge"]["signature"]
+        except (ValueError, TypeError, KeyError, binascii.Error):
+            return None
+        return signature if isinstance(signature, str) and _SIGNATURE.fullmatch(signature) else None
+
+    def check(self, payload: str) -> str:
+        """ "" when `payload` solves one of our challenges in time, else why not. CPU: one key derivation
+        (`challenge_cost` PBKDF2 iterations) once the signature checks."""
         try:
             result = altcha.verify_solution(payload, self.key)
         except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):  # shapes the library does not expect
-            return None, "is not an ALTCHA payload"
+            return NOT_A_PAYLOAD
         if result.error:
-            return None, "is not an ALTCHA payload"
+            return NOT_A_PAYLOAD
         if result.expired:
-            return None, "the challenge has expired: solve the new one"
+            return "the challenge has expired: solve the new one"
         if not result.verified:
-            return None, "does not solve a challenge of this service"
-        return str(json.loads(binascii.a2b_base64(payload))["challenge"]["signature"]), ""
+            return "does not solve a challenge of this service"
+        return ""

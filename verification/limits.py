@@ -74,14 +74,17 @@ end
 return out
 """
 
-# KEYS[1] the solution's "used" marker, KEYS[2] the client's proof; ARGV[1] the marker's ttl_s, ARGV[2] the
-# proof's. A solution proves its client once: a replay finds the marker and proves nothing. Returns 1 or 0.
-_REDEEM = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
-  return 1
-end
-return 0
+# KEYS[1] the client's rate counter (the one `_SETTLE` counts), KEYS[2] a solution's "claimed" marker; ARGV rate
+# limit, rate ttl_s, the marker's ttl_s. Before a proof of work costs the server a key derivation, it counts against
+# the client's rate and claims its challenge: each challenge is checked once, so a solution proves once (a replay
+# finds the marker) and a bad one cannot be retried. Returns {0, 0} claimed, {1, 0} claimed already, {2, ttl} over
+# the rate.
+_CLAIM = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if n > tonumber(ARGV[1]) then return {2, redis.call('TTL', KEYS[1])} end
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then return {0, 0} end
+return {1, 0}
 """
 
 
@@ -174,7 +177,7 @@ class Limits:
         if redis is not None:
             self._count = redis.register_script(_COUNT)
             self._settle = redis.register_script(_SETTLE)
-            self._redeem = redis.register_script(_REDEEM)
+            self._claim = redis.register_script(_CLAIM)
 
     def _lock_ttl(self) -> int:
         return self.figures.lock_ttl_s or day_ttl_s()
@@ -222,15 +225,28 @@ class Limits:
             self._rate_error(int(ttl)) if state == Admission.OVER_RATE else Admission(state) for state, ttl in pairs
         ]
 
-    async def redeem(self, client: str, solution_id: str) -> bool:
-        """Record a verified proof of work (`solution_id`, the challenge's signature) for `client`: True the first
-        time, False for a replay. `LimitsUnavailable` when Redis cannot be reached."""
+    async def claim(self, client: str, solution_id: str) -> bool:
+        """Count a proof of work sent by `client` against its rate (`RateLimited` over it) and claim its challenge
+        (`solution_id`, the challenge's signature): True the first time, False when it was claimed already.
+        `LimitsUnavailable` when Redis cannot be reached."""
         if self.redis is None:
             return True
         f = self.figures
-        keys = [f"vl:pow:{solution_id}", f"vl:proof:{client}"]
+        keys = [f"vl:rate:{client}:{self._window()}", f"vl:pow:{solution_id}"]
         try:
-            return bool(await self._redeem(keys=keys, args=[f.challenge_ttl_s + 60, f.proof_ttl_s]))
+            state, ttl = await self._claim(keys=keys, args=[f.rate_per_window, f.rate_window_s, f.challenge_ttl_s + 60])
+        except RedisError as exc:
+            raise LimitsUnavailable("verification is briefly unavailable; please try again shortly") from exc
+        if int(state) == Admission.OVER_RATE:
+            raise self._rate_error(int(ttl))
+        return int(state) == 0
+
+    async def prove(self, client: str) -> None:
+        """`client` solved a challenge: it is proven for `proof_ttl_s` (or until a wrong answer on a hot invoice)."""
+        if self.redis is None:
+            return
+        try:
+            await self.redis.set(f"vl:proof:{client}", "1", ex=self.figures.proof_ttl_s)
         except RedisError as exc:
             raise LimitsUnavailable("verification is briefly unavailable; please try again shortly") from exc
 

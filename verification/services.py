@@ -3,6 +3,7 @@ log and counts, SMS receipts written to the outbox in the same transaction, then
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
@@ -25,7 +26,7 @@ from invoicing.integrity import StoredRecord, record_problem, status_problem
 from invoicing.keyring import KeyringWatcher
 from invoicing.transparency import InclusionProof, LogReader
 from verification import repository as vrepo
-from verification.challenge import Challenger
+from verification.challenge import NOT_A_PAYLOAD, Challenger
 from verification.limits import MATCHED, MISMATCHED, NOT_FOUND, Admission, Attempt, Found, Limits
 from verification.masking import public_invoice
 from verification.model import (
@@ -196,13 +197,20 @@ async def verify(
 
 
 async def prove(v: Verifier, client_hash: str, payload: str) -> None:
-    """Let a solved challenge prove its client for a while (`LimitFigures.proof_ttl_s`); a solution is redeemed
-    once. `ChallengeRequired`, with a fresh challenge and the reason, when it does not prove."""
-    solution_id, why = v.challenges.check(payload)
+    """Let a solved challenge prove its client for a while (`LimitFigures.proof_ttl_s`). Each challenge is checked
+    once, and only after the attempt was counted against the client's rate (`RateLimited` over it), so neither a
+    replay nor a stream of bad solutions costs the server more than one key derivation per rate-limited request;
+    the derivation runs off the event loop. `ChallengeRequired`, with a fresh challenge and why, when it does not
+    prove."""
+    solution_id = v.challenges.solution_id(payload)
     if solution_id is None:
-        raise v.challenges.required(why)
-    if not await v.limits.redeem(client_hash, solution_id):
+        raise v.challenges.required(NOT_A_PAYLOAD)
+    if not await v.limits.claim(client_hash, solution_id):
         raise v.challenges.required("this solution was used already: solve the new challenge")
+    why = await asyncio.to_thread(v.challenges.check, payload)
+    if why:
+        raise v.challenges.required(why)
+    await v.limits.prove(client_hash)
 
 
 async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | BaseException]:

@@ -5,6 +5,7 @@ solved by the real widget in headless Chromium); a solution proves once; texts k
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
 import json
 from collections.abc import AsyncIterator
@@ -174,3 +175,23 @@ async def test_the_widget_solves_in_chromium(
     await page.screenshot(path=str(shots / "phone-challenge-valid.png"), full_page=True)
     assert outside == [] and errors == []
     await context.close()
+
+
+async def test_a_challenge_is_checked_once(verify_server: ServerProcess, seller: Any) -> None:
+    """A wrong solution burns its challenge: the attacker cannot make the server derive keys again and again with
+    one challenge, and even the right solution of it is refused afterwards."""
+    invoice = await seller.issue()
+    by_amount = query_of(invoice, check_code_last6=None, total_amount=invoice["total_amount"])
+    address = random_address()
+    async with httpx.AsyncClient(base_url=verify_server.base_url, timeout=60) as client:
+        challenge = (await ask(client, by_amount, address)).json()["challenge"]
+        right = json.loads(base64.b64decode(await solve(challenge)))
+        wrong = {**right, "solution": {**right["solution"], "counter": right["solution"]["counter"] + 1}}
+        refused = await ask(
+            client, {**by_amount, "altcha": base64.b64encode(json.dumps(wrong).encode()).decode()}, address
+        )
+        assert refused.status_code == 428 and "does not solve" in refused.json()["errors"][0]["message"]
+        late = await ask(
+            client, {**by_amount, "altcha": base64.b64encode(json.dumps(right).encode()).decode()}, address
+        )
+        assert late.status_code == 428 and "used already" in late.json()["errors"][0]["message"]

@@ -103,8 +103,9 @@ async def test_pair_lock_and_challenge_on_a_hot_invoice(limits: Limits) -> None:
     assert await guess(limits, invoice, holder, MATCHED) == Admission.GO  # succeeded today: still served
     newcomer = "n" + secrets.token_hex(4)
     assert await guess(limits, invoice, newcomer, MATCHED) == Admission.CHALLENGE  # not proven: asked, not locked
-    assert await limits.redeem(newcomer, "solution-" + newcomer)
-    assert not await limits.redeem(newcomer, "solution-" + newcomer)  # a solution proves once
+    assert await limits.claim(newcomer, "solution-" + newcomer)
+    await limits.prove(newcomer)
+    assert not await limits.claim(newcomer, "solution-" + newcomer)  # a challenge is checked once
     assert await guess(limits, invoice, newcomer, MATCHED) == Admission.GO  # proven: the right details answer
     assert await guess(limits, invoice, "qr-user", trusted=True) == Admission.TRUSTED  # a signed QR is no guess
     texter = "sms" + secrets.token_hex(4)  # a text cannot show a challenge: its per-phone pair lock holds it
@@ -122,10 +123,10 @@ async def test_a_proof_buys_one_wrong_answer_on_a_hot_invoice(limits: Limits) ->
     for i in range(4):
         await guess(limits, invoice, f"heat{i}{client}")  # 4 clients, one mismatch each: hot
     assert await guess(limits, invoice, client) == Admission.CHALLENGE
-    assert await limits.redeem(client, "s1" + client)
+    await limits.prove(client)
     assert await guess(limits, invoice, client) == Admission.GO  # the proof is spent on this wrong answer
     assert await guess(limits, invoice, client) == Admission.CHALLENGE
-    assert await limits.redeem(client, "s2" + client)
+    await limits.prove(client)
     assert await guess(limits, invoice, client) == Admission.GO
     assert await guess(limits, invoice, client) == Admission.LOCKED  # and the pair lock still counts
 
@@ -135,9 +136,9 @@ async def test_the_amount_path_is_challenged_at_once_and_locks_sooner(limits: Li
     assert await guess(limits, invoice, client, MATCHED, by_amount=True) == Admission.CHALLENGE  # a fresh address
     assert await guess(limits, invoice, client, MATCHED) == Admission.GO  # the check code path is not hot yet
     other = "b" + secrets.token_hex(4)
-    assert await limits.redeem(other, "s" + other)
+    await limits.prove(other)
     assert await guess(limits, invoice, other, by_amount=True) == Admission.GO  # one wrong amount...
-    assert await limits.redeem(other, "t" + other)
+    await limits.prove(other)
     assert await guess(limits, invoice, other, by_amount=True) == Admission.LOCKED  # ...closes amounts to this pair
     assert await guess(limits, invoice, other) == Admission.GO  # a check code is still answered
 
@@ -156,6 +157,14 @@ async def test_a_burst_cannot_pass_the_lock(limits: Limits) -> None:
     assert one_by_one.count(Admission.GO) == 2
     ask = Attempt(secrets.token_hex(8), guesser, trusted=False, rate=False)
     assert await limits.settle_many([(ask, MISMATCHED)] * 10) == [Admission.GO, Admission.GO] + [Admission.LOCKED] * 8
+
+
+async def test_proofs_count_against_the_rate(limits: Limits) -> None:
+    client = "r" + secrets.token_hex(4)
+    await asyncio.sleep(1.01 - time.time() % 1)  # all in one fixed window
+    assert [await limits.claim(client, f"s{i}{client}") for i in range(3)] == [True, True, True]
+    with pytest.raises(RateLimited):
+        await limits.claim(client, "s9" + client)
 
 
 async def test_sms_caps(limits: Limits) -> None:

@@ -3,7 +3,7 @@
 Outcome precedence (`outcome_for`), first rule that applies wins:
 
 1. no record with this code and number            -> `not_found`
-2. the invoice is locked (too many mismatches today) -> `locked`, even when the details are right:
+2. this client is locked out of this invoice (too many of its mismatches today) -> `locked`, even when the details are right:
    answering anything else while locked would let a guesser keep testing check codes
 3. the details given do not match                  -> `mismatch`: a stranger with wrong details learns
    nothing more (not the status, not whether the stored record is sound)

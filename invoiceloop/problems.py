@@ -31,6 +31,7 @@ from invoicing.errors import (
 )
 from invoicing.http import body_field_error
 from verification import web
+from verification.challenge import ChallengeRequired
 
 log = logging.getLogger("invoiceloop")
 PROBLEM = "application/problem+json"
@@ -70,6 +71,7 @@ PROBLEMS: dict[type[DomainError], Problem] = {
     UnsupportedMediaType: Problem(415, "Unsupported media type", "unsupported-media-type"),
     RateLimited: Problem(429, "Too many requests", "rate-limited"),
     Unavailable: Problem(503, "Service unavailable", "unavailable"),
+    ChallengeRequired: Problem(428, "Proof of work required", "challenge-required"),
     DomainError: Problem(400, "Bad request", "bad-request"),
 }
 
@@ -96,6 +98,10 @@ def on_domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response
         extra["retry_after"] = exc.retry_after_s
     if isinstance(exc, UnsupportedMediaType):
         extra.update(sent=exc.sent, accepted=list(exc.accepted))
+    if isinstance(exc, ChallengeRequired):
+        extra["challenge"] = exc.challenge
+        if exc.reason:
+            extra["errors"] = [{"field": "altcha", "message": exc.reason}]
     kind = problem_of(exc)
     if isinstance(exc, Unavailable | Forbidden) and (page := _error_page(request, kind.status)):
         return page

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import altcha
 import httpx
 import pytest
 from twilio.request_validator import RequestValidator
@@ -132,6 +133,14 @@ def query_of(invoice: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return {k: v for k, v in body.items() if v is not None}
+
+
+def altcha_payload(challenge: dict[str, Any]) -> str:
+    """What a client does with a 428: solve the challenge with the altcha library's own solver (about a second)."""
+    parsed = altcha.Challenge.from_dict(challenge)
+    solution = altcha.solve_challenge(parsed)
+    assert solution is not None
+    return str(altcha.Payload(parsed, solution).to_base64())
 
 
 def wrong_last6(invoice: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ class VerificationIn(Strict):
     check_code_last6: str | None = None
     total_amount: str | None = None
     phone: str | None = None
+    altcha: str | None = None  # a solved proof of work, after a 428 (API.md "Challenges")
 
 
 def verification_json(result: Verification) -> dict[str, Any]:
@@ -42,6 +43,8 @@ def verification_json(result: Verification) -> dict[str, Any]:
         body["sms_receipt"] = result.receipt
     if result.receipt_reason is not None:
         body["sms_receipt_reason"] = result.receipt_reason
+    if result.differs:  # only from a QR link (the page today): which of its figures are not the record's
+        body["differs"] = list(result.differs)
     if result.tamper_reason is not None:
         body["tamper_reason"] = result.tamper_reason
     if result.log is not None:
@@ -61,8 +64,10 @@ async def create_verification(
     request: Request[Any, Any, Any], public_api: NamedDependency[PublicApi], data: JSONBody[VerificationIn]
 ) -> dict[str, Any]:
     """Verify an invoice: `result` is valid, mismatch, not_found, voided, reversed, partially_credited,
-    locked or tampered; `phone` asks for an SMS receipt. 429 with Retry-After over the rate limit."""
+    locked or tampered; `phone` asks for an SMS receipt. 429 with Retry-After over the rate limit; 428 with a
+    `challenge` (ALTCHA) when guessing concentrates on the invoice: send again with `altcha` set to the solution."""
     verifier = public_api.verifier
     query = parse_query(msgspec.structs.asdict(data))
-    result = await verify(verifier, query, verifier.requester("json", client_address(request), query.phone))
+    requester = verifier.requester("json", client_address(request), query.phone)
+    result = await verify(verifier, query, requester, altcha=data.altcha)
     return verification_json(result)

@@ -3,7 +3,7 @@
 Outcome precedence (`outcome_for`), first rule that applies wins:
 
 1. no record with this code and number            -> `not_found`
-2. the invoice is locked (too many mismatches today) -> `locked`, even when the details are right:
+2. this client is locked out of this invoice (too many of its mismatches today) -> `locked`, even when the details are right:
    answering anything else while locked would let a guesser keep testing check codes
 3. the details given do not match                  -> `mismatch`: a stranger with wrong details learns
    nothing more (not the status, not whether the stored record is sound)
@@ -229,6 +229,45 @@ def fields_from_qr(params: Mapping[str, str]) -> dict[str, str]:
     if params.get("k"):
         fields["check_code_last6"] = params["k"][-6:]
     return fields
+
+
+# The figures an invoice's QR link states (FORMATS.md "QR code"), by link field: the record's key, its words.
+QR_FIGURES: dict[str, tuple[str, str, str]] = {
+    "d": ("issue_date", "开票日期", "issue date"),
+    "a": ("total_amount", "金额", "amount excl. tax"),
+    "x": ("total_tax", "税额", "tax"),
+    "t": ("total", "价税合计", "total incl. tax"),
+}
+
+
+def qr_figures_differing(link: Mapping[str, str], content: Mapping[str, Any]) -> tuple[str, ...]:
+    """The record's figures (keys of its content, in link order) that a QR link states otherwise: a figure present in
+    the link that is not the record's, or unreadable, differs; one absent is not compared. Only to be told to someone
+    whose link carries the invoice's full check code (the caller's gate): else it would tell a guesser which of its
+    guessed figures were right."""
+    differing = []
+    for name, (key, _, _) in QR_FIGURES.items():
+        if name not in link:
+            continue
+        if name == "d":
+            same = parse_date(link[name]) == date.fromisoformat(content[key])
+        else:
+            stated = parse_amount(link[name])
+            same = stated is not None and stated == Decimal(content[key])
+        if not same:
+            differing.append(key)
+    return tuple(differing)
+
+
+def differing_text(keys: tuple[str, ...]) -> tuple[str, str]:
+    """The headline of a QR link whose figures differ from the record, naming them (zh, en)."""
+    words = {key: (zh, en) for key, zh, en in QR_FIGURES.values()}
+    zh = "、".join(words[k][0] for k in keys)
+    en = ", ".join(words[k][1] for k in keys)
+    return (
+        f"查验不一致：二维码中的{zh}与记录不符",
+        f"Mismatch: the QR code's {en} {'differs' if len(keys) == 1 else 'differ'} from our records",
+    )
 
 
 def matches(query: VerificationQuery, *, check_code: str, total_amount: Decimal, issue_date: date) -> bool:

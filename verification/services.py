@@ -3,12 +3,13 @@ log and counts, SMS receipts written to the outbox in the same transaction, then
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -20,12 +21,13 @@ from prometheus_client import Counter
 
 from invoicing import chain_repository, sms_outbox
 from invoicing.batching import Coalescer
-from invoicing.errors import RateLimited
+from invoicing.errors import DomainError
 from invoicing.integrity import StoredRecord, record_problem, status_problem
 from invoicing.keyring import KeyringWatcher
 from invoicing.replicas import Reads
 from invoicing.transparency import InclusionProof, LogReader
 from verification import repository as vrepo
+from verification.challenge import NOT_A_PAYLOAD, Challenger
 from verification.limits import MATCHED, MISMATCHED, NOT_FOUND, Admission, Attempt, Found, Limits
 from verification.masking import public_invoice
 from verification.model import (
@@ -38,6 +40,7 @@ from verification.model import (
     matches,
     outcome_for,
     phone_refusal,
+    qr_figures_differing,
     receipt_refusal,
 )
 from verification.sms import reply_text
@@ -63,7 +66,7 @@ class Requester:
     phone: str | None = None  # E.164; receipts go here (web/json) or it is the SMS sender
     phone_hash: str | None = None
     via_qr: bool = False  # a QR URL whose signature checked: not a guess, the locks do not apply
-    full_check_code: str | None = None  # from the QR URL, compared in full
+    qr_link: Mapping[str, str] | None = None  # the fields of a QR link it was opened from: its figures are compared
 
 
 @dataclass
@@ -77,6 +80,7 @@ class Verification:
     receipt: str | None = None  # "queued", "not_sent" or None (no phone given)
     receipt_reason: ReceiptRefusal | None = None  # why not, when "not_sent"
     tamper_reason: str | None = None  # why the stored record is not trusted (outcome `tampered`)
+    differs: tuple[str, ...] = ()  # a QR link's figures that are not the record's (outcome `mismatch`)
     log: InclusionProof | None = None  # the record's place in the public log, when it is there
 
 
@@ -97,11 +101,13 @@ class Verifier:
     sms_countries: frozenset[str] = DEFAULT_SMS_COUNTRIES  # SMS_ALLOWED_COUNTRIES: where strangers may make us text
     good_signatures: LRUCache[tuple[str, str, str], bool] = field(init=False, repr=False)
     batches: Coalescer[_Item, Verification] = field(init=False, repr=False)
+    challenges: Challenger = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.reads is None:
             self.reads = Reads(self.pool)
         self.good_signatures = LRUCache(maxsize=max(1, self.signatures_kept))
+        self.challenges = Challenger(self.secret, self.limits.figures)
         self.batches = Coalescer(functools.partial(verify_batch, self), lanes=self.lanes)
 
     def hash(self, kind: str, value: str) -> str:
@@ -135,8 +141,11 @@ def tamper_reason(v: Verifier, row: asyncpg.Record, chained: list[asyncpg.Record
     return why
 
 
-def _matched(row: asyncpg.Record, query: VerificationQuery, requester: Requester) -> bool:
-    """Whether the query's details match the stored content (the full check code too, from a QR URL)."""
+def _matched(row: asyncpg.Record, query: VerificationQuery, requester: Requester) -> tuple[bool, tuple[str, ...]]:
+    """Whether the query's details match the stored content, and the figures of a QR link that differ from it.
+
+    From a QR link, its full check code is compared too, and its figures (date, amounts): one that differs makes
+    a mismatch that names it, but only to a link that carries the invoice's full check code."""
     content = row["content"]
     ok = matches(
         query,
@@ -144,9 +153,12 @@ def _matched(row: asyncpg.Record, query: VerificationQuery, requester: Requester
         total_amount=Decimal(content["total_amount"]),
         issue_date=date.fromisoformat(content["issue_date"]),
     )
-    if requester.full_check_code is not None:
-        ok &= hmac.compare_digest(requester.full_check_code.encode(), content["check_code"].encode())
-    return ok
+    link = requester.qr_link
+    if link is None:
+        return ok, ()
+    holds_code = hmac.compare_digest(link.get("k", "").encode(), content["check_code"].encode())
+    differs = qr_figures_differing(link, content) if holds_code else ()
+    return ok and holds_code and not differs, differs
 
 
 @dataclass(frozen=True)
@@ -163,6 +175,8 @@ class _Item:
             self.requester.client_hash,
             self.requester.via_qr,
             self.rate,
+            by_amount=self.query.total_amount is not None,
+            challengeable=self.requester.channel != "sms",  # a text cannot show a challenge: per-phone locks only
         )
 
 
@@ -179,11 +193,33 @@ class _Work:
         return self.item.requester.phone is not None and self.item.requester.channel != "sms"  # a text gets a reply
 
 
-async def verify(v: Verifier, query: VerificationQuery, requester: Requester, *, rate: bool = True) -> Verification:
+async def verify(
+    v: Verifier, query: VerificationQuery, requester: Requester, *, rate: bool = True, altcha: str | None = None
+) -> Verification:
     """Verify one query: the lookup, the per-client rate (when `rate`; `RateLimited` over it) and the
-    guessing locks, the outcome, then log and count. Never raises on SMS trouble. Concurrent calls are carried
-    out together, a batch at a time (`invoicing.batching`), each as it would be alone."""
+    guessing locks, the outcome, then log and count. `altcha`, a solved proof of work, proves the client first;
+    `ChallengeRequired` when one is wanted (or the one sent does not prove). Never raises on SMS trouble.
+    Concurrent calls are carried out together, a batch at a time (`invoicing.batching`), each as it would be alone."""
+    if altcha is not None:
+        await prove(v, requester.client_hash, altcha)
     return await v.batches.submit(_Item(query, requester, rate))
+
+
+async def prove(v: Verifier, client_hash: str, payload: str) -> None:
+    """Let a solved challenge prove its client for a while (`LimitFigures.proof_ttl_s`). Each challenge is checked
+    once, and only after the attempt was counted against the client's rate (`RateLimited` over it), so neither a
+    replay nor a stream of bad solutions costs the server more than one key derivation per rate-limited request;
+    the derivation runs off the event loop. `ChallengeRequired`, with a fresh challenge and why, when it does not
+    prove."""
+    solution_id = v.challenges.solution_id(payload)
+    if solution_id is None:
+        raise v.challenges.required(NOT_A_PAYLOAD)
+    if not await v.limits.claim(client_hash, solution_id):
+        raise v.challenges.required("this solution was used already: solve the new challenge")
+    why = await asyncio.to_thread(v.challenges.check, payload)
+    if why:
+        raise v.challenges.required(why)
+    await v.limits.prove(client_hash)
 
 
 async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | BaseException]:
@@ -193,9 +229,10 @@ async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | B
     works: list[_Work] = []
     rows, chained = await _find(v, [(i.query.invoice_code, i.query.invoice_number) for i in items])
     found = [_lookup(rows.get((i.query.invoice_code, i.query.invoice_number)), i) for i in items]
-    states = await v.limits.settle_many([(i.attempt(), f.found) for i, f in zip(items, found, strict=True)])
+    settled = await v.limits.settle_many([(i.attempt(), f.found) for i, f in zip(items, found, strict=True)])
+    states = [v.challenges.required() if s == Admission.CHALLENGE else s for s in settled]
     for item, f, state in zip(items, found, states, strict=True):
-        if not isinstance(state, RateLimited):
+        if not isinstance(state, DomainError):
             chain = chained.get(f.row["id"], []) if f.row is not None else []
             works.append(_Work(item, f.row, _answer_for(v, f, state, chain)))
     async with v.pool.acquire() as conn:  # the log and the receipts: always the primary
@@ -206,7 +243,7 @@ async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | B
     for w in works:
         counter_for(w.item.requester.channel, w.result.outcome).inc()
     answers = iter(w.result for w in works)
-    return [state if isinstance(state, RateLimited) else next(answers) for state in states]
+    return [state if isinstance(state, DomainError) else next(answers) for state in states]
 
 
 Rows = dict[tuple[str, str], asyncpg.Record]
@@ -255,6 +292,7 @@ class _Found:
 
     row: asyncpg.Record | None
     matched: bool = False
+    differs: tuple[str, ...] = ()
 
     @property
     def found(self) -> Found:
@@ -265,7 +303,7 @@ def _lookup(row: asyncpg.Record | None, item: _Item) -> _Found:
     if row is None:
         return _Found(None)
     try:
-        return _Found(row, _matched(row, item.query, item.requester))
+        return _Found(row, *_matched(row, item.query, item.requester))
     except (KeyError, TypeError, ValueError, ArithmeticError):  # stored content we never wrote: no match
         log.error("integrity alarm: invoice %s has unreadable stored content", row["id"])
         return _Found(row, False)
@@ -280,7 +318,7 @@ def _answer_for(v: Verifier, f: _Found, state: Admission, chained: list[asyncpg.
     why = tamper_reason(v, f.row, chained) if f.matched else None
     outcome = outcome_for(f.row["status"], f.matched, why is not None)
     shown = public_invoice(f.row["content"], f.row["status"]) if outcome in SHOWS_INVOICE else None
-    return Verification(outcome, shown, tamper_reason=why)
+    return Verification(outcome, shown, tamper_reason=why, differs=f.differs if outcome == "mismatch" else ())
 
 
 async def _record(v: Verifier, conn: asyncpg.Connection, works: list[_Work]) -> list[int]:

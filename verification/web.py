@@ -8,6 +8,7 @@ litestar's double-submit CSRF token (a cookie and a hidden field, HMAC-signed), 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from litestar.utils.scope.state import ScopeState
 from invoicing.errors import Forbidden, RateLimited, Unavailable, ValidationFailed
 from invoicing.http import ACCEPTS, FORM
 from invoicing.model import beijing_time
-from verification.model import OUTCOME_TEXT, RECEIPT_REFUSAL_TEXT, fields_from_qr, parse_query
+from verification.challenge import ChallengeRequired
+from verification.model import OUTCOME_TEXT, RECEIPT_REFUSAL_TEXT, differing_text, fields_from_qr, parse_query
 from verification.qr import QR_FIELDS, QrCheck, check_qr_params
 from verification.services import Verification, verify
 from verification.views import PublicApi, client_address
@@ -62,7 +64,7 @@ async def _nosniff(response: Response[Any]) -> Response[Any]:
     return response
 
 
-# The page's stylesheet (and scripts a widget may add), from the package: `/static/verify/<file>`.
+# The page's stylesheet and the proof-of-work widget with its loader, from the package: `/static/verify/<file>`.
 verify_static = create_static_files_router(
     "/static/verify", directories=[STATIC], name="verify-static", include_in_schema=False, after_request=_nosniff
 )
@@ -97,7 +99,7 @@ def error_page(
 
 
 def _result_context(result: Verification, qr: QrCheck | None) -> dict[str, Any]:
-    zh, en = OUTCOME_TEXT[result.outcome]
+    zh, en = differing_text(result.differs) if result.differs else OUTCOME_TEXT[result.outcome]
     return {
         "result": result.outcome,
         "tone": TONE[result.outcome],
@@ -114,8 +116,20 @@ def _result_context(result: Verification, qr: QrCheck | None) -> dict[str, Any]:
     }
 
 
+def challenge_page(exc: ChallengeRequired, form: dict[str, str], qr: QrCheck | None, csrf: str | None) -> Response[str]:
+    """428: the form, still filled in (with its CSRF token), with the self-hosted ALTCHA widget holding the
+    challenge."""
+    return render(
+        428, form=form, qr=qr, challenge=json.dumps(exc.challenge), challenge_reason=exc.reason, csrf_token=csrf
+    )
+
+
 async def _answer(
-    request: Request[Any, Any, Any], public_api: PublicApi, fields: dict[str, str], qr: QrCheck | None
+    request: Request[Any, Any, Any],
+    public_api: PublicApi,
+    fields: dict[str, str],
+    qr: QrCheck | None,
+    altcha: str | None = None,
 ) -> Response[str]:
     """Verify `fields` and render the result; field errors and the rate limit are shown on the page."""
     verifier = public_api.verifier
@@ -128,10 +142,12 @@ async def _answer(
         return render(422, form=shown, errors={e.field: e.message for e in exc.errors}, qr=qr, csrf_token=csrf)
     trusted = qr is not None and qr.valid
     requester = verifier.requester(
-        "web", client, query.phone, via_qr=trusted, full_check_code=qr.fields["k"] if trusted and qr else None
+        "web", client, query.phone, via_qr=trusted, qr_link=qr.fields if qr is not None else None
     )
     try:
-        result = await verify(verifier, query, requester)
+        result = await verify(verifier, query, requester, altcha=altcha)
+    except ChallengeRequired as exc:
+        return challenge_page(exc, shown, qr, csrf)
     except RateLimited as exc:
         response = render(429, form=shown, limited=exc.retry_after_s, csrf_token=csrf)
         response.headers["Retry-After"] = str(exc.retry_after_s)
@@ -191,7 +207,7 @@ async def verify_form(request: Request[Any, Any, Any], public_api: NamedDependen
     check_same_site(request, public_api.public_base_url)
     form = await request.form()
     fields = {name: str(form.get(name) or "") for name in FORM_FIELDS}  # empty fields count as absent
-    return await _answer(request, public_api, fields, None)
+    return await _answer(request, public_api, fields, None, str(form.get("altcha") or "") or None)
 
 
 def page_router(csrf_secret: str, public_base_url: str) -> Router:

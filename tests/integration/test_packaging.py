@@ -96,3 +96,18 @@ def test_a_non_editable_install_migrates_an_empty_database(installed: Path, tmp_
 def test_migrate_refuses_when_it_finds_no_migration(tmp_path: Path) -> None:
     with pytest.raises(db.NoMigrations, match="no migrations"):
         db.migration_files(tmp_path)
+
+
+def test_the_page_and_its_proof_of_work_widget_are_in_the_wheel(installed: Path) -> None:
+    """The verify page's templates and the self-hosted ALTCHA widget (no CDN) ship with the package."""
+    for name in (
+        "templates/verify.html",
+        "templates/challenge_head.html",
+        "templates/challenge_form.html",
+        "static/verify-challenge.js",
+        "static/altcha/altcha.min.js",
+        "static/altcha/altcha.css",
+        "static/altcha/pbkdf2.js",
+        "static/altcha/LICENSE.txt",
+    ):
+        assert (installed / "verification" / name).exists(), f"verification/{name} is not packaged (pyproject.toml)"

@@ -31,6 +31,8 @@ SHORT = LimitFigures(
     rate_window_s=1,
     mismatches_to_lock=2,
     global_mismatches=4,
+    amount_mismatches_to_lock=1,
+    amount_global_mismatches=0,
     lock_ttl_s=1,
     receipts_per_phone=2,
     receipts_per_client=3,
@@ -72,11 +74,23 @@ async def test_rate_limit_429_then_resets(limits: Limits) -> None:
     assert await settle(limits, "x", client, found=MATCHED, trusted=True) == Admission.TRUSTED
 
 
-async def guess(limits: Limits, invoice: str, client: str, found: Found = MISMATCHED, trusted: bool = False) -> int:
-    return await settle(limits, invoice, client, found=found, trusted=trusted, rate=False)
+async def guess(
+    limits: Limits,
+    invoice: str,
+    client: str,
+    found: Found = MISMATCHED,
+    trusted: bool = False,
+    *,
+    by_amount: bool = False,
+    challengeable: bool = True,
+) -> int:
+    attempt = Attempt(invoice, client, trusted, rate=False, by_amount=by_amount, challengeable=challengeable)
+    state = (await limits.settle_many([(attempt, found)]))[0]
+    assert not isinstance(state, RateLimited)
+    return state
 
 
-async def test_pair_lock_and_global_ceiling(limits: Limits) -> None:
+async def test_pair_lock_and_challenge_on_a_hot_invoice(limits: Limits) -> None:
     invoice, guesser, holder = secrets.token_hex(8), "g" + secrets.token_hex(4), "h" + secrets.token_hex(4)
     assert await guess(limits, invoice, holder, MATCHED) == Admission.GO  # the holder succeeded today
     for _ in range(2):
@@ -85,12 +99,48 @@ async def test_pair_lock_and_global_ceiling(limits: Limits) -> None:
     assert await guess(limits, invoice, guesser, MATCHED) == Admission.LOCKED  # even with the right details
     assert await guess(limits, invoice, holder, MATCHED) == Admission.GO
     results = [await guess(limits, invoice, f"o{i}") for i in range(3)]
-    assert results == [Admission.GO, Admission.GO, Admission.LOCKED]  # 2 + 2 mismatches reach the ceiling of 4
+    assert results == [Admission.GO, Admission.GO, Admission.CHALLENGE]  # 2 + 2 mismatches make it hot
     assert await guess(limits, invoice, holder, MATCHED) == Admission.GO  # succeeded today: still served
-    assert await guess(limits, invoice, "o9", MATCHED) == Admission.LOCKED  # a newcomer is not, while it lasts
+    newcomer = "n" + secrets.token_hex(4)
+    assert await guess(limits, invoice, newcomer, MATCHED) == Admission.CHALLENGE  # not proven: asked, not locked
+    assert await limits.claim(newcomer, "solution-" + newcomer)
+    await limits.prove(newcomer)
+    assert not await limits.claim(newcomer, "solution-" + newcomer)  # a challenge is checked once
+    assert await guess(limits, invoice, newcomer, MATCHED) == Admission.GO  # proven: the right details answer
     assert await guess(limits, invoice, "qr-user", trusted=True) == Admission.TRUSTED  # a signed QR is no guess
+    texter = "sms" + secrets.token_hex(4)  # a text cannot show a challenge: its per-phone pair lock holds it
+    assert [await guess(limits, invoice, texter, challengeable=False) for _ in range(3)] == [
+        Admission.GO,
+        Admission.GO,
+        Admission.LOCKED,
+    ]
     await asyncio.sleep(1.05)
     assert await guess(limits, invoice, guesser) == Admission.GO  # the lock has expired
+
+
+async def test_a_proof_buys_one_wrong_answer_on_a_hot_invoice(limits: Limits) -> None:
+    invoice, client = secrets.token_hex(8), "p" + secrets.token_hex(4)
+    for i in range(4):
+        await guess(limits, invoice, f"heat{i}{client}")  # 4 clients, one mismatch each: hot
+    assert await guess(limits, invoice, client) == Admission.CHALLENGE
+    await limits.prove(client)
+    assert await guess(limits, invoice, client) == Admission.GO  # the proof is spent on this wrong answer
+    assert await guess(limits, invoice, client) == Admission.CHALLENGE
+    await limits.prove(client)
+    assert await guess(limits, invoice, client) == Admission.GO
+    assert await guess(limits, invoice, client) == Admission.LOCKED  # and the pair lock still counts
+
+
+async def test_the_amount_path_is_challenged_at_once_and_locks_sooner(limits: Limits) -> None:
+    invoice, client = secrets.token_hex(8), "a" + secrets.token_hex(4)
+    assert await guess(limits, invoice, client, MATCHED, by_amount=True) == Admission.CHALLENGE  # a fresh address
+    assert await guess(limits, invoice, client, MATCHED) == Admission.GO  # the check code path is not hot yet
+    other = "b" + secrets.token_hex(4)
+    await limits.prove(other)
+    assert await guess(limits, invoice, other, by_amount=True) == Admission.GO  # one wrong amount...
+    await limits.prove(other)
+    assert await guess(limits, invoice, other, by_amount=True) == Admission.LOCKED  # ...closes amounts to this pair
+    assert await guess(limits, invoice, other) == Admission.GO  # a check code is still answered
 
 
 async def test_matches_and_unknown_invoices_count_no_mismatch(limits: Limits) -> None:
@@ -107,6 +157,14 @@ async def test_a_burst_cannot_pass_the_lock(limits: Limits) -> None:
     assert one_by_one.count(Admission.GO) == 2
     ask = Attempt(secrets.token_hex(8), guesser, trusted=False, rate=False)
     assert await limits.settle_many([(ask, MISMATCHED)] * 10) == [Admission.GO, Admission.GO] + [Admission.LOCKED] * 8
+
+
+async def test_proofs_count_against_the_rate(limits: Limits) -> None:
+    client = "r" + secrets.token_hex(4)
+    await asyncio.sleep(1.01 - time.time() % 1)  # all in one fixed window
+    assert [await limits.claim(client, f"s{i}{client}") for i in range(3)] == [True, True, True]
+    with pytest.raises(RateLimited):
+        await limits.claim(client, "s9" + client)
 
 
 async def test_sms_caps(limits: Limits) -> None:

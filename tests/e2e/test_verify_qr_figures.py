@@ -1,0 +1,74 @@
+"""A QR link with altered figures (issue 12, item 5): its `t=` changed to 114.70 said "查验一致 Genuine" with only a
+red badge below. The headline is now a mismatch naming the figure, over HTTP and in headless Chromium."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, async_playwright
+
+from tests.conftest import ServerProcess
+from tests.e2e.test_verify_page import CHROMIUM_ARGS, result_of
+from tests.verification_fixtures import random_address
+
+
+def altered(url: str, **figures: str) -> str:
+    for name, value in figures.items():
+        url = re.sub(rf"&{name}=[^&]+", f"&{name}={value}", url)
+    return url
+
+
+async def test_an_altered_total_makes_the_headline_a_mismatch(consumer: Any, seller: Any) -> None:
+    invoice = await seller.issue()
+    assert invoice["total"] != "114.70"
+    page = await consumer.get(altered(invoice["verify_url"], t="114.70"))
+    assert result_of(page.text) == "mismatch" and "查验一致" not in page.text and 'id="invoice"' not in page.text
+    assert "查验不一致：二维码中的价税合计与记录不符" in page.text
+    assert "the QR code&#39;s total incl. tax differs" in page.text and "QR signature invalid" in page.text
+    both = await consumer.get(altered(invoice["verify_url"], a="1.00", x="0.13"))
+    assert "二维码中的金额、税额与记录不符" in both.text
+    genuine = await consumer.get(invoice["verify_url"])
+    assert result_of(genuine.text) == "valid"
+
+
+async def test_a_guessed_link_learns_nothing_of_its_figures(consumer: Any, seller: Any) -> None:
+    """Without the invoice's full check code the answer names no figure: else it would tell a guesser that its
+    guessed total was right and its code wrong."""
+    invoice = await seller.issue()
+    code = invoice["check_code"]
+    wrong = code[:-6] + f"{(int(code[-6:]) + 1) % 10**6:06d}"
+    page = await consumer.get(altered(invoice["verify_url"], k=wrong, t="114.70"))
+    assert result_of(page.text) == "mismatch" and "二维码中的" not in page.text and "查验不一致" in page.text
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+async def test_the_altered_link_in_chromium(
+    browser: Browser, verify_server: ServerProcess, seller: Any, output_dir: Path
+) -> None:
+    invoice = await seller.issue()
+    context = await browser.new_context(
+        viewport={"width": 390, "height": 844}, locale="zh-CN", extra_http_headers={"X-Forwarded-For": random_address()}
+    )
+    page = await context.new_page()
+    await page.goto(altered(invoice["verify_url"], t="114.70"))
+    assert await page.get_attribute("#result", "data-result") == "mismatch"
+    headline = await page.inner_text("#result h2")
+    assert headline == "查验不一致：二维码中的价税合计与记录不符"
+    assert "total incl. tax differs" in await page.inner_text("#result .en")
+    assert "QR signature invalid" in await page.inner_text("#qr-signature")
+    assert await page.query_selector("#invoice") is None
+    shots = output_dir / "verify"
+    shots.mkdir(exist_ok=True)
+    await page.screenshot(path=str(shots / "phone-qr-altered.png"), full_page=True)
+    await context.close()

@@ -148,6 +148,8 @@ async def prepare(url: str, settings: Settings) -> Prepared:
     conn = await asyncpg.connect(url)
     try:
         await conn.execute("CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY, body jsonb NOT NULL)")
+        # what earlier runs' verifications left (the builder writes none): every run verifies fresh invoices
+        await conn.execute("TRUNCATE verifications, invoice_counts, sms_outbox, bench_rows")
         stored = await conn.fetchval("SELECT records FROM scale_build")
         from tests.conftest import valid_uscc
 
@@ -227,11 +229,15 @@ async def http_figures(port: int, prep: Prepared) -> dict[str, Any]:
         ("issue16", "POST", "/v1/invoices", prep.issue_bodies, 16, prep.issuer_key),
         ("verify", "POST", "/v1/verifications", prep.verify_bodies, 64, ""),
     ]
+    fresh = prep.verify_bodies  # each round verifies invoices nobody verified before: first verifications
+    share = len(fresh) // (ROUNDS + 1)
     for name, method, path, bodies, conns, key in cases:  # warm-up: series opened, pools connected
-        await asyncio.to_thread(wrk, port, method, path, bodies[:50] if name == "verify" else bodies, conns, key, 1)
+        await asyncio.to_thread(wrk, port, method, path, fresh[-share:] if name == "verify" else bodies, conns, key, 1)
     runs: dict[str, list[tuple[float, float, int]]] = {c[0]: [] for c in cases}
-    for _ in range(ROUNDS):
+    for n in range(ROUNDS):
         for name, method, path, bodies, conns, key in cases:
+            if name == "verify":
+                bodies = fresh[n * share : (n + 1) * share]
             runs[name].append(await asyncio.to_thread(wrk, port, method, path, bodies, conns, key, SECONDS))
     return {
         name: {
@@ -303,22 +309,36 @@ def audit_day(url: str, settings: Settings, day_records: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- buffers per hot statement
 
 
-def _count(line: str) -> int:
+def _buffer_count(line: str) -> int:
     hit, read = re.search(r"shared hit=(\d+)", line), re.search(r"shared (?:hit=\d+ )?read=(\d+)", line)
     return (int(hit[1]) if hit else 0) + (int(read[1]) if read else 0)
 
 
-def _buffers(plan: str) -> int:
-    """Shared buffers hit + read of a whole statement: its top node's (which counts its tree, subplans and the
-    CTEs it reads) plus those of the CTEs nothing reads (data-modifying ones, run after the main query)."""
-    lines = [line for line in plan.splitlines() if line.strip()]
+def _wal_bytes(line: str) -> int:
+    found = re.search(r"bytes=(\d+)", line)
+    return int(found[1]) if found else 0
+
+
+def _total(plan: str, what: str = "Buffers:") -> int:
+    """Shared buffers hit + read (or WAL bytes, `what="WAL:"`) of a whole statement: its top node's (which
+    counts its tree, subplans and the CTEs it reads) plus those of the CTEs nothing reads (data-modifying ones,
+    run after the main query)."""
+    count = _buffer_count if what == "Buffers:" else _wal_bytes
+    lines = [line for line in plan.splitlines() if line.strip() and "Planning" not in line]
     start = next((i for i, line in enumerate(lines) if "(actual" in line or "(cost=" in line), len(lines))
-    total = next((_count(line) for line in lines[start:] if "Buffers:" in line and "Planning" not in line), 0)
+    top = [i for i, line in enumerate(lines[start:], start) if "(actual" in line]
+    first = top[0] if top else start
+    nxt = top[1] if len(top) > 1 else len(lines)
+    total = next((count(x) for x in lines[first:nxt] if what in x), 0)
     for i, line in enumerate(lines):
         cte = re.match(r"\s*CTE (\w+)$", line)
         if cte and f"CTE Scan on {cte[1]}" not in plan:
-            total += next((_count(x) for x in lines[i + 1 : i + 3] if "Buffers:" in x), 0)
+            total += next((count(x) for x in lines[i + 2 : i + 4] if what in x), 0)
     return total
+
+
+def _buffers(plan: str) -> int:
+    return _total(plan)
 
 
 AUTO_EXPLAIN = [
@@ -326,6 +346,7 @@ AUTO_EXPLAIN = [
     "SET auto_explain.log_min_duration = 0",
     "SET auto_explain.log_analyze = on",
     "SET auto_explain.log_buffers = on",
+    "SET auto_explain.log_wal = on",
     "SET auto_explain.log_timing = off",
     "SET auto_explain.log_nested_statements = on",
     "SET auto_explain.log_level = notice",
@@ -358,6 +379,7 @@ async def explain_figures(url: str, settings: Settings) -> dict[str, Any]:
         for statement in AUTO_EXPLAIN:
             await conn.execute(statement)
         found: dict[str, list[int]] = {"lock_heads": [], "insert_records": [], "verify_lookup": []}
+        wal: list[int] = []
         plans: dict[str, str] = {}
         for _ in range(QUERIES):
             notes.clear()
@@ -379,6 +401,8 @@ async def explain_figures(url: str, settings: Settings) -> dict[str, Any]:
                 if name:
                     found[name].append(_buffers(note))
                     plans[name] = note
+                if name == "insert_records":
+                    wal.append(_total(note, "WAL:"))
         await conn.execute("SET auto_explain.log_min_duration = -1")
         top = await conn.fetchval("SELECT max(seq) FROM invoices")
         rng = random.Random(11)
@@ -397,6 +421,7 @@ async def explain_figures(url: str, settings: Settings) -> dict[str, Any]:
         await conn.close()
     return {
         "buffers": {k: (statistics.mean(v) if v else None) for k, v in found.items()},
+        "insert_wal_bytes": statistics.mean(wal) if wal else None,
         "plans": plans,
     }
 
@@ -447,7 +472,9 @@ async def sizes(url: str) -> dict[str, Any]:
         rows = await conn.fetch(
             """SELECT c.relname, pg_table_size(c.oid) AS heap, pg_indexes_size(c.oid) AS idx
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 2 DESC"""
+                WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname NOT LIKE 'bench%'
+                  AND c.relname NOT LIKE 'scale%' AND c.relname NOT IN ('verifications', 'invoice_counts', 'sms_outbox')
+                ORDER BY 2 DESC"""
         )
         tables = {r["relname"]: {"heap": r["heap"], "indexes": r["idx"]} for r in rows}
         total = sum(t["heap"] + t["indexes"] for t in tables.values())

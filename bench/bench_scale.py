@@ -417,6 +417,22 @@ async def explain_figures(url: str, settings: Settings) -> dict[str, Any]:
             )
             found["verify_lookup"].append(_buffers(plan))
             plans["verify_lookup"] = plan
+        found["verify_lookup_64"] = []
+        for _ in range(QUERIES // 4):  # a batch of 64 verifications, as the coalescer makes under load
+            rows = await conn.fetch(
+                "SELECT invoice_code, invoice_number FROM invoices WHERE seq = ANY($1::bigint[])",
+                [rng.randint(1, top) for _ in range(64)],
+            )
+            plan = "\n".join(
+                r[0]
+                for r in await conn.fetch(
+                    "EXPLAIN (ANALYZE, BUFFERS, TIMING OFF) " + FIND_INVOICES,
+                    [r[0] for r in rows],
+                    [r[1] for r in rows],
+                )
+            )
+            found["verify_lookup_64"].append(_buffers(plan))
+            plans["verify_lookup_64"] = plan
     finally:
         await conn.close()
     return {
@@ -508,7 +524,8 @@ def report(results: list[dict[str, Any]]) -> None:
     print(
         f"{'stored':>11} {'measured':16} {'bare/s':>7} {'insert/s':>8} {'issue16/s':>9} {'p99':>6} "
         f"{'verify/s':>8} {'p99':>6} {'issue/ins':>9} {'verify/bare':>11} {'manifest':>9} {'seq/s':>7} "
-        f"{'audit/s':>7} {'buf lock':>8} {'buf ins':>7} {'buf verify':>10} {'B/rec':>6} {'WAL/rec':>7}"
+        f"{'audit/s':>7} {'buf lock':>8} {'buf ins':>7} {'WAL ins':>7} {'buf verify':>10} {'buf v64':>7} {'B/rec':>6} "
+        f"{'WAL/rec':>7}"
     )
     for r in results:
         h, b, sz = r.get("http"), r["explain"]["buffers"], r["sizes"]
@@ -523,7 +540,8 @@ def report(results: list[dict[str, Any]]) -> None:
         else:
             line += " " * 110
         line += (
-            f"{b['lock_heads'] or 0:8.1f} {b['insert_records'] or 0:7.1f} {b['verify_lookup'] or 0:10.1f} "
+            f"{b['lock_heads'] or 0:8.1f} {b['insert_records'] or 0:7.1f} {r['explain'].get('insert_wal_bytes') or 0:7.0f} "
+            f"{b['verify_lookup'] or 0:10.1f} {b.get('verify_lookup_64') or 0:7.0f} "
             f"{sz['bytes_per_record']:6.0f} {sz['wal_per_record']:7.0f}"
         )
         print(line)

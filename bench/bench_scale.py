@@ -546,7 +546,7 @@ def report(results: list[dict[str, Any]]) -> None:
         )
         print(line)
     timed = [r for r in results if r.get("http")]
-    if len(timed) >= 2:
+    if len({r["stored"] for r in timed}) >= 2:
         small = min(timed, key=lambda r: (r["stored"], -r["at"].timestamp()))
         large = max(timed, key=lambda r: (r["stored"], r["at"].timestamp()))
         s, g = small["http"], large["http"]

@@ -8,7 +8,7 @@ SYSTEM_PACKAGES := python3-venv python3-dev gcc make chromium poppler-utils zbar
                    libpango-1.0-0 libpangoft2-1.0-0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: system install run test lint bench clean
+.PHONY: system install run test lint bench bench-scale clean
 
 system:  ## Debian packages: CJK font for PDFs, Chromium for the browser tests, poppler/zbar to read PDFs back
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -42,6 +42,14 @@ bench: install  ## speed, as ratios against same-run baselines (wrk generates th
 	$(BIN)/python -m bench.bench_pdf
 	$(BIN)/python -m bench.bench_verify
 	$(BIN)/python -m bench.bench_delivery
+
+SCALE_TO ?= 1000000
+bench-scale: install  ## flat cost as data grows: builds (once, kept, resumable) the scale data sets, then measures them
+	@dpkg -s wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
+	SCALE_DATA_DIR=$${SCALE_DATA_DIR:-$$HOME/.cache/invoiceloop-scale}-0 $(BIN)/python -m bench.scale_data \
+	  --url $${SCALE_DB_URL:-postgresql://postgres@127.0.0.1:5432/invoiceloop_scale}_0 --to 1
+	$(BIN)/python -m bench.scale_data --to $(SCALE_TO)
+	$(BIN)/python -m bench.bench_scale
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis test-output .invoiceloop

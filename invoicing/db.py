@@ -21,6 +21,12 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )"""
 
 
+# Our statements are index lookups and small writes; PostgreSQL JIT-compiles a statement once its estimated cost
+# passes `jit_above_cost`, and estimates grow with the tables: on a million invoices the audit's batch lookups paid
+# 0.2-1.8 s of compilation each for a few hundred milliseconds of work (docs/scale-data.md). Never worth it here.
+SERVER_SETTINGS = {"jit": "off"}
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     """jsonb to and from Python values (msgspec decodes them as json.loads would, faster: every invoice row)."""
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=msgspec.json.decode, schema="pg_catalog")
@@ -28,7 +34,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 async def connect(url: str) -> asyncpg.Connection:
     """One connection (for commands) that reads and writes jsonb as the pool's connections do."""
-    conn = await asyncpg.connect(url)
+    conn = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
     await init_connection(conn)
     return conn
 
@@ -46,6 +52,7 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asy
         max_size=max_size,
         init=init_connection,
         reset=_no_reset,
+        server_settings=SERVER_SETTINGS,
         max_inactive_connection_lifetime=300,
     )
     assert pool is not None

@@ -1,0 +1,44 @@
+"""Costs that must not grow with the data (docs/scale-data.md): the service's connections never JIT-compile a
+query (PostgreSQL compiles once a statement's estimated cost passes `jit_above_cost`, and estimates grow with
+the tables), and a batch of verifications reads the invoices asked for, not every pairing of their codes and
+numbers."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from invoicing import db, numbering, services, validation
+from invoicing.model import DEFAULT_TAX_RATES
+from invoicing.numbering import Issuing
+from tests.conftest import new_issuer
+from tests.samples import invoice_body
+from verification import repository as vrepo
+
+
+async def test_pool_connections_do_not_jit(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SHOW jit") == "off"
+
+
+async def test_command_connections_do_not_jit(database_url: str) -> None:
+    conn = await db.connect(database_url)
+    try:
+        assert await conn.fetchval("SHOW jit") == "off"
+    finally:
+        await conn.close()
+
+
+async def test_verification_lookup_reads_only_the_pairs_asked_for(pool: asyncpg.Pool, issuing: Issuing) -> None:
+    """Two series with numbers 1 and 2 each: asking for (A, 1) and (B, 2) must not read (A, 2) and (B, 1) too.
+    Matching every asked code with every asked number made a batch's work grow with the invoices per series."""
+    issuer, _ = await new_issuer(pool)
+    async with pool.acquire() as conn:
+        made = {}
+        for label in ("a", "b"):
+            drafts = [numbering.draft_of(validation.invoice_request(invoice_body(series=label), DEFAULT_TAX_RATES))]
+            issued = (await services.issue(conn, issuing, issuer, drafts * 2)).invoices
+            made[label] = [(inv.invoice_code, inv.invoice_number) for inv in issued]
+        asked = [made["a"][0], made["b"][1]]
+        found = await vrepo.find_invoices(conn, asked)
+    assert made["a"][0][0] != made["b"][0][0]
+    assert set(found) == set(asked)

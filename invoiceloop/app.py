@@ -7,21 +7,23 @@ import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import asyncpg
+import msgspec
 import redis.asyncio as aioredis
-from litestar import Litestar, Response, get
+from litestar import Litestar, MediaType, Response, get
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 from litestar.types import ControllerRouterHandler
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from delivery.api import PostalApi, PostalController, invoice_delivery
-from invoiceloop import problems
+from invoiceloop import contract, problems
 from invoiceloop.settings import Settings
 from invoicing import db, keyring
 from invoicing.api import BATCH_MAX_BYTES, InvoiceController, IssuerApi, issuer_stats
@@ -72,7 +74,21 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", tags=["operations"])
+class Readiness(msgspec.Struct):
+    """`/readyz`'s answer, 200 and 503 alike (a probe's, not a problem+json)."""
+
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str]  # postgresql, redis: "ok" or why not
+
+
+@get(
+    "/readyz",
+    tags=["operations"],
+    responses={
+        200: ResponseSpec(Readiness, description="PostgreSQL and Redis answer."),
+        503: ResponseSpec(Readiness, description="Not ready: `checks` names what does not answer."),
+    },
+)
 async def readyz(services: NamedDependency[Services]) -> Response[Any]:
     """PostgreSQL and Redis reachable: 200, else 503 naming what is not."""
     checks: dict[str, str] = {}
@@ -91,7 +107,8 @@ async def readyz(services: NamedDependency[Services]) -> Response[Any]:
         except Exception as exc:
             checks["redis"] = f"unreachable: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return Response({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+    answer = Readiness("ready" if ready else "not ready", checks)
+    return Response(answer, status_code=200 if ready else 503)
 
 
 def open_keyring(settings: Settings) -> KeyringWatcher:
@@ -177,10 +194,16 @@ def make_sms(settings: Settings) -> Any:
     )
 
 
+@get("/metrics", tags=["operations"], media_type=MediaType.TEXT)
+async def metrics() -> Response[bytes]:
+    """The process's counters in Prometheus's text format (documented as the text it is)."""
+    return Response(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 ROUTES: list[ControllerRouterHandler] = [
     healthz,
     readyz,
-    PrometheusController,
+    metrics,
     # issuers
     InvoiceController,
     issuer_stats,
@@ -226,7 +249,7 @@ def create_app(
             await stop_services(started.pop())
 
     prometheus = PrometheusConfig(app_name="invoiceloop", group_path=True)
-    return Litestar(
+    app = Litestar(
         route_handlers=[*(ROUTES if routes is None else routes), *(extra_routes or [])],
         lifespan=[lifespan],
         dependencies={
@@ -248,13 +271,15 @@ def create_app(
             version="1.0.0",
             path="/schema",
             description="Issue, verify and deliver invoices. Issuer routes take an issuer key, /v1/postal routes an "
-            "operator key, as `Authorization: Bearer <key>`. Errors are application/problem+json.",
+            "operator key, as `Authorization: Bearer <key>`. Errors are application/problem+json (the `Problem` "
+            "schema), documented on each operation where they can occur.",
             components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
         request_max_body_size=BATCH_MAX_BYTES,
         debug=False,
     )
+    return contract.attach(app)  # every error documented where it can occur, as problem+json
 
 
 def _freeze_startup_objects() -> None:

@@ -15,7 +15,15 @@ import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Response, Stream
 
@@ -133,6 +141,16 @@ def _manifest_json(row: Any) -> dict[str, Any]:
     return item
 
 
+@dataclass
+class ManifestOperation(Operation):
+    """`GET /v1/postal/manifests/{id}` in the OpenAPI document: one answer in the three formats `format` picks."""
+
+    def __post_init__(self) -> None:
+        answer = (self.responses or {}).get("200")
+        if isinstance(answer, OpenAPIResponse):
+            answer.content = {media.split(";")[0]: OpenAPIMediaType(schema=Schema()) for media in MEDIA.values()}
+
+
 class PostalController(Controller):
     """The postal operator's routes: manifests, labels and tracking events, for its own orders only."""
 
@@ -163,6 +181,7 @@ class PostalController(Controller):
     @get(
         "/manifests/{manifest_id:str}",
         description="One manifest as `json` (default), `csv` (FORMATS.md) or a printable `pdf`; streamed.",
+        operation_class=ManifestOperation,
     )
     async def get_manifest(
         self,

@@ -68,7 +68,7 @@ async def count_status(pool: asyncpg.Pool, ids: list[str], status: str) -> int:
 
 async def fulfil_rate(pool: asyncpg.Pool, settings: Settings, ids: list[str]) -> float:
     """Enqueue the backlog as the issuer API would (one job per 1000-invoice batch); time until all manifested."""
-    queue = Queue(settings.redis_url)
+    queue = Queue(settings.redis)
     start = time.perf_counter()
     for k in range(0, len(ids), 1000):
         await queue.enqueue("fulfil_orders", ids[k : k + 1000], job_id=f"fulfil:{ids[k]}")

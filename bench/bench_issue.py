@@ -5,7 +5,7 @@ Routes served side by side by one uvicorn setup (2 workers, the worker process s
 - `gapless`: a route that does the one-statement gapless counter+insert on one series;
 - `http16`: HTTP issue on 16 series (16 connections), `http1`: HTTP issue on one series;
 - `batch`: the batch endpoint (1000 invoices per request, 2 connections), beside `copy`: asyncpg COPY of
-  the same rows (1000 per COPY, 2 connections) into a table of the invoices' shape and indexes.
+  the same rows (1000 per COPY, 2 connections) into a table of the invoices' shape: its indexes and foreign keys.
 Rounds alternate, so load from elsewhere hits every case alike; medians are printed with each round's figure.
 Then how long after its issue each record reached the public log. Loopback only; it stops by itself.
 
@@ -85,6 +85,10 @@ CREATE TABLE bench_counter (id int PRIMARY KEY, n int NOT NULL);
 CREATE TABLE bench_numbered (n int PRIMARY KEY, body jsonb NOT NULL);
 INSERT INTO bench_counter VALUES (1, 0);
 CREATE TABLE bench_copy (LIKE invoices INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
+ALTER TABLE bench_copy ADD FOREIGN KEY (issuer_id) REFERENCES issuers (id),
+                       ADD FOREIGN KEY (series_id) REFERENCES series (id),
+                       ADD FOREIGN KEY (original_invoice_id) REFERENCES invoices (id),
+                       ADD FOREIGN KEY (key_id) REFERENCES signing_keys (key_id);
 """
 
 # ---------------------------------------------------------------- load

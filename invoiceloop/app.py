@@ -3,6 +3,7 @@ sight. What the routes use is built at start-up into `Services` and handed to th
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from delivery.api import PostalApi, PostalController, invoice_delivery
 from invoiceloop import contract, problems
+from invoiceloop.loopwatch import watch_loop
 from invoiceloop.settings import Settings
 from invoicing import db, keyring
 from invoicing.api import BATCH_MAX_BYTES, InvoiceController, IssuerApi, issuer_stats
@@ -32,7 +34,7 @@ from invoicing.http import Authenticator
 from invoicing.keyring import ActiveSigner, KeyringWatcher
 from invoicing.note import parse_verifier_key
 from invoicing.numbering import Issuing
-from invoicing.queue import Queue
+from invoicing.queue import Queue, redis_client
 from invoicing.replicas import Reads
 from invoicing.transparency import LogReader, LogSigner
 from verification.api import create_verification, jwks
@@ -52,6 +54,8 @@ from verification.views import PublicApi
 from verification.web import verify_form, verify_page
 
 T = TypeVar("T")
+
+READY_REDIS_TIMEOUT_S = 1.5
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,8 @@ async def readyz(services: NamedDependency[Services]) -> Response[Any]:
         checks["redis"] = "not configured (REDIS_URL)"
     else:
         try:
-            await services.redis.ping()
+            async with asyncio.timeout(READY_REDIS_TIMEOUT_S):  # the client's own timeouts, and a bound over them
+                await services.redis.ping()
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"unreachable: {type(exc).__name__}"
@@ -152,13 +157,21 @@ async def start_services(settings: Settings) -> Services:
     """Connect to PostgreSQL and Redis and build what every route uses."""
     pool = await db.create_pool(settings.require_database_url(), max_size=settings.db_pool_max)
     reads = Reads(pool, await replica_pool(settings))
-    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None  # type: ignore[no-untyped-call]
-    queue = Queue(settings.redis_url)
+    redis = redis_client(settings.redis) if settings.redis else None
+    queue = Queue(settings.redis)
     ring = open_keyring(settings)
     issuing = load_issuing(settings, ring)
-    limits = Limits(redis, LimitFigures.from_extra(settings.extra))
+    limits = Limits(redis, LimitFigures.from_extra(settings.extra), receipt_budget=settings.sms_daily_budget)
     verifier = Verifier(
-        pool, limits, settings.secret_bytes(), ring, queue, LogReader(reads), settings.signatures_kept, reads=reads
+        pool,
+        limits,
+        settings.secret_bytes(),
+        ring,
+        queue,
+        LogReader(reads),
+        signatures_kept=settings.signatures_kept,
+        reads=reads,
+        sms_countries=settings.sms_allowed_countries,
     )
     base = settings.public_base_url
     auth = Authenticator(pool, key_ttl_s=settings.key_cache_ttl_s)
@@ -168,8 +181,16 @@ async def start_services(settings: Settings) -> Services:
         redis=redis,
         queue=queue,
         auth=auth,
-        issuer_api=IssuerApi(pool, issuing, queue, base, settings.tax_rates, auth, reads),
-        public_api=PublicApi(verifier, base, settings.twilio_auth_token, log_verifier_key(settings)),
+        issuer_api=IssuerApi(
+            pool, issuing, queue, base, settings.tax_rates, auth, reads, max_batch_lines=settings.max_batch_lines
+        ),
+        public_api=PublicApi(
+            verifier,
+            base,
+            settings.twilio_auth_token,
+            log_verifier_key(settings),
+            inbound_slots=asyncio.Semaphore(max(1, settings.db_pool_max // 2)),
+        ),
         postal_api=PostalApi(pool, queue, base, auth, reads),
     )
 
@@ -242,10 +263,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         started.append(await start_services(settings))
+        watch = asyncio.create_task(watch_loop())
         try:
             _freeze_startup_objects()
             yield
         finally:
+            watch.cancel()
             await stop_services(started.pop())
 
     prometheus = PrometheusConfig(app_name="invoiceloop", group_path=True)

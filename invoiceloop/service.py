@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -64,7 +65,7 @@ def _services_for(settings: Settings) -> Iterator[Settings]:
         if not settings.database_url:
             print(f"starting embedded PostgreSQL in {postgres_data_dir(settings.data_dir)} ...")
             settings = replace(settings, database_url=stack.enter_context(embedded_postgres(settings.data_dir)))
-        if not settings.redis_url:
+        if settings.redis is None:
             print(f"starting embedded Redis in {settings.data_dir} ...")
             settings = replace(settings, redis_url=stack.enter_context(embedded_redis(settings.data_dir)))
         yield settings
@@ -99,23 +100,40 @@ def _demo(settings: Settings) -> dict[str, Any]:
     return demo
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    """Migrate, create the demo accounts once, then serve the API and run the worker until Ctrl-C."""
+    """Migrate, create the demo accounts once, then serve the API and run the worker until Ctrl-C or SIGTERM
+    (what systemd and container runtimes send): either stops the embedded servers before the process ends."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with _services_for(settings) as settings:
-        cmd_migrate(args, settings)
-        demo = _demo(settings)
-        base = f"http://{args.host}:{args.port}"
-        print("\ninvoiceloop is running")
-        print(f"  API docs     {base}/schema")
-        print(f"  verify page  {base}/verify")
-        print(f"  demo issuer  {demo['issuer_id']}  key {demo['issuer_api_key']}")
-        print(f"  demo postal operator {demo['operator_id']}  key {demo['operator_api_key']}")
-        print(f"  public log   {base}/v1/log/checkpoint  verifier key {log_signer(settings).verifier_key}")
-        print(f"  witness it:  invoiceloop log witness --url {base} --state witness.json --key <the verifier key>")
-        print(f"  try: curl -H 'Authorization: Bearer {demo['issuer_api_key']}' {base}/v1/invoices")
-        print("Ctrl-C stops the service and the embedded servers.\n")
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve_and_work(settings, args.host, args.port))
+    # Python's default for SIGTERM ends the process at once, skipping every `finally` (the embedded servers
+    # would outlive it); as KeyboardInterrupt it unwinds like Ctrl-C. uvicorn takes both signals while it
+    # serves and raises them again, into this handler, once it has shut down.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with _services_for(settings) as settings:
+            _serve(args, settings)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print("stopped")
     return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> None:
+    cmd_migrate(args, settings)
+    demo = _demo(settings)
+    base = f"http://{args.host}:{args.port}"
+    print("\ninvoiceloop is running")
+    print(f"  API docs     {base}/schema")
+    print(f"  verify page  {base}/verify")
+    print(f"  demo issuer  {demo['issuer_id']}  key {demo['issuer_api_key']}")
+    print(f"  demo postal operator {demo['operator_id']}  key {demo['operator_api_key']}")
+    print(f"  public log   {base}/v1/log/checkpoint  verifier key {log_signer(settings).verifier_key}")
+    print(f"  witness it:  invoiceloop log witness --url {base} --state witness.json --key <the verifier key>")
+    print(f"  try: curl -H 'Authorization: Bearer {demo['issuer_api_key']}' {base}/v1/invoices")
+    print("Ctrl-C stops the service and the embedded servers (so does SIGTERM).\n")
+    asyncio.run(serve_and_work(settings, args.host, args.port))

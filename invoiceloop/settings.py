@@ -12,7 +12,10 @@ from pathlib import Path
 from invoicing.checkpoint import default_origin
 from invoicing.errors import ConfigError
 from invoicing.keys import write_private
-from invoicing.model import DEFAULT_MAX_SERIES_PER_YEAR, DEFAULT_TAX_RATES
+from invoicing.model import DEFAULT_MAX_BATCH_LINES, DEFAULT_MAX_SERIES_PER_YEAR, DEFAULT_TAX_RATES
+from invoicing.queue import RedisTarget, parse_sentinels
+from verification.limits import DEFAULT_SMS_DAILY_BUDGET
+from verification.model import DEFAULT_SMS_COUNTRIES, parse_countries
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,8 @@ class Settings:
     database_url: str | None = None
     database_replica_url: str | None = None  # DATABASE_REPLICA_URL: a hot standby for reads that may lag
     redis_url: str | None = None
+    redis_sentinels: tuple[tuple[str, int], ...] = ()  # REDIS_SENTINELS: host:port,... (then REDIS_URL is not used)
+    redis_sentinel_master: str = "mymaster"  # REDIS_SENTINEL_MASTER: the name the Sentinels monitor
     public_base_url: str = "http://127.0.0.1:8000"
     data_dir: Path = Path(".invoiceloop")
     signing_key_file: Path | None = None
@@ -35,11 +40,15 @@ class Settings:
     twilio_auth_token: str | None = None
     twilio_from_number: str | None = None
     twilio_api_base_url: str | None = None
+    sms_allowed_countries: frozenset[str] = DEFAULT_SMS_COUNTRIES  # SMS_ALLOWED_COUNTRIES: receipts to mobiles of these
+    sms_daily_budget: int = DEFAULT_SMS_DAILY_BUDGET  # SMS_DAILY_BUDGET: receipts a China day, whole service
     tax_rates: tuple[Decimal, ...] = DEFAULT_TAX_RATES
     key_cache_ttl_s: float = 5.0
     signatures_kept: int = 100_000  # good signatures each process remembers (0: check every one, as the bench does)
     db_pool_max: int = 20
+    redis_timeout_s: float = 0.5  # REDIS_TIMEOUT_S: connect and read timeout of every Redis client
     max_series_per_year: int = DEFAULT_MAX_SERIES_PER_YEAR  # INVOICELOOP_MAX_SERIES_PER_YEAR
+    max_batch_lines: int = DEFAULT_MAX_BATCH_LINES  # INVOICELOOP_MAX_BATCH_LINES: lines in one batch, in all
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -54,6 +63,8 @@ class Settings:
             database_url=env.get("DATABASE_URL") or None,
             database_replica_url=env.get("DATABASE_REPLICA_URL") or None,
             redis_url=env.get("REDIS_URL") or None,
+            redis_sentinels=_sentinels(env.get("REDIS_SENTINELS")),
+            redis_sentinel_master=env.get("REDIS_SENTINEL_MASTER") or "mymaster",
             public_base_url=(env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
             data_dir=Path(env.get("INVOICELOOP_DATA_DIR") or ".invoiceloop"),
             signing_key_file=Path(env["SIGNING_KEY_FILE"]) if env.get("SIGNING_KEY_FILE") else None,
@@ -67,13 +78,24 @@ class Settings:
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
             twilio_from_number=env.get("TWILIO_FROM_NUMBER") or None,
             twilio_api_base_url=env.get("TWILIO_API_BASE_URL") or None,
+            sms_allowed_countries=_countries(env.get("SMS_ALLOWED_COUNTRIES")),
+            sms_daily_budget=_budget(env.get("SMS_DAILY_BUDGET")),
             tax_rates=tuple(Decimal(r) for r in rates.split()) if rates else DEFAULT_TAX_RATES,
             db_pool_max=int(env.get("INVOICELOOP_DB_POOL_MAX") or 20),
+            redis_timeout_s=float(env.get("REDIS_TIMEOUT_S") or 0.5),
             max_series_per_year=int(env.get("INVOICELOOP_MAX_SERIES_PER_YEAR") or DEFAULT_MAX_SERIES_PER_YEAR),
+            max_batch_lines=int(env.get("INVOICELOOP_MAX_BATCH_LINES") or DEFAULT_MAX_BATCH_LINES),
             key_cache_ttl_s=float(env.get("INVOICELOOP_KEY_CACHE_TTL_S") or 5.0),
             signatures_kept=int(env.get("INVOICELOOP_SIGNATURES_KEPT") or 100_000),
             extra={k: v for k, v in env.items() if k.startswith("VERIFY_")},  # limit overrides, docs/verification.md
         )
+
+    @property
+    def redis(self) -> RedisTarget | None:
+        """Where Redis is: the Sentinels' master when REDIS_SENTINELS is set, else REDIS_URL; None when neither."""
+        if self.redis_sentinels:
+            return RedisTarget(None, self.redis_sentinels, self.redis_sentinel_master, self.redis_timeout_s)
+        return RedisTarget(self.redis_url, timeout_s=self.redis_timeout_s) if self.redis_url else None
 
     @property
     def key_file(self) -> Path:
@@ -111,3 +133,32 @@ class Settings:
         if not path.exists():
             write_private(path, secrets.token_hex(32).encode())
         return path.read_bytes().strip()
+
+
+def _countries(text: str | None) -> frozenset[str]:
+    """SMS_ALLOWED_COUNTRIES (`CN`, `CN,HK`); unset or empty: CN."""
+    if not text or not text.strip():
+        return DEFAULT_SMS_COUNTRIES
+    try:
+        return parse_countries(text)
+    except ValueError as exc:
+        raise ConfigError(f"SMS_ALLOWED_COUNTRIES: {exc}") from None
+
+
+def _budget(text: str | None) -> int:
+    """SMS_DAILY_BUDGET: a whole number of receipts a day, 0 or more (0: no receipts at all)."""
+    if not text or not text.strip():
+        return DEFAULT_SMS_DAILY_BUDGET
+    if not text.strip().isdigit():
+        raise ConfigError(f"SMS_DAILY_BUDGET must be a whole number of texts a day, not {text!r}")
+    return int(text)
+
+
+def _sentinels(text: str | None) -> tuple[tuple[str, int], ...]:
+    """REDIS_SENTINELS (`10.0.0.1:26379,10.0.0.2:26379`); unset or empty: none."""
+    if not text or not text.strip():
+        return ()
+    try:
+        return parse_sentinels(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -7,22 +7,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from arq import ArqRedis, cron, func
-from arq.connections import RedisSettings
 from arq.worker import Worker
+from redis.exceptions import RedisError
 
 from delivery import jobs as delivery_jobs
 from invoiceloop.app import create_app, log_signer, make_sms
 from invoiceloop.settings import Settings
 from invoicing import db, sms_outbox, transparency
-from invoicing.queue import FULFIL_ORDERS, SEND_SMS
+from invoicing.queue import FULFIL_ORDERS, SEND_SMS, arq_client
 from invoicing.sms_outbox import SmsChannel
 
 # arq's own options for every job; a job that needs less time says so in its `func(..., timeout=)` below.
+log = logging.getLogger("invoiceloop.worker")
+
 WORKER_OPTIONS: dict[str, Any] = {"max_jobs": 50, "job_timeout": 60, "keep_result": 0}
 
 
@@ -86,13 +89,6 @@ CRON_JOBS = [
 ]
 
 
-def redis_settings(settings: Settings) -> RedisSettings:
-    """arq's connection settings from REDIS_URL."""
-    if not settings.redis_url:
-        raise ValueError("REDIS_URL is not set")
-    return RedisSettings.from_dsn(settings.redis_url)
-
-
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
     """The arq worker with every job and sweep; `overrides` are arq options (tests, `run`)."""
     # arq logs every job's start and end at INFO: with the delivery sweep every 2 s that buried everything
@@ -115,26 +111,68 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         if "app" in ctx:
             await _app(ctx).pool.close()
 
+    if settings.redis is None:
+        raise ValueError("neither REDIS_URL nor REDIS_SENTINELS is set")
     options = {**WORKER_OPTIONS, "handle_signals": False, **overrides}
     return Worker(
         functions=FUNCTIONS,
         cron_jobs=CRON_JOBS,
-        redis_settings=redis_settings(settings),
+        redis_pool=arq_client(settings.redis),
         on_startup=startup,
         on_shutdown=shutdown,
         **options,
     )
 
 
-async def run_worker(settings: Settings) -> int:
-    """`invoiceloop worker`: until SIGINT or SIGTERM."""
-    worker = build_worker(settings, handle_signals=True)
+# What a Redis that went away (killed, restarted, a network cut) or hangs raises out of arq's polling.
+REDIS_DROPPED: tuple[type[BaseException], ...] = (RedisError, OSError)
+RECONNECT_FIRST_S = 0.5
+RECONNECT_MAX_S = 10.0
+
+
+async def _close(worker: Worker) -> None:
+    """Stop a worker's jobs and run its shutdown; when Redis is gone, arq's own close stops half-way (it
+    deletes its health key first), so the shutdown hook is run here and the client dropped."""
     try:
-        await worker.async_run()
-    except asyncio.CancelledError:
-        pass  # SIGINT/SIGTERM: arq cancels its main task; that is a normal stop
-    finally:
         await worker.close()
+    except REDIS_DROPPED:
+        if "app" in worker.ctx and worker.on_shutdown is not None:
+            await worker.on_shutdown(worker.ctx)
+        with contextlib.suppress(Exception):
+            await worker.pool.aclose(close_connection_pool=True)
+
+
+async def work(settings: Settings, **overrides: Any) -> None:
+    """Run the worker until cancelled; when Redis drops, log it, wait (0.5 s, doubling up to 10 s while it
+    stays away) and start it again in the same process: jobs lost meanwhile are what the sweeps find."""
+    loop = asyncio.get_running_loop()
+    delay_s = RECONNECT_FIRST_S
+    while True:
+        worker = build_worker(settings, **overrides)
+        started = loop.time()
+        try:
+            await worker.async_run()
+            return  # a burst worker ran dry
+        except REDIS_DROPPED as exc:
+            log.warning("Redis dropped (%s); reconnecting in %.1f s", type(exc).__name__, delay_s)
+        finally:
+            await _close(worker)
+        await asyncio.sleep(delay_s)
+        # back to a short wait once a worker had run a while: a new outage starts its backoff over
+        delay_s = (
+            RECONNECT_FIRST_S if loop.time() - started > 2 * RECONNECT_MAX_S else min(delay_s * 2, RECONNECT_MAX_S)
+        )
+
+
+async def run_worker(settings: Settings) -> int:
+    """`invoiceloop worker`: until SIGINT or SIGTERM, reconnecting whenever Redis drops."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):  # a signal: a normal stop
+        await work(settings)
     return 0
 
 
@@ -144,12 +182,10 @@ async def serve_and_work(settings: Settings, host: str, port: int) -> None:
 
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False))
-    worker = build_worker(settings)
-    work = asyncio.create_task(worker.async_run())
+    worker = asyncio.create_task(work(settings))
     try:
         await server.serve()
     finally:
-        work.cancel()
+        worker.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await work
-        await worker.close()
+            await worker

@@ -24,7 +24,7 @@ from prometheus_client import Counter
 from invoicing import formats, numbering, repository, services, validation
 from invoicing.errors import FieldError, FieldErrors, ValidationFailed
 from invoicing.http import BEARER, Authenticator, decode_cursor, encode_cursor, provide_issuer
-from invoicing.model import Invoice
+from invoicing.model import DEFAULT_MAX_BATCH_LINES, Invoice
 from invoicing.numbering import Issuing
 from invoicing.pdf import render_invoice_pdf
 from invoicing.queue import FULFIL_ORDERS, Queue
@@ -69,6 +69,7 @@ class IssuerApi:
     auth: Authenticator
     reads: Reads  # reads that may lag (the stats): a replica's, if any
     pdfs: PdfCache = field(default_factory=PdfCache)
+    max_batch_lines: int = DEFAULT_MAX_BATCH_LINES
 
     @functools.cached_property
     def groups(self) -> services.IssueGroups:
@@ -97,12 +98,34 @@ async def _nudge_fulfilment(api: IssuerApi, issued: services.Issued) -> None:
         await api.queue.enqueue(FULFIL_ORDERS, postal, job_id=f"fulfil:{postal[0]}")
 
 
-def _issued_response(api: IssuerApi, issued: services.Issued, *, batch: bool) -> Response[Any]:
-    items = [invoice_json(inv, api.public_base_url) for inv in issued.invoices]
+def _issued_response(
+    api: IssuerApi, issued: services.Issued, *, batch: bool, items: list[dict[str, Any]] | None = None
+) -> Response[Any]:
+    if items is None:
+        items = _invoices_json(api, issued.invoices)
     headers = {"Idempotent-Replayed": "true"} if issued.replayed else {}
     if not batch:
         headers["Location"] = f"/v1/invoices/{issued.invoices[0].id}"
     return Response({"invoices": items} if batch else items[0], status_code=201, headers=headers)
+
+
+def _invoices_json(api: IssuerApi, invoices: list[Invoice]) -> list[dict[str, Any]]:
+    return [invoice_json(inv, api.public_base_url) for inv in invoices]
+
+
+def _drafts_of(items: list[InvoiceIn], tax_rates: tuple[Decimal, ...]) -> list[numbering.Draft]:
+    """The drafts of a batch's invoices, or every wrong field of all of them (`invoices[i].field`)."""
+    drafts: list[numbering.Draft] = []
+    errors: list[FieldError] = []
+    for i, item in enumerate(items):
+        try:
+            req = validation.invoice_request(msgspec.to_builtins(item), tax_rates)
+            drafts.append(numbering.draft_of(req))
+        except ValidationFailed as exc:
+            errors.extend(FieldError(f"invoices[{i}].{e.field}", e.message) for e in exc.errors)
+    if errors:
+        raise ValidationFailed(errors=errors)
+    return drafts
 
 
 class InvoiceController(Controller):
@@ -149,21 +172,19 @@ class InvoiceController(Controller):
         """Issue 1 to 1000 invoices, all or nothing."""
         if not 1 <= len(data.invoices) <= MAX_BATCH:
             raise ValidationFailed(errors=[FieldError("invoices", f"send 1 to {MAX_BATCH} invoices")])
-        drafts: list[numbering.Draft] = []
-        errors: list[FieldError] = []
-        for i, item in enumerate(data.invoices):
-            try:
-                req = validation.invoice_request(msgspec.to_builtins(item), issuer_api.tax_rates)
-                drafts.append(numbering.draft_of(req))
-            except ValidationFailed as exc:
-                errors.extend(FieldError(f"invoices[{i}].{e.field}", e.message) for e in exc.errors)
-        if errors:
-            raise ValidationFailed(errors=errors)
+        lines = sum(len(item.lines) for item in data.invoices)
+        if lines > issuer_api.max_batch_lines:
+            why = f"at most {issuer_api.max_batch_lines} lines in one batch, this one has {lines}: split it"
+            raise ValidationFailed(errors=[FieldError("invoices", why)])
+        # The batch's CPU work (checking, sealing, the answer) runs in threads: the event loop stays free
+        # for everyone else's requests meanwhile.
+        drafts = await asyncio.to_thread(_drafts_of, data.invoices, issuer_api.tax_rates)
         idem = _idempotency(request, "batch", data)
         async with issuer_api.pool.acquire() as conn:
             issued = await services.issue(conn, issuer_api.issuing, issuer, drafts, idem)
         await _nudge_fulfilment(issuer_api, issued)
-        return _issued_response(issuer_api, issued, batch=True)
+        items = await asyncio.to_thread(_invoices_json, issuer_api, issued.invoices)
+        return _issued_response(issuer_api, issued, batch=True, items=items)
 
     @get("/{invoice_id:str}")
     async def get_one(

@@ -20,6 +20,9 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 CENT = Decimal("0.01")
 DEFAULT_TAX_RATES = tuple(Decimal(r) for r in "0.13 0.09 0.06 0.05 0.03 0.01 0".split())
 MAX_LINES = 500
+# A batch's lines in all (INVOICELOOP_MAX_BATCH_LINES): its CPU work (checking, sealing, answering) grows with
+# them, and one issuer's batch must not hold the process for seconds.
+DEFAULT_MAX_BATCH_LINES = 20_000
 MAX_AMOUNT = Decimal("9999999999999.99")  # numeric(15,2): the largest total we store and print
 DEFAULT_SERIES = "default"
 # Each new series takes one of its region's 999,999 invoice codes of the year: an issuer gets at most this many

@@ -6,6 +6,7 @@ on its own, leaving out those whose series is not open yet."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ class Draft:
 
 
 @dataclass(frozen=True)
-class Ask:
+class IssuerDraft:
     """A draft and who issues it."""
 
     issuer: Issuer
@@ -163,38 +164,64 @@ async def issue_drafts(
         for _, label in missing:
             await _open_series(conn, issuing, issuer, label, year)
         heads |= await chain_repository.lock_heads(conn, missing, year)
-    return await _append(conn, issuing, [Ask(issuer, d) for d in drafts], heads, now)
+    return await _append(conn, issuing, [IssuerDraft(issuer, d) for d in drafts], heads, now)
 
 
-async def issue_open(conn: asyncpg.Connection, issuing: Issuing, asks: Sequence[Ask]) -> list[Invoice | None]:
-    """Number, seal and write each ask whose series is open this year, inside the caller's transaction, in the
+async def issue_open(
+    conn: asyncpg.Connection, issuing: Issuing, pending: Sequence[IssuerDraft]
+) -> list[Invoice | None]:
+    """Number, seal and write each one whose series is open this year, inside the caller's transaction, in the
     order given within each series; None for the others (`issue_drafts` opens their series)."""
     now = issuing.clock()
-    heads = await chain_repository.lock_heads(conn, sorted({a.series_key for a in asks}), series_year(now))
-    written = iter(await _append(conn, issuing, [a for a in asks if a.series_key in heads], heads, now))
-    return [next(written) if a.series_key in heads else None for a in asks]
+    heads = await chain_repository.lock_heads(conn, sorted({a.series_key for a in pending}), series_year(now))
+    written = iter(await _append(conn, issuing, [a for a in pending if a.series_key in heads], heads, now))
+    return [next(written) if a.series_key in heads else None for a in pending]
+
+
+# From this many lines in one call, sealing (about 0.1 ms a line) runs in a thread, so that a large batch
+# does not hold the event loop; below it the thread hop costs more than it frees.
+SEAL_IN_THREAD_LINES = 500
 
 
 async def _append(
-    conn: asyncpg.Connection, issuing: Issuing, asks: Sequence[Ask], heads: dict[SeriesKey, SeriesHead], now: datetime
+    conn: asyncpg.Connection,
+    issuing: Issuing,
+    pending: Sequence[IssuerDraft],
+    heads: dict[SeriesKey, SeriesHead],
+    now: datetime,
 ) -> list[Invoice]:
-    """Seal each ask against its locked series head, then write them all and the new heads in one statement."""
-    if not asks:
+    """Seal each draft against its locked series head, then write them all and the new heads in one statement."""
+    if not pending:
         return []
     signer = issuing.signers.current()
-    moved = dict(heads)
-    records = []
-    for ask in asks:
-        head = moved[ask.series_key]
-        number, seq = head.last_number + 1, head.last_seq + 1
-        numbered = _numbered(ask.draft, ask.issuer, head.invoice_code, number, now, head.last_hash, issuing)
-        inv, content = seal(numbered, signer)
-        records.append(NewRecord(inv, head.id, seq, content))
-        moved[ask.series_key] = SeriesHead(head.id, head.invoice_code, number, seq, inv.record_hash)
+    if sum(len(one.draft.lines) for one in pending) >= SEAL_IN_THREAD_LINES:
+        records, moved = await asyncio.to_thread(_seal_all, issuing, signer, pending, heads, now)
+    else:
+        records, moved = _seal_all(issuing, signer, pending, heads, now)
     await chain_repository.insert_records(
         conn, signer.key_id, records, [h for key, h in moved.items() if h is not heads[key]]
     )
     return [r.invoice for r in records]
+
+
+def _seal_all(
+    issuing: Issuing,
+    signer: Signer,
+    pending: Sequence[IssuerDraft],
+    heads: dict[SeriesKey, SeriesHead],
+    now: datetime,
+) -> tuple[list[NewRecord], dict[SeriesKey, SeriesHead]]:
+    """Number and seal each draft in order against the heads; the records, and the heads they moved to."""
+    moved = dict(heads)
+    records = []
+    for one in pending:
+        head = moved[one.series_key]
+        number, seq = head.last_number + 1, head.last_seq + 1
+        numbered = _numbered(one.draft, one.issuer, head.invoice_code, number, now, head.last_hash, issuing)
+        inv, content = seal(numbered, signer)
+        records.append(NewRecord(inv, head.id, seq, content))
+        moved[one.series_key] = SeriesHead(head.id, head.invoice_code, number, seq, inv.record_hash)
+    return records, moved
 
 
 async def _open_series(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, label: str, year: int) -> None:

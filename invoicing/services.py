@@ -148,8 +148,8 @@ async def issue_group(
             else:
                 go.append((one.issuer.id, one.idem.key) in free)
                 free.discard((one.issuer.id, one.idem.key))  # a key given twice: the later one is a replay
-        asks = [numbering.Ask(one.issuer, one.draft) for one, ok in zip(group, go, strict=True) if ok]
-        written = iter(await numbering.issue_open(conn, issuing, asks))
+        pending = [numbering.IssuerDraft(one.issuer, one.draft) for one, ok in zip(group, go, strict=True) if ok]
+        written = iter(await numbering.issue_open(conn, issuing, pending))
         invoices = [next(written) if ok else None for ok in go]
         keyed = [(one, inv) for one, inv, ok in zip(group, invoices, go, strict=True) if ok and one.idem]
         await repository.release_idempotency_keys(

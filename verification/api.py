@@ -40,6 +40,8 @@ def verification_json(result: Verification) -> dict[str, Any]:
     }
     if result.receipt is not None:
         body["sms_receipt"] = result.receipt
+    if result.receipt_reason is not None:
+        body["sms_receipt_reason"] = result.receipt_reason
     if result.tamper_reason is not None:
         body["tamper_reason"] = result.tamper_reason
     if result.log is not None:

@@ -1,9 +1,11 @@
 """`POST /v1/sms/inbound`: Twilio's inbound-message webhook. The signature is checked against the public
-URL, a repeated MessageSid gets the first reply without verifying again, and the answer is TwiML."""
+URL, a repeated MessageSid gets the first reply without verifying again, and the answer is TwiML.
+
+The MessageSid is recorded with its reply, in one transaction: an attempt that fails before its reply is
+decided (Redis unreachable: 503) records nothing, so Twilio's retry does the work and gets the real answer."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -26,15 +28,18 @@ def _twiml(xml: str) -> Response[str]:
     return Response(xml, media_type="application/xml", status_code=200)
 
 
-async def _first_reply(verifier: Verifier, sid: str) -> str:
-    """The reply of an earlier delivery of this message (waits briefly while that one is answered)."""
-    for _ in range(20):
-        async with verifier.pool.acquire() as conn:
-            reply = await vrepo.inbound_reply(conn, sid)
-        if reply is not None:
-            return reply
-        await asyncio.sleep(0.1)
-    return EMPTY_TWIML
+async def _reply_once(public_api: PublicApi, sid: str, params: dict[str, str]) -> str:
+    """The reply to the message `sid`: the stored one when a delivery of it was answered, else a new one stored
+    with the sid when the transaction commits (an error on the way rolls the sid back). A concurrent delivery of
+    the same sid waits on the uncommitted row, then replays its reply. The transaction's connection is held
+    while verifying, which takes another: `inbound_slots` bounds how many are held so the pool never runs dry."""
+    verifier = public_api.verifier
+    async with public_api.inbound_slots, verifier.pool.acquire() as conn, conn.transaction():
+        if not await vrepo.claim_inbound(conn, sid):
+            return await vrepo.inbound_reply(conn, sid) or EMPTY_TWIML
+        xml = await _answer(verifier, params)
+        await vrepo.set_inbound_reply(conn, sid, xml)
+        return xml
 
 
 async def _answer(verifier: Verifier, params: dict[str, str]) -> str:
@@ -61,14 +66,7 @@ async def sms_inbound(request: Request[Any, Any, Any], public_api: NamedDependen
     token, signature = public_api.twilio_auth_token, request.headers.get("x-twilio-signature")
     if not token or not verify_twilio_signature(token, url, params, signature):
         raise Forbidden("X-Twilio-Signature is missing or does not sign this request")
-    verifier = public_api.verifier
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
-    async with verifier.pool.acquire() as conn:
-        first = bool(sid) and await vrepo.claim_inbound(conn, sid)
-    if sid and not first:
-        return _twiml(await _first_reply(verifier, sid))
-    xml = await _answer(verifier, params)
-    if sid:
-        async with verifier.pool.acquire() as conn:
-            await vrepo.set_inbound_reply(conn, sid, xml)
-    return _twiml(xml)
+    if not sid:  # not from Twilio's messaging (it always sends one): answered, nothing to replay
+        return _twiml(await _answer(public_api.verifier, params))
+    return _twiml(await _reply_once(public_api, sid, params))

@@ -18,12 +18,30 @@ from redis.exceptions import RedisError
 
 from invoicing.errors import RateLimited, Unavailable
 from invoicing.model import SHANGHAI
+from verification.model import ReceiptRefusal
+
+DEFAULT_SMS_DAILY_BUDGET = 10_000  # SMS_DAILY_BUDGET: receipts a day, service-wide (docs/verification.md says why)
 
 # KEYS[1] counter; ARGV[1] limit, ARGV[2] ttl_s. Counts the request; returns {count, ttl}.
 _COUNT = """
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return {n, redis.call('TTL', KEYS[1])}
+"""
+
+# KEYS: the client's and the phone's receipts today, the service's receipts today; ARGV: the client's cap, the
+# phone's cap, the service's budget, ttl_s. All three are checked before any is counted, so a receipt refused by
+# one does not spend the others; returns 0 (counted: send it), 1 (a per-client or per-phone cap) or 2 (the
+# service's budget).
+_RECEIPT = """
+local client = tonumber(redis.call('GET', KEYS[1]) or '0')
+local phone = tonumber(redis.call('GET', KEYS[2]) or '0')
+if client >= tonumber(ARGV[1]) or phone >= tonumber(ARGV[2]) then return 1 end
+if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[3]) then return 2 end
+for i = 1, 3 do
+  redis.call('INCR', KEYS[i]); redis.call('EXPIRE', KEYS[i], ARGV[4])
+end
+return 0
 """
 
 # One round trip per batch, after the lookup. ARGV: rate limit, rate ttl_s, pair limit, global limit,
@@ -136,12 +154,16 @@ def _day() -> str:
 class Limits:
     """The limits of one process, on its Redis client."""
 
-    def __init__(self, redis: Any, figures: LimitFigures | None = None) -> None:
+    def __init__(
+        self, redis: Any, figures: LimitFigures | None = None, *, receipt_budget: int = DEFAULT_SMS_DAILY_BUDGET
+    ) -> None:
         self.redis = redis
         self.figures = figures or LimitFigures()
+        self.receipt_budget = receipt_budget  # SMS receipts a day from the whole service
         if redis is not None:
             self._count = redis.register_script(_COUNT)
             self._settle = redis.register_script(_SETTLE)
+            self._receipt = redis.register_script(_RECEIPT)
 
     def _lock_ttl(self) -> int:
         return self.figures.lock_ttl_s or day_ttl_s()
@@ -186,14 +208,24 @@ class Limits:
             self._rate_error(int(ttl)) if state == Admission.OVER_RATE else Admission(state) for state, ttl in pairs
         ]
 
-    async def allow_receipt(self, client: str, phone: str) -> bool:
-        """Whether an SMS receipt may go to `phone` (hashed) asked for by `client` (counts both)."""
+    async def receipt_refusal(self, client: str, phone: str) -> ReceiptRefusal | None:
+        """Why no SMS receipt goes to `phone` (hashed) asked for by `client` today: the client's or the phone's
+        daily cap, or the service's daily budget (China days); None: it was counted on all three, send it.
+        Never raises: without its counters a receipt is refused (`unavailable`), the verification stands."""
         if self.redis is None:
-            return True
-        f, day, ttl = self.figures, _day(), day_ttl_s() + 3600
-        if await self._over(f"vl:rc:{client}:{day}", f.receipts_per_client, ttl) is not None:
-            return False
-        return await self._over(f"vl:rp:{phone}:{day}", f.receipts_per_phone, ttl) is None
+            return None
+        f, day = self.figures, _day()
+        keys = [f"vl:rc:{client}:{day}", f"vl:rp:{phone}:{day}", f"vl:rb:{day}"]
+        try:
+            state = int(
+                await self._receipt(
+                    keys=keys,
+                    args=[f.receipts_per_client, f.receipts_per_phone, self.receipt_budget, day_ttl_s() + 3600],
+                )
+            )
+        except RedisError:
+            return "unavailable"
+        return None if state == 0 else "daily_limit_reached" if state == 1 else "service_budget_reached"
 
     async def allow_inbound(self, sender: str) -> bool:
         """Whether a text from `sender` (hashed) is answered today."""

@@ -37,6 +37,29 @@ Outcome = Literal["valid", "mismatch", "not_found", "voided", "reversed", "parti
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 # Outcomes that show the invoice (masked): the details matched and the record is sound.
 SHOWS_INVOICE: frozenset[Outcome] = frozenset({"valid", "voided", "reversed", "partially_credited"})
+# Outcomes an SMS receipt may report: the invoice exists and the details given matched it. Anything else (an
+# unknown invoice, wrong details, a lock) would let anyone make us text any number: SMS pumping.
+RECEIPT_OUTCOMES: frozenset[Outcome] = SHOWS_INVOICE | {"tampered"}
+DEFAULT_SMS_COUNTRIES: frozenset[str] = frozenset({"CN"})
+
+# Why an asked-for SMS receipt was not sent (`sms_receipt_reason`). The first three are decided here, before
+# anything is counted; the limits (`verification.limits`) decide the last three.
+ReceiptRefusal = Literal[
+    "details_not_confirmed",  # the outcome is not one a receipt reports (not_found, mismatch, locked)
+    "not_a_mobile",  # a valid number, but a landline or another kind that cannot take SMS
+    "country_not_allowed",  # a mobile outside SMS_ALLOWED_COUNTRIES
+    "daily_limit_reached",  # this client or this phone has had its receipts for the day
+    "service_budget_reached",  # the whole service has sent SMS_DAILY_BUDGET receipts today
+    "unavailable",  # the counters could not be reached: no receipt rather than an uncounted one
+]
+RECEIPT_REFUSAL_TEXT: dict[ReceiptRefusal, tuple[str, str]] = {
+    "details_not_confirmed": ("查验信息未核实，不发送短信", "the details were not confirmed"),
+    "not_a_mobile": ("该号码不是手机号码", "that number is not a mobile number"),
+    "country_not_allowed": ("仅向中国大陆手机号发送", "receipts go only to mobiles of the served countries"),
+    "daily_limit_reached": ("今日短信回执已达上限", "today's limit is reached"),
+    "service_budget_reached": ("今日短信额度已用完", "today's SMS budget of the service is spent"),
+    "unavailable": ("短信服务暂时不可用", "SMS receipts are briefly unavailable"),
+}
 
 OUTCOME_TEXT: dict[Outcome, tuple[str, str]] = {
     "valid": ("查验一致：发票真实有效", "Genuine: the invoice matches our records"),
@@ -78,7 +101,7 @@ class VerificationQuery:
     issue_date: date
     check_code_last6: str | None = None  # 6 digits; exactly one of this and total_amount
     total_amount: Decimal | None = None  # excluding tax, as printed
-    phone: str | None = None  # E.164 mobile that asked for an SMS receipt
+    phone: str | None = None  # E.164 number that asked for an SMS receipt (whether one is sent: `receipt_refusal`)
 
 
 @dataclass(frozen=True)
@@ -194,9 +217,8 @@ def _phone(fields: Mapping[str, object], errors: FieldErrors) -> str | None:
     if text is None:
         return None
     phone = normalise_phone(text)
-    if phone is None or not is_mobile(phone):
+    if phone is None:  # a valid number that may not be texted is answered, with the receipt refused
         errors.add("phone", "must be a mobile number that can receive SMS, e.g. +8613800138000")
-        return None
     return phone
 
 
@@ -256,3 +278,30 @@ def is_mobile(phone_e164: str) -> bool:
         return False
     kind = phonenumbers.number_type(number)
     return kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
+
+
+def phone_refusal(phone_e164: str, countries: frozenset[str]) -> ReceiptRefusal | None:
+    """Why we do not text this number (a landline; a mobile of a region outside `countries`, ISO 3166 codes), or
+    None when we may. The one rule for every text a stranger can cause: receipts and the buyer's notice."""
+    if not is_mobile(phone_e164):
+        return "not_a_mobile"
+    region = phonenumbers.region_code_for_number(phonenumbers.parse(phone_e164, None))
+    return None if region in countries else "country_not_allowed"
+
+
+def receipt_refusal(outcome: Outcome, phone_e164: str, countries: frozenset[str]) -> ReceiptRefusal | None:
+    """Why no receipt of this outcome goes to this phone, before the daily caps are counted; None: ask the caps.
+    The outcome comes first, so an unknown invoice or wrong details never reach the counters."""
+    if outcome not in RECEIPT_OUTCOMES:
+        return "details_not_confirmed"
+    return phone_refusal(phone_e164, countries)
+
+
+def parse_countries(text: str) -> frozenset[str]:
+    """`SMS_ALLOWED_COUNTRIES`: ISO 3166 region codes, comma-separated (`CN`, `CN,HK`); ValueError names an
+    unknown one."""
+    codes = frozenset(code.strip().upper() for code in text.split(",") if code.strip())
+    unknown = sorted(codes - phonenumbers.SUPPORTED_REGIONS)
+    if unknown or not codes:
+        raise ValueError(f"unknown region code(s) {', '.join(unknown) or '(none given)'}: use ISO codes such as CN")
+    return codes

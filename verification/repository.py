@@ -66,7 +66,13 @@ SELECT v.ord, c.times_verified - coalesce(sum(v.counted::int) OVER (PARTITION BY
  ORDER BY v.ord"""
 
 
-CLAIM_INBOUND = "INSERT INTO sms_inbound (message_sid) VALUES ($1) ON CONFLICT DO NOTHING RETURNING message_sid"
+# Taken inside the transaction that will also store the reply, so nobody ever sees a MessageSid without its
+# reply: a second delivery's INSERT waits on the first's uncommitted row, then finds it answered (committed) or
+# takes it (rolled back). A row left without a reply by code before issue 12 is taken again too.
+CLAIM_INBOUND = """
+INSERT INTO sms_inbound (message_sid) VALUES ($1)
+ON CONFLICT (message_sid) DO UPDATE SET received_at = now() WHERE sms_inbound.reply IS NULL
+RETURNING message_sid"""
 
 INBOUND_REPLY = "SELECT reply FROM sms_inbound WHERE message_sid = $1"
 
@@ -132,12 +138,13 @@ async def record(conn: asyncpg.Connection, entries: Sequence[LogEntry]) -> list[
 
 
 async def claim_inbound(conn: asyncpg.Connection, message_sid: str) -> bool:
-    """True the first time this MessageSid is seen."""
+    """True when this MessageSid has no reply yet: the caller answers it and stores the reply (`set_inbound_reply`)
+    in the same transaction. Waits while another transaction holds the same MessageSid."""
     return await conn.fetchval(CLAIM_INBOUND, message_sid) is not None
 
 
 async def inbound_reply(conn: asyncpg.Connection, message_sid: str) -> str | None:
-    """The reply given to this MessageSid (None while it is being answered)."""
+    """The reply given to this MessageSid (None when there is none)."""
     value: Any = await conn.fetchval(INBOUND_REPLY, message_sid)
     return str(value) if value is not None else None
 

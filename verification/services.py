@@ -29,18 +29,21 @@ from verification import repository as vrepo
 from verification.limits import MATCHED, MISMATCHED, NOT_FOUND, Admission, Attempt, Found, Limits
 from verification.masking import public_invoice
 from verification.model import (
+    DEFAULT_SMS_COUNTRIES,
     SHOWS_INVOICE,
     InvoiceSummary,
     Outcome,
+    ReceiptRefusal,
     VerificationQuery,
-    is_mobile,
     matches,
     outcome_for,
+    phone_refusal,
+    receipt_refusal,
 )
 from verification.sms import reply_text
 
 log = logging.getLogger("invoiceloop.verification")
-cached_is_mobile = functools.lru_cache(maxsize=4096)(is_mobile)  # parsing a phone is slow; buyers repeat
+cached_phone_refusal = functools.lru_cache(maxsize=4096)(phone_refusal)  # parsing a phone is slow; buyers repeat
 VERIFIED = Counter(
     "invoiceloop_verifications_total", "Verifications answered, by channel and outcome", ["channel", "outcome"]
 )
@@ -71,7 +74,8 @@ class Verification:
     invoice: dict[str, Any] | None = None  # as the public may see it (`public_invoice`), when the outcome shows it
     times_verified: int = 0
     first_verified_at: datetime | None = None
-    receipt: str | None = None  # "queued", "daily_limit_reached" or None (no phone given)
+    receipt: str | None = None  # "queued", "not_sent" or None (no phone given)
+    receipt_reason: ReceiptRefusal | None = None  # why not, when "not_sent"
     tamper_reason: str | None = None  # why the stored record is not trusted (outcome `tampered`)
     log: InclusionProof | None = None  # the record's place in the public log, when it is there
 
@@ -90,6 +94,7 @@ class Verifier:
     signatures_kept: int = GOOD_SIGNATURES_KEPT  # 0: check every signature every time (the bench's first-time case)
     lanes: int = 2  # batches in flight at once in this process: one gathers while the other commits
     reads: Reads | None = None  # None: lookups on `pool` too
+    sms_countries: frozenset[str] = DEFAULT_SMS_COUNTRIES  # SMS_ALLOWED_COUNTRIES: where strangers may make us text
     good_signatures: LRUCache[tuple[str, str, str], bool] = field(init=False, repr=False)
     batches: Coalescer[_Item, Verification] = field(init=False, repr=False)
 
@@ -283,10 +288,10 @@ async def _record(v: Verifier, conn: asyncpg.Connection, works: list[_Work]) -> 
     if not works:  # all over the rate
         return []
     receipts = [w for w in works if w.wants_receipt]
-    allowed = [await _receipt_allowed(v, w.item.requester) for w in receipts]
+    refusals = [await _receipt_refusal(v, w) for w in receipts]
     outbox_ids: list[int] = []
-    async with conn.transaction() if receipts else _nothing():
-        for w, counts in zip(works, await vrepo.record(conn, [_entry(w) for w in works]), strict=True):
+    async with conn.transaction() if None in refusals else _nothing():
+        for w, counts in zip(works, await vrepo.record(conn, [_entry(w, v.sms_countries) for w in works]), strict=True):
             if w.result.outcome in SHOWS_INVOICE:  # a stranger with wrong details learns nothing, not even counts
                 w.result.times_verified, w.result.first_verified_at = (
                     counts.times_verified or 0,
@@ -296,16 +301,16 @@ async def _record(v: Verifier, conn: asyncpg.Connection, works: list[_Work]) -> 
                 outbox_ids.append(counts.notice_id)
         texts = [
             (None, w.item.requester.phone or "", _receipt_text(w.result))
-            for w, ok in zip(receipts, allowed, strict=True)
-            if ok
+            for w, why in zip(receipts, refusals, strict=True)
+            if why is None
         ]
         outbox_ids += await sms_outbox.add(conn, "receipt", texts)
-    for w, ok in zip(receipts, allowed, strict=True):
-        w.result.receipt = "queued" if ok else "daily_limit_reached"
+    for w, why in zip(receipts, refusals, strict=True):
+        w.result.receipt, w.result.receipt_reason = ("queued", None) if why is None else ("not_sent", why)
     return outbox_ids
 
 
-def _entry(w: _Work) -> vrepo.LogEntry:
+def _entry(w: _Work, countries: frozenset[str]) -> vrepo.LogEntry:
     requester, outcome, row = w.item.requester, w.result.outcome, w.row
     counted = outcome in SHOWS_INVOICE or outcome == "tampered"
     return vrepo.LogEntry(
@@ -318,7 +323,7 @@ def _entry(w: _Work) -> vrepo.LogEntry:
         requester.client_hash,
         requester.phone_hash,
         mismatch=outcome == "mismatch",
-        notice=_notice(row, requester) if row and counted else None,
+        notice=_notice(row, requester, countries) if row and counted else None,
     )
 
 
@@ -328,9 +333,15 @@ async def _nothing() -> AsyncIterator[None]:
     yield
 
 
-async def _receipt_allowed(v: Verifier, requester: Requester) -> bool:
-    """Whether the SMS receipt to the phone given on the page or in JSON is within the daily caps."""
-    return await v.limits.allow_receipt(requester.client_hash, requester.phone_hash or "")
+async def _receipt_refusal(v: Verifier, w: _Work) -> ReceiptRefusal | None:
+    """Why the SMS receipt asked for on the page or in JSON is not sent, or None to send it: first what the
+    answer and the number allow (nothing counted), then the client's and the phone's daily caps and the
+    service's daily budget (counted only when all three allow it)."""
+    requester = w.item.requester
+    why = receipt_refusal(w.result.outcome, requester.phone or "", v.sms_countries)
+    if why is not None:
+        return why
+    return await v.limits.receipt_refusal(requester.client_hash, requester.phone_hash or "")
 
 
 def _receipt_text(result: Verification) -> str:
@@ -338,10 +349,12 @@ def _receipt_text(result: Verification) -> str:
     return reply_text(result.outcome, result.times_verified, summary)
 
 
-def _notice(row: asyncpg.Record, requester: Requester) -> tuple[str, str] | None:
+def _notice(row: asyncpg.Record, requester: Requester, countries: frozenset[str]) -> tuple[str, str] | None:
     """The buyer's one notice (phone, text) when someone else (not the buyer's phone) verifies and the buyer
-    has had none (two batches may both try: the unique index keeps one)."""
+    has had none (two batches may both try: the unique index keeps one); only to a mobile of `countries`."""
     phone = (row["content"].get("buyer") or {}).get("phone")
-    if row["buyer_notified"] or not phone or phone == requester.phone or not cached_is_mobile(phone):
+    if row["buyer_notified"] or not phone or phone == requester.phone:
+        return None
+    if cached_phone_refusal(phone, countries) is not None:
         return None
     return phone, NOTICE_TEXT.format(code=row["content"]["invoice_code"], number=row["content"]["invoice_number"])

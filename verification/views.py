@@ -3,7 +3,8 @@ root gives them, and who asks."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Request
@@ -21,6 +22,9 @@ class PublicApi:
     public_base_url: str
     twilio_auth_token: str | None = None
     log_verifier_key: str | None = None  # the transparency log's verifier key, published at /v1/log/key
+    # Inbound texts answered at once in this process; each holds a pooled connection while it verifies (which
+    # takes another), so this stays well below the pool's size (`start_services` uses half of it).
+    inbound_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:

@@ -12,7 +12,7 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 
 from invoicing.errors import RateLimited, Unavailable, ValidationFailed
-from verification.model import OUTCOME_TEXT, fields_from_qr, parse_query
+from verification.model import OUTCOME_TEXT, RECEIPT_REFUSAL_TEXT, fields_from_qr, parse_query
 from verification.qr import QR_FIELDS, QrCheck, check_qr_params
 from verification.services import Verification, verify
 from verification.views import PublicApi, client_address
@@ -58,6 +58,7 @@ def _result_context(result: Verification, qr: QrCheck | None) -> dict[str, Any]:
         "invoice": result.invoice,
         "times_verified": result.times_verified,
         "receipt": result.receipt,
+        "receipt_reason": RECEIPT_REFUSAL_TEXT[result.receipt_reason] if result.receipt_reason else None,
         "first_verified_at": result.first_verified_at.strftime("%Y-%m-%d %H:%M UTC")
         if result.first_verified_at
         else None,

@@ -186,9 +186,11 @@ async def test_rate_limit_429_with_retry_after_and_reset(
     consumer: Any, seller: Any, settings: Settings, redis_url: str
 ) -> None:
     invoice = await seller.issue()
-    for _ in range(30):
-        assert (await consumer.post("/v1/verifications", json=query_of(invoice))).status_code == 200
-    limited = await consumer.post("/v1/verifications", json=query_of(invoice))
+    answered = 0  # 30 a minute; a loaded machine may cross into the next minute's window on the way (then <= 60)
+    while (limited := await consumer.post("/v1/verifications", json=query_of(invoice))).status_code == 200:
+        answered += 1
+        assert answered <= 60
+    assert 30 <= answered <= 60
     assert limited.status_code == 429 and 1 <= int(limited.headers["retry-after"]) <= 60, limited.text
     assert limited.json()["status"] == 429
     page = await consumer.post("/verify", data=query_of(invoice))

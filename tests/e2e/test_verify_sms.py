@@ -193,15 +193,16 @@ async def test_buyer_verifying_own_invoice_gets_no_notice_and_caps(
         "check_code_last6": invoice["check_code"][-6:],
         "phone": buyer_phone,
     }
-    receipts = [(await consumer.post("/v1/verifications", json=query)).json()["sms_receipt"] for _ in range(6)]
-    assert receipts == ["queued"] * 5 + ["daily_limit_reached"]
+    answers = [(await consumer.post("/v1/verifications", json=query)).json() for _ in range(6)]
+    receipts = [(a["sms_receipt"], a.get("sms_receipt_reason")) for a in answers]
+    assert receipts == [("queued", None)] * 5 + [("not_sent", "daily_limit_reached")]
     await run_worker(twilio_settings)
     to_buyer = [m for m in session_twilio.messages if m.to == buyer_phone]
     assert len(to_buyer) == 5 and all("查验一致" in m.body for m in to_buyer)
 
 
-@pytest.mark.parametrize("phone", ["+862087654321", "12345", "not a phone"])
-async def test_receipt_needs_a_mobile(consumer: Any, seller: Any, phone: str) -> None:
+@pytest.mark.parametrize("phone", ["12345", "not a phone"])
+async def test_receipt_needs_a_phone_number(consumer: Any, seller: Any, phone: str) -> None:
     invoice = await seller.issue()
     query = {
         "invoice_code": invoice["invoice_code"],

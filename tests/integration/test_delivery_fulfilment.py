@@ -56,7 +56,7 @@ async def test_sigkill_three_times_every_order_gets_exactly_one_number(
     province = "32"
     await new_operator(pool, [province])
     issuer, _ = await new_issuer(pool)
-    queue = Queue(settings.redis_url)
+    queue = Queue(settings.redis)
     ids: list[str] = []
 
     async def issue_stream() -> None:  # 40 issues of 10, each nudged as the issuer API does, over ~4 s

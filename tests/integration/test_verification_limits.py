@@ -111,9 +111,30 @@ async def test_a_burst_cannot_pass_the_lock(limits: Limits) -> None:
 
 async def test_sms_caps(limits: Limits) -> None:
     client, phone, sender = (secrets.token_hex(6) for _ in range(3))
-    assert [await limits.allow_receipt(client, phone) for _ in range(3)] == [True, True, False]
-    assert await limits.allow_receipt(secrets.token_hex(6), secrets.token_hex(6))
+    assert [await limits.receipt_refusal(client, phone) for _ in range(3)] == [None, None, "daily_limit_reached"]
+    assert await limits.receipt_refusal(secrets.token_hex(6), secrets.token_hex(6)) is None
     assert [await limits.allow_inbound(sender) for _ in range(3)] == [True, True, False]
+
+
+async def test_the_service_budget_counts_across_clients_and_phones(redis_url: str) -> None:
+    """The budget is one counter for the whole service: 4 receipts to 4 phones asked by 4 clients, budget 3. A
+    receipt refused by a client's cap spends none of the budget, and the budget's refusal none of the caps."""
+    client = aioredis.from_url(redis_url)
+    for key in await client.keys("vl:rb:*"):
+        await client.delete(key)
+    limits = Limits(client, SHORT, receipt_budget=3)
+    capped = secrets.token_hex(6)
+    assert [await limits.receipt_refusal(capped, secrets.token_hex(6)) for _ in range(4)][3] == "daily_limit_reached"
+    (budget_key,) = await client.keys("vl:rb:*")
+    assert int(await client.get(budget_key)) == 3  # the refused fourth spent nothing
+    await client.delete(budget_key)
+    asks = [(secrets.token_hex(6), secrets.token_hex(6)) for _ in range(4)]
+    assert [await limits.receipt_refusal(c, p) for c, p in asks] == [None, None, None, "service_budget_reached"]
+    assert await limits.receipt_refusal(*asks[3]) == "service_budget_reached"  # its own caps untouched
+    await client.aclose()
+    unreachable = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    assert await Limits(unreachable).receipt_refusal("c", "p") == "unavailable"  # the verification stands
+    await unreachable.aclose()
 
 
 async def test_redis_down_refuses_with_503() -> None:

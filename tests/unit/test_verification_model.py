@@ -12,23 +12,28 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from invoiceloop.settings import Settings
 from invoicing import formats
-from invoicing.errors import ValidationFailed
+from invoicing.errors import ConfigError, ValidationFailed
 from invoicing.model import money_str, plain_str
 from tests.unit.invoice_samples import sample_invoice
 from verification.masking import mask_name, mask_phone, public_invoice
 from verification.model import (
+    DEFAULT_SMS_COUNTRIES,
     OUTCOME_TEXT,
     OUTCOMES,
     SHOWS_INVOICE,
     InvoiceSummary,
+    Outcome,
     VerificationQuery,
     fields_from_qr,
     is_mobile,
     matches,
     normalise_phone,
     outcome_for,
+    parse_countries,
     parse_query,
+    receipt_refusal,
 )
 
 GOOD = {
@@ -77,7 +82,7 @@ def test_parse_query_names_every_bad_field() -> None:
         "invoice_number": "123456789",
         "issue_date": "2026-02-30",
         "check_code_last6": "12345",
-        "phone": "020 8888 8888",
+        "phone": "020 8888",  # not a number at all (a landline is answered, its receipt refused)
     }
     errors = error_fields(fields)
     assert set(errors) == {"invoice_code", "invoice_number", "issue_date", "check_code_last6", "phone"}
@@ -288,3 +293,33 @@ def test_phone_normalising_and_mobile_check() -> None:
     assert is_mobile("+8613800138000")
     assert not is_mobile("+862088888888")
     assert not is_mobile("garbage")
+
+
+@pytest.mark.parametrize(
+    ("outcome", "phone", "why"),
+    [
+        ("valid", "+8613912345678", None),
+        ("tampered", "+8613912345678", None),  # the right details: the holder hears of it
+        ("not_found", "+8613912345678", "details_not_confirmed"),
+        ("mismatch", "+8613912345678", "details_not_confirmed"),
+        ("locked", "+8613912345678", "details_not_confirmed"),
+        ("not_found", "+37120000012", "details_not_confirmed"),  # the outcome first: nothing counted
+        ("valid", "+37120000012", "country_not_allowed"),
+        ("valid", "+12025550123", "country_not_allowed"),  # FIXED_LINE_OR_MOBILE, but not CN
+        ("valid", "+862087654321", "not_a_mobile"),
+    ],
+)
+def test_receipt_refusal(outcome: Outcome, phone: str, why: str | None) -> None:
+    assert receipt_refusal(outcome, phone, DEFAULT_SMS_COUNTRIES) == why
+
+
+def test_allowed_countries_setting() -> None:
+    assert parse_countries(" cn, hk ") == {"CN", "HK"}
+    assert receipt_refusal("valid", "+37120000012", parse_countries("CN,LV")) is None
+    with pytest.raises(ValueError, match="XX"):
+        parse_countries("CN,XX")
+    assert Settings.from_env({}).sms_allowed_countries == {"CN"} and Settings.from_env({}).sms_daily_budget == 10_000
+    assert Settings.from_env({"SMS_ALLOWED_COUNTRIES": "CN,MO", "SMS_DAILY_BUDGET": "0"}).sms_daily_budget == 0
+    for bad in ({"SMS_ALLOWED_COUNTRIES": "China"}, {"SMS_DAILY_BUDGET": "-1"}, {"SMS_DAILY_BUDGET": "1e4"}):
+        with pytest.raises(ConfigError):
+            Settings.from_env(bad)

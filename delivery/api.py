@@ -14,10 +14,20 @@ import asyncpg
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency, Provide
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Response, Stream
 
-from delivery import events, export, labels, services
+from delivery import events, export, labels, model, services
 from delivery import repository as repo
 from delivery.s10 import parse_tracking_number
 from invoicing import formats, repository, sms_outbox
@@ -33,10 +43,84 @@ EVENTS_MAX_BYTES = 4 * 1024 * 1024
 MEDIA = {"json": "application/json", "csv": "text/csv", "pdf": "application/pdf"}
 
 
+class Rejected(msgspec.Struct):
+    """One refused event of a batch: its place in `events` and why."""
+
+    index: int
+    reason: str
+
+
+class EventsOut(msgspec.Struct):
+    """The answer of `POST /v1/postal/events`."""
+
+    accepted: int
+    duplicates: int
+    rejected: list[Rejected]
+
+
 class EventsIn(msgspec.Struct, forbid_unknown_fields=True):
     """`POST /v1/postal/events`: the events, each checked on its own (`model.validate_event`)."""
 
     events: list[Any]  # each event is checked on its own (model.validate_event), so one bad one refuses only itself
+
+
+def _text(limit: int, description: str) -> Schema:
+    return Schema(type=OpenAPIType.STRING, max_length=limit, description=description)
+
+
+# The body as the OpenAPI document shows it. The handler decodes each event on its own (a bad event is rejected
+# in the answer, the others applied), so litestar cannot decode the body for it; this says what an event is.
+EVENT_SCHEMA = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["event_id", "tracking_number", "status", "occurred_at", "location"],
+    additional_properties=False,
+    properties={
+        "event_id": _text(model.EVENT_ID_MAX, "The operator's id of the scan; a repeated id is a duplicate."),
+        "tracking_number": Schema(
+            type=OpenAPIType.STRING, description="The order's S10 tracking number (e.g. `RR123456785CN`)."
+        ),
+        "status": Schema(type=OpenAPIType.STRING, enum=list(model.EVENT_STATUSES)),
+        "occurred_at": Schema(
+            type=OpenAPIType.STRING,
+            format=OpenAPIFormat.DATE_TIME,
+            description="RFC 3339 with an offset, from 2000-01-01 to at most 5 minutes from now.",
+        ),
+        "location": _text(model.TEXT_MAX["location"], "Where the scan happened."),
+        "note": Schema(one_of=[_text(model.TEXT_MAX["note"], "A remark."), Schema(type=OpenAPIType.NULL)]),
+        "signed_by": Schema(
+            one_of=[
+                _text(model.TEXT_MAX["signed_by"], "Who signed for it: on a `delivered` event only."),
+                Schema(type=OpenAPIType.NULL),
+            ]
+        ),
+    },
+)
+EVENTS_BODY = RequestBody(
+    required=True,
+    content={
+        "application/json": OpenAPIMediaType(
+            schema=Schema(
+                type=OpenAPIType.OBJECT,
+                required=["events"],
+                additional_properties=False,
+                properties={
+                    "events": Schema(type=OpenAPIType.ARRAY, items=EVENT_SCHEMA, min_items=1, max_items=MAX_EVENTS)
+                },
+            )
+        )
+    },
+)
+EVENTS_ANSWER = ResponseSpec(
+    EventsOut, description="How many were accepted, how many were duplicates, and each rejected event's reason."
+)
+
+
+@dataclass
+class EventsOperation(Operation):
+    """`POST /v1/postal/events` in the OpenAPI document, with its body (`EVENTS_BODY`)."""
+
+    def __post_init__(self) -> None:
+        self.request_body = EVENTS_BODY
 
 
 @dataclass(frozen=True)
@@ -55,6 +139,16 @@ def _manifest_json(row: Any) -> dict[str, Any]:
     item["created_at"] = rfc3339(row["created_at"])
     item["closed_at"] = rfc3339(row["closed_at"]) if row["closed_at"] else None
     return item
+
+
+@dataclass
+class ManifestOperation(Operation):
+    """`GET /v1/postal/manifests/{id}` in the OpenAPI document: one answer in the three formats `format` picks."""
+
+    def __post_init__(self) -> None:
+        answer = (self.responses or {}).get("200")
+        if isinstance(answer, OpenAPIResponse):
+            answer.content = {media.split(";")[0]: OpenAPIMediaType(schema=Schema()) for media in MEDIA.values()}
 
 
 class PostalController(Controller):
@@ -87,6 +181,7 @@ class PostalController(Controller):
     @get(
         "/manifests/{manifest_id:str}",
         description="One manifest as `json` (default), `csv` (FORMATS.md) or a printable `pdf`; streamed.",
+        operation_class=ManifestOperation,
     )
     async def get_manifest(
         self,
@@ -161,6 +256,8 @@ class PostalController(Controller):
         status_code=200,
         request_max_body_size=EVENTS_MAX_BYTES,
         description="Up to 1000 tracking events; each is accepted, a duplicate, or rejected with its reason.",
+        operation_class=EventsOperation,
+        responses={200: EVENTS_ANSWER},
     )
     async def post_events(
         self, request: Request[Any, Any, Any], postal_api: NamedDependency[PostalApi], operator_id: NamedDependency[str]

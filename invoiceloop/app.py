@@ -11,14 +11,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import asyncpg
+import msgspec
 import redis.asyncio as aioredis
 from litestar import Litestar, Response, get
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
@@ -26,7 +27,7 @@ from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 from delivery.api import PostalApi, PostalController, invoice_delivery
-from invoiceloop import problems
+from invoiceloop import contract, problems
 from invoiceloop.loopwatch import watch_loop
 from invoiceloop.metrics import metrics
 from invoiceloop.settings import Settings
@@ -96,7 +97,21 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", tags=["operations"])
+class Readiness(msgspec.Struct):
+    """`/readyz`'s answer, 200 and 503 alike (a probe's, not a problem+json)."""
+
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str]  # postgresql, redis: "ok" or why not
+
+
+@get(
+    "/readyz",
+    tags=["operations"],
+    responses={
+        200: ResponseSpec(Readiness, description="PostgreSQL and Redis answer."),
+        503: ResponseSpec(Readiness, description="Not ready: `checks` names what does not answer."),
+    },
+)
 async def readyz(services: NamedDependency[Services]) -> Response[Any]:
     """PostgreSQL and Redis reachable: 200, else 503 naming what is not."""
     checks: dict[str, str] = {}
@@ -116,7 +131,8 @@ async def readyz(services: NamedDependency[Services]) -> Response[Any]:
         except Exception as exc:
             checks["redis"] = f"unreachable: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return Response({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+    answer = Readiness("ready" if ready else "not ready", checks)
+    return Response(answer, status_code=200 if ready else 503)
 
 
 def open_keyring(settings: Settings) -> KeyringWatcher:
@@ -275,7 +291,7 @@ def create_app(
             await stop_services(started.pop())
 
     prometheus = PrometheusConfig(app_name="invoiceloop", group_path=True)
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             *([*ROUTES, page_router(csrf_secret(settings), settings.public_base_url)] if routes is None else routes),
             *(extra_routes or []),
@@ -302,13 +318,15 @@ def create_app(
             version="1.0.0",
             path="/schema",
             description="Issue, verify and deliver invoices. Issuer routes take an issuer key, /v1/postal routes an "
-            "operator key, as `Authorization: Bearer <key>`. Errors are application/problem+json.",
+            "operator key, as `Authorization: Bearer <key>`. Errors are application/problem+json (the `Problem` "
+            "schema), documented on each operation where they can occur.",
             components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
             render_plugins=[API_REFERENCE],
         ),
         request_max_body_size=BATCH_MAX_BYTES,
         debug=False,
     )
+    return contract.attach(app)  # every error documented where it can occur, as problem+json
 
 
 def _freeze_startup_objects() -> None:

@@ -17,6 +17,7 @@ from cachetools import LRUCache
 from litestar import Controller, Request, get, post
 from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency, Provide
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Response
 from prometheus_client import Counter
@@ -200,6 +201,7 @@ class InvoiceController(Controller):
         "/{invoice_id:str}/pdf",
         media_type="application/pdf",
         description="The invoice as PDF; `ETag` from the record hash and status, `If-None-Match` answers 304.",
+        responses={304: ResponseSpec(None, description="Not modified: the `If-None-Match` ETag is current.")},
     )
     async def pdf(
         self,

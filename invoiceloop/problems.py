@@ -108,10 +108,16 @@ def on_domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response
     return problem(kind.status, kind.title, exc.detail, kind.slug, **extra)
 
 
+# What litestar raises (as a 500) when the client disconnects before its body is read.
+CLIENT_GONE = "client disconnected prematurely"
+
+
 def on_http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """What litestar itself refuses: bad parameters, wrong shapes of body, unknown routes, oversized bodies."""
     assert isinstance(exc, HTTPException)
     status = exc.status_code
+    if exc.detail == CLIENT_GONE:  # the client hung up while sending its body: no one to answer, nothing to log
+        return problem(400, "Bad request", "the request body was cut off", "bad-request")
     if status >= 500:  # litestar's own 500 (a misconfigured route, say) is a bug like any other
         return on_unexpected(request, exc)
     if isinstance(exc, ValidationException):

@@ -4,14 +4,18 @@ routes raise what a dropped connection or a bug raises, since neither can be cau
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import asyncpg
+import pytest
 import redis.exceptions
 from litestar import get, post
+from litestar.exceptions import InternalServerException
 from litestar.testing import AsyncTestClient
 
 from invoiceloop.app import create_app
+from invoiceloop.problems import CLIENT_GONE
 from invoiceloop.settings import Settings
 
 
@@ -50,3 +54,23 @@ async def test_outages_are_503_and_bugs_500_in_the_callers_format(settings: Sett
         broken = await client.post("/verify")
         assert broken.status_code == 500 and broken.headers["content-type"].startswith("text/html")
         assert "查验出错" in broken.text and "retry-after" not in broken.headers and "a bug" not in broken.text
+
+
+cut_off = raising(post, "/v1/cut-off", InternalServerException(CLIENT_GONE))
+framework_bug = raising(get, "/v1/framework-bug", InternalServerException("a misconfigured route"))
+
+
+async def test_a_client_that_hangs_up_is_no_bug_and_litestars_own_500_is(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(settings, routes=[cut_off, framework_bug])
+    logger = logging.getLogger("invoiceloop")  # it does not propagate to the root, where caplog listens
+    logger.addHandler(caplog.handler)
+    try:
+        async with AsyncTestClient(app) as client:
+            gone: Any = await client.post("/v1/cut-off", json={})
+            assert gone.status_code == 400 and not [r for r in caplog.records if r.levelno >= logging.ERROR]
+            bug: Any = await client.get("/v1/framework-bug")
+            assert bug.status_code == 500 and [r for r in caplog.records if r.levelno >= logging.ERROR]
+    finally:
+        logger.removeHandler(caplog.handler)

@@ -4,6 +4,7 @@ twice (the window `invoicing.mail_outbox` explains) is recognisably the same mai
 
 from __future__ import annotations
 
+from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
@@ -75,7 +76,10 @@ def build(kind: MailKind, inv: Invoice, *, to: str, sender: str, verify_url: str
     msg = EmailMessage()
     msg["Subject"] = f"{zh} {en}：{inv.invoice_code} {inv.invoice_number} {inv.seller.name}"
     msg["From"] = sender
-    msg["To"] = Address(display_name=inv.buyer.name, addr_spec=to)  # refuses CR/LF and what is no address
+    try:  # refuses CR/LF (no header injection) and what is no address
+        msg["To"] = Address(display_name=inv.buyer.name, addr_spec=to)
+    except HeaderParseError as exc:
+        raise ValueError(str(exc)) from None
     msg["Message-ID"] = message_id(kind, inv.id, sender)
     msg["Date"] = format_datetime(inv.voided_at if kind == "void" and inv.voided_at else inv.issued_at)
     msg["Content-Language"] = "zh-CN, en"

@@ -12,11 +12,7 @@ import asyncpg
 _TAKEABLE = """((status = 'pending' AND next_attempt_at <= now())
        OR (status = 'sending' AND claimed_at < now() - make_interval(secs => $3)))"""
 
-PEEK = """
-SELECT email FROM mail_outbox
- WHERE invoice_id = $1 AND kind = $2
-   AND ((status = 'pending' AND next_attempt_at <= now())
-        OR (status = 'sending' AND claimed_at < now() - make_interval(secs => $3)))"""
+PEEK = "SELECT email FROM mail_outbox WHERE invoice_id = $1 AND kind = $2 AND " + _TAKEABLE  # noqa: S608 - constants
 
 CLAIM = (
     """

@@ -130,6 +130,8 @@ async def test_invoice_without_email_sends_nothing(
     assert not [m for m in mail_server.received() if silent["id"] in ident(m)]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(420)  # a lease, a sweep and a backoff to wait out, on a loaded machine
 async def test_worker_killed_mid_send_every_mail_arrives_exactly_once(
     issuer_client: Any, server: ServerProcess, mail_server: MailServer, start_worker: Any, pool: asyncpg.Pool
 ) -> None:
@@ -154,7 +156,7 @@ async def test_worker_killed_mid_send_every_mail_arrives_exactly_once(
             )
         return bool(done == len(ids))
 
-    await wait_until(all_sent, 180)
+    await wait_until(all_sent, 300)
     wanted = {mail_id("invoice", i) for i in ids}
     counts = Counter(ident(m) for m in mail_server.received() if ident(m) in wanted)
     assert set(counts) == wanted and set(counts.values()) == {1}, counts
@@ -166,6 +168,8 @@ async def test_worker_killed_mid_send_every_mail_arrives_exactly_once(
     assert retaken >= 1  # the held sends were taken again after the lease, and sent once
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(420)  # a lease, a sweep and a backoff to wait out, on a loaded machine
 async def test_smtp_server_down_mail_is_retried_and_delivered_once_back(
     issuer_client: Any, server: ServerProcess, start_worker: Any, pool: asyncpg.Pool
 ) -> None:

@@ -14,6 +14,7 @@ from invoicing.errors import ConfigError
 from invoicing.keys import write_private
 from invoicing.model import DEFAULT_MAX_BATCH_LINES, DEFAULT_MAX_SERIES_PER_YEAR, DEFAULT_TAX_RATES
 from invoicing.queue import RedisTarget, parse_sentinels
+from invoicing.smtp import SmtpTarget
 from verification.limits import DEFAULT_SMS_DAILY_BUDGET
 from verification.model import DEFAULT_SMS_COUNTRIES, parse_countries
 
@@ -49,6 +50,9 @@ class Settings:
     redis_timeout_s: float = 0.5  # REDIS_TIMEOUT_S: connect and read timeout of every Redis client
     max_series_per_year: int = DEFAULT_MAX_SERIES_PER_YEAR  # INVOICELOOP_MAX_SERIES_PER_YEAR
     max_batch_lines: int = DEFAULT_MAX_BATCH_LINES  # INVOICELOOP_MAX_BATCH_LINES: lines in one batch, in all
+    smtp_url: str | None = None  # SMTP_URL: where the buyer's mail goes (invoicing/smtp.py); unset, mail waits
+    smtp_from: str = "invoiceloop <invoices@localhost>"  # SMTP_FROM: the From of the buyer's mail
+    mail_lease_s: float = 120.0  # MAIL_LEASE_S: a mail being sent this long lost its worker and is sent again
     metrics_token: str | None = None  # METRICS_TOKEN: /metrics wants it as a bearer token; unset, private peers only
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -88,6 +92,9 @@ class Settings:
             max_batch_lines=int(env.get("INVOICELOOP_MAX_BATCH_LINES") or DEFAULT_MAX_BATCH_LINES),
             key_cache_ttl_s=float(env.get("INVOICELOOP_KEY_CACHE_TTL_S") or 5.0),
             signatures_kept=int(env.get("INVOICELOOP_SIGNATURES_KEPT") or 100_000),
+            smtp_url=env.get("SMTP_URL") or None,
+            smtp_from=env.get("SMTP_FROM") or "invoiceloop <invoices@localhost>",
+            mail_lease_s=float(env.get("MAIL_LEASE_S") or 120.0),
             metrics_token=env.get("METRICS_TOKEN") or None,
             extra={k: v for k, v in env.items() if k.startswith("VERIFY_")},  # limit overrides, docs/verification.md
         )
@@ -98,6 +105,16 @@ class Settings:
         if self.redis_sentinels:
             return RedisTarget(None, self.redis_sentinels, self.redis_sentinel_master, self.redis_timeout_s)
         return RedisTarget(self.redis_url, timeout_s=self.redis_timeout_s) if self.redis_url else None
+
+    @property
+    def smtp(self) -> SmtpTarget | None:
+        """The SMTP server of SMTP_URL, or None when unset; ConfigError when it is malformed."""
+        if not self.smtp_url:
+            return None
+        try:
+            return SmtpTarget.from_url(self.smtp_url)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     @property
     def key_file(self) -> Path:

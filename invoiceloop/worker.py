@@ -19,8 +19,10 @@ from redis.exceptions import RedisError
 from delivery import jobs as delivery_jobs
 from invoiceloop.app import create_app, log_signer, make_sms
 from invoiceloop.settings import Settings
-from invoicing import db, sms_outbox, transparency
-from invoicing.queue import FULFIL_ORDERS, SEND_SMS, arq_client
+from invoicing import db, mail_outbox, sms_outbox, transparency
+from invoicing.mail_message import KINDS
+from invoicing.mail_outbox import Mailer
+from invoicing.queue import FAN_OUT_MAIL, FULFIL_ORDERS, SEND_MAIL, SEND_SMS, arq_client
 from invoicing.sms_outbox import SmsChannel
 
 # arq's own options for every job; a job that needs less time says so in its `func(..., timeout=)` below.
@@ -36,6 +38,7 @@ class WorkerContext:
     pool: asyncpg.Pool
     sms: SmsChannel
     redis: ArqRedis
+    mail: Mailer | None = None  # None without SMTP_URL: the buyer's mails wait in the outbox
 
 
 def _app(ctx: dict[str, Any]) -> WorkerContext:
@@ -61,6 +64,28 @@ async def sweep_sms(ctx: dict[str, Any]) -> int:
     return await sms_outbox.sweep(app.pool, app.redis)
 
 
+async def send_mail(ctx: dict[str, Any], kind: str, invoice_id: str) -> str:
+    """Send one of the buyer's mails (the outbox row of this record and kind)."""
+    app = _app(ctx)
+    if app.mail is None:
+        return "SMTP_URL is not set"
+    mail_kind = KINDS.get(kind)
+    if mail_kind is None:
+        return "unknown kind"
+    return await mail_outbox.send(app.pool, app.mail, mail_kind, invoice_id)
+
+
+async def fan_out_mail(ctx: dict[str, Any], kind: str, invoice_ids: list[str]) -> int:
+    """One `send_mail` job for each record of a batch."""
+    return await mail_outbox.fan_out(_app(ctx).redis, kind, invoice_ids)
+
+
+async def sweep_mail(ctx: dict[str, Any]) -> int:
+    """Re-enqueue the buyer's mails whose job was lost or whose retry is due."""
+    app = _app(ctx)
+    return 0 if app.mail is None else await mail_outbox.sweep(app.pool, app.redis, app.mail.lease_s)
+
+
 async def fulfil_orders(ctx: dict[str, Any], invoice_ids: list[str]) -> int:
     """Fulfil the delivery orders of freshly issued postal invoices."""
     return await delivery_jobs.fulfil_orders(_app(ctx).pool, invoice_ids)
@@ -75,9 +100,14 @@ FUNCTIONS = [
     func(ping, name="ping"),
     func(send_sms, name=SEND_SMS, timeout=30),
     func(fulfil_orders, name=FULFIL_ORDERS, timeout=delivery_jobs.JOB_TIMEOUT_S),
+    # the worker's job timeout; the SMTP exchange itself is bounded inside the lease (MAIL_LEASE_S). arq's tries
+    # are the first retries only: the sweep goes on retrying for as long as the row allows
+    func(send_mail, name=SEND_MAIL, max_tries=5),
+    func(fan_out_mail, name=FAN_OUT_MAIL, timeout=60),
 ]
 CRON_JOBS = [
     cron(sweep_sms, second={0, 15, 30, 45}, run_at_startup=False, unique=True, timeout=30),
+    cron(sweep_mail, second={5, 20, 35, 50}, run_at_startup=True, unique=True, timeout=30),
     cron(
         sweep_orders,
         name="delivery_sweep_orders",
@@ -89,6 +119,14 @@ CRON_JOBS = [
 ]
 
 
+def make_mailer(settings: Settings) -> Mailer | None:
+    """The buyer's mail sender of SMTP_URL / SMTP_FROM / MAIL_LEASE_S, or None when SMTP_URL is unset."""
+    smtp = settings.smtp
+    if smtp is None:
+        return None
+    return Mailer(smtp, settings.smtp_from, settings.public_base_url, settings.mail_lease_s)
+
+
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
     """The arq worker with every job and sweep; `overrides` are arq options (tests, `run`)."""
     # arq logs every job's start and end at INFO: with the delivery sweep every 2 s that buried everything
@@ -98,7 +136,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
 
     async def startup(ctx: dict[str, Any]) -> None:
         pool = await db.create_pool(settings.require_database_url(), max_size=10)
-        ctx["app"] = WorkerContext(pool, make_sms(settings), ctx["redis"])
+        ctx["app"] = WorkerContext(pool, make_sms(settings), ctx["redis"], make_mailer(settings))
         # The log's sequencer runs beside the jobs for as long as the worker does (one at a time across
         # workers: the others find the lock taken and wait their turn).
         ctx["sequencer"] = asyncio.create_task(transparency.run_sequencer(pool, log_signer(settings)))

@@ -113,8 +113,9 @@ async def bump_chain(conn: asyncpg.Connection, series_id: int) -> SeriesHead:
 # ---------------------------------------------------------------- writing records
 
 # One statement writes every record of an issue (1, a group of single issues, or a batch of 1000), moves the
-# series heads, queues the records for the transparency log (in chain order) and writes the delivery orders of
-# postal invoices: the outbox rows commit with the invoices or not at all.
+# series heads, queues the records for the transparency log (in chain order), writes the delivery orders of
+# postal invoices and the buyer's mails (`mail_outbox`, one per record with a buyer e-mail): the outbox rows commit
+# with the invoices or not at all, and cost no round trip of their own.
 INSERT_RECORDS = """
 WITH inv AS (
   INSERT INTO invoices (id, issuer_id, series_id, chain_seq, kind, invoice_code, invoice_number, issue_date,
@@ -143,6 +144,9 @@ WITH inv AS (
 ), logged AS (
   INSERT INTO log_queue (record_hash)
   SELECT h FROM unnest($17::text[]) WITH ORDINALITY AS q(h, ord) ORDER BY ord
+), mail AS (
+  INSERT INTO mail_outbox (invoice_id, kind, email)
+  SELECT * FROM unnest($29::text[]::uuid[], $30::text[], $31::text[])
 )
 SELECT (SELECT count(*) FROM inv) AS invoices, (SELECT count(*) FROM orders) AS orders"""
 
@@ -168,10 +172,11 @@ class NewRecord:
 async def insert_records(
     conn: asyncpg.Connection, key_id: str, records: Sequence[NewRecord], heads: Sequence[SeriesHead]
 ) -> None:
-    """Write sealed records (signed with `key_id`), set their series' `heads` and write the delivery orders, in
-    one statement."""
+    """Write sealed records (signed with `key_id`), set their series' `heads` and write the delivery orders and
+    the buyer's mails, in one statement."""
     cols: list[list[Any]] = [[] for _ in range(18)]
     orders: list[list[Any]] = [[], [], [], [], []]
+    mails: list[list[Any]] = [[], [], []]
     for rec in records:
         inv = rec.invoice
         values = (  # ids and amounts as text: PostgreSQL parses them faster than asyncpg encodes the objects
@@ -196,13 +201,24 @@ async def insert_records(
         )
         for col, value in zip(cols, values, strict=True):
             col.append(value)
+        if inv.buyer.email:  # the mail's kind is the record's: invoice or credit_note
+            for col, value in zip(mails, (inv.id, inv.kind, inv.buyer.email), strict=True):
+                col.append(value)
         order = _order_values(inv)
         if order is not None:
             for col, value in zip(orders, (values[0], values[1], *order), strict=True):
                 col.append(value)
     head_cols = [[h.id for h in heads], [h.last_number for h in heads], [h.last_seq for h in heads]]
     await conn.execute(
-        INSERT_RECORDS, cols[0], cols[1], key_id, *cols[2:], *head_cols, [h.last_hash for h in heads], *orders
+        INSERT_RECORDS,
+        cols[0],
+        cols[1],
+        key_id,
+        *cols[2:],
+        *head_cols,
+        [h.last_hash for h in heads],
+        *orders,
+        *mails,
     )
 
 
@@ -215,7 +231,8 @@ WITH v AS (
   INSERT INTO voids (series_id, chain_seq, invoice_id, content, record_hash, prev_hash, signature, key_id)
   VALUES ($1, $2, $3, $4::text::jsonb, $5, $6, $7, $8)
 ), s AS (UPDATE series SET last_hash = $5 WHERE id = $1
-), logged AS (INSERT INTO log_queue (record_hash) VALUES ($5))
+), logged AS (INSERT INTO log_queue (record_hash) VALUES ($5)
+), mail AS (INSERT INTO mail_outbox (invoice_id, kind, email) SELECT $3, 'void', $11::text WHERE $11::text IS NOT NULL)
 UPDATE invoices SET status = 'voided', voided_at = $9, void_reason = $10 WHERE id = $3"""
 
 HAS_CREDIT_NOTES = "SELECT EXISTS (SELECT 1 FROM invoices WHERE original_invoice_id = $1)"
@@ -263,10 +280,12 @@ class NewVoid:
     key_id: str
     voided_at: datetime
     reason: str
+    buyer_email: str | None = None  # the buyer hears of the void as of the invoice (`mail_outbox`)
 
 
 async def insert_void(conn: asyncpg.Connection, void: NewVoid) -> None:
-    """Append the void record, move the series head to it and mark the invoice voided, in one statement."""
+    """Append the void record, move the series head to it, mark the invoice voided and write the buyer's void
+    mail (when the buyer gave an e-mail), in one statement."""
     await conn.execute(
         INSERT_VOID,
         void.series_id,
@@ -279,6 +298,7 @@ async def insert_void(conn: asyncpg.Connection, void: NewVoid) -> None:
         void.key_id,
         void.voided_at,
         void.reason,
+        void.buyer_email,
     )
 
 

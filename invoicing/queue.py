@@ -23,6 +23,8 @@ log = logging.getLogger("invoiceloop.queue")
 # The jobs the worker runs, by the names they are enqueued under (the composition root registers them).
 SEND_SMS = "send_sms"
 FULFIL_ORDERS = "fulfil_orders"
+SEND_MAIL = "send_mail"
+FAN_OUT_MAIL = "fan_out_mail"
 
 DEFAULT_TIMEOUT_S = 0.5
 R = TypeVar("R", bound=aioredis.Redis)

@@ -173,6 +173,7 @@ SELECT i.id, i.issuer_id, s.label AS series, i.status, i.content, i.record_hash,
   LEFT JOIN invoice_counts k ON k.invoice_id = i.id"""
 
 GET_INVOICE = INVOICE_SELECT + " WHERE i.id = $1 AND i.issuer_id = $2"
+GET_INVOICE_BY_ID = INVOICE_SELECT + " WHERE i.id = $1"
 GET_INVOICES = INVOICE_SELECT + " WHERE i.id = ANY($1::uuid[]) AND i.issuer_id = $2"
 LOCK_INVOICE = "SELECT id FROM invoices WHERE id = $1 AND issuer_id = $2 FOR UPDATE"
 CREDIT_NOTES_OF = INVOICE_SELECT + " WHERE i.original_invoice_id = $1 ORDER BY i.seq"
@@ -215,6 +216,11 @@ async def get_invoice_row(
     if lock and await conn.fetchval(LOCK_INVOICE, key, uuid.UUID(issuer_id)) is None:
         return None
     return await conn.fetchrow(GET_INVOICE, key, uuid.UUID(issuer_id))
+
+
+async def get_invoice_row_by_id(conn: asyncpg.Connection, invoice_id: uuid.UUID) -> asyncpg.Record | None:
+    """Any issuer's invoice row (the worker's jobs, which act for the service, not for a tenant)."""
+    return await conn.fetchrow(GET_INVOICE_BY_ID, invoice_id)
 
 
 async def get_invoices(conn: asyncpg.Connection, issuer_id: str, ids: list[str]) -> list[Invoice]:

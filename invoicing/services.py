@@ -217,6 +217,7 @@ async def void(
                 signer.key_id,
                 now,
                 reason,
+                inv.buyer.email,
             ),
         )
         if delivery is not None:

@@ -66,12 +66,16 @@ async def test_migrate_applies_once_and_refuses_a_changed_file(
 
 # What today's issuing writes to before migration 0006 creates the real table; `upgrade` drops it first.
 LEGACY_LOG_QUEUE = "CREATE TABLE log_queue (id bigserial, record_hash char(64))"
+# And the buyer's mail outbox, before 0008 creates it.
+LEGACY_MAIL_OUTBOX = "CREATE TABLE mail_outbox (invoice_id uuid, kind text, email text)"
 
 
 async def upgrade(pool: asyncpg.Pool, url: str) -> db.MigrationResult:
     """Apply the remaining migrations to a `database_before` database."""
     if not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE name LIKE '0006%')"):
         await pool.execute("DROP TABLE IF EXISTS log_queue")
+    if not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE name LIKE '0008%')"):
+        await pool.execute("DROP TABLE IF EXISTS mail_outbox")
     return await db.migrate_url(url)
 
 
@@ -100,6 +104,8 @@ async def database_before(
                 signer = issuing.signers.current()
                 await pool.execute(LEGACY_LOG_QUEUE)
                 await pool.execute("INSERT INTO signing_keys VALUES ($1, $2)", signer.key_id, signer.public_raw)
+            if migration <= "0008":
+                await pool.execute(LEGACY_MAIL_OUTBOX)
             issuer, _ = await new_issuer(pool)
             yield url, pool, issuing, issuer
         finally:

@@ -21,6 +21,7 @@ PURE = [
     "invoicing/orders.py",
     "invoicing/errors.py",
     "invoicing/words.py",
+    "invoicing/mail_message.py",
     "delivery/model.py",
     "delivery/s10.py",
     "verification/model.py",

@@ -90,7 +90,7 @@ def _results_page(secret: bytes, rows: list[dict[str, str]], csrf: str | None) -
     payload, signature = sign_results(secret, rows)
     shown = [{**r, "tone": TONE.get(r["result"]) or REFUSAL_TONE[r["result"]]} for r in rows]
     limited = [int(r["retry_after"]) for r in rows if r["result"] == "rate_limited"]
-    all_limited = len(limited) == len(rows)
+    all_limited = bool(limited) and len(limited) == sum(r["result"] != "invalid" for r in rows)
     response = render(
         429 if all_limited else 200,
         form={},

@@ -18,6 +18,8 @@ from reportlab.pdfgen.canvas import Canvas
 from invoicing.formats import rfc3339
 from invoicing.model import beijing_time
 from invoicing.pdf import LATIN_FONT, draw_code128, draw_text, font_for, wrap_text
+from invoicing.spreadsheet import FORMULA_STARTS as FORMULA_STARTS  # the one rule; named here for the COPY export
+from invoicing.spreadsheet import spreadsheet_safe as spreadsheet_safe
 
 CSV_COLUMNS = (
     "manifest_number",
@@ -51,18 +53,11 @@ def item_record(row: Mapping[str, Any]) -> dict[str, str | None]:
 
 # --- CSV ---------------------------------------------------------------------------------------------
 
-# OWASP "CSV Injection": a spreadsheet runs a cell that starts with one of these as a formula
-# (`=HYPERLINK(...)`, `@SUM(...)`, `+cmd|...`). Such a cell gets a leading single quote, which makes the
-# spreadsheet show it as text. The columns that hold what a buyer or issuer typed are always quoted and
-# neutralised; the others are formats the service makes or validates (codes, numbers, E.164 phones, times).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# OWASP "CSV Injection" (the rule: `invoicing.spreadsheet`): the columns that hold what a buyer or issuer typed are
+# always quoted and neutralised; the others are formats the service makes or validates (codes, numbers, E.164
+# phones, times).
 TYPED_COLUMNS = ("recipient", "address_line1", "city", "province", "postal_code", "country")
 _NEEDS_QUOTES = frozenset(',"\r\n')
-
-
-def spreadsheet_safe(value: str) -> str:
-    """The cell's text with a leading single quote when a spreadsheet would run it as a formula."""
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
 def _quoted(value: str) -> str:

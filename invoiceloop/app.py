@@ -41,7 +41,7 @@ from invoicing.numbering import Issuing
 from invoicing.queue import Queue, redis_client
 from invoicing.replicas import Reads
 from invoicing.transparency import LogReader, LogSigner
-from verification.api import create_verification, jwks
+from verification.api import create_verification, create_verification_batch, jwks
 from verification.inbound import sms_inbound
 from verification.limits import LimitFigures, Limits
 from verification.log_api import (
@@ -243,6 +243,7 @@ ROUTES: list[ControllerRouterHandler] = [
     issuer_stats,
     # the public side
     create_verification,
+    create_verification_batch,
     verify_static,
     api_reference_static,
     sms_inbound,  # the page (GET and POST /verify) is `page_router`, added by `create_app` with its CSRF secret

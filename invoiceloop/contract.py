@@ -77,7 +77,10 @@ CONFLICTS = {  # a state that forbids the change (issuing: an idempotent retry s
 }
 FORBIDDEN = {("POST", "/v1/sms/inbound"), ("GET", "/metrics")}  # a wrong Twilio signature; a peer not let in
 TOKEN_GUARDED = {("GET", "/metrics")}  # METRICS_TOKEN as a bearer, when it is set
-GUARDED_BY_LIMITS = {("POST", "/v1/verifications")}  # the public verification's rate limit and challenge
+GUARDED_BY_LIMITS = {  # the public verification's rate limit and challenge
+    ("POST", "/v1/verifications"),
+    ("POST", "/v1/verifications/batch"),  # 428: its `altcha` does not prove; 429: not one item got past the rate
+}
 NEVER_FAILS = {("GET", "/healthz")}  # answers without touching anything
 NO_BACKEND = {("GET", "/metrics")}  # this process's own counters
 

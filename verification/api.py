@@ -6,14 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Request, get, post
+from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from invoicing import formats
+from invoicing.errors import FieldError, RateLimited, ValidationFailed
 from invoicing.http import Strict
-from verification.model import OUTCOME_TEXT, parse_query
-from verification.services import Verification, verify
+from verification.bulk import MAX_ITEMS, refusal_json
+from verification.challenge import ChallengeRequired
+from verification.model import OUTCOME_TEXT, VerificationQuery, parse_query
+from verification.services import Verification, verify, verify_many
 from verification.views import PublicApi, client_address
 
 
@@ -71,3 +74,65 @@ async def create_verification(
     requester = verifier.requester("json", client_address(request), query.phone)
     result = await verify(verifier, query, requester, altcha=data.altcha)
     return verification_json(result)
+
+
+class VerificationBatchIn(Strict):
+    """`POST /v1/verifications/batch`: 1 to `MAX_ITEMS` items, each what `POST /v1/verifications` takes (without
+    `altcha`: a proof of work is sent once, for the batch)."""
+
+    items: list[VerificationIn]
+    altcha: str | None = None
+
+
+BATCH_MAX_BYTES = MAX_ITEMS * 512  # an item is about 150 bytes; 413 over this
+
+
+@post(
+    "/v1/verifications/batch",
+    status_code=200,
+    tags=["verification"],
+    request_max_body_size=BATCH_MAX_BYTES,
+)
+async def create_verification_batch(
+    request: Request[Any, Any, Any], public_api: NamedDependency[PublicApi], data: JSONBody[VerificationBatchIn]
+) -> Response[dict[str, Any]]:
+    """Verify up to 200 invoices: `results` holds each item's answer, in order, as `POST /v1/verifications`
+    answers it. Every item counts against the client's rate and locks: an item over the rate answers
+    `{"result": "rate_limited", "retry_after": N}`, one on an invoice that wants a proof of work
+    `{"result": "challenge_required"}` (the answer then carries `challenge`: solve it and send the batch again with
+    `altcha`). 429 with Retry-After when not one item got past the rate; 422 naming `items[i].field`."""
+    verifier = public_api.verifier
+    queries = _batch_queries(data)
+    client = client_address(request)
+    requesters = [verifier.requester("json", client, q.phone) for q in queries]
+    answers = await verify_many(verifier, list(zip(queries, requesters, strict=True)), altcha=data.altcha)
+    if all(isinstance(a, RateLimited) for a in answers):
+        first = answers[0]
+        assert isinstance(first, RateLimited)
+        raise first
+    body: dict[str, Any] = {
+        "results": [verification_json(a) if isinstance(a, Verification) else refusal_json(a) for a in answers]
+    }
+    challenge = next((a.challenge for a in answers if isinstance(a, ChallengeRequired)), None)
+    if challenge is not None:
+        body["challenge"] = challenge
+    return Response(body, status_code=200)
+
+
+def _batch_queries(data: VerificationBatchIn) -> list[VerificationQuery]:
+    """Each item's query; `ValidationFailed` naming `items` (the count) or every `items[i].field` at fault."""
+    if not 1 <= len(data.items) <= MAX_ITEMS:
+        why = f"must hold 1 to {MAX_ITEMS} items, this one has {len(data.items)}: split it"
+        raise ValidationFailed([FieldError("items", why)])
+    queries: list[VerificationQuery] = []
+    errors: list[FieldError] = []
+    for index, item in enumerate(data.items):
+        if item.altcha is not None:
+            errors.append(FieldError(f"items[{index}].altcha", "send the proof of work once, as the batch's altcha"))
+        try:
+            queries.append(parse_query(msgspec.structs.asdict(item)))
+        except ValidationFailed as exc:
+            errors += [FieldError(f"items[{index}].{e.field}", e.message) for e in exc.errors]
+    if errors:
+        raise ValidationFailed(errors)
+    return queries

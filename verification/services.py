@@ -9,7 +9,7 @@ import functools
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -21,13 +21,13 @@ from prometheus_client import Counter
 
 from invoicing import chain_repository, sms_outbox
 from invoicing.batching import Coalescer
-from invoicing.errors import DomainError
+from invoicing.errors import DomainError, RateLimited
 from invoicing.integrity import StoredRecord, record_problem, status_problem
 from invoicing.keyring import KeyringWatcher
 from invoicing.replicas import Reads
 from invoicing.transparency import InclusionProof, LogReader
 from verification import repository as vrepo
-from verification.challenge import NOT_A_PAYLOAD, Challenger
+from verification.challenge import NOT_A_PAYLOAD, Challenger, ChallengeRequired
 from verification.limits import MATCHED, MISMATCHED, NOT_FOUND, Admission, Attempt, Found, Limits
 from verification.masking import public_invoice
 from verification.model import (
@@ -203,6 +203,31 @@ async def verify(
     if altcha is not None:
         await prove(v, requester.client_hash, altcha)
     return await v.batches.submit(_Item(query, requester, rate))
+
+
+Refusal = RateLimited | ChallengeRequired  # what one item of a bulk verification may get instead of an answer
+
+
+async def verify_many(
+    v: Verifier, items: Sequence[tuple[VerificationQuery, Requester]], *, altcha: str | None = None
+) -> list[Verification | Refusal]:
+    """Verify each item with `verify`, each counted against its client's rate and locks like a lone request, in
+    order: a batch at most as large as the coalescer's (`max_batch`) at a time, so the items over the rate are
+    the last ones. An item over the rate or wanting a proof of work gets its `RateLimited` or `ChallengeRequired`
+    in place of its answer; anything else (`Unavailable`) fails the whole call. `altcha` proves the client of the
+    first item first, as in `verify`."""
+    if altcha is not None and items:
+        await prove(v, items[0][1].client_hash, altcha)
+    answers: list[Verification | Refusal] = []
+    size = v.batches.max_batch
+    for start in range(0, len(items), size):
+        chunk = items[start : start + size]
+        done = await asyncio.gather(*(verify(v, q, r) for q, r in chunk), return_exceptions=True)
+        for answer in done:
+            if isinstance(answer, BaseException) and not isinstance(answer, RateLimited | ChallengeRequired):
+                raise answer
+            answers.append(answer)
+    return answers
 
 
 async def prove(v: Verifier, client_hash: str, payload: str) -> None:

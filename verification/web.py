@@ -24,6 +24,7 @@ from litestar.utils.scope.state import ScopeState
 from invoicing.errors import Forbidden, RateLimited, Unavailable, ValidationFailed
 from invoicing.http import ACCEPTS, FORM
 from invoicing.model import beijing_time
+from verification.bulk import MAX_ITEMS
 from verification.challenge import ChallengeRequired
 from verification.model import OUTCOME_TEXT, RECEIPT_REFUSAL_TEXT, differing_text, fields_from_qr, parse_query
 from verification.qr import QR_FIELDS, QrCheck, check_qr_params
@@ -76,7 +77,7 @@ _SAME_SITE = frozenset({"same-origin", "none"})  # Sec-Fetch-Site of our own pag
 
 def render(status: int = 200, **context: Any) -> Response[str]:
     """The page with this context (form values, result, QR check, errors, the form's `csrf_token`)."""
-    html = _ENV.get_template("verify.html").render(**context)
+    html = _ENV.get_template("verify.html").render(bulk_max=MAX_ITEMS, **context)
     return Response(html, status_code=status, media_type="text/html", headers=_HEADERS)
 
 
@@ -211,7 +212,7 @@ async def verify_form(request: Request[Any, Any, Any], public_api: NamedDependen
 
 
 def page_router(csrf_secret: str, public_base_url: str) -> Router:
-    """The page's routes under litestar's CSRF middleware: a GET sets the cookie (HttpOnly, SameSite=Strict,
+    """The page's routes (the form, and the CSV upload of `bulk_page`) under litestar's CSRF middleware: a GET sets the cookie (HttpOnly, SameSite=Strict,
     Secure on https) and gives the form its token; a POST without a matching, signed pair is refused (403)."""
     csrf = CSRFConfig(
         secret=csrf_secret,
@@ -221,8 +222,10 @@ def page_router(csrf_secret: str, public_base_url: str) -> Router:
         cookie_samesite="strict",
         cookie_secure=public_base_url.startswith("https://"),
     )
+    from verification.bulk_page import verify_csv, verify_csv_download  # it builds on this module's page
+
     return Router(
         path="/",
-        route_handlers=[verify_page, verify_form],
+        route_handlers=[verify_page, verify_form, verify_csv, verify_csv_download],
         middleware=[DefineMiddleware(CSRFMiddleware, config=csrf)],
     )

@@ -25,8 +25,9 @@ from invoicing.errors import Forbidden, RateLimited, Unavailable, ValidationFail
 from invoicing.http import ACCEPTS, FORM
 from invoicing.model import beijing_time
 from verification.challenge import ChallengeRequired
-from verification.model import OUTCOME_TEXT, RECEIPT_REFUSAL_TEXT, differing_text, fields_from_qr, parse_query
-from verification.qr import QR_FIELDS, QrCheck, check_qr_params
+from verification.links import check_link, is_link, link_form, link_requester
+from verification.model import OUTCOME_TEXT, RECEIPT_REFUSAL_TEXT, differing_text, parse_query
+from verification.qr import QrCheck
 from verification.services import Verification, verify
 from verification.views import PublicApi, client_address
 
@@ -140,10 +141,7 @@ async def _answer(
         query = parse_query(fields)
     except ValidationFailed as exc:
         return render(422, form=shown, errors={e.field: e.message for e in exc.errors}, qr=qr, csrf_token=csrf)
-    trusted = qr is not None and qr.valid
-    requester = verifier.requester(
-        "web", client, query.phone, via_qr=trusted, qr_link=qr.fields if qr is not None else None
-    )
+    requester = link_requester(verifier, "web", client, query.phone, qr)
     try:
         result = await verify(verifier, query, requester, altcha=altcha)
     except ChallengeRequired as exc:
@@ -161,18 +159,9 @@ async def _answer(
 async def verify_page(request: Request[Any, Any, Any], public_api: NamedDependency[PublicApi]) -> Response[str]:
     """The form; opened from a QR URL (`?c=&n=&d=&...`) it fills itself and shows the result at once."""
     params = {k: v for k, v in request.query_params.items() if isinstance(v, str)}
-    if not any(name in params for name in QR_FIELDS):
+    if not is_link(params):
         return render(form={}, csrf_token=csrf_token(request))
-    ring = public_api.verifier.keyring.current()
-    trusted = ring.keys.get(params.get("kid", ""))
-    keys = {trusted.key_id: trusted.public_raw} if trusted else {}
-    revoked = {trusted.key_id: trusted.revoked_since} if trusted and trusted.revoked_since else {}
-    qr = check_qr_params(params, keys, revoked)
-    fields = fields_from_qr(params)
-    day = fields.get("issue_date", "")
-    if len(day) == 8 and day.isdigit():  # shown in the form as YYYY-MM-DD
-        fields["issue_date"] = f"{day[:4]}-{day[4:6]}-{day[6:]}"
-    return await _answer(request, public_api, fields, qr)
+    return await _answer(request, public_api, link_form(params), check_link(public_api.verifier, params))
 
 
 def origin_of(url: str) -> str:

@@ -20,6 +20,12 @@ from pypdf import PdfWriter
 from tests.verification_fixtures import query_of
 
 SCAN = "/v1/verifications/scan"
+GUESS = {
+    "invoice_code": "440126000001",
+    "invoice_number": "99999999",
+    "issue_date": "2026-01-05",
+    "check_code_last6": "123456",
+}
 
 
 async def pdf_of(seller: Any, invoice: dict[str, Any]) -> bytes:
@@ -42,14 +48,15 @@ def phone_photo(pdf: bytes, degrees: float) -> bytes:
     return out.getvalue()
 
 
-def png_declaring(width: int, height: int) -> bytes:
-    """A tiny PNG whose header declares `width`×`height` pixels (a decompression bomb): a few hundred bytes."""
+def png_declaring(width: int, height: int, full: bool = False) -> bytes:
+    """A tiny PNG whose header declares `width`×`height` pixels (a decompression bomb): a few hundred bytes, or
+    with `full` every row there, white, compressed about a thousand to one."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    rows = zlib.compress(b"\0" * 1024)
+    rows = zlib.compress(b"\0" * (width + 1) * height if full else b"\0" * 1024, 9)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
@@ -131,6 +138,14 @@ async def test_a_decompression_bomb_is_refused_without_decoding(consumer: Any) -
     assert time.monotonic() - started < 10  # generous: decoding it would allocate 2.5 GB and take far longer
 
 
+async def test_a_bomb_below_pillows_own_limit_is_refused_too(consumer: Any) -> None:
+    bomb = png_declaring(9_000, 9_000, full=True)  # 81 million pixels, whole, in about 80 kB: Pillow would decode it
+    assert len(bomb) < 200_000
+    response = await scan(consumer, bomb, "bomb.png", "image/png")
+    assert response.status_code == 422, response.text
+    assert "9000×9000 pixels" in response.json()["errors"][0]["message"]
+
+
 async def test_a_pdf_of_too_many_pages_is_refused(consumer: Any) -> None:
     writer = PdfWriter()
     for _ in range(11):
@@ -153,3 +168,12 @@ async def test_not_an_image_is_a_422_and_the_wrong_media_type_a_415(consumer: An
 async def test_a_body_over_10_mb_is_a_413(consumer: Any) -> None:
     response = await scan(consumer, b"\xff\xd8" + b"\0" * (11 * 1024 * 1024))
     assert response.status_code == 413
+
+
+async def test_scans_count_against_the_clients_rate_even_when_nothing_is_found(consumer: Any) -> None:
+    out = io.BytesIO()
+    Image.new("L", (16, 16), 255).save(out, "PNG")
+    statuses = [(await scan(consumer, out.getvalue(), "blank.png", "image/png")).status_code for _ in range(31)]
+    assert statuses[:30] == [422] * 30 and statuses[30] == 429  # VERIFY_RATE_PER_WINDOW is 30 a minute
+    typed = await consumer.post("/v1/verifications", json=GUESS)
+    assert typed.status_code == 429  # the same budget as every other verification

@@ -60,6 +60,31 @@ def png_declaring(width: int, height: int, full: bool = False) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
+def pdf_with_image(width: int, height: int) -> bytes:
+    """A one-page PDF of 700 bytes showing an image that declares `width`×`height` pixels (a bomb inside a PDF)."""
+    data = zlib.compress(b"\xff" * 1024)
+    content = b"q 500 0 0 700 50 50 cm /Im0 Do Q"
+    objs = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /XObject << /Im0 5 0 R >> >> /Contents 4 0 R >>",
+        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+        b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray /BitsPerComponent 8 /Filter /FlateDecode /Length %d >>\nstream\n"
+        % (width, height, len(data))
+        + data
+        + b"\nendstream",
+    ]
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for i, body in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1) + b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return out
+
+
 async def scan(consumer: Any, content: bytes, name: str = "photo.jpg", kind: str = "image/jpeg") -> Any:
     return await consumer.post(SCAN, files={"file": (name, content, kind)})
 
@@ -144,6 +169,12 @@ async def test_a_bomb_below_pillows_own_limit_is_refused_too(consumer: Any) -> N
     response = await scan(consumer, bomb, "bomb.png", "image/png")
     assert response.status_code == 422, response.text
     assert "9000×9000 pixels" in response.json()["errors"][0]["message"]
+
+
+async def test_a_bomb_inside_a_pdf_is_refused_before_rendering(consumer: Any) -> None:
+    response = await scan(consumer, pdf_with_image(50_000, 50_000), "bomb.pdf", "application/pdf")
+    assert response.status_code == 422, response.text
+    assert "image on page 1 is 50000×50000 pixels" in response.json()["errors"][0]["message"]
 
 
 async def test_a_pdf_of_too_many_pages_is_refused(consumer: Any) -> None:

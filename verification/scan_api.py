@@ -18,11 +18,35 @@ from invoicing.http import ACCEPTS
 from verification import scan
 from verification.api import verification_json
 from verification.links import link_params, verify_link
-from verification.services import prove
+from verification.qr import QrCheck
+from verification.services import Verification, Verifier, prove
 from verification.views import PublicApi, client_address
 
 MULTIPART = ("multipart/form-data",)
 MAX_CODES = 20  # distinct invoice QR codes verified per file; more are left unread (each counts against the rate)
+
+
+async def verify_file(
+    verifier: Verifier, content: bytes, channel: str, client: str
+) -> list[tuple[QrCheck, Verification]]:
+    """Every distinct invoice QR code of the file (at most MAX_CODES, in the order found), verified as opening its
+    link does; 422 naming `file` when there is none or the file cannot be read. The file counts against the
+    client's rate before it is read, and each code verified once more."""
+    await verifier.limits.charge(verifier.hash("client", client))
+    found: list[tuple[QrCheck, Verification]] = []
+    for text in dict.fromkeys(await scan.read_codes(content)):
+        params = link_params(text)
+        if params is None:
+            continue
+        try:
+            found.append(await verify_link(verifier, params, channel, client))
+        except ValidationFailed:  # a link whose fields name no invoice: not an invoice QR code
+            continue
+        if len(found) == MAX_CODES:
+            break
+    if not found:
+        raise scan.refused("no invoice QR code was found in it")
+    return found
 
 
 @dataclass
@@ -51,28 +75,15 @@ async def scan_verification(
     or the file cannot be read (not a PNG, JPEG or PDF; more pixels or pages than allowed; too slow to read)."""
     verifier = public_api.verifier
     client = client_address(request)
-    await verifier.limits.charge(verifier.hash("client", client))
     if data.altcha:
         await prove(verifier, verifier.hash("client", client), data.altcha)
-    texts = await scan.read_codes(await data.file.read())
-    results: list[dict[str, Any]] = []
-    for text in dict.fromkeys(texts):  # each distinct code once, in the order found
-        params = link_params(text)
-        if params is None:
-            continue
-        try:
-            qr, result = await verify_link(verifier, params, "json", client)
-        except ValidationFailed:  # a link whose fields name no invoice: not an invoice QR code
-            continue
-        results.append(
-            {
-                "qr": qr.fields,
-                "qr_check": {"valid": qr.valid, "reason": qr.reason},
-                "verification": verification_json(result),
-            }
-        )
-        if len(results) == MAX_CODES:
-            break
-    if not results:
-        raise scan.refused("no invoice QR code was found in it")
+    found = await verify_file(verifier, await data.file.read(), "json", client)
+    results = [
+        {
+            "qr": qr.fields,
+            "qr_check": {"valid": qr.valid, "reason": qr.reason},
+            "verification": verification_json(result),
+        }
+        for qr, result in found
+    ]
     return {"results": results}

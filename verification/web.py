@@ -15,6 +15,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Request, Response, Router, get, post
 from litestar.config.csrf import CSRFConfig
+from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
@@ -24,10 +25,12 @@ from litestar.utils.scope.state import ScopeState
 from invoicing.errors import Forbidden, RateLimited, Unavailable, ValidationFailed
 from invoicing.http import ACCEPTS, FORM
 from invoicing.model import beijing_time
+from verification import scan
 from verification.challenge import ChallengeRequired
 from verification.links import check_link, is_link, link_form, link_requester
 from verification.model import OUTCOME_TEXT, RECEIPT_REFUSAL_TEXT, differing_text, parse_query
 from verification.qr import QrCheck
+from verification.scan_api import verify_file
 from verification.services import Verification, verify
 from verification.views import PublicApi, client_address
 
@@ -199,6 +202,38 @@ async def verify_form(request: Request[Any, Any, Any], public_api: NamedDependen
     return await _answer(request, public_api, fields, None, str(form.get("altcha") or "") or None)
 
 
+@post(
+    "/verify/scan",
+    tags=["verification"],
+    include_in_schema=False,
+    request_max_body_size=scan.MAX_BYTES,
+    opt={ACCEPTS: ("multipart/form-data",)},
+)
+async def verify_scan_form(request: Request[Any, Any, Any], public_api: NamedDependency[PublicApi]) -> Response[str]:
+    """The page's upload (a photo taken on the phone, or a PDF): every invoice QR code in it verified as
+    `POST /v1/verifications/scan` does, shown as a list of results; only from this site's own page (CSRF, origin)."""
+    check_same_site(request, public_api.public_base_url)
+    csrf = csrf_token(request)
+    upload = (await request.form()).get("file")
+    if not isinstance(upload, UploadFile):
+        return render(422, form={}, errors={"file": "请选择发票照片或 PDF · choose a photo or a PDF"}, csrf_token=csrf)
+    try:
+        found = await verify_file(public_api.verifier, await upload.read(), "web", client_address(request))
+    except ValidationFailed as exc:
+        return render(422, form={}, errors={e.field: e.message for e in exc.errors}, csrf_token=csrf)
+    except RateLimited as exc:
+        response = render(429, form={}, limited=exc.retry_after_s, csrf_token=csrf)
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+    except ChallengeRequired:  # a forged code on a hot invoice: the typed form, with its proof of work, is the way
+        return render(
+            428, form={}, errors={"file": "请手动输入查验 · please verify by typing the details"}, csrf_token=csrf
+        )
+    except Unavailable as exc:
+        return error_page(503, exc.retry_after_s, csrf=csrf)
+    return render(form={}, csrf_token=csrf, scans=[_result_context(result, qr) for qr, result in found])
+
+
 def page_router(csrf_secret: str, public_base_url: str) -> Router:
     """The page's routes under litestar's CSRF middleware: a GET sets the cookie (HttpOnly, SameSite=Strict,
     Secure on https) and gives the form its token; a POST without a matching, signed pair is refused (403)."""
@@ -212,6 +247,6 @@ def page_router(csrf_secret: str, public_base_url: str) -> Router:
     )
     return Router(
         path="/",
-        route_handlers=[verify_page, verify_form],
+        route_handlers=[verify_page, verify_form, verify_scan_form],
         middleware=[DefineMiddleware(CSRFMiddleware, config=csrf)],
     )

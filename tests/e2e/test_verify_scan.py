@@ -17,7 +17,7 @@ import segno
 from PIL import Image, ImageFilter
 from pypdf import PdfWriter
 
-from tests.verification_fixtures import query_of
+from tests.verification_fixtures import form_token, query_of
 
 SCAN = "/v1/verifications/scan"
 GUESS = {
@@ -208,3 +208,33 @@ async def test_scans_count_against_the_clients_rate_even_when_nothing_is_found(c
     assert statuses[:30] == [422] * 30 and statuses[30] == 429  # VERIFY_RATE_PER_WINDOW is 30 a minute
     typed = await consumer.post("/v1/verifications", json=GUESS)
     assert typed.status_code == 429  # the same budget as every other verification
+
+
+async def test_the_page_offers_the_camera_and_verifies_an_upload(consumer: Any, seller: Any) -> None:
+    page = await consumer.get("/verify")
+    assert 'accept="image/*,application/pdf" capture="environment"' in page.text
+    assert 'action="/verify/scan" enctype="multipart/form-data"' in page.text
+    invoice = await seller.issue()
+    photo = phone_photo(await pdf_of(seller, invoice), 2.0)
+    token = await form_token(consumer)
+    answer = await consumer.post(
+        "/verify/scan", data={"_csrf_token": token}, files={"file": ("p.jpg", photo, "image/jpeg")}
+    )
+    assert answer.status_code == 200 and 'id="scan-1" data-result="valid"' in answer.text
+    assert invoice["invoice_number"] in answer.text and "QR signature valid" in answer.text
+    assert "script-src 'self'" in answer.headers["content-security-policy"]
+    blank = await consumer.post(
+        "/verify/scan", data={"_csrf_token": token}, files={"file": ("b.png", qr_png("hello"), "image/png")}
+    )
+    assert blank.status_code == 422 and 'id="scan-error"' in blank.text
+
+
+async def test_the_page_upload_refuses_another_sites_post(consumer: Any, seller: Any) -> None:
+    files = {"file": ("p.png", qr_png("hello"), "image/png")}
+    no_token = await consumer.post("/verify/scan", files=files)
+    assert no_token.status_code == 403
+    token = await form_token(consumer)
+    elsewhere = await consumer.post(
+        "/verify/scan", data={"_csrf_token": token}, files=files, headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    assert elsewhere.status_code == 403

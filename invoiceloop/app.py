@@ -52,6 +52,7 @@ from verification.log_api import (
     log_leaf,
     log_tile,
 )
+from verification.scan_api import scan_verification
 from verification.services import Verifier
 from verification.sms import make_sms_channel
 from verification.views import PublicApi
@@ -244,6 +245,7 @@ ROUTES: list[ControllerRouterHandler] = [
     # the public side
     create_verification,
     create_verification_batch,
+    scan_verification,
     verify_static,
     api_reference_static,
     sms_inbound,  # the page (GET and POST /verify) is `page_router`, added by `create_app` with its CSRF secret

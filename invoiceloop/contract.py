@@ -2,7 +2,7 @@
 documented on the operations where it can occur, as application/problem+json with the one `Problem` schema.
 
 Which operation can answer which status follows from the kind of route (one rule per status, `RULES`): a route
-that takes a key can answer 401, one that reads a JSON body 413, 415 and 422, one with a path parameter 404, and
+that takes a key can answer 401, one that reads a JSON or multipart body 413, 415 and 422, one with a path parameter 404, and
 so on; the few routes with refusals of their own are named. `document_errors` applies the rules to the app's
 OpenAPI document once, when the app is made, so a new route gets its errors documented without a line of its
 own. Schemathesis (tests/e2e/test_contract.py) checks the result against a running server."""
@@ -80,6 +80,7 @@ TOKEN_GUARDED = {("GET", "/metrics")}  # METRICS_TOKEN as a bearer, when it is s
 GUARDED_BY_LIMITS = {  # the public verification's rate limit and challenge
     ("POST", "/v1/verifications"),
     ("POST", "/v1/verifications/batch"),  # 428: its `altcha` does not prove; 429: not one item got past the rate
+    ("POST", "/v1/verifications/scan"),
 }
 NEVER_FAILS = {("GET", "/healthz")}  # answers without touching anything
 NO_BACKEND = {("GET", "/metrics")}  # this process's own counters
@@ -110,6 +111,12 @@ class Route:
         return body is not None and not isinstance(body, Reference) and "application/json" in body.content
 
     @property
+    def multipart_body(self) -> bool:
+        """It reads a multipart/form-data body (an upload): its fields are checked like a JSON body's."""
+        body = self.operation.request_body
+        return body is not None and not isinstance(body, Reference) and "multipart/form-data" in body.content
+
+    @property
     def parameters(self) -> list[Parameter]:
         """Its documented path, query and header parameters."""
         return [p for p in self.operation.parameters or [] if isinstance(p, Parameter)]
@@ -133,8 +140,8 @@ class Rule:
 RULES: tuple[Rule, ...] = (
     Rule(
         400,
-        lambda r: r.json_body or bool(r.parameters),
-        "Malformed JSON, or a query or path parameter of the wrong form (`errors` names it).",
+        lambda r: r.json_body or r.multipart_body or bool(r.parameters),
+        "Malformed JSON or multipart body, or a query or path parameter of the wrong form (`errors` names it).",
     ),
     Rule(
         401,
@@ -152,8 +159,9 @@ RULES: tuple[Rule, ...] = (
     Rule(415, lambda r: r.reads_body, "The body's Content-Type is not the one this route reads."),
     Rule(
         422,
-        lambda r: r.json_body,
-        "The body is well-formed JSON but invalid: `errors` names each field at fault by its path.",
+        lambda r: r.json_body or r.multipart_body,
+        "The body is well-formed JSON or multipart but invalid (an upload: unreadable, too many pixels or pages, "
+        "no invoice QR code): `errors` names each field at fault by its path.",
     ),
     Rule(
         428,

@@ -247,6 +247,19 @@ class Limits:
             self._rate_error(int(ttl)) if state == Admission.OVER_RATE else Admission(state) for state, ttl in pairs
         ]
 
+    async def charge(self, client: str) -> None:
+        """Count one request of `client` against its rate (the counter `_SETTLE` counts) before work that is no
+        verification yet, such as reading a photo (`RateLimited` over it); `LimitsUnavailable` without Redis."""
+        if self.redis is None:
+            return
+        f = self.figures
+        try:
+            retry_s = await self._over(f"vl:rate:{client}:{self._window()}", f.rate_per_window, f.rate_window_s)
+        except RedisError as exc:
+            raise LimitsUnavailable("verification is briefly unavailable; please try again shortly") from exc
+        if retry_s is not None:
+            raise self._rate_error(retry_s)
+
     async def claim(self, client: str, solution_id: str) -> bool:
         """Count a proof of work sent by `client` against its rate (`RateLimited` over it) and claim its challenge
         (`solution_id`, the challenge's signature): True the first time, False when it was claimed already.

@@ -15,6 +15,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Request, Response, Router, get, post
 from litestar.config.csrf import CSRFConfig
+from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
@@ -24,10 +25,13 @@ from litestar.utils.scope.state import ScopeState
 from invoicing.errors import Forbidden, RateLimited, Unavailable, ValidationFailed
 from invoicing.http import ACCEPTS, FORM
 from invoicing.model import beijing_time
+from verification import scan
 from verification.bulk import MAX_ITEMS
 from verification.challenge import ChallengeRequired
-from verification.model import OUTCOME_TEXT, RECEIPT_REFUSAL_TEXT, differing_text, fields_from_qr, parse_query
-from verification.qr import QR_FIELDS, QrCheck, check_qr_params
+from verification.links import check_link, is_link, link_form, link_requester
+from verification.model import OUTCOME_TEXT, RECEIPT_REFUSAL_TEXT, differing_text, parse_query
+from verification.qr import QrCheck
+from verification.scan_api import verify_file
 from verification.services import Verification, verify
 from verification.views import PublicApi, client_address
 
@@ -141,10 +145,7 @@ async def _answer(
         query = parse_query(fields)
     except ValidationFailed as exc:
         return render(422, form=shown, errors={e.field: e.message for e in exc.errors}, qr=qr, csrf_token=csrf)
-    trusted = qr is not None and qr.valid
-    requester = verifier.requester(
-        "web", client, query.phone, via_qr=trusted, qr_link=qr.fields if qr is not None else None
-    )
+    requester = link_requester(verifier, "web", client, query.phone, qr)
     try:
         result = await verify(verifier, query, requester, altcha=altcha)
     except ChallengeRequired as exc:
@@ -162,18 +163,9 @@ async def _answer(
 async def verify_page(request: Request[Any, Any, Any], public_api: NamedDependency[PublicApi]) -> Response[str]:
     """The form; opened from a QR URL (`?c=&n=&d=&...`) it fills itself and shows the result at once."""
     params = {k: v for k, v in request.query_params.items() if isinstance(v, str)}
-    if not any(name in params for name in QR_FIELDS):
+    if not is_link(params):
         return render(form={}, csrf_token=csrf_token(request))
-    ring = public_api.verifier.keyring.current()
-    trusted = ring.keys.get(params.get("kid", ""))
-    keys = {trusted.key_id: trusted.public_raw} if trusted else {}
-    revoked = {trusted.key_id: trusted.revoked_since} if trusted and trusted.revoked_since else {}
-    qr = check_qr_params(params, keys, revoked)
-    fields = fields_from_qr(params)
-    day = fields.get("issue_date", "")
-    if len(day) == 8 and day.isdigit():  # shown in the form as YYYY-MM-DD
-        fields["issue_date"] = f"{day[:4]}-{day[4:6]}-{day[6:]}"
-    return await _answer(request, public_api, fields, qr)
+    return await _answer(request, public_api, link_form(params), check_link(public_api.verifier, params))
 
 
 def origin_of(url: str) -> str:
@@ -211,6 +203,38 @@ async def verify_form(request: Request[Any, Any, Any], public_api: NamedDependen
     return await _answer(request, public_api, fields, None, str(form.get("altcha") or "") or None)
 
 
+@post(
+    "/verify/scan",
+    tags=["verification"],
+    include_in_schema=False,
+    request_max_body_size=scan.MAX_BYTES,
+    opt={ACCEPTS: ("multipart/form-data",)},
+)
+async def verify_scan_form(request: Request[Any, Any, Any], public_api: NamedDependency[PublicApi]) -> Response[str]:
+    """The page's upload (a photo taken on the phone, or a PDF): every invoice QR code in it verified as
+    `POST /v1/verifications/scan` does, shown as a list of results; only from this site's own page (CSRF, origin)."""
+    check_same_site(request, public_api.public_base_url)
+    csrf = csrf_token(request)
+    upload = (await request.form()).get("file")
+    if not isinstance(upload, UploadFile):
+        return render(422, form={}, errors={"file": "请选择发票照片或 PDF · choose a photo or a PDF"}, csrf_token=csrf)
+    try:
+        found = await verify_file(public_api.verifier, await upload.read(), "web", client_address(request))
+    except ValidationFailed as exc:
+        return render(422, form={}, errors={e.field: e.message for e in exc.errors}, csrf_token=csrf)
+    except RateLimited as exc:
+        response = render(429, form={}, limited=exc.retry_after_s, csrf_token=csrf)
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+    except ChallengeRequired:  # a forged code on a hot invoice: the typed form, with its proof of work, is the way
+        return render(
+            428, form={}, errors={"file": "请手动输入查验 · please verify by typing the details"}, csrf_token=csrf
+        )
+    except Unavailable as exc:
+        return error_page(503, exc.retry_after_s, csrf=csrf)
+    return render(form={}, csrf_token=csrf, scans=[_result_context(result, qr) for qr, result in found])
+
+
 def page_router(csrf_secret: str, public_base_url: str) -> Router:
     """The page's routes (the form, and the CSV upload of `bulk_page`) under litestar's CSRF middleware: a GET sets the cookie (HttpOnly, SameSite=Strict,
     Secure on https) and gives the form its token; a POST without a matching, signed pair is refused (403)."""
@@ -226,6 +250,6 @@ def page_router(csrf_secret: str, public_base_url: str) -> Router:
 
     return Router(
         path="/",
-        route_handlers=[verify_page, verify_form, verify_csv, verify_csv_download],
+        route_handlers=[verify_page, verify_form, verify_scan_form, verify_csv, verify_csv_download],
         middleware=[DefineMiddleware(CSRFMiddleware, config=csrf)],
     )

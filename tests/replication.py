@@ -97,7 +97,7 @@ def primary_and_standby() -> Iterator[Cluster]:
         cluster.run("psql", "-h", "127.0.0.1", "-p", str(cluster.primary_port), "-U", "postgres", "-q",
                     "-c", "CREATE DATABASE invoiceloop")  # fmt: skip
         cluster.run("pg_basebackup", "-h", "127.0.0.1", "-p", str(cluster.primary_port), "-U", "postgres",
-                    "-D", str(root / "standby"), "-R", "-X", "stream", "--no-sync")  # fmt: skip
+                    "-D", str(root / "standby"), "-R", "-X", "stream", "-c", "fast", "--no-sync")  # fmt: skip
         cluster.start_standby()
         started.append("standby")
         yield cluster

@@ -100,6 +100,16 @@ async def on_standby(cluster: Cluster, sql: str, *args: Any) -> Any:
         await conn.close()
 
 
+async def pause_replay(cluster: Cluster) -> None:
+    """Pause the standby's replay and wait until it has (a pause is only requested at first)."""
+    await on_standby(cluster, "SELECT pg_wal_replay_pause()")
+    for _ in range(600):
+        if await on_standby(cluster, "SELECT pg_get_wal_replay_pause_state()") == "paused":
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the standby's replay never paused")
+
+
 async def replayed(cluster: Cluster, invoice_id: str, status: str = "issued") -> None:
     """Wait until the standby shows the invoice with this status."""
     for _ in range(600):
@@ -114,7 +124,7 @@ async def test_lookups_go_to_the_standby_and_to_the_primary_for_what_it_lacks(
 ) -> None:
     older = await issue(seller)
     await replayed(cluster, older["id"])
-    await on_standby(cluster, "SELECT pg_wal_replay_pause()")  # the standby lags from here on
+    await pause_replay(cluster)  # the standby lags from here on
     try:
         voided = await seller.post(f"/v1/invoices/{older['id']}/void", json={"reason": "开错了"})
         assert voided.status_code == 200, voided.text
@@ -159,7 +169,7 @@ async def test_manifest_reads_wait_for_a_standby_that_has_caught_up(cluster: Clu
     replica = await db.create_pool(cluster.standby_url, min_size=0, max_size=2)
     reads = Reads(primary, replica)
     try:
-        await on_standby(cluster, "SELECT pg_wal_replay_pause()")
+        await pause_replay(cluster)
         async with primary.acquire() as conn:
             await conn.execute("CREATE TABLE IF NOT EXISTS replica_probe (n int); INSERT INTO replica_probe VALUES (1)")
         assert await reads.caught_up_pool() is primary  # the standby has not replayed that commit

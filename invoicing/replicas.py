@@ -52,9 +52,10 @@ class Reads:
         *,
         retry_after_s: float = 5.0,
         acquire_timeout_s: float = 1.0,
+        catch_up_s: float = 0.5,
     ) -> None:
         self.primary, self.replica = primary, replica
-        self.retry_after_s, self.acquire_timeout_s = retry_after_s, acquire_timeout_s
+        self.retry_after_s, self.acquire_timeout_s, self.catch_up_s = retry_after_s, acquire_timeout_s, catch_up_s
         self._down_until = 0.0
 
     @property
@@ -82,16 +83,21 @@ class Reads:
         return result
 
     async def caught_up_pool(self) -> asyncpg.Pool:
-        """The replica's pool if it has replayed everything the primary had committed when this was called, else
-        the primary's: for reads that must not miss anything (a manifest's items)."""
+        """The replica's pool if it has replayed everything the primary had committed when this was called (waiting
+        up to `catch_up_s` for it), else the primary's: for reads that must not miss anything (a manifest's items)."""
         if self.replica is None or not self.replica_usable:
             return self.primary
         async with self.primary.acquire() as conn:
             lsn = await conn.fetchval(PRIMARY_LSN)
         try:
             async with self.replica.acquire(timeout=self.acquire_timeout_s) as conn:
-                if await conn.fetchval(REPLAYED_UP_TO, lsn):
-                    return self.replica
+                deadline = time.monotonic() + self.catch_up_s
+                while True:  # a standby streaming a busy primary is a few ms behind: worth a short wait
+                    if await conn.fetchval(REPLAYED_UP_TO, lsn):
+                        return self.replica
+                    if time.monotonic() >= deadline:
+                        break
+                    await asyncio.sleep(0.01)
         except REPLICA_FAILURES as exc:
             self._failed(exc)
         return self.primary

@@ -167,7 +167,7 @@ async def test_the_public_log_is_read_from_the_standby_with_the_primary_behind_i
 
 async def test_manifest_reads_wait_for_a_standby_that_has_caught_up(cluster: Cluster, primary: asyncpg.Pool) -> None:
     replica = await db.create_pool(cluster.standby_url, min_size=0, max_size=2)
-    reads = Reads(primary, replica)
+    reads = Reads(primary, replica, catch_up_s=5.0)  # generous: the machine may be loaded
     try:
         await pause_replay(cluster)
         async with primary.acquire() as conn:

@@ -74,7 +74,10 @@ async def ingest(conn: asyncpg.Connection, operator_id: str, raw_events: list[An
         changed = {n: s for n, s in after.items() if s != before[n]}
         await repo.update_orders(
             conn,
-            [(rows[n]["id"], s.status, s.latest_event_at, s.signed_by, s.delivered_at) for n, s in changed.items()],
+            [
+                (rows[n]["id"], s.status, s.latest_event_at, s.signed_by, s.delivered_at, before[n].status)
+                for n, s in changed.items()
+            ],
         )
         result.sms_ids = await sms_outbox.add(conn, "delivered", _delivered_texts(rows, changed))
     result.rejected.sort(key=lambda r: r["index"])

@@ -27,12 +27,25 @@ SELECT $1, * FROM unnest($2::text[], $3::uuid[], $4::text[], $5::timestamptz[], 
                          $9::bool[])
 ON CONFLICT (operator_id, event_id) DO NOTHING"""
 
+# With the issuer's `delivery.status_changed` webhook event for each order whose status moved (when the issuer has
+# an endpoint that wants it), in the same statement.
 UPDATE_ORDERS = """
-UPDATE delivery_orders d SET status = u.status, latest_event_at = u.latest_event_at, signed_by = u.signed_by,
-       delivered_at = u.delivered_at, updated_at = now()
-  FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[])
-       AS u(id, status, latest_event_at, signed_by, delivered_at)
- WHERE d.id = u.id"""
+WITH u AS (
+  UPDATE delivery_orders d SET status = u.status, latest_event_at = u.latest_event_at, signed_by = u.signed_by,
+         delivered_at = u.delivered_at, updated_at = now()
+    FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[], $6::text[])
+         AS u(id, status, latest_event_at, signed_by, delivered_at, previous)
+   WHERE d.id = u.id
+  RETURNING d.invoice_id, d.issuer_id, d.tracking_number, u.status, u.previous, u.latest_event_at, u.signed_by
+)
+INSERT INTO webhook_events (issuer_id, type, data)
+SELECT u.issuer_id, 'delivery.status_changed',
+       jsonb_build_object('invoice_id', u.invoice_id, 'tracking_number', u.tracking_number, 'status', u.status,
+                          'previous_status', u.previous, 'occurred_at', u.latest_event_at, 'signed_by', u.signed_by)
+  FROM u
+ WHERE u.status IS DISTINCT FROM u.previous
+   AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.issuer_id = u.issuer_id AND w.disabled_at IS NULL
+                  AND 'delivery.status_changed' = ANY (w.events))"""
 
 ORDER_OF_INVOICE = """
 SELECT d.id, d.status, d.tracking_number, d.province_code, d.address, d.created_at, d.manifested_at, d.signed_by,
@@ -72,9 +85,11 @@ async def insert_events(
 
 
 async def update_orders(
-    conn: asyncpg.Connection, changes: Sequence[tuple[uuid.UUID, str, datetime | None, str | None, datetime | None]]
+    conn: asyncpg.Connection,
+    changes: Sequence[tuple[uuid.UUID, str, datetime | None, str | None, datetime | None, str]],
 ) -> None:
-    """Write orders' new (id, status, latest event time, signed by, delivered at)."""
+    """Write orders' new (id, status, latest event time, signed by, delivered at, status before), with the issuer's
+    webhook event of each status change."""
     if changes:
         await conn.execute(UPDATE_ORDERS, *(list(column) for column in zip(*changes, strict=True)))
 

@@ -41,6 +41,8 @@ from invoicing.numbering import Issuing
 from invoicing.queue import Queue, redis_client
 from invoicing.replicas import Reads
 from invoicing.transparency import LogReader, LogSigner
+from invoicing.webhook_api import WebhookApi, WebhookController
+from invoicing.webhook_sender import Nudge
 from verification.api import create_verification, create_verification_batch, jwks
 from verification.inbound import sms_inbound
 from verification.limits import LimitFigures, Limits
@@ -90,6 +92,7 @@ class Services:
     issuer_api: IssuerApi
     public_api: PublicApi
     postal_api: PostalApi
+    webhook_api: WebhookApi
 
 
 @get("/healthz", tags=["operations"])
@@ -195,6 +198,7 @@ async def start_services(settings: Settings) -> Services:
     )
     base = settings.public_base_url
     auth = Authenticator(pool, key_ttl_s=settings.key_cache_ttl_s)
+    hooks = Nudge(pool, queue)
     return Services(
         pool=pool,
         reads=reads,
@@ -202,7 +206,15 @@ async def start_services(settings: Settings) -> Services:
         queue=queue,
         auth=auth,
         issuer_api=IssuerApi(
-            pool, issuing, queue, base, settings.tax_rates, auth, reads, max_batch_lines=settings.max_batch_lines
+            pool,
+            issuing,
+            queue,
+            base,
+            settings.tax_rates,
+            auth,
+            reads,
+            max_batch_lines=settings.max_batch_lines,
+            hooks=hooks,
         ),
         public_api=PublicApi(
             verifier,
@@ -212,6 +224,7 @@ async def start_services(settings: Settings) -> Services:
             inbound_slots=asyncio.Semaphore(max(1, settings.db_pool_max // 2)),
         ),
         postal_api=PostalApi(pool, queue, base, auth, reads),
+        webhook_api=WebhookApi(pool, settings.webhook_allow_private, hooks),
     )
 
 
@@ -242,6 +255,7 @@ ROUTES: list[ControllerRouterHandler] = [
     # issuers
     InvoiceController,
     issuer_stats,
+    WebhookController,
     # the public side
     create_verification,
     create_verification_batch,
@@ -307,6 +321,7 @@ def create_app(
             "issuer_api": part(lambda s: s.issuer_api),
             "public_api": part(lambda s: s.public_api),
             "postal_api": part(lambda s: s.postal_api),
+            "webhook_api": part(lambda s: s.webhook_api),
         },
         exception_handlers={
             DomainError: problems.on_domain_error,

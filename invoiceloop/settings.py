@@ -15,6 +15,8 @@ from invoicing.keys import write_private
 from invoicing.model import DEFAULT_MAX_BATCH_LINES, DEFAULT_MAX_SERIES_PER_YEAR, DEFAULT_TAX_RATES
 from invoicing.queue import RedisTarget, parse_sentinels
 from invoicing.smtp import SmtpTarget
+from invoicing.webhook_sender import HookConfig
+from invoicing.webhooks import DEFAULT_DISABLE_AFTER_S, DEFAULT_RETRY_SCHEDULE_S, parse_schedule
 from verification.limits import DEFAULT_SMS_DAILY_BUDGET
 from verification.model import DEFAULT_SMS_COUNTRIES, parse_countries
 
@@ -54,6 +56,11 @@ class Settings:
     smtp_from: str = "invoiceloop <invoices@localhost>"  # SMTP_FROM: the From of the buyer's mail
     mail_lease_s: float = 120.0  # MAIL_LEASE_S: a mail being sent this long lost its worker and is sent again
     metrics_token: str | None = None  # METRICS_TOKEN: /metrics wants it as a bearer token; unset, private peers only
+    webhook_allow_private: bool = False  # WEBHOOK_ALLOW_PRIVATE=1: http:// and private addresses (tests only)
+    webhook_timeout_s: float = 10.0  # WEBHOOK_TIMEOUT_S: one delivery try, everything included
+    webhook_endpoint_concurrency: int = 4  # WEBHOOK_ENDPOINT_CONCURRENCY: tries in flight per endpoint
+    webhook_retry_schedule_s: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE_S  # WEBHOOK_RETRY_SCHEDULE_S: waits
+    webhook_disable_after_s: float = DEFAULT_DISABLE_AFTER_S  # WEBHOOK_DISABLE_AFTER_S: failing this long, disabled
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -96,6 +103,15 @@ class Settings:
             smtp_from=env.get("SMTP_FROM") or "invoiceloop <invoices@localhost>",
             mail_lease_s=float(env.get("MAIL_LEASE_S") or 120.0),
             metrics_token=env.get("METRICS_TOKEN") or None,
+            webhook_allow_private=(env.get("WEBHOOK_ALLOW_PRIVATE") or "").strip().lower() in ("1", "true", "yes"),
+            webhook_timeout_s=_positive("WEBHOOK_TIMEOUT_S", env.get("WEBHOOK_TIMEOUT_S"), 10.0),
+            webhook_endpoint_concurrency=int(
+                _positive("WEBHOOK_ENDPOINT_CONCURRENCY", env.get("WEBHOOK_ENDPOINT_CONCURRENCY"), 4)
+            ),
+            webhook_retry_schedule_s=_schedule(env.get("WEBHOOK_RETRY_SCHEDULE_S")),
+            webhook_disable_after_s=_positive(
+                "WEBHOOK_DISABLE_AFTER_S", env.get("WEBHOOK_DISABLE_AFTER_S"), DEFAULT_DISABLE_AFTER_S, zero=True
+            ),
             extra={k: v for k, v in env.items() if k.startswith("VERIFY_")},  # limit overrides, docs/verification.md
         )
 
@@ -105,6 +121,17 @@ class Settings:
         if self.redis_sentinels:
             return RedisTarget(None, self.redis_sentinels, self.redis_sentinel_master, self.redis_timeout_s)
         return RedisTarget(self.redis_url, timeout_s=self.redis_timeout_s) if self.redis_url else None
+
+    @property
+    def hooks(self) -> HookConfig:
+        """How the worker delivers issuers' webhooks (WEBHOOK_*)."""
+        return HookConfig(
+            self.webhook_allow_private,
+            self.webhook_timeout_s,
+            self.webhook_endpoint_concurrency,
+            self.webhook_retry_schedule_s,
+            self.webhook_disable_after_s,
+        )
 
     @property
     def smtp(self) -> SmtpTarget | None:
@@ -179,5 +206,28 @@ def _sentinels(text: str | None) -> tuple[tuple[str, int], ...]:
         return ()
     try:
         return parse_sentinels(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _positive(name: str, text: str | None, default: float, *, zero: bool = False) -> float:
+    """A number of seconds (or a count) above 0 (0 allowed when `zero`); unset: `default`."""
+    if not text or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {text!r}") from None
+    if value < 0 or (value == 0 and not zero):
+        raise ConfigError(f"{name} must be {'0 or more' if zero else 'more than 0'}, not {text!r}")
+    return value
+
+
+def _schedule(text: str | None) -> tuple[float, ...]:
+    """WEBHOOK_RETRY_SCHEDULE_S (`5,300,1800`); unset: Standard Webhooks' schedule."""
+    if not text or not text.strip():
+        return DEFAULT_RETRY_SCHEDULE_S
+    try:
+        return parse_schedule(text)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -8,10 +8,11 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import httpx
 from arq import ArqRedis, cron, func
 from arq.worker import Worker
 from redis.exceptions import RedisError
@@ -19,10 +20,18 @@ from redis.exceptions import RedisError
 from delivery import jobs as delivery_jobs
 from invoiceloop.app import create_app, log_signer, make_sms
 from invoiceloop.settings import Settings
-from invoicing import db, mail_outbox, sms_outbox, transparency
+from invoicing import db, mail_outbox, sms_outbox, transparency, webhook_sender
 from invoicing.mail_message import KINDS
 from invoicing.mail_outbox import Mailer
-from invoicing.queue import FAN_OUT_MAIL, FULFIL_ORDERS, SEND_MAIL, SEND_SMS, arq_client
+from invoicing.queue import (
+    DELIVER_WEBHOOKS,
+    FAN_OUT_MAIL,
+    FAN_OUT_WEBHOOKS,
+    FULFIL_ORDERS,
+    SEND_MAIL,
+    SEND_SMS,
+    arq_client,
+)
 from invoicing.sms_outbox import SmsChannel
 
 # arq's own options for every job; a job that needs less time says so in its `func(..., timeout=)` below.
@@ -39,6 +48,8 @@ class WorkerContext:
     sms: SmsChannel
     redis: ArqRedis
     mail: Mailer | None = None  # None without SMTP_URL: the buyer's mails wait in the outbox
+    hooks: webhook_sender.HookConfig = field(default_factory=webhook_sender.HookConfig)
+    http: httpx.AsyncClient | None = None  # the issuers' webhooks' client (no redirects, no proxies)
 
 
 def _app(ctx: dict[str, Any]) -> WorkerContext:
@@ -96,6 +107,26 @@ async def sweep_orders(ctx: dict[str, Any]) -> int:
     return await delivery_jobs.sweep_orders(_app(ctx).pool)
 
 
+async def fan_out_webhooks(ctx: dict[str, Any]) -> int:
+    """Fan the issuers' waiting webhook events out to their endpoints and nudge a delivery job for each."""
+    app = _app(ctx)
+    return await webhook_sender.fan_out(app.pool, app.redis)
+
+
+async def deliver_webhooks(ctx: dict[str, Any], endpoint_id: str) -> int:
+    """Send one endpoint's due webhook messages."""
+    app = _app(ctx)
+    assert app.http is not None
+    return await webhook_sender.deliver(app.pool, app.http, app.hooks, endpoint_id)
+
+
+async def sweep_webhooks(ctx: dict[str, Any]) -> int:
+    """Fan out events no nudge reached, and start delivery jobs for endpoints with messages due (retries, leases of
+    killed workers)."""
+    app = _app(ctx)
+    return await webhook_sender.sweep(app.pool, app.redis, app.hooks)
+
+
 FUNCTIONS = [
     func(ping, name="ping"),
     func(send_sms, name=SEND_SMS, timeout=30),
@@ -104,10 +135,12 @@ FUNCTIONS = [
     # are the first retries only: the sweep goes on retrying for as long as the row allows
     func(send_mail, name=SEND_MAIL, max_tries=5),
     func(fan_out_mail, name=FAN_OUT_MAIL, timeout=60),
+    func(fan_out_webhooks, name=FAN_OUT_WEBHOOKS, timeout=60, max_tries=3),
 ]
 CRON_JOBS = [
     cron(sweep_sms, second={0, 15, 30, 45}, run_at_startup=False, unique=True, timeout=30),
     cron(sweep_mail, second={5, 20, 35, 50}, run_at_startup=True, unique=True, timeout=30),
+    cron(sweep_webhooks, second=set(range(1, 60, 2)), run_at_startup=True, unique=True, timeout=30),
     cron(
         sweep_orders,
         name="delivery_sweep_orders",
@@ -136,7 +169,10 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
 
     async def startup(ctx: dict[str, Any]) -> None:
         pool = await db.create_pool(settings.require_database_url(), max_size=10)
-        ctx["app"] = WorkerContext(pool, make_sms(settings), ctx["redis"], make_mailer(settings))
+        hooks = settings.hooks
+        ctx["app"] = WorkerContext(
+            pool, make_sms(settings), ctx["redis"], make_mailer(settings), hooks, webhook_sender.new_client(hooks)
+        )
         # The log's sequencer runs beside the jobs for as long as the worker does (one at a time across
         # workers: the others find the lock taken and wait their turn).
         ctx["sequencer"] = asyncio.create_task(transparency.run_sequencer(pool, log_signer(settings)))
@@ -147,13 +183,18 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await ctx["sequencer"]
         if "app" in ctx:
-            await _app(ctx).pool.close()
+            app = _app(ctx)
+            if app.http is not None:
+                await app.http.aclose()
+            await app.pool.close()
 
     if settings.redis is None:
         raise ValueError("neither REDIS_URL nor REDIS_SENTINELS is set")
     options = {**WORKER_OPTIONS, "handle_signals": False, **overrides}
+    # a delivery job's bound follows WEBHOOK_TIMEOUT_S; its retries are the database's (the sweep), not arq's
+    deliver = func(deliver_webhooks, name=DELIVER_WEBHOOKS, timeout=settings.hooks.job_timeout_s, max_tries=1)
     return Worker(
-        functions=FUNCTIONS,
+        functions=[*FUNCTIONS, deliver],
         cron_jobs=CRON_JOBS,
         redis_pool=arq_client(settings.redis),
         on_startup=startup,

@@ -32,6 +32,7 @@ from invoicing.queue import FULFIL_ORDERS, Queue
 from invoicing.replicas import Reads
 from invoicing.repository import Issuer
 from invoicing.schemas import BatchIn, CreditIn, InvoiceIn, VoidIn, invoice_json, month_figures, request_hash
+from invoicing.webhook_sender import Nudge
 
 SINGLE_MAX_BYTES = 512 * 1024
 BATCH_MAX_BYTES = 16 * 1024 * 1024
@@ -71,6 +72,7 @@ class IssuerApi:
     reads: Reads  # reads that may lag (the stats): a replica's, if any
     pdfs: PdfCache = field(default_factory=PdfCache)
     max_batch_lines: int = DEFAULT_MAX_BATCH_LINES
+    hooks: Nudge | None = None  # the webhook fan-out's nudge after commit
 
     @functools.cached_property
     def groups(self) -> services.IssueGroups:
@@ -99,6 +101,8 @@ async def _nudge_fulfilment(api: IssuerApi, issued: services.Issued) -> None:
     postal = [inv.id for inv in issued.invoices if inv.delivery_method == "postal" and inv.kind == "invoice"]
     if postal:
         await api.queue.enqueue(FULFIL_ORDERS, postal, job_id=f"fulfil:{postal[0]}")
+    if api.hooks is not None and issued.invoices:
+        await api.hooks.after_commit([issued.invoices[0].issuer_id])
 
 
 def _issued_response(
@@ -266,6 +270,8 @@ class InvoiceController(Controller):
         async with issuer_api.pool.acquire() as conn:
             inv = await services.void(conn, issuer_api.issuing, issuer, invoice_id, reason)
         await mail_outbox.nudge(issuer_api.queue, "void", [inv])
+        if issuer_api.hooks is not None:
+            await issuer_api.hooks.after_commit([issuer.id])
         return invoice_json(inv, issuer_api.public_base_url)
 
     @post(

@@ -114,8 +114,10 @@ async def bump_chain(conn: asyncpg.Connection, series_id: int) -> SeriesHead:
 
 # One statement writes every record of an issue (1, a group of single issues, or a batch of 1000), moves the
 # series heads, queues the records for the transparency log (in chain order), writes the delivery orders of
-# postal invoices and the buyer's mails (`mail_outbox`, one per record with a buyer e-mail): the outbox rows commit
-# with the invoices or not at all, and cost no round trip of their own.
+# postal invoices, the buyer's mails (`mail_outbox`, one per record with a buyer e-mail) and the issuer's webhook
+# events (`webhook_events`, one per record, only when the issuer has an endpoint that wants the type: an issuer
+# without webhooks pays one index probe per record): the outbox rows commit with the invoices or not at all, and
+# cost no round trip of their own.
 INSERT_RECORDS = """
 WITH inv AS (
   INSERT INTO invoices (id, issuer_id, series_id, chain_seq, kind, invoice_code, invoice_number, issue_date,
@@ -129,7 +131,7 @@ WITH inv AS (
                 $19::text[])
          AS r(id, issuer_id, series_id, chain_seq, kind, code, number, issue_date, issued_at, total_amount,
               total_tax, total, delivery, original_id, content, rec_hash, prev_hash, signature)
-  RETURNING id
+  RETURNING id, issuer_id, kind, invoice_code, invoice_number, issue_date, total, delivery_method, original_invoice_id
 ), heads AS (
   UPDATE series s SET last_number = h.last_number, last_seq = h.last_seq, last_hash = h.last_hash
     FROM unnest($20::bigint[], $21::bigint[], $22::bigint[], $23::text[]) AS h(id, last_number, last_seq, last_hash)
@@ -147,6 +149,19 @@ WITH inv AS (
 ), mail AS (
   INSERT INTO mail_outbox (invoice_id, kind, email)
   SELECT * FROM unnest($29::text[]::uuid[], $30::text[], $31::text[])
+), hooks AS (
+  INSERT INTO webhook_events (issuer_id, type, data)
+  SELECT inv.issuer_id, t.type, CASE inv.kind
+           WHEN 'credit_note' THEN jsonb_build_object('invoice_id', inv.original_invoice_id, 'credit_note',
+             jsonb_build_object('id', inv.id, 'invoice_code', inv.invoice_code, 'invoice_number', inv.invoice_number,
+                                'issue_date', inv.issue_date, 'total', inv.total::text))
+           ELSE jsonb_build_object('invoice_id', inv.id, 'invoice_code', inv.invoice_code,
+                                   'invoice_number', inv.invoice_number, 'issue_date', inv.issue_date,
+                                   'total', inv.total::text, 'delivery_method', inv.delivery_method) END
+    FROM inv CROSS JOIN LATERAL (
+         SELECT CASE inv.kind WHEN 'credit_note' THEN 'invoice.credited' ELSE 'invoice.issued' END AS type) t
+   WHERE EXISTS (SELECT 1 FROM webhook_endpoints w
+                  WHERE w.issuer_id = inv.issuer_id AND w.disabled_at IS NULL AND t.type = ANY (w.events))
 )
 SELECT (SELECT count(*) FROM inv) AS invoices, (SELECT count(*) FROM orders) AS orders"""
 
@@ -232,7 +247,15 @@ WITH v AS (
   VALUES ($1, $2, $3, $4::text::jsonb, $5, $6, $7, $8)
 ), s AS (UPDATE series SET last_hash = $5 WHERE id = $1
 ), logged AS (INSERT INTO log_queue (record_hash) VALUES ($5)
-), mail AS (INSERT INTO mail_outbox (invoice_id, kind, email) SELECT $3, 'void', $11::text WHERE $11::text IS NOT NULL)
+), mail AS (INSERT INTO mail_outbox (invoice_id, kind, email) SELECT $3, 'void', $11::text WHERE $11::text IS NOT NULL
+), hooks AS (
+  INSERT INTO webhook_events (issuer_id, type, data)
+  SELECT i.issuer_id, 'invoice.voided', jsonb_build_object('invoice_id', i.id, 'invoice_code', i.invoice_code,
+           'invoice_number', i.invoice_number, 'voided_at', $9::timestamptz, 'reason', $10::text)
+    FROM invoices i
+   WHERE i.id = $3 AND EXISTS (SELECT 1 FROM webhook_endpoints w
+                               WHERE w.issuer_id = i.issuer_id AND w.disabled_at IS NULL AND 'invoice.voided' = ANY (w.events))
+)
 UPDATE invoices SET status = 'voided', voided_at = $9, void_reason = $10 WHERE id = $3"""
 
 HAS_CREDIT_NOTES = "SELECT EXISTS (SELECT 1 FROM invoices WHERE original_invoice_id = $1)"

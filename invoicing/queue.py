@@ -25,6 +25,8 @@ SEND_SMS = "send_sms"
 FULFIL_ORDERS = "fulfil_orders"
 SEND_MAIL = "send_mail"
 FAN_OUT_MAIL = "fan_out_mail"
+FAN_OUT_WEBHOOKS = "fan_out_webhooks"
+DELIVER_WEBHOOKS = "deliver_webhooks"
 
 DEFAULT_TIMEOUT_S = 0.5
 R = TypeVar("R", bound=aioredis.Redis)

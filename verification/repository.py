@@ -36,7 +36,10 @@ SELECT i.id, i.issuer_id, i.status, i.content, i.record_hash, i.signature, i.key
 # invoices (or their mismatches) in `invoice_counts`, and writes each buyer's one notice when asked. The
 # counts are upserted in invoice id order, and notices are written only for invoices whose counts row this
 # statement holds, so two batches touching the same invoices queue instead of deadlocking. Each verification
-# gets the count as it stood after itself (the invoice's new count less the counted ones after it).
+# gets the count as it stood after itself (the invoice's new count less the counted ones after it). The issuer's
+# webhook events ride along: `invoice.first_verified` when this statement set `first_verified_at` (it is `now()`
+# only then), `invoice.locked` once a China day per invoice when a try was answered `locked` (the limits, in
+# Redis, locked a guesser out of it), each only when the issuer has an endpoint that wants it.
 RECORD = """
 WITH v AS MATERIALIZED (
   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[], $6::bool[], $7::text[],
@@ -60,6 +63,23 @@ WITH v AS MATERIALIZED (
   SELECT DISTINCT ON (v.invoice_id) 'buyer_notice', v.invoice_id, v.notice_phone, v.notice_text
     FROM v JOIN counted c ON c.invoice_id = v.invoice_id WHERE v.notice_phone IS NOT NULL ORDER BY v.invoice_id, v.ord
   ON CONFLICT (invoice_id) WHERE kind = 'buyer_notice' DO NOTHING RETURNING id, invoice_id
+), hooks AS (
+  INSERT INTO webhook_events (issuer_id, type, data, dedup_key)
+  SELECT DISTINCT ON (e.invoice_id, e.type) e.issuer_id, e.type,
+         jsonb_build_object('invoice_id', e.invoice_id, 'invoice_code', i.invoice_code,
+                            'invoice_number', i.invoice_number, 'at', now()),
+         e.type || ':' || e.invoice_id || e.once_per
+    FROM (SELECT v.issuer_id, v.invoice_id, 'invoice.first_verified' AS type, '' AS once_per
+            FROM v JOIN counted c ON c.invoice_id = v.invoice_id
+           WHERE v.counted AND c.first_verified_at = now()
+          UNION ALL
+          SELECT v.issuer_id, v.invoice_id, 'invoice.locked', ':' || (now() AT TIME ZONE 'Asia/Shanghai')::date
+            FROM v WHERE v.outcome = 'locked' AND v.invoice_id IS NOT NULL) e
+    JOIN invoices i ON i.id = e.invoice_id
+   WHERE EXISTS (SELECT 1 FROM webhook_endpoints w
+                  WHERE w.issuer_id = e.issuer_id AND w.disabled_at IS NULL AND e.type = ANY (w.events))
+   ORDER BY e.invoice_id, e.type
+  ON CONFLICT (dedup_key) DO NOTHING
 )
 SELECT v.ord, c.times_verified - coalesce(sum(v.counted::int) OVER (PARTITION BY v.invoice_id ORDER BY v.ord
          ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0) AS times_verified,

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from delivery.model import EventInput
+from invoicing.webhook_repository import DELIVERY_STATUS_EVENTS
 
 LOCK_ORDERS = """
 SELECT d.id, d.invoice_id, d.tracking_number, d.status, d.latest_event_at, d.signed_by, d.delivered_at, d.phone,
@@ -27,25 +28,18 @@ SELECT $1, * FROM unnest($2::text[], $3::uuid[], $4::text[], $5::timestamptz[], 
                          $9::bool[])
 ON CONFLICT (operator_id, event_id) DO NOTHING"""
 
-# With the issuer's `delivery.status_changed` webhook event for each order whose status moved (when the issuer has
-# an endpoint that wants it), in the same statement.
-UPDATE_ORDERS = """
-WITH u AS (
+# With the issuer's `delivery.status_changed` webhook event of each order whose status moved, in the same statement.
+UPDATE_ORDERS = f"""
+WITH moved AS (
   UPDATE delivery_orders d SET status = u.status, latest_event_at = u.latest_event_at, signed_by = u.signed_by,
          delivered_at = u.delivered_at, updated_at = now()
     FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[], $6::text[])
          AS u(id, status, latest_event_at, signed_by, delivered_at, previous)
    WHERE d.id = u.id
-  RETURNING d.invoice_id, d.issuer_id, d.tracking_number, u.status, u.previous, u.latest_event_at, u.signed_by
+  RETURNING d.invoice_id, d.issuer_id, d.tracking_number, u.status, u.previous, u.latest_event_at AS occurred_at,
+            u.signed_by
 )
-INSERT INTO webhook_events (issuer_id, type, data)
-SELECT u.issuer_id, 'delivery.status_changed',
-       jsonb_build_object('invoice_id', u.invoice_id, 'tracking_number', u.tracking_number, 'status', u.status,
-                          'previous_status', u.previous, 'occurred_at', u.latest_event_at, 'signed_by', u.signed_by)
-  FROM u
- WHERE u.status IS DISTINCT FROM u.previous
-   AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.issuer_id = u.issuer_id AND w.disabled_at IS NULL
-                  AND 'delivery.status_changed' = ANY (w.events))"""
+{DELIVERY_STATUS_EVENTS}"""  # noqa: S608 - constants
 
 ORDER_OF_INVOICE = """
 SELECT d.id, d.status, d.tracking_number, d.province_code, d.address, d.created_at, d.manifested_at, d.signed_by,

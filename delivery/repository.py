@@ -12,6 +12,7 @@ import asyncpg
 
 from invoicing.orders import CLOSE_MANIFEST as CLOSE
 from invoicing.orders import MANIFEST
+from invoicing.webhook_repository import DELIVERY_STATUS_EVENTS
 
 DEFAULT_BLOCK = 1_000_000  # serials given to a new operator when no range is asked for
 
@@ -96,13 +97,19 @@ SELECT gen_random_uuid(), n, $1, 'M' || to_char(now() AT TIME ZONE 'Asia/Shangha
   FROM nextval('manifest_numbers') AS n
 ON CONFLICT (operator_id) WHERE status = 'open' DO NOTHING"""
 
-MANIFEST_ORDERS = """
-UPDATE delivery_orders d SET status = u.next, operator_id = u.operator_id, manifest_id = u.manifest_id,
-       tracking_number = u.tracking_number, manifested_at = now(), updated_at = now(),
-       invoice_code = u.invoice_code, invoice_number = u.invoice_number
-  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
-       AS u(id, operator_id, manifest_id, tracking_number, invoice_code, invoice_number, prev, next)
- WHERE d.id = u.id AND d.status = u.prev"""
+# With the issuer's `delivery.status_changed` webhook events (`webhook_repository.DELIVERY_STATUS_EVENTS`).
+MANIFEST_ORDERS = f"""
+WITH moved AS (
+  UPDATE delivery_orders d SET status = u.next, operator_id = u.operator_id, manifest_id = u.manifest_id,
+         tracking_number = u.tracking_number, manifested_at = now(), updated_at = now(),
+         invoice_code = u.invoice_code, invoice_number = u.invoice_number
+    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+         AS u(id, operator_id, manifest_id, tracking_number, invoice_code, invoice_number, prev, next)
+   WHERE d.id = u.id AND d.status = u.prev
+  RETURNING d.invoice_id, d.issuer_id, d.tracking_number, u.next AS status, u.prev AS previous, now() AS occurred_at,
+            NULL::text AS signed_by
+)
+{DELIVERY_STATUS_EVENTS}"""  # noqa: S608 - constants
 
 
 async def lock_pending(
@@ -173,10 +180,15 @@ LOCK_MANIFEST = "SELECT status FROM manifests WHERE id = $1 AND operator_id = $2
 FREEZE_MANIFEST = "UPDATE manifests SET status = 'closed', closed_at = now() WHERE id = $1"
 
 # Every order of the manifest changes as `invoicing.orders.CLOSE_MANIFEST` says: ($2, $3) are its (from, to).
-DISPATCH_ORDERS = """
-UPDATE delivery_orders d SET status = t.next, updated_at = now()
-  FROM unnest($2::text[], $3::text[]) AS t(prev, next)
- WHERE d.manifest_id = $1 AND d.status = t.prev AND t.next <> t.prev"""
+DISPATCH_ORDERS = f"""
+WITH moved AS (
+  UPDATE delivery_orders d SET status = t.next, updated_at = now()
+    FROM unnest($2::text[], $3::text[]) AS t(prev, next)
+   WHERE d.manifest_id = $1 AND d.status = t.prev AND t.next <> t.prev
+  RETURNING d.invoice_id, d.issuer_id, d.tracking_number, t.next AS status, t.prev AS previous, now() AS occurred_at,
+            NULL::text AS signed_by
+)
+{DELIVERY_STATUS_EVENTS}"""  # noqa: S608 - constants
 
 # Items in tracking-number order, under the names and in the order of manifests.CSV_COLUMNS, every value
 # already text (created_at as manifests.rfc3339 writes it), so the CSV export writes records as they come.

@@ -15,6 +15,7 @@ import asyncpg
 from invoicing import formats
 from invoicing.model import Invoice, money_str
 from invoicing.repository import Issuer
+from invoicing.webhook_repository import DELIVERY_STATUS_EVENTS
 
 # ---------------------------------------------------------------- series and numbering
 
@@ -263,8 +264,13 @@ HAS_CREDIT_NOTES = "SELECT EXISTS (SELECT 1 FROM invoices WHERE original_invoice
 DELIVERY_STATUS = "SELECT status FROM delivery_orders WHERE invoice_id = $1"
 
 # Compare-and-set: the new status is what `invoicing.orders` decided from the status read in this transaction.
-SET_DELIVERY_STATUS = """
-UPDATE delivery_orders SET status = $3, updated_at = now() WHERE invoice_id = $1 AND status = $2"""
+SET_DELIVERY_STATUS = f"""
+WITH moved AS (
+  UPDATE delivery_orders SET status = $3, updated_at = now() WHERE invoice_id = $1 AND status = $2
+  RETURNING invoice_id, issuer_id, tracking_number, status, $2::text AS previous, now() AS occurred_at,
+            NULL::text AS signed_by
+)
+{DELIVERY_STATUS_EVENTS}"""  # noqa: S608 - constants
 
 
 async def set_status(conn: asyncpg.Connection, invoice_id: str, status: str) -> None:

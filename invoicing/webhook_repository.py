@@ -82,6 +82,23 @@ async def list_attempts(
     return list(await conn.fetch(LIST_ATTEMPTS, endpoint_id, before_id, limit + 1))
 
 
+# ---------------------------------------------------------------- events of delivery status changes
+
+# The tail of a statement whose CTE `moved` (invoice_id, issuer_id, tracking_number, status, previous, occurred_at,
+# signed_by) returns the delivery orders it changed: the issuer's `delivery.status_changed` event of each order whose
+# status moved, in the same statement, when the issuer has an endpoint that wants it (`delivery.events_repository`,
+# `delivery.repository`, `chain_repository` for a void's cancelled order).
+DELIVERY_STATUS_EVENTS = """
+INSERT INTO webhook_events (issuer_id, type, data)
+SELECT moved.issuer_id, 'delivery.status_changed',
+       jsonb_build_object('invoice_id', moved.invoice_id, 'tracking_number', moved.tracking_number,
+                          'status', moved.status, 'previous_status', moved.previous,
+                          'occurred_at', moved.occurred_at, 'signed_by', moved.signed_by)
+  FROM moved
+ WHERE moved.status IS DISTINCT FROM moved.previous
+   AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.issuer_id = moved.issuer_id AND w.disabled_at IS NULL
+                  AND 'delivery.status_changed' = ANY (w.events))"""
+
 # ---------------------------------------------------------------- the worker
 
 # Events not fanned out yet become one message per endpoint of their issuer that wants their type (and is not

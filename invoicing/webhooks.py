@@ -44,7 +44,11 @@ def new_secret() -> str:
 
 def body_of(event_type: str, created_at: datetime, data: dict[str, Any]) -> str:
     """The message body: `{"type", "timestamp", "data"}`, compact JSON (the same bytes on every try)."""
-    return json.dumps({"type": event_type, "timestamp": formats.rfc3339(created_at), "data": data}, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        {"type": event_type, "timestamp": formats.rfc3339(created_at), "data": data},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
 
 
 def signed_headers(webhook_id: str, sent_at: datetime, body: str, secrets_: Sequence[str]) -> dict[str, str]:
@@ -103,23 +107,25 @@ def embedded_ipv4(ip: Address) -> Address:
 
 def refusal(ip: Address) -> str | None:
     """Why a delivery must not connect to `ip` (loopback, private, link-local, CGNAT, multicast, metadata, any
-    other address not globally reachable, IPv4-mapped and other embedded forms included), or None."""
+    other address not globally reachable; an IPv6 form carrying an IPv4 address is judged by that address), or
+    None."""
     inner = embedded_ipv4(ip)
-    for candidate in (inner, ip):  # the embedded address first: it names where the packet goes
-        if candidate in METADATA:
-            return "a cloud metadata address"
-        if candidate.is_loopback:
-            return "a loopback address"
-        if candidate.is_link_local:
-            return "a link-local address"
-        if candidate.is_multicast:
-            return "a multicast address"
-        if isinstance(candidate, ipaddress.IPv4Address) and candidate in CGNAT:
-            return "a carrier-grade NAT address"
-        if candidate.is_private:
-            return "a private address"
-        if candidate.is_unspecified or candidate.is_reserved or not candidate.is_global:
-            return "an address that is not publicly routable"
+    if ip in METADATA or inner in METADATA:
+        return "a cloud metadata address"
+    if inner.is_loopback:
+        return "a loopback address"
+    if inner.is_link_local:
+        return "a link-local address"
+    if inner.is_multicast:
+        return "a multicast address"
+    if isinstance(inner, ipaddress.IPv4Address) and inner in CGNAT:
+        return "a carrier-grade NAT address"
+    if inner.is_unspecified or inner.is_reserved:
+        return "an address that is not publicly routable"
+    if inner.is_private:
+        return "a private address"
+    if not inner.is_global:
+        return "an address that is not publicly routable"
     return None
 
 

@@ -387,7 +387,7 @@ async def test_events_written_while_redis_is_away_are_delivered_by_the_sweep(
     srv = ServerProcess(faulty, output_dir / "servers" / "server-webhooks-redis.log", WEBHOOK_ALLOW_PRIVATE="1")
     worker = WorkerProcess(faulty, output_dir / "delivery" / "worker-webhooks-redis.log", **FAST)
     try:
-        issuer, key = await new_issuer(pool)
+        _, key = await new_issuer(pool)
         async with httpx.AsyncClient(
             base_url=srv.base_url, timeout=60, headers={"Authorization": f"Bearer {key}"}
         ) as client:

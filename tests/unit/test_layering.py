@@ -22,6 +22,7 @@ PURE = [
     "invoicing/errors.py",
     "invoicing/words.py",
     "invoicing/mail_message.py",
+    "invoicing/webhooks.py",
     "delivery/model.py",
     "delivery/s10.py",
     "verification/model.py",

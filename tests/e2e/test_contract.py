@@ -62,7 +62,7 @@ async def contract_keys(server: ServerProcess, pool: Any) -> dict[str, str]:
 @pytest.fixture(scope="module")
 async def known(server: ServerProcess, pool: Any, contract_keys: dict[str, str]) -> dict[str, str]:
     """Real values for the path parameters: a postal invoice of the issuer, fulfilled (as the worker would) into
-    the operator's open manifest, with its tracking number and record hash."""
+    the operator's open manifest, with its tracking number and record hash, and a webhook endpoint of the issuer."""
     issuer = {"Authorization": f"Bearer {contract_keys['issuer']}"}
     operator = {"Authorization": f"Bearer {contract_keys['operator']}"}
     async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as http:
@@ -72,7 +72,11 @@ async def known(server: ServerProcess, pool: Any, contract_keys: dict[str, str])
             assert await delivery_services.fulfil_all(conn, [issued.json()["id"]]) == 1
         invoice = (await http.get(f"/v1/invoices/{issued.json()['id']}", headers=issuer)).json()
         [manifest] = (await http.get("/v1/postal/manifests", headers=operator)).json()["items"]
+        hook = {"url": "https://hooks.example.com/in", "events": ["invoice.issued"]}
+        endpoint = await http.post("/v1/webhooks", json=hook, headers=issuer)
+        assert endpoint.status_code == 201, endpoint.text
     return {
+        "endpoint_id": endpoint.json()["id"],
         "invoice_id": invoice["id"],
         "manifest_id": manifest["id"],
         "tracking_number": invoice["delivery"]["tracking_number"],

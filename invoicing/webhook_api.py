@@ -14,9 +14,9 @@ from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from invoicing import formats, webhooks
+from invoicing import formats, validation, webhooks
 from invoicing import webhook_repository as repo
-from invoicing.errors import FieldError, NotFound, ValidationFailed
+from invoicing.errors import FieldErrors, NotFound
 from invoicing.http import BEARER, Strict, decode_cursor, encode_cursor, provide_issuer
 from invoicing.repository import Issuer
 from invoicing.webhook_sender import Nudge
@@ -39,22 +39,23 @@ class EndpointIn(Strict):
     description: str = ""
 
 
-def _check(data: EndpointIn, allow_private: bool) -> list[str]:
-    """The endpoint's event types, deduplicated in the order given; 422 naming every field at fault."""
-    errors: list[FieldError] = []
-    why = webhooks.check_url(data.url.strip(), allow_private=allow_private)
+def _check(data: EndpointIn, allow_private: bool) -> tuple[list[str], str]:
+    """The endpoint's event types (deduplicated, in the order given) and description; 422 naming every field at
+    fault."""
+    errors = FieldErrors()
+    why = webhooks.check_url(data.url, allow_private=allow_private)
     if why is not None:
-        errors.append(FieldError("url", why))
+        errors.add("url", why)
     if not data.events:
-        errors.append(FieldError("events", "name at least one event type: " + ", ".join(webhooks.EVENT_TYPES)))
+        errors.add("events", "name at least one event type: " + ", ".join(webhooks.EVENT_TYPES))
     for i, kind in enumerate(data.events):
         if kind not in webhooks.EVENT_TYPES:
-            errors.append(FieldError(f"events[{i}]", "not an event type; one of " + ", ".join(webhooks.EVENT_TYPES)))
-    if len(data.description) > webhooks.MAX_DESCRIPTION:
-        errors.append(FieldError("description", f"at most {webhooks.MAX_DESCRIPTION} characters"))
-    if errors:
-        raise ValidationFailed(errors=errors)
-    return list(dict.fromkeys(data.events))
+            errors.add(f"events[{i}]", "not an event type; one of " + ", ".join(webhooks.EVENT_TYPES))
+    description = validation.text(
+        {"description": data.description}, "description", "description", errors, required=False
+    )
+    errors.raise_if_any()
+    return list(dict.fromkeys(data.events)), description
 
 
 def _stamp(value: datetime | None) -> str | None:
@@ -119,10 +120,10 @@ class WebhookController(Controller):
         self, webhook_api: NamedDependency[WebhookApi], issuer: NamedDependency[Issuer], data: JSONBody[EndpointIn]
     ) -> dict[str, Any]:
         """Create an endpoint."""
-        events = _check(data, webhook_api.allow_private)
+        events, description = _check(data, webhook_api.allow_private)
         secret = webhooks.new_secret()
         async with webhook_api.pool.acquire() as conn:
-            row = await repo.insert_endpoint(conn, issuer.id, data.url.strip(), events, data.description, secret)
+            row = await repo.insert_endpoint(conn, issuer.id, data.url, events, description, secret)
         if webhook_api.nudge is not None:
             webhook_api.nudge.forget(issuer.id)
         return endpoint_json(row, secret)

@@ -34,7 +34,6 @@ ROTATION_OVERLAP_S = 24 * 3600  # the old secret signs beside the new one this l
 DEFAULT_RETRY_SCHEDULE_S = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 DEFAULT_DISABLE_AFTER_S = 5 * 24 * 3600.0  # an endpoint failing for 5 days is disabled
 MAX_URL_LENGTH = 2048
-MAX_DESCRIPTION = 500
 
 
 def new_secret() -> str:
@@ -142,6 +141,8 @@ def check_url(url: str, *, allow_private: bool) -> str | None:
     info; an IP literal must be a public address. A host name is checked after DNS resolution, at each delivery."""
     if len(url) > MAX_URL_LENGTH:
         return f"at most {MAX_URL_LENGTH} characters"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "must not contain spaces or control characters"
     try:
         parts = urlsplit(url)
         port = parts.port

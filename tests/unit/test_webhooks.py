@@ -80,6 +80,8 @@ def test_every_inner_ipv4_address_is_refused_in_every_ipv6_wrapping(network: str
         ("https://example.com:99999/h", "not a valid URL"),
         ("https://example.com/h#x", "fragment"),
         ("javascript:alert(1)", "https"),
+        ("https://example.com/a b", "spaces"),
+        ("https://example.com/\u202e", "control"),
         ("https://example.com/" + "a" * 3000, "2048"),
     ],
 )

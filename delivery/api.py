@@ -37,6 +37,7 @@ from invoicing.http import BEARER, Authenticator, decode, decode_cursor, encode_
 from invoicing.queue import Queue
 from invoicing.replicas import Reads
 from invoicing.repository import Issuer
+from invoicing.webhook_sender import Nudge
 
 MAX_EVENTS = 1000
 EVENTS_MAX_BYTES = 4 * 1024 * 1024
@@ -132,6 +133,7 @@ class PostalApi:
     public_base_url: str
     auth: Authenticator
     reads: Reads  # manifest exports read a replica that has caught up with the primary, if any
+    hooks: Nudge | None = None  # the issuers' webhook fan-out, nudged after tracking events moved an order
 
 
 def _manifest_json(row: Any) -> dict[str, Any]:
@@ -269,6 +271,8 @@ class PostalController(Controller):
         async with postal_api.pool.acquire() as conn:
             result = await events.ingest(conn, operator_id, payload.events)
         await sms_outbox.nudge(postal_api.queue, result.sms_ids)
+        if postal_api.hooks is not None:
+            await postal_api.hooks.after_commit(result.issuer_ids)
         return result.as_json()
 
 

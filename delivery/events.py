@@ -26,6 +26,7 @@ class Ingested:
     duplicates: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
     sms_ids: list[int] = field(default_factory=list)
+    issuer_ids: list[str] = field(default_factory=list)  # of orders whose status moved (their webhook events)
 
     def as_json(self) -> dict[str, Any]:
         """The API's answer: counts and each rejected event's index and reason."""
@@ -80,6 +81,7 @@ async def ingest(conn: asyncpg.Connection, operator_id: str, raw_events: list[An
             ],
         )
         result.sms_ids = await sms_outbox.add(conn, "delivered", _delivered_texts(rows, changed))
+    result.issuer_ids = sorted({str(rows[n]["issuer_id"]) for n, s in changed.items() if s.status != before[n].status})
     result.rejected.sort(key=lambda r: r["index"])
     return result
 

@@ -14,7 +14,7 @@ from delivery.model import EventInput
 from invoicing.webhook_repository import DELIVERY_STATUS_EVENTS
 
 LOCK_ORDERS = """
-SELECT d.id, d.invoice_id, d.tracking_number, d.status, d.latest_event_at, d.signed_by, d.delivered_at, d.phone,
+SELECT d.id, d.invoice_id, d.issuer_id, d.tracking_number, d.status, d.latest_event_at, d.signed_by, d.delivered_at, d.phone,
        i.invoice_code, i.invoice_number
   FROM delivery_orders d JOIN invoices i ON i.id = d.invoice_id
  WHERE d.tracking_number = ANY($1::text[]) AND d.operator_id = $2

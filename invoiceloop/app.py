@@ -185,6 +185,7 @@ async def start_services(settings: Settings) -> Services:
     ring = open_keyring(settings)
     issuing = load_issuing(settings, ring)
     limits = Limits(redis, LimitFigures.from_extra(settings.extra), receipt_budget=settings.sms_daily_budget)
+    hooks = Nudge(pool, queue)
     verifier = Verifier(
         pool,
         limits,
@@ -195,10 +196,10 @@ async def start_services(settings: Settings) -> Services:
         signatures_kept=settings.signatures_kept,
         reads=reads,
         sms_countries=settings.sms_allowed_countries,
+        hooks=hooks,
     )
     base = settings.public_base_url
     auth = Authenticator(pool, key_ttl_s=settings.key_cache_ttl_s)
-    hooks = Nudge(pool, queue)
     return Services(
         pool=pool,
         reads=reads,
@@ -223,7 +224,7 @@ async def start_services(settings: Settings) -> Services:
             log_verifier_key(settings),
             inbound_slots=asyncio.Semaphore(max(1, settings.db_pool_max // 2)),
         ),
-        postal_api=PostalApi(pool, queue, base, auth, reads),
+        postal_api=PostalApi(pool, queue, base, auth, reads, hooks),
         webhook_api=WebhookApi(pool, settings.webhook_allow_private, hooks),
     )
 

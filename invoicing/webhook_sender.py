@@ -236,7 +236,8 @@ class Nudge:
         """Nudge the fan-out when one of these issuers has an endpoint. Never raises."""
         try:
             wanted = [i for i in set(issuer_ids) if await self._has_endpoints(i)]
-        except (asyncpg.PostgresError, OSError):
+        except Exception:  # the database busy or away: the sweep finds the events (the request has its answer)
+            log.debug("webhook nudge skipped", exc_info=True)
             return
         if wanted:
             await self.queue.enqueue(FAN_OUT_WEBHOOKS)

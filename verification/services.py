@@ -26,6 +26,7 @@ from invoicing.integrity import StoredRecord, record_problem, status_problem
 from invoicing.keyring import KeyringWatcher
 from invoicing.replicas import Reads
 from invoicing.transparency import InclusionProof, LogReader
+from invoicing.webhook_sender import Nudge
 from verification import repository as vrepo
 from verification.challenge import NOT_A_PAYLOAD, Challenger, ChallengeRequired
 from verification.limits import MATCHED, MISMATCHED, NOT_FOUND, Admission, Attempt, Found, Limits
@@ -99,6 +100,7 @@ class Verifier:
     lanes: int = 2  # batches in flight at once in this process: one gathers while the other commits
     reads: Reads | None = None  # None: lookups on `pool` too
     sms_countries: frozenset[str] = DEFAULT_SMS_COUNTRIES  # SMS_ALLOWED_COUNTRIES: where strangers may make us text
+    hooks: Nudge | None = None  # the issuers' webhook fan-out, nudged after a first verification or a lock
     good_signatures: LRUCache[tuple[str, str, str], bool] = field(init=False, repr=False)
     batches: Coalescer[_Item, Verification] = field(init=False, repr=False)
     challenges: Challenger = field(init=False, repr=False)
@@ -264,6 +266,14 @@ async def verify_batch(v: Verifier, items: list[_Item]) -> list[Verification | B
         outbox_ids = await _record(v, conn, works)
     if v.queue is not None:
         await sms_outbox.nudge(v.queue, outbox_ids)
+    if v.hooks is not None:  # the events `_record` may have written: a first verification, a lock
+        await v.hooks.after_commit(
+            [
+                str(w.row["issuer_id"])
+                for w in works
+                if w.row is not None and (w.result.outcome == "locked" or w.result.times_verified == 1)
+            ]
+        )
     await _attach_log_proofs(v, works)
     for w in works:
         counter_for(w.item.requester.channel, w.result.outcome).inc()

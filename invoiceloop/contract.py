@@ -74,6 +74,7 @@ CONFLICTS = {  # a state that forbids the change (issuing: an idempotent retry s
     ("POST", "/v1/invoices/{invoice_id}/void"),
     ("POST", "/v1/invoices/{invoice_id}/credit-notes"),
     ("POST", "/v1/postal/manifests/{manifest_id}/close"),
+    ("POST", "/v1/webhooks"),  # the issuer has as many endpoints as it may
 }
 FORBIDDEN = {("POST", "/v1/sms/inbound"), ("GET", "/metrics")}  # a wrong Twilio signature; a peer not let in
 TOKEN_GUARDED = {("GET", "/metrics")}  # METRICS_TOKEN as a bearer, when it is set

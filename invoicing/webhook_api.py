@@ -16,7 +16,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from invoicing import formats, validation, webhooks
 from invoicing import webhook_repository as repo
-from invoicing.errors import FieldErrors, NotFound
+from invoicing.errors import Conflict, FieldErrors, NotFound
 from invoicing.http import BEARER, Strict, decode_cursor, encode_cursor, provide_issuer
 from invoicing.repository import Issuer
 from invoicing.webhook_sender import Nudge
@@ -114,7 +114,8 @@ class WebhookController(Controller):
         "/",
         request_max_body_size=16 * 1024,
         status_code=201,
-        description="A new endpoint: `url` (https), `events` it wants. The answer's `secret` is shown this once.",
+        description="A new endpoint: `url` (https), `events` it wants. The answer's `secret` is shown this once. 409 "
+        "past 20 endpoints.",
     )
     async def create(
         self, webhook_api: NamedDependency[WebhookApi], issuer: NamedDependency[Issuer], data: JSONBody[EndpointIn]
@@ -123,7 +124,11 @@ class WebhookController(Controller):
         events, description = _check(data, webhook_api.allow_private)
         secret = webhooks.new_secret()
         async with webhook_api.pool.acquire() as conn:
-            row = await repo.insert_endpoint(conn, issuer.id, data.url, events, description, secret)
+            row = await repo.insert_endpoint(
+                conn, issuer.id, data.url, events, description, secret, webhooks.MAX_ENDPOINTS
+            )
+        if row is None:
+            raise Conflict(f"at most {webhooks.MAX_ENDPOINTS} webhook endpoints per issuer: delete one first")
         if webhook_api.nudge is not None:
             webhook_api.nudge.forget(issuer.id)
         return endpoint_json(row, secret)

@@ -13,9 +13,15 @@ import asyncpg
 
 ENDPOINT_COLUMNS = "id, url, events, description, created_at, disabled_at, failing_since, old_secret_until, seq"
 
+# At most $7 endpoints per issuer. The issuer's row is locked first, by a statement of its own in the same
+# transaction (`LOCK_ISSUER`), so this statement's snapshot, taken after the lock, counts a concurrent creation.
+# NO KEY UPDATE: it does not wait for the issuer's issues in flight (their foreign keys hold KEY SHARE).
+LOCK_ISSUER = "SELECT id FROM issuers WHERE id = $1 FOR NO KEY UPDATE"
+
 INSERT_ENDPOINT = f"""
 INSERT INTO webhook_endpoints (id, issuer_id, url, events, description, secret)
-VALUES ($1, $2, $3, $4, $5, $6) RETURNING {ENDPOINT_COLUMNS}"""  # noqa: S608 - constants
+SELECT $1, $2, $3, $4, $5, $6 WHERE (SELECT count(*) FROM webhook_endpoints WHERE issuer_id = $2) < $7
+RETURNING {ENDPOINT_COLUMNS}"""  # noqa: S608 - constants
 
 LIST_ENDPOINTS = f"""
 SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints
@@ -39,13 +45,14 @@ SELECT id, webhook_id, event_type, attempt, attempted_at, status_code, duration_
 
 
 async def insert_endpoint(
-    conn: asyncpg.Connection, issuer_id: str, url: str, events: list[str], description: str, secret: str
-) -> asyncpg.Record:
-    """A new endpoint of this issuer (its row, without the secret)."""
-    row: asyncpg.Record = await conn.fetchrow(
-        INSERT_ENDPOINT, uuid.uuid4(), uuid.UUID(issuer_id), url, events, description, secret
-    )
-    return row
+    conn: asyncpg.Connection, issuer_id: str, url: str, events: list[str], description: str, secret: str, most: int
+) -> asyncpg.Record | None:
+    """A new endpoint of this issuer (its row, without the secret); None when it has `most` already. Opens its
+    own transaction."""
+    owner = uuid.UUID(issuer_id)
+    async with conn.transaction():
+        await conn.execute(LOCK_ISSUER, owner)
+        return await conn.fetchrow(INSERT_ENDPOINT, uuid.uuid4(), owner, url, events, description, secret, most)
 
 
 async def list_endpoints(conn: asyncpg.Connection, issuer_id: str, after_seq: int | None, limit: int) -> list[Any]:

@@ -34,6 +34,7 @@ ROTATION_OVERLAP_S = 24 * 3600  # the old secret signs beside the new one this l
 DEFAULT_RETRY_SCHEDULE_S = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 DEFAULT_DISABLE_AFTER_S = 5 * 24 * 3600.0  # an endpoint failing for 5 days is disabled
 MAX_URL_LENGTH = 2048
+MAX_ENDPOINTS = 20  # per issuer: each endpoint multiplies every event into a message, so the number is bounded
 
 
 def new_secret() -> str:

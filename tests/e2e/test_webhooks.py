@@ -325,6 +325,19 @@ async def test_an_endpoint_on_an_inner_address_is_refused_at_creation(
     assert error["field"] == "url" and why in error["message"], error
 
 
+async def test_an_issuer_has_at_most_twenty_endpoints(clients: Any) -> None:
+    client = await clients()
+    hook = {"url": "https://hooks.example.com/in", "events": ["invoice.issued"]}
+    made = await asyncio.gather(*(client.post("/v1/webhooks", json=hook) for _ in range(24)))
+    assert sorted(r.status_code for r in made) == [201] * 20 + [409] * 4
+    refused = next(r for r in made if r.status_code == 409)
+    assert refused.headers["content-type"].startswith("application/problem+json") and "at most 20" in refused.text
+    assert len((await client.get("/v1/webhooks", params={"limit": 500})).json()["items"]) == 20
+    page = (await client.get("/v1/webhooks", params={"limit": 15})).json()
+    rest = (await client.get("/v1/webhooks", params={"limit": 15, "cursor": page["next_cursor"]})).json()
+    assert len(page["items"]) == 15 and len(rest["items"]) == 5 and rest["next_cursor"] is None
+
+
 async def test_bad_event_types_are_named(clients: Any) -> None:
     client = await clients()
     resp = await client.post("/v1/webhooks", json={"url": "https://example.com/h", "events": ["invoice.nope"]})

@@ -68,6 +68,11 @@ async def test_migrate_applies_once_and_refuses_a_changed_file(
 LEGACY_LOG_QUEUE = "CREATE TABLE log_queue (id bigserial, record_hash char(64))"
 # And the buyer's mail outbox, before 0008 creates it.
 LEGACY_MAIL_OUTBOX = "CREATE TABLE mail_outbox (invoice_id uuid, kind text, email text)"
+# And the webhook tables the issuing statement reads and writes, before 0011 creates them.
+LEGACY_WEBHOOKS = (
+    "CREATE TABLE webhook_endpoints (issuer_id uuid, events text[], disabled_at timestamptz)",
+    "CREATE TABLE webhook_events (issuer_id uuid, type text, data jsonb, dedup_key text UNIQUE)",
+)
 
 
 async def upgrade(pool: asyncpg.Pool, url: str) -> db.MigrationResult:
@@ -76,6 +81,8 @@ async def upgrade(pool: asyncpg.Pool, url: str) -> db.MigrationResult:
         await pool.execute("DROP TABLE IF EXISTS log_queue")
     if not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE name LIKE '0008%')"):
         await pool.execute("DROP TABLE IF EXISTS mail_outbox")
+    if not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE name LIKE '0011%')"):
+        await pool.execute("DROP TABLE IF EXISTS webhook_endpoints, webhook_events")
     return await db.migrate_url(url)
 
 
@@ -106,6 +113,9 @@ async def database_before(
                 await pool.execute("INSERT INTO signing_keys VALUES ($1, $2)", signer.key_id, signer.public_raw)
             if migration <= "0008":
                 await pool.execute(LEGACY_MAIL_OUTBOX)
+            if migration <= "0011":
+                for table in LEGACY_WEBHOOKS:
+                    await pool.execute(table)
             issuer, _ = await new_issuer(pool)
             yield url, pool, issuing, issuer
         finally:

@@ -61,6 +61,7 @@ class Settings:
     webhook_endpoint_concurrency: int = 4  # WEBHOOK_ENDPOINT_CONCURRENCY: tries in flight per endpoint
     webhook_retry_schedule_s: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE_S  # WEBHOOK_RETRY_SCHEDULE_S: waits
     webhook_disable_after_s: float = DEFAULT_DISABLE_AFTER_S  # WEBHOOK_DISABLE_AFTER_S: failing this long, disabled
+    webhook_log_days: int = 30  # WEBHOOK_LOG_DAYS: webhook events, messages and delivery logs kept this long
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -112,6 +113,7 @@ class Settings:
             webhook_disable_after_s=_positive(
                 "WEBHOOK_DISABLE_AFTER_S", env.get("WEBHOOK_DISABLE_AFTER_S"), DEFAULT_DISABLE_AFTER_S, zero=True
             ),
+            webhook_log_days=int(_positive("WEBHOOK_LOG_DAYS", env.get("WEBHOOK_LOG_DAYS"), 30)),
             extra={k: v for k, v in env.items() if k.startswith("VERIFY_")},  # limit overrides, docs/verification.md
         )
 
@@ -131,6 +133,7 @@ class Settings:
             self.webhook_endpoint_concurrency,
             self.webhook_retry_schedule_s,
             self.webhook_disable_after_s,
+            self.webhook_log_days,
         )
 
     @property

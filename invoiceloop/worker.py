@@ -127,6 +127,12 @@ async def sweep_webhooks(ctx: dict[str, Any]) -> int:
     return await webhook_sender.sweep(app.pool, app.redis, app.hooks)
 
 
+async def prune_webhooks(ctx: dict[str, Any]) -> int:
+    """Delete webhook events, messages and delivery-log lines older than WEBHOOK_LOG_DAYS."""
+    app = _app(ctx)
+    return await webhook_sender.prune(app.pool, app.hooks)
+
+
 FUNCTIONS = [
     func(ping, name="ping"),
     func(send_sms, name=SEND_SMS, timeout=30),
@@ -141,6 +147,7 @@ CRON_JOBS = [
     cron(sweep_sms, second={0, 15, 30, 45}, run_at_startup=False, unique=True, timeout=30),
     cron(sweep_mail, second={5, 20, 35, 50}, run_at_startup=True, unique=True, timeout=30),
     cron(sweep_webhooks, second=set(range(1, 60, 2)), run_at_startup=True, unique=True, timeout=30),
+    cron(prune_webhooks, minute=17, second=30, run_at_startup=False, unique=True, timeout=300),
     cron(
         sweep_orders,
         name="delivery_sweep_orders",

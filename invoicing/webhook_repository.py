@@ -196,6 +196,33 @@ WITH m AS (
 SELECT (SELECT disabled_at IS NOT NULL FROM e) AS disabled"""
 
 
+# Pruning, oldest first and a bounded batch a statement: the log's lines, then the messages of old events that are
+# settled (or pending for a disabled endpoint: nothing sends them), then old events that no message needs.
+PRUNE_ATTEMPTS = """
+DELETE FROM webhook_attempts WHERE id IN (
+  SELECT id FROM webhook_attempts WHERE attempted_at < now() - make_interval(days => $1) ORDER BY attempted_at LIMIT $2)"""
+
+PRUNE_MESSAGES = """
+DELETE FROM webhook_messages WHERE id IN (
+  SELECT m.id FROM webhook_events e JOIN webhook_messages m ON m.event_id = e.id
+   WHERE e.created_at < now() - make_interval(days => $1) AND m.status <> 'sending' ORDER BY e.created_at LIMIT $2)"""
+
+PRUNE_EVENTS = """
+DELETE FROM webhook_events WHERE id IN (
+  SELECT e.id FROM webhook_events e
+   WHERE e.created_at < now() - make_interval(days => $1) AND e.fanned_out
+     AND NOT EXISTS (SELECT 1 FROM webhook_messages m WHERE m.event_id = e.id)
+   ORDER BY e.created_at LIMIT $2)"""
+
+
+async def prune(conn: asyncpg.Connection, days: int, batch: int) -> int:
+    """Delete up to `batch` rows of each kind older than `days`; how many rows in all."""
+    deleted = 0
+    for statement in (PRUNE_ATTEMPTS, PRUNE_MESSAGES, PRUNE_EVENTS):
+        deleted += int((await conn.execute(statement, days, batch)).split()[-1])
+    return deleted
+
+
 async def fan_out(conn: asyncpg.Connection, limit: int) -> list[uuid.UUID]:
     """Fan up to `limit` waiting events out into messages; the endpoints that got some."""
     return [row["endpoint_id"] for row in await conn.fetch(FAN_OUT, limit)]

@@ -54,6 +54,7 @@ class HookConfig:
     in_flight: int = 4  # WEBHOOK_ENDPOINT_CONCURRENCY: tries in flight per endpoint
     schedule_s: tuple[float, ...] = webhooks.DEFAULT_RETRY_SCHEDULE_S  # WEBHOOK_RETRY_SCHEDULE_S
     disable_after_s: float = webhooks.DEFAULT_DISABLE_AFTER_S  # WEBHOOK_DISABLE_AFTER_S
+    log_days: int = 30  # WEBHOOK_LOG_DAYS: events, messages and the delivery log are kept this long
 
     @property
     def lease_s(self) -> float:
@@ -221,6 +222,22 @@ async def sweep(pool: asyncpg.Pool, redis: ArqRedis, config: HookConfig) -> int:
     for endpoint_id in endpoints:
         await redis.enqueue_job(DELIVER_WEBHOOKS, str(endpoint_id), _job_id=job_id(endpoint_id, stamp))
     return len(endpoints)
+
+
+PRUNE_BATCH = 5000
+PRUNE_ROUNDS = 20  # at most this many batches a run: the hourly run catches up over a few hours
+
+
+async def prune(pool: asyncpg.Pool, config: HookConfig) -> int:
+    """The hourly `prune_webhooks`: what is older than `log_days` goes, in bounded batches."""
+    deleted = 0
+    for _ in range(PRUNE_ROUNDS):
+        async with pool.acquire() as conn:
+            count = await repo.prune(conn, config.log_days, PRUNE_BATCH)
+        deleted += count
+        if count == 0:
+            break
+    return deleted
 
 
 class Nudge:

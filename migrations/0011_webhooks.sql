@@ -30,6 +30,7 @@ CREATE TABLE webhook_events (
     fanned_out  boolean NOT NULL DEFAULT false
 );
 CREATE INDEX webhook_events_waiting ON webhook_events (id) WHERE NOT fanned_out;
+CREATE INDEX webhook_events_age ON webhook_events (created_at);  -- pruning (WEBHOOK_LOG_DAYS)
 
 CREATE TABLE webhook_messages (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -57,3 +58,4 @@ CREATE TABLE webhook_attempts (
     next_retry_at  timestamptz
 );
 CREATE INDEX webhook_attempts_endpoint ON webhook_attempts (endpoint_id, id);
+CREATE INDEX webhook_attempts_age ON webhook_attempts (attempted_at);  -- pruning (WEBHOOK_LOG_DAYS)

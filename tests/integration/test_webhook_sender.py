@@ -1,20 +1,23 @@
 """One delivery try against a real HTTP receiver on a local port: the host is resolved once, checked, and the
 connection goes to the checked address (no second lookup for DNS rebinding to answer differently), with `Host`
-kept; nothing is sent where the check refuses; an answer is read only up to its cap."""
+kept; nothing is sent where the check refuses; an answer is read only up to its cap; old rows are pruned."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import asyncpg
 import pytest
 
-from invoicing.webhook_sender import BODY_CAP, HookConfig, new_client, post
-from tests.conftest import free_port
+from invoicing import webhook_repository as repo
+from invoicing.webhook_sender import BODY_CAP, HookConfig, new_client, post, prune
+from tests.conftest import free_port, new_issuer
 from tests.webhook_receiver import Receiver
 
 
@@ -114,3 +117,43 @@ async def test_a_slow_receiver_costs_at_most_the_timeout(receiver: Receiver) -> 
     async with new_client(config) as client:
         code, error = await post(client, receiver.url("/slow"), {}, "{}", config)
     assert code is None and error == "no answer within 1 s"
+
+
+async def test_old_events_messages_and_log_lines_are_pruned(pool: asyncpg.Pool) -> None:
+    """WEBHOOK_LOG_DAYS: an event older than it goes with its settled messages and their log; a message still being
+    sent, and everything recent, stays."""
+    issuer, _ = await new_issuer(pool)
+    async with pool.acquire() as conn:
+        endpoint = await repo.insert_endpoint(conn, issuer.id, "https://h.example/in", ["invoice.issued"], "", "s", 20)
+        assert endpoint is not None
+        ids = {}
+        for name, age_days, status in (("old", 40, "delivered"), ("busy", 40, "sending"), ("new", 1, "delivered")):
+            event = await conn.fetchval(
+                "INSERT INTO webhook_events (issuer_id, type, data, created_at, fanned_out) "
+                "VALUES ($1, 'invoice.issued', '{}', now() - make_interval(days => $2), true) RETURNING id",
+                uuid.UUID(issuer.id),
+                age_days,
+            )
+            message = await conn.fetchval(
+                "INSERT INTO webhook_messages (event_id, endpoint_id, status, claimed_at) VALUES ($1, $2, $3, now()) "
+                "RETURNING id",
+                event,
+                endpoint["id"],
+                status,
+            )
+            await conn.execute(
+                "INSERT INTO webhook_attempts (endpoint_id, message_id, event_type, attempted_at) "
+                "VALUES ($1, $2, 'invoice.issued', now() - make_interval(days => $3))",
+                endpoint["id"],
+                message,
+                age_days,
+            )
+            ids[name] = event
+    assert await prune(pool, HookConfig(log_days=30)) >= 3
+    async with pool.acquire() as conn:
+        left = {
+            r["id"]
+            for r in await conn.fetch("SELECT id FROM webhook_events WHERE issuer_id = $1", uuid.UUID(issuer.id))
+        }
+        lines = await conn.fetchval("SELECT count(*) FROM webhook_attempts WHERE endpoint_id = $1", endpoint["id"])
+    assert left == {ids["busy"], ids["new"]} and lines == 1  # the recent try's line

@@ -33,6 +33,7 @@ from invoiceloop.metrics import metrics
 from invoiceloop.settings import Settings
 from invoicing import db, keyring
 from invoicing.api import BATCH_MAX_BYTES, InvoiceController, IssuerApi, issuer_stats
+from invoicing.buyer_texts import BuyerTexts, link_key
 from invoicing.errors import DomainError
 from invoicing.http import Authenticator, require_media_type
 from invoicing.keyring import ActiveSigner, KeyringWatcher
@@ -42,6 +43,7 @@ from invoicing.queue import Queue, redis_client
 from invoicing.replicas import Reads
 from invoicing.transparency import LogReader, LogSigner
 from verification.api import create_verification, create_verification_batch, jwks
+from verification.download import download
 from verification.inbound import sms_inbound
 from verification.limits import LimitFigures, Limits
 from verification.log_api import (
@@ -170,7 +172,13 @@ def load_issuing(settings: Settings, ring: KeyringWatcher | None = None) -> Issu
     """The check-code secret and the signer: the keyring's active key, its private half from SIGNING_KEY_FILE,
     following `keys rotate` without a restart."""
     signers = ActiveSigner(ring or open_keyring(settings), settings.key_file)
-    return Issuing(settings.secret_bytes(), signers, settings.max_series_per_year)
+    texts = BuyerTexts(
+        link_key(settings.secret_bytes()),
+        settings.public_base_url,
+        settings.download_link_ttl_days,
+        settings.sms_allowed_countries,
+    )
+    return Issuing(settings.secret_bytes(), signers, settings.max_series_per_year, texts=texts)
 
 
 async def start_services(settings: Settings) -> Services:
@@ -246,6 +254,7 @@ ROUTES: list[ControllerRouterHandler] = [
     create_verification,
     create_verification_batch,
     scan_verification,
+    download,  # the buyer's texted download link
     verify_static,
     api_reference_static,
     sms_inbound,  # the page (GET and POST /verify) is `page_router`, added by `create_app` with its CSRF secret

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+from invoicing.buyer_texts import DEFAULT_TTL_DAYS
 from invoicing.checkpoint import default_origin
 from invoicing.errors import ConfigError
 from invoicing.keys import write_private
@@ -53,6 +54,7 @@ class Settings:
     smtp_url: str | None = None  # SMTP_URL: where the buyer's mail goes (invoicing/smtp.py); unset, mail waits
     smtp_from: str = "invoiceloop <invoices@localhost>"  # SMTP_FROM: the From of the buyer's mail
     mail_lease_s: float = 120.0  # MAIL_LEASE_S: a mail being sent this long lost its worker and is sent again
+    download_link_ttl_days: int = DEFAULT_TTL_DAYS  # DOWNLOAD_LINK_TTL_DAYS: how long a texted download link works
     metrics_token: str | None = None  # METRICS_TOKEN: /metrics wants it as a bearer token; unset, private peers only
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -95,6 +97,7 @@ class Settings:
             smtp_url=env.get("SMTP_URL") or None,
             smtp_from=env.get("SMTP_FROM") or "invoiceloop <invoices@localhost>",
             mail_lease_s=float(env.get("MAIL_LEASE_S") or 120.0),
+            download_link_ttl_days=_ttl_days(env.get("DOWNLOAD_LINK_TTL_DAYS")),
             metrics_token=env.get("METRICS_TOKEN") or None,
             extra={k: v for k, v in env.items() if k.startswith("VERIFY_")},  # limit overrides, docs/verification.md
         )
@@ -170,6 +173,15 @@ def _budget(text: str | None) -> int:
         return DEFAULT_SMS_DAILY_BUDGET
     if not text.strip().isdigit():
         raise ConfigError(f"SMS_DAILY_BUDGET must be a whole number of texts a day, not {text!r}")
+    return int(text)
+
+
+def _ttl_days(text: str | None) -> int:
+    """DOWNLOAD_LINK_TTL_DAYS: a whole number of days from 1 to 3650; unset or empty: 30."""
+    if not text or not text.strip():
+        return DEFAULT_TTL_DAYS
+    if not text.strip().isdigit() or not 1 <= int(text) <= 3650:
+        raise ConfigError(f"DOWNLOAD_LINK_TTL_DAYS must be a whole number of days from 1 to 3650, not {text!r}")
     return int(text)
 
 

@@ -16,6 +16,7 @@ from typing import Protocol
 import asyncpg
 
 from invoicing import chain_repository, formats
+from invoicing.buyer_texts import BuyerTexts
 from invoicing.chain_repository import NewRecord, SeriesHead, SeriesKey
 from invoicing.errors import Conflict
 from invoicing.keys import Signer
@@ -67,6 +68,7 @@ class Issuing:
     signers: SignerSource
     max_series_per_year: int = DEFAULT_MAX_SERIES_PER_YEAR
     clock: Callable[[], datetime] = field(default=_utcnow)
+    texts: BuyerTexts | None = None  # the buyer's SMS with a download link; None: no texts are written
 
 
 @dataclass(frozen=True)
@@ -198,10 +200,25 @@ async def _append(
         records, moved = await asyncio.to_thread(_seal_all, issuing, signer, pending, heads, now)
     else:
         records, moved = _seal_all(issuing, signer, pending, heads, now)
+    texts = buyer_texts_of([r.invoice for r in records], issuing.texts, now)
     await chain_repository.insert_records(
-        conn, signer.key_id, records, [h for key, h in moved.items() if h is not heads[key]]
+        conn, signer.key_id, records, [h for key, h in moved.items() if h is not heads[key]], texts
     )
     return [r.invoice for r in records]
+
+
+def buyer_texts_of(
+    invoices: Sequence[Invoice], texts: BuyerTexts | None, now: datetime
+) -> list[tuple[str, str, str, str]]:
+    """(record id, kind, phone, text) of the buyer's SMS of each record that gets one (`BuyerTexts.text`)."""
+    if texts is None:
+        return []
+    rows: list[tuple[str, str, str, str]] = []
+    for inv in invoices:
+        one = texts.text(inv.kind, inv, now)
+        if one is not None:
+            rows.append((inv.id, inv.kind, *one))
+    return rows
 
 
 def _seal_all(

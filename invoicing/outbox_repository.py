@@ -13,6 +13,8 @@ INSERT INTO sms_outbox (kind, invoice_id, phone, body)
 SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[])
 ON CONFLICT DO NOTHING RETURNING id"""
 
+PENDING_OF = "SELECT id FROM sms_outbox WHERE kind = $1 AND invoice_id = ANY($2::uuid[]) AND status = 'pending'"
+
 # A row is taken when pending, or when it has been `sending` so long that its worker must be gone.
 CLAIM = """
 UPDATE sms_outbox SET status = 'sending', claimed_at = now(), attempts = attempts + 1
@@ -55,3 +57,8 @@ async def mark_unsent(conn: asyncpg.Connection, outbox_id: int, status: str, rea
 async def unsent(conn: asyncpg.Connection, older_than_s: float, stale_s: float, limit: int) -> list[int]:
     """Rows whose job was lost: pending for longer than `older_than_s`, or taken and stale."""
     return [int(row["id"]) for row in await conn.fetch(UNSENT, older_than_s, stale_s, limit)]
+
+
+async def pending_of(conn: asyncpg.Connection, kind: str, invoice_ids: Sequence[uuid.UUID]) -> list[int]:
+    """The pending rows of this kind about these records."""
+    return [int(row["id"]) for row in await conn.fetch(PENDING_OF, kind, list(invoice_ids))]

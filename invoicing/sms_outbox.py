@@ -17,10 +17,13 @@ from arq import ArqRedis, Retry
 
 from invoicing import outbox_repository as repo
 from invoicing.errors import SmsSendFailed
-from invoicing.queue import SEND_SMS, Queue
+from invoicing.model import Invoice
+from invoicing.queue import FAN_OUT_SMS, SEND_SMS, Queue
 
 log = logging.getLogger("invoiceloop.sms")
-Kind = Literal["receipt", "buyer_notice", "delivered"]  # the last two at most once per invoice
+# the buyer's notice and delivered text at most once per invoice; the buyer's texts of a record (`buyer_texts`:
+# invoice, void, credit_note) once per record and kind
+Kind = Literal["receipt", "buyer_notice", "delivered", "invoice", "void", "credit_note"]
 MAX_TRIES = 4  # then the row is marked failed
 RETRY_DEFER_S = 1.0  # times the try number: 1 s, 2 s, 3 s
 STALE_SENDING_S = 60.0  # a row in `sending` this long lost its worker; take it again
@@ -48,6 +51,24 @@ async def nudge(queue: Queue, outbox_ids: Sequence[int]) -> None:
     """Ask the worker to send these rows now (`Queue.enqueue` never raises: the sweep is the safety net)."""
     for outbox_id in outbox_ids:
         await queue.enqueue(SEND_SMS, outbox_id, job_id=f"sms:{outbox_id}:0")
+
+
+async def nudge_buyer(queue: Queue, kind: Kind, invoices: Sequence[Invoice]) -> None:
+    """After commit: ask the worker to send the buyer's texts of these records (`chain_repository` wrote one for
+    each electronic record with a phone we may text). One job looks the rows up, so issuing pays no query for it;
+    never raises: when Redis is away, the sweep finds the rows."""
+    ids = [inv.id for inv in invoices if inv.buyer.phone and inv.delivery_method == "electronic"]
+    if ids:
+        await queue.enqueue(FAN_OUT_SMS, kind, ids, job_id=f"sms-fan:{kind}:{ids[0]}")
+
+
+async def fan_out(pool: asyncpg.Pool, redis: ArqRedis, kind: str, invoice_ids: Sequence[str]) -> int:
+    """One `send_sms` job for each pending buyer's text of these records (the `fan_out_sms` job)."""
+    async with pool.acquire() as conn:
+        ids = await repo.pending_of(conn, kind, [uuid.UUID(i) for i in invoice_ids])
+    for outbox_id in ids:
+        await redis.enqueue_job(SEND_SMS, outbox_id, _job_id=f"sms:{outbox_id}:0")
+    return len(ids)
 
 
 async def send(pool: asyncpg.Pool, channel: SmsChannel, outbox_id: int, job_try: int) -> str:

@@ -22,6 +22,7 @@ import binascii
 import hashlib
 import hmac
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -159,6 +160,14 @@ def compose(kind: TextKind, inv: Invoice, url: str, ttl_days: int) -> str:
     """The first candidate that is one SMS segment, else the shortest."""
     texts = candidates(kind, inv, url, ttl_days)
     return next((t for t in texts if segments(t) == 1), texts[-1])
+
+
+_LINK = re.compile(re.escape(PATH) + f"[A-Za-z0-9_-]{{{TOKEN_CHARS}}}")
+
+
+def redact_links(text: str) -> str:
+    """The text with each download token replaced by `…`: a text may be logged, a link never."""
+    return _LINK.sub(PATH + "…", text)
 
 
 def segments(text: str) -> int:

@@ -15,11 +15,14 @@ ON CONFLICT DO NOTHING RETURNING id"""
 
 PENDING_OF = "SELECT id FROM sms_outbox WHERE kind = $1 AND invoice_id = ANY($2::uuid[]) AND status = 'pending'"
 
-# A row is taken when pending, or when it has been `sending` so long that its worker must be gone.
+# A row is taken when pending, or when it has been `sending` so long that its worker must be gone; `was` says which
+# (a row taken from a lost worker may have been sent: `sms_outbox.send` asks the channel first).
 CLAIM = """
-UPDATE sms_outbox SET status = 'sending', claimed_at = now(), attempts = attempts + 1
- WHERE id = $1 AND (status = 'pending' OR (status = 'sending' AND claimed_at < now() - make_interval(secs => $2)))
-RETURNING phone, body, attempts"""
+UPDATE sms_outbox o SET status = 'sending', claimed_at = now(), attempts = o.attempts + 1
+  FROM (SELECT id, status FROM sms_outbox WHERE id = $1 FOR UPDATE) AS before
+ WHERE o.id = before.id
+   AND (o.status = 'pending' OR (o.status = 'sending' AND o.claimed_at < now() - make_interval(secs => $2)))
+RETURNING o.phone, o.body, o.attempts, o.kind, before.status AS was"""
 
 MARK_SENT = "UPDATE sms_outbox SET status = 'sent', provider_id = $2, sent_at = now(), last_error = NULL WHERE id = $1"
 
@@ -40,7 +43,8 @@ async def insert(conn: asyncpg.Connection, kind: str, texts: Sequence[tuple[uuid
 
 
 async def claim(conn: asyncpg.Connection, outbox_id: int, stale_s: float) -> asyncpg.Record | None:
-    """Take the row for sending (phone, body, attempts), or None when it is sent, failed or taken."""
+    """Take the row for sending (phone, body, attempts, kind, the status it `was` in), or None when it is sent,
+    failed or taken."""
     return await conn.fetchrow(CLAIM, outbox_id, stale_s)
 
 

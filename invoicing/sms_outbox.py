@@ -24,6 +24,7 @@ log = logging.getLogger("invoiceloop.sms")
 # the buyer's notice and delivered text at most once per invoice; the buyer's texts of a record (`buyer_texts`:
 # invoice, void, credit_note) once per record and kind
 Kind = Literal["receipt", "buyer_notice", "delivered", "invoice", "void", "credit_note"]
+UNIQUE_TEXT_KINDS = frozenset({"invoice", "void", "credit_note"})  # texts holding a link of their own
 MAX_TRIES = 4  # then the row is marked failed
 RETRY_DEFER_S = 1.0  # times the try number: 1 s, 2 s, 3 s
 STALE_SENDING_S = 60.0  # a row in `sending` this long lost its worker; take it again
@@ -36,6 +37,10 @@ class SmsChannel(Protocol):
 
     async def send(self, to: str, body: str) -> str:
         """Send `body` to the E.164 number `to`; return the message id or raise `SmsSendFailed`."""
+        ...
+
+    async def find(self, to: str, body: str) -> str | None:
+        """The id of a message with this text already sent to `to`, or None (`SmsSendFailed` when unsure)."""
         ...
 
 
@@ -79,6 +84,11 @@ async def send(pool: asyncpg.Pool, channel: SmsChannel, outbox_id: int, job_try:
     if row is None:
         return "nothing to do"
     try:
+        provider_id = await _already_sent(channel, row)
+        if provider_id is not None:
+            async with pool.acquire() as conn:
+                await repo.mark_sent(conn, outbox_id, provider_id)
+            return "sent before"
         provider_id = await channel.send(row["phone"], row["body"])
     except Exception as exc:  # a channel's own bug too: a try spent, never an endless resend
         final = job_try >= MAX_TRIES
@@ -98,6 +108,15 @@ async def send(pool: asyncpg.Pool, channel: SmsChannel, outbox_id: int, job_try:
     async with pool.acquire() as conn:
         await repo.mark_sent(conn, outbox_id, str(provider_id))
     return "sent"
+
+
+async def _already_sent(channel: SmsChannel, row: asyncpg.Record) -> str | None:
+    """For a row taken from a worker that was lost mid-send (killed after the channel took the text, before the
+    row was marked), the id of the text the channel already has. Asked only for kinds whose every text is unique
+    (a buyer's text holds its own signed link), so a match is this row's text and no other."""
+    if row["was"] != "sending" or row["kind"] not in UNIQUE_TEXT_KINDS:
+        return None
+    return await channel.find(row["phone"], row["body"])
 
 
 async def sweep(pool: asyncpg.Pool, redis: ArqRedis) -> int:

@@ -26,6 +26,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
+from invoicing.buyer_texts import redact_links
 from invoicing.errors import ConfigError, SmsSendFailed
 from invoicing.model import money_str
 from verification.masking import mask_phone
@@ -166,6 +167,10 @@ class SmsChannel(Protocol):
         """Send `body` to the E.164 number `to`; return the message id or raise `SmsSendFailed`."""
         ...
 
+    async def find(self, to: str, body: str) -> str | None:
+        """The id of a message with this text already sent to `to`, or None (`SmsSendFailed` when unsure)."""
+        ...
+
 
 @dataclass(frozen=True)
 class SentSms:
@@ -192,8 +197,12 @@ class ConsoleSms:
         """Log the message and remember it; never fails."""
         message = SentSms("CS" + uuid.uuid4().hex, to, body)
         self.sent.append(message)
-        log.info("SMS %s to %s: %s", message.id, message.to_masked, body)
+        log.info("SMS %s to %s: %s", message.id, message.to_masked, redact_links(body))
         return message.id
+
+    async def find(self, to: str, body: str) -> str | None:
+        """The id of a message of this process's memory with this text to `to`, or None."""
+        return next((m.id for m in self.sent if m.to == to and m.body == body), None)
 
 
 class TwilioSms:
@@ -221,6 +230,20 @@ class TwilioSms:
         sid = await asyncio.to_thread(self._create, to, body)
         log.info("SMS %s to %s sent through Twilio", sid, mask_phone(to))
         return sid
+
+    async def find(self, to: str, body: str) -> str | None:
+        """The sid of a message with this text that Twilio already has for `to` from our number (its newest 50),
+        or None; `SmsSendFailed` when Twilio cannot be asked (then nothing is sent: the row is tried again)."""
+        return await asyncio.to_thread(self._find, to, body)
+
+    def _find(self, to: str, body: str) -> str | None:
+        try:
+            for message in self._client.messages.list(to=to, from_=self.from_number, limit=50):
+                if message.body and body in message.body:  # a trial account prefixes its own words
+                    return str(message.sid)
+        except (TwilioException, OSError) as exc:
+            raise SmsSendFailed(f"could not ask Twilio what was sent: {type(exc).__name__}") from None
+        return None
 
     def _create(self, to: str, body: str) -> str:
         try:

@@ -103,7 +103,9 @@ def test_segments() -> None:
 def test_who_gets_a_text(phone: str | None, delivery: str, countries: frozenset[str], texted: bool) -> None:
     inv = sample_invoice(1, delivery_method=delivery)
     inv = dataclasses.replace(inv, buyer=dataclasses.replace(inv.buyer, phone=phone))
-    assert (BuyerTexts(KEY, "https://fp.example.cn", countries=countries).text("invoice", inv, NOW) is not None) is texted
+    assert (
+        BuyerTexts(KEY, "https://fp.example.cn", countries=countries).text("invoice", inv, NOW) is not None
+    ) is texted
 
 
 def test_ttl_setting() -> None:

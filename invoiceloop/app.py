@@ -54,6 +54,7 @@ from verification.log_api import (
     log_leaf,
     log_tile,
 )
+from verification.scan import Scanner
 from verification.scan_api import scan_verification
 from verification.services import Verifier
 from verification.sms import make_sms_channel
@@ -200,6 +201,7 @@ async def start_services(settings: Settings) -> Services:
         signatures_kept=settings.signatures_kept,
         reads=reads,
         sms_countries=settings.sms_allowed_countries,
+        scanner=Scanner(settings.scan_slots, settings.scan_timeout_s),
     )
     base = settings.public_base_url
     auth = Authenticator(pool, key_ttl_s=settings.key_cache_ttl_s)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import TypeVar
 
 from invoicing.buyer_texts import DEFAULT_TTL_DAYS
 from invoicing.checkpoint import default_origin
@@ -18,6 +19,10 @@ from invoicing.queue import RedisTarget, parse_sentinels
 from invoicing.smtp import SmtpTarget
 from verification.limits import DEFAULT_SMS_DAILY_BUDGET
 from verification.model import DEFAULT_SMS_COUNTRIES, parse_countries
+from verification.scan import SLOTS as SCAN_SLOTS
+from verification.scan import TIMEOUT_S as SCAN_TIMEOUT_S
+
+N = TypeVar("N", int, float)
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,8 @@ class Settings:
     smtp_url: str | None = None  # SMTP_URL: where the buyer's mail goes (invoicing/smtp.py); unset, mail waits
     smtp_from: str = "invoiceloop <invoices@localhost>"  # SMTP_FROM: the From of the buyer's mail
     mail_lease_s: float = 120.0  # MAIL_LEASE_S: a mail being sent this long lost its worker and is sent again
+    scan_slots: int = SCAN_SLOTS  # SCAN_SLOTS: photos and PDFs decoded at once in each process (then 503)
+    scan_timeout_s: float = SCAN_TIMEOUT_S  # SCAN_TIMEOUT_S: a photo or PDF not read within this is refused (422)
     download_link_ttl_days: int = DEFAULT_TTL_DAYS  # DOWNLOAD_LINK_TTL_DAYS: how long a texted download link works
     metrics_token: str | None = None  # METRICS_TOKEN: /metrics wants it as a bearer token; unset, private peers only
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -97,6 +104,8 @@ class Settings:
             smtp_url=env.get("SMTP_URL") or None,
             smtp_from=env.get("SMTP_FROM") or "invoiceloop <invoices@localhost>",
             mail_lease_s=float(env.get("MAIL_LEASE_S") or 120.0),
+            scan_slots=_positive(env, "SCAN_SLOTS", SCAN_SLOTS, int),
+            scan_timeout_s=_positive(env, "SCAN_TIMEOUT_S", SCAN_TIMEOUT_S, float),
             download_link_ttl_days=_ttl_days(env.get("DOWNLOAD_LINK_TTL_DAYS")),
             metrics_token=env.get("METRICS_TOKEN") or None,
             extra={k: v for k, v in env.items() if k.startswith("VERIFY_")},  # limit overrides, docs/verification.md
@@ -174,6 +183,20 @@ def _budget(text: str | None) -> int:
     if not text.strip().isdigit():
         raise ConfigError(f"SMS_DAILY_BUDGET must be a whole number of texts a day, not {text!r}")
     return int(text)
+
+
+def _positive(env: Mapping[str, str], name: str, default: N, kind: Callable[[str], N]) -> N:
+    """A number above 0 from `name`, or `default` when unset or empty."""
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = kind("0")
+    if not value > 0 or value != value:  # NaN too
+        raise ConfigError(f"{name} must be a number above 0, not {text!r}")
+    return value
 
 
 def _ttl_days(text: str | None) -> int:

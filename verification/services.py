@@ -43,6 +43,7 @@ from verification.model import (
     qr_figures_differing,
     receipt_refusal,
 )
+from verification.scan import Scanner
 from verification.sms import reply_text
 
 log = logging.getLogger("invoiceloop.verification")
@@ -99,6 +100,7 @@ class Verifier:
     lanes: int = 2  # batches in flight at once in this process: one gathers while the other commits
     reads: Reads | None = None  # None: lookups on `pool` too
     sms_countries: frozenset[str] = DEFAULT_SMS_COUNTRIES  # SMS_ALLOWED_COUNTRIES: where strangers may make us text
+    scanner: Scanner = field(default_factory=Scanner)  # photos and PDFs (SCAN_SLOTS, SCAN_TIMEOUT_S)
     good_signatures: LRUCache[tuple[str, str, str], bool] = field(init=False, repr=False)
     batches: Coalescer[_Item, Verification] = field(init=False, repr=False)
     challenges: Challenger = field(init=False, repr=False)

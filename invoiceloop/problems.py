@@ -15,6 +15,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import Empty
 from litestar.utils.scope.state import ScopeState
 
+from invoicing.buyer_texts import redact_links
 from invoicing.errors import (
     BadParameters,
     Conflict,
@@ -78,6 +79,11 @@ PROBLEMS: dict[type[DomainError], Problem] = {
 }
 
 
+def _logged(request: Request[Any, Any, Any]) -> str:
+    """The path as it may be logged: a download link's token is a key to a buyer's invoice, and never logged."""
+    return redact_links(request.url.path)
+
+
 def problem_of(exc: DomainError) -> Problem:
     """The table's entry for the error's class or its nearest base class."""
     return next(PROBLEMS[cls] for cls in type(exc).__mro__ if cls in PROBLEMS)
@@ -139,7 +145,7 @@ def on_http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
 
 def on_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """PostgreSQL or Redis could not be reached: 503, try again shortly."""
-    log.warning("backend unavailable (%s) on %s %s", type(exc).__name__, request.method, request.url.path)
+    log.warning("backend unavailable (%s) on %s %s", type(exc).__name__, request.method, _logged(request))
     return _error_page(request, 503) or problem(
         503,
         "Service unavailable",
@@ -160,7 +166,7 @@ def on_recursion(request: Request[Any, Any, Any], exc: Exception) -> Response[An
 
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """A bug: logged with its traceback, answered with nothing of its cause."""
-    log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
+    log.error("unexpected %s on %s %s", type(exc).__name__, request.method, _logged(request), exc_info=exc)
     return _error_page(request, 500) or problem(
         500, "Internal error", "an unexpected error; it has been logged", "internal"
     )

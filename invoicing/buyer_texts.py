@@ -135,8 +135,8 @@ class BuyerTexts:
         return phone, compose(kind, inv, self.url(kind, inv, now), self.ttl_days)
 
 
-# Chinese first; the richest text that fits in one SMS is sent (a UCS-2 segment is 70 characters, and the link
-# alone takes 50 to 60 of them), else the shortest one.
+# Chinese first; the richest text of those that take the fewest segments is sent (a UCS-2 segment is 70
+# characters, and the link alone takes 45 to 60 of them: with a usual base URL only the shortest text is one SMS).
 _HEAD: dict[TextKind, tuple[str, str, str]] = {  # the sign, what happened, the same in English
     "invoice": ("【电子发票】", "已开具", "issued"),
     "void": ("【发票作废】", "已作废", "voided"),
@@ -157,9 +157,10 @@ def candidates(kind: TextKind, inv: Invoice, url: str, ttl_days: int) -> list[st
 
 
 def compose(kind: TextKind, inv: Invoice, url: str, ttl_days: int) -> str:
-    """The first candidate that is one SMS segment, else the shortest."""
+    """The most telling candidate of those sent as the fewest SMS segments (each segment is paid for)."""
     texts = candidates(kind, inv, url, ttl_days)
-    return next((t for t in texts if segments(t) == 1), texts[-1])
+    fewest = min(segments(t) for t in texts)
+    return next(t for t in texts if segments(t) == fewest)
 
 
 _LINK = re.compile(re.escape(PATH) + f"[A-Za-z0-9_-]{{{TOKEN_CHARS}}}")

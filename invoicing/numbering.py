@@ -183,6 +183,9 @@ async def issue_open(
 # From this many lines in one call, sealing (about 0.1 ms a line) runs in a thread, so that a large batch
 # does not hold the event loop; below it the thread hop costs more than it frees.
 SEAL_IN_THREAD_LINES = 500
+# From this many records, the buyer's texts are written in a thread too: a new phone's SMS check (phonenumbers'
+# number type) is about 0.5 ms, so a batch of 1000 buyers would hold the loop for half a second.
+TEXTS_IN_THREAD = 50
 
 
 async def _append(
@@ -200,7 +203,11 @@ async def _append(
         records, moved = await asyncio.to_thread(_seal_all, issuing, signer, pending, heads, now)
     else:
         records, moved = _seal_all(issuing, signer, pending, heads, now)
-    texts = buyer_texts_of([r.invoice for r in records], issuing.texts, now)
+    invoices = [r.invoice for r in records]
+    if len(invoices) >= TEXTS_IN_THREAD:
+        texts = await asyncio.to_thread(buyer_texts_of, invoices, issuing.texts, now)
+    else:
+        texts = buyer_texts_of(invoices, issuing.texts, now)
     await chain_repository.insert_records(
         conn, signer.key_id, records, [h for key, h in moved.items() if h is not heads[key]], texts
     )

@@ -327,7 +327,13 @@ async def test_audit_catches_edited_columns(settings: Settings, pool: asyncpg.Po
 
 
 async def test_audit_catches_a_deleted_row(settings: Settings, pool: asyncpg.Pool, issuing: Issuing) -> None:
-    out = await _tamper_and_audit(settings, pool, issuing, "DELETE FROM invoices WHERE id = $1")
+    out = await _tamper_and_audit(
+        settings,
+        pool,
+        issuing,
+        "DELETE FROM sms_outbox WHERE invoice_id = $1",  # the buyer's text refers to it: the insider removes both
+        "DELETE FROM invoices WHERE id = $1",
+    )
     assert "#3" in out and "record missing from the chain" in out and "#4" in out
 
 

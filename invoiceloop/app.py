@@ -52,6 +52,8 @@ from verification.log_api import (
     log_leaf,
     log_tile,
 )
+from verification.lottery_api import create_lottery_entry, lottery_draw, lottery_entries
+from verification.lottery_services import Lottery
 from verification.scan_api import scan_verification
 from verification.services import Verifier
 from verification.sms import make_sms_channel
@@ -210,6 +212,7 @@ async def start_services(settings: Settings) -> Services:
             settings.twilio_auth_token,
             log_verifier_key(settings),
             inbound_slots=asyncio.Semaphore(max(1, settings.db_pool_max // 2)),
+            lottery=Lottery(verifier, settings.lottery_min_total, settings.lottery_prizes),
         ),
         postal_api=PostalApi(pool, queue, base, auth, reads),
     )
@@ -250,6 +253,10 @@ ROUTES: list[ControllerRouterHandler] = [
     api_reference_static,
     sms_inbound,  # the page (GET and POST /verify) is `page_router`, added by `create_app` with its CSRF secret
     jwks,
+    # the invoice lottery (the page, GET and POST /lottery, is `lottery_page_router`)
+    create_lottery_entry,
+    lottery_draw,
+    lottery_entries,
     # the public transparency log
     log_checkpoint,
     log_key,

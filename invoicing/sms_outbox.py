@@ -20,7 +20,7 @@ from invoicing.errors import SmsSendFailed
 from invoicing.queue import SEND_SMS, Queue
 
 log = logging.getLogger("invoiceloop.sms")
-Kind = Literal["receipt", "buyer_notice", "delivered"]  # the last two at most once per invoice
+Kind = Literal["receipt", "buyer_notice", "delivered", "lottery_win"]  # all but receipts at most once per invoice
 MAX_TRIES = 4  # then the row is marked failed
 RETRY_DEFER_S = 1.0  # times the try number: 1 s, 2 s, 3 s
 STALE_SENDING_S = 60.0  # a row in `sending` this long lost its worker; take it again

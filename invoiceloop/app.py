@@ -53,6 +53,7 @@ from verification.log_api import (
     log_tile,
 )
 from verification.lottery_api import create_lottery_entry, lottery_draw, lottery_entries
+from verification.lottery_page import lottery_page_router
 from verification.lottery_services import Lottery
 from verification.scan_api import scan_verification
 from verification.services import Verifier
@@ -303,7 +304,15 @@ def create_app(
     prometheus = PrometheusConfig(app_name="invoiceloop", group_path=True)
     app = Litestar(
         route_handlers=[
-            *([*ROUTES, page_router(csrf_secret(settings), settings.public_base_url)] if routes is None else routes),
+            *(
+                [
+                    *ROUTES,
+                    page_router(csrf_secret(settings), settings.public_base_url),
+                    lottery_page_router(csrf_secret(settings), settings.public_base_url),
+                ]
+                if routes is None
+                else routes
+            ),
             *(extra_routes or []),
         ],
         guards=[require_media_type],

@@ -64,21 +64,29 @@ class Entry:
         return {"entry_id": self.entry_id, "seq": self.seq, "period": self.period}
 
 
+@dataclass
 class NotEligible(ValidationFailed):
-    """The invoice may not enter the lottery (not `valid`, too small, its period closed): 422 naming why."""
+    """The invoice may not enter the lottery (not `valid`, too small, its period closed): 422 naming why; `zh`
+    says it in Chinese for a text's reply."""
+
+    zh: str = ""
 
 
-def _refused(field_name: str, message: str) -> NotEligible:
-    return NotEligible(errors=[FieldError(field_name, message)], detail=f"not registered: {field_name} {message}")
+def _refused(field_name: str, message: str, zh: str) -> NotEligible:
+    return NotEligible(
+        errors=[FieldError(field_name, message)], detail=f"not registered: {field_name} {message}", zh=zh
+    )
 
 
 def lottery_phone(query: VerificationQuery, countries: frozenset[str]) -> str:
     """The entry's phone, which winners are texted at: required, a mobile of SMS_ALLOWED_COUNTRIES."""
     if query.phone is None:
-        raise _refused("phone", "is required: the mobile number a prize is announced to, e.g. +8613800138000")
+        raise _refused(
+            "phone", "is required: the mobile number a prize is announced to, e.g. +8613800138000", "须填写手机号"
+        )
     if phone_refusal(query.phone, countries) is not None:
         allowed = ", ".join(sorted(countries))
-        raise _refused("phone", f"must be a mobile number of {allowed} that can receive SMS")
+        raise _refused("phone", f"must be a mobile number of {allowed} that can receive SMS", "手机号须能接收短信")
     return query.phone
 
 
@@ -95,18 +103,25 @@ async def register(
     result = await verify(lottery.verifier, dataclasses.replace(query, phone=None), asking, rate=rate, altcha=altcha)
     if result.outcome != "valid" or result.invoice is None:
         zh, en = OUTCOME_TEXT[result.outcome]
-        raise _refused("invoice", f"must verify as valid to enter the lottery; it is {result.outcome}: {en} ({zh})")
+        raise _refused("invoice", f"must verify as valid to enter the lottery; it is {result.outcome}: {en} ({zh})", zh)
     if result.invoice.get("kind") != "invoice":
-        raise _refused("invoice", "is a credit note: only invoices enter the lottery")
+        raise _refused("invoice", "is a credit note: only invoices enter the lottery", "红字发票不能登记")
     total = Decimal(str(result.invoice["total"]))
     if total < lottery.min_total:
+        least = money_str(lottery.min_total)
         raise _refused(
-            "invoice", f"total ¥{money_str(total)} is below the lottery's minimum of ¥{money_str(lottery.min_total)}"
+            "invoice",
+            f"total ¥{money_str(total)} is below the lottery's minimum of ¥{least}",
+            f"价税合计低于¥{least}",
         )
     period = rules.period_of(query.issue_date)
     now = lottery.clock()
     if not rules.is_open(period, now):
-        raise _refused("issue_date", f"is in period {period}, whose registration closed {_closing(period)}")
+        raise _refused(
+            "issue_date",
+            f"is in period {period}, whose registration closed {_closing(period)}",
+            f"{period}期登记已截止",
+        )
     await ensure_period(lottery, period)  # its commitment is published (committed) before its first entry
     return await _add(lottery, query, period, phone, requester.channel, now)
 
@@ -135,7 +150,9 @@ async def _add(
             )
         seq = await repo.next_seq(conn, period)
         if seq is None:
-            raise _refused("issue_date", f"is in period {period}, whose registration has closed")
+            raise _refused(
+                "issue_date", f"is in period {period}, whose registration has closed", f"{period}期登记已截止"
+            )
         entry = rules.entry_id(period, query.invoice_code, query.invoice_number)
         await repo.add_entry(conn, entry, period, seq, invoice, phone, day, channel)
     return Entry(entry, seq, period)

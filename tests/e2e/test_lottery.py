@@ -22,6 +22,7 @@ from invoiceloop.worker import build_worker
 from invoicing.keyring import KeyringWatcher
 from invoicing.model import local_date
 from tests.conftest import ROOT, ServerProcess, _env
+from tests.e2e.test_verify_sms import message_of, sms_text, text_in
 from tests.fake_twilio import FakeTwilio
 from tests.unit.test_lottery import draw_by_hand
 from tests.verification_fixtures import invoices_in_every_state, query_of, random_mobile, wrong_last6
@@ -255,3 +256,24 @@ async def test_periods_and_cursors_are_checked(consumer: httpx.AsyncClient) -> N
     assert (await consumer.get("/v1/lottery/draws/2099-01")).status_code == 404  # not begun
     bad = await consumer.get(f"/v1/lottery/draws/{this_period()}/entries", params={"cursor": "nonsense"})
     assert bad.status_code == 400 and bad.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_registration_by_text_answers_through_twiml(
+    verify_server: ServerProcess, session_twilio: FakeTwilio, seller: Any, pool: asyncpg.Pool
+) -> None:
+    token, sender = session_twilio.auth_token, random_mobile()
+    ok, voided, *_ = await invoices_in_every_state(seller, pool)
+    text = sms_text(ok).replace("查验", "抽奖")
+    reply = message_of(await text_in(verify_server, token, text, sender=sender))
+    assert "登记成功" in reply and this_period() in reply
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT phone, channel FROM lottery_entries WHERE invoice_id = $1", uuid.UUID(ok["id"])
+        )
+    assert row is not None and row["phone"] == sender and row["channel"] == "sms"
+    again = message_of(await text_in(verify_server, token, "ＣＪ " + sms_text(ok)[3:], sender=random_mobile()))
+    assert "已登记过" in again
+    refused = message_of(await text_in(verify_server, token, "lottery " + sms_text(voided)[3:], sender=sender))
+    assert "未登记" in refused and "作废" in refused
+    assert "抽奖 代码" in message_of(await text_in(verify_server, token, "抽奖 你好", sender=sender))
+    assert sender not in verify_server.log_path.read_text()

@@ -277,3 +277,17 @@ async def test_registration_by_text_answers_through_twiml(
     assert "未登记" in refused and "作废" in refused
     assert "抽奖 代码" in message_of(await text_in(verify_server, token, "抽奖 你好", sender=sender))
     assert sender not in verify_server.log_path.read_text()
+
+
+async def test_an_unsigned_lottery_text_registers_nothing(
+    verify_server: ServerProcess, session_twilio: FakeTwilio, seller: Any, pool: asyncpg.Pool
+) -> None:
+    invoice = await seller.issue()
+    text = sms_text(invoice).replace("查验", "抽奖")
+    forged = await text_in(verify_server, session_twilio.auth_token, text, signature=None)
+    assert forged.status_code == 403
+    async with pool.acquire() as conn:
+        entered = await conn.fetchval(
+            "SELECT count(*) FROM lottery_entries WHERE invoice_id = $1", uuid.UUID(invoice["id"])
+        )
+    assert entered == 0

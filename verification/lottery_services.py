@@ -133,12 +133,20 @@ def _closing(period: str) -> str:
 async def _add(
     lottery: Lottery, query: VerificationQuery, period: str, phone: str, channel: str, now: datetime
 ) -> Entry:
+    """The entry, in one transaction: the phone's lock, then the period row's (`next_seq`: every registration of
+    the period waits here for the one before to commit), and only then the once-ever and per-day checks, so two
+    registrations of one invoice at once give one entry and one 409."""
     day = local_date(now)
     async with lottery.pool.acquire() as conn, conn.transaction():
         await repo.lock_phone(conn, phone)
         invoice = await repo.invoice_id(conn, query.invoice_code, query.invoice_number)
         if invoice is None:  # pragma: no cover - it verified a moment ago; only a replica lag could get here
             raise Unavailable("the invoice is not on the primary yet: try again in a moment")
+        seq = await repo.next_seq(conn, period)
+        if seq is None:
+            raise _refused(
+                "issue_date", f"is in period {period}, whose registration has closed", f"{period}期登记已截止"
+            )
         if await repo.entered(conn, invoice):
             raise Conflict("this invoice is registered for the lottery already: an invoice enters once")
         if await repo.phone_entries_on(conn, phone, day) >= rules.PHONE_ENTRIES_PER_DAY:
@@ -147,11 +155,6 @@ async def _add(
                 f"this phone registered {rules.PHONE_ENTRIES_PER_DAY} invoices today (Asia/Shanghai): "
                 "register more tomorrow",
                 int((midnight - now).total_seconds()) + 1,
-            )
-        seq = await repo.next_seq(conn, period)
-        if seq is None:
-            raise _refused(
-                "issue_date", f"is in period {period}, whose registration has closed", f"{period}期登记已截止"
             )
         entry = rules.entry_id(period, query.invoice_code, query.invoice_number)
         await repo.add_entry(conn, entry, period, seq, invoice, phone, day, channel)

@@ -4,6 +4,7 @@ server, the winners texted through the outbox and the real twilio client, and re
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import subprocess
@@ -291,3 +292,20 @@ async def test_an_unsigned_lottery_text_registers_nothing(
             "SELECT count(*) FROM lottery_entries WHERE invoice_id = $1", uuid.UUID(invoice["id"])
         )
     assert entered == 0
+
+
+async def test_one_invoice_registered_at_once_from_several_phones_enters_once(
+    consumer: httpx.AsyncClient, seller: Any, pool: asyncpg.Pool
+) -> None:
+    invoice = await seller.issue()
+    answers = await asyncio.gather(
+        *(consumer.post("/v1/lottery/entries", json=entry(invoice, random_mobile())) for _ in range(6))
+    )
+    assert sorted(a.status_code for a in answers) == [201] + [409] * 5
+    async with pool.acquire() as conn:
+        count, seqs = await conn.fetchrow(
+            "SELECT p.entries_count, array_agg(e.seq ORDER BY e.seq) FROM lottery_periods p"
+            " JOIN lottery_entries e USING (period) WHERE p.period = $1 GROUP BY p.entries_count",
+            this_period(),
+        )
+    assert seqs == list(range(1, count + 1))  # no gap left by the refused ones

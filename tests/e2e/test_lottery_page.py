@@ -5,20 +5,18 @@ phone width, with screenshots in test-output/lottery/."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
-import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from invoicing.model import local_date
+from tests.browser import SCREENS, new_page
 from tests.conftest import ServerProcess
 from tests.e2e.test_lottery import PAST, closed_period_with_entries
-from tests.e2e.test_verify_page import CHROMIUM_ARGS, SCREENS
 from tests.verification_fixtures import post_form, random_address, random_mobile
 from verification import lottery as rules
 from verification.lottery_services import draw
@@ -81,14 +79,6 @@ async def test_the_verify_page_offers_the_lottery_after_a_valid_result(
     assert 'id="lottery-offer"' not in wrong.text
 
 
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
-
-
 async def test_the_page_on_a_phone(
     browser: Browser, verify_server: ServerProcess, seller: Any, pool: asyncpg.Pool, output_dir: Path
 ) -> None:
@@ -97,10 +87,7 @@ async def test_the_page_on_a_phone(
     winners_phones = [phone for _, phone in await closed_period_with_entries(seller, pool, 6)]
     await draw(pool, PAST, rules.DEFAULT_PRIZES[:2], b"", datetime.now(UTC))
     invoice, phone = await seller.issue(), random_mobile()
-    context = await browser.new_context(
-        viewport=SCREENS["phone"], locale="zh-CN", extra_http_headers={"X-Forwarded-For": random_address()}
-    )
-    page = await context.new_page()
+    page = await new_page(browser, "phone")
     await page.goto(invoice["verify_url"])
     await page.screenshot(path=str(shots / "phone-verify-offer.png"), full_page=True)
     await page.click("#lottery-offer a")
@@ -116,4 +103,4 @@ async def test_the_page_on_a_phone(
     assert re.search(r"\+86 139\*{4}\d{4}", text)
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= SCREENS["phone"]["width"]  # nothing wider than the phone
-    await context.close()
+    await page.context.close()

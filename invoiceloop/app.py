@@ -54,6 +54,9 @@ from verification.log_api import (
     log_leaf,
     log_tile,
 )
+from verification.lottery_api import create_lottery_entry, lottery_draw, lottery_entries
+from verification.lottery_page import lottery_page_router
+from verification.lottery_services import Lottery
 from verification.scan import Scanner
 from verification.scan_api import scan_verification
 from verification.services import Verifier
@@ -220,6 +223,7 @@ async def start_services(settings: Settings) -> Services:
             settings.twilio_auth_token,
             log_verifier_key(settings),
             inbound_slots=asyncio.Semaphore(max(1, settings.db_pool_max // 2)),
+            lottery=Lottery(verifier, settings.lottery_min_total, settings.lottery_prizes),
         ),
         postal_api=PostalApi(pool, queue, base, auth, reads),
     )
@@ -261,6 +265,10 @@ ROUTES: list[ControllerRouterHandler] = [
     api_reference_static,
     sms_inbound,  # the page (GET and POST /verify) is `page_router`, added by `create_app` with its CSRF secret
     jwks,
+    # the invoice lottery (the page, GET and POST /lottery, is `lottery_page_router`)
+    create_lottery_entry,
+    lottery_draw,
+    lottery_entries,
     # the public transparency log
     log_checkpoint,
     log_key,
@@ -307,7 +315,15 @@ def create_app(
     prometheus = PrometheusConfig(app_name="invoiceloop", group_path=True)
     app = Litestar(
         route_handlers=[
-            *([*ROUTES, page_router(csrf_secret(settings), settings.public_base_url)] if routes is None else routes),
+            *(
+                [
+                    *ROUTES,
+                    page_router(csrf_secret(settings), settings.public_base_url),
+                    lottery_page_router(csrf_secret(settings), settings.public_base_url),
+                ]
+                if routes is None
+                else routes
+            ),
             *(extra_routes or []),
         ],
         guards=[require_media_type],

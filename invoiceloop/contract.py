@@ -74,6 +74,7 @@ CONFLICTS = {  # a state that forbids the change (issuing: an idempotent retry s
     ("POST", "/v1/invoices/{invoice_id}/void"),
     ("POST", "/v1/invoices/{invoice_id}/credit-notes"),
     ("POST", "/v1/postal/manifests/{manifest_id}/close"),
+    ("POST", "/v1/lottery/entries"),  # the invoice was registered already
 }
 FORBIDDEN = {("POST", "/v1/sms/inbound"), ("GET", "/metrics")}  # a wrong Twilio signature; a peer not let in
 TOKEN_GUARDED = {("GET", "/metrics")}  # METRICS_TOKEN as a bearer, when it is set
@@ -81,6 +82,7 @@ GUARDED_BY_LIMITS = {  # the public verification's rate limit and challenge
     ("POST", "/v1/verifications"),
     ("POST", "/v1/verifications/batch"),  # 428: its `altcha` does not prove; 429: not one item got past the rate
     ("POST", "/v1/verifications/scan"),
+    ("POST", "/v1/lottery/entries"),  # it verifies the invoice; 429 also for a phone's 10 entries a day
 }
 RATE_LIMITED = GUARDED_BY_LIMITS | {("GET", "/d/{token}")}  # the download link: the rate, no challenge
 GONE = {("GET", "/d/{token}")}  # a download link whose time is up

@@ -37,7 +37,7 @@ from verification.challenge import ChallengeRequired
 
 log = logging.getLogger("invoiceloop")
 PROBLEM = "application/problem+json"
-PAGES = ("/verify", "/verify/scan")  # answered with an HTML page, errors too
+PAGES = ("/verify", "/verify/scan", "/lottery")  # answered with an HTML page, errors too
 # PostgreSQL or Redis cannot be reached (down, restarting, out of connections, too slow to answer): the
 # request was not carried out and may be sent again as it is, so 503 with Retry-After, not a 500.
 BACKEND_ERRORS: tuple[type[Exception], ...] = (

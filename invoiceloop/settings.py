@@ -18,6 +18,8 @@ from invoicing.model import DEFAULT_MAX_BATCH_LINES, DEFAULT_MAX_SERIES_PER_YEAR
 from invoicing.queue import RedisTarget, parse_sentinels
 from invoicing.smtp import SmtpTarget
 from verification.limits import DEFAULT_SMS_DAILY_BUDGET
+from verification.lottery import DEFAULT_PRIZES, Prize, parse_prizes
+from verification.lottery_services import DEFAULT_MIN_TOTAL
 from verification.model import DEFAULT_SMS_COUNTRIES, parse_countries
 from verification.scan import SLOTS as SCAN_SLOTS
 from verification.scan import TIMEOUT_S as SCAN_TIMEOUT_S
@@ -62,6 +64,8 @@ class Settings:
     scan_slots: int = SCAN_SLOTS  # SCAN_SLOTS: photos and PDFs decoded at once in each process (then 503)
     scan_timeout_s: float = SCAN_TIMEOUT_S  # SCAN_TIMEOUT_S: a photo or PDF not read within this is refused (422)
     download_link_ttl_days: int = DEFAULT_TTL_DAYS  # DOWNLOAD_LINK_TTL_DAYS: how long a texted download link works
+    lottery_min_total: Decimal = DEFAULT_MIN_TOTAL  # LOTTERY_MIN_TOTAL: an entry's least total incl. tax (CNY)
+    lottery_prizes: tuple[Prize, ...] = DEFAULT_PRIZES  # LOTTERY_PRIZES: JSON [{"tier", "name", "count"}, ...]
     metrics_token: str | None = None  # METRICS_TOKEN: /metrics wants it as a bearer token; unset, private peers only
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -107,6 +111,8 @@ class Settings:
             scan_slots=_positive(env, "SCAN_SLOTS", SCAN_SLOTS, int),
             scan_timeout_s=_positive(env, "SCAN_TIMEOUT_S", SCAN_TIMEOUT_S, float),
             download_link_ttl_days=_ttl_days(env.get("DOWNLOAD_LINK_TTL_DAYS")),
+            lottery_min_total=_min_total(env.get("LOTTERY_MIN_TOTAL")),
+            lottery_prizes=_prizes(env.get("LOTTERY_PRIZES")),
             metrics_token=env.get("METRICS_TOKEN") or None,
             extra={k: v for k, v in env.items() if k.startswith("VERIFY_")},  # limit overrides, docs/verification.md
         )
@@ -216,3 +222,26 @@ def _sentinels(text: str | None) -> tuple[tuple[str, int], ...]:
         return parse_sentinels(text)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _min_total(text: str | None) -> Decimal:
+    """LOTTERY_MIN_TOTAL: an amount in CNY with at most 2 decimals, 0 or more; unset or empty: 100.00."""
+    if not text or not text.strip():
+        return DEFAULT_MIN_TOTAL
+    try:
+        value = Decimal(text.strip())
+    except ArithmeticError:
+        value = Decimal(-1)
+    if not value.is_finite() or value < 0 or value != value.quantize(Decimal("0.01")):
+        raise ConfigError(f"LOTTERY_MIN_TOTAL must be an amount such as 100.00, not {text!r}")
+    return value.quantize(Decimal("0.01"))
+
+
+def _prizes(text: str | None) -> tuple[Prize, ...]:
+    """LOTTERY_PRIZES (verification.lottery.parse_prizes); unset or empty: DEFAULT_PRIZES."""
+    if not text or not text.strip():
+        return DEFAULT_PRIZES
+    try:
+        return parse_prizes(text)
+    except ValueError as exc:
+        raise ConfigError(f"LOTTERY_PRIZES {exc}") from None

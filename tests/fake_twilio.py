@@ -70,6 +70,16 @@ class FakeTwilio:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_port}"
 
+    def server_env(self, from_number: str) -> dict[str, str]:
+        """The settings that send a server's texts here, through the real twilio client."""
+        return {
+            "SMS_BACKEND": "twilio",
+            "TWILIO_ACCOUNT_SID": self.account_sid,
+            "TWILIO_AUTH_TOKEN": self.auth_token,
+            "TWILIO_FROM_NUMBER": from_number,
+            "TWILIO_API_BASE_URL": self.base_url,
+        }
+
     @property
     def requests(self) -> list[FakeMessage]:
         """Every request received, refused ones included."""

@@ -68,6 +68,7 @@ class Requester:
     phone_hash: str | None = None
     via_qr: bool = False  # a QR URL whose signature checked: not a guess, the locks do not apply
     qr_link: Mapping[str, str] | None = None  # the fields of a QR link it was opened from: its figures are compared
+    receipt: bool = True  # whether `phone` asks for an SMS receipt (a lottery registration's phone does not)
 
 
 @dataclass
@@ -192,7 +193,8 @@ class _Work:
 
     @property
     def wants_receipt(self) -> bool:
-        return self.item.requester.phone is not None and self.item.requester.channel != "sms"  # a text gets a reply
+        requester = self.item.requester
+        return requester.phone is not None and requester.receipt and requester.channel != "sms"  # a text gets a reply
 
 
 async def verify(

@@ -13,11 +13,9 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page
 
+from tests.browser import SCREENS, new_page
 from tests.conftest import ServerProcess
-from tests.e2e.test_verify_page import SCREENS, browser, new_page
 from tests.e2e.test_verify_scan import pdf_of, phone_photo
-
-__all__ = ["browser"]  # the fixture, shared with the page's own tests
 
 
 @pytest.fixture

@@ -13,16 +13,15 @@ import subprocess
 import sys
 import termios
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
-from invoiceloop.app import load_issuing, log_signer
+from invoiceloop.app import log_signer
 from invoiceloop.settings import Settings
-from invoicing import chain_repository, db, keyring, services
+from invoicing import chain_repository, keyring, services
 from invoicing.audit import check_segment, plan
 from invoicing.numbering import Issuing
 from invoicing.repository import Issuer
@@ -33,18 +32,6 @@ from tests.deployment import own_deployment
 from tests.integration.test_cli_audit import cli, draft
 
 deployment = own_deployment("audit")
-
-
-@pytest.fixture(scope="module")
-async def own_pool(deployment: Settings) -> AsyncIterator[asyncpg.Pool]:
-    pool = await db.create_pool(deployment.require_database_url(), max_size=4)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture(scope="module")
-def own_issuing(deployment: Settings) -> Issuing:
-    return load_issuing(deployment)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import pytest
 
 from invoiceloop.app import load_issuing, log_signer
 from invoiceloop.settings import Settings
-from invoicing import db, keyring, services
+from invoicing import keyring, services
 from invoicing.corrections import CreditRequestLine
 from invoicing.numbering import Issuing
 from invoicing.repository import Issuer
@@ -32,18 +32,6 @@ from tests.integration.test_cli_audit import cli, draft
 from tests.verification_fixtures import altcha_payload
 
 deployment = own_deployment("insider")
-
-
-@pytest.fixture(scope="module")
-async def own_pool(deployment: Settings) -> AsyncIterator[asyncpg.Pool]:
-    pool = await db.create_pool(deployment.require_database_url(), max_size=5)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture(scope="module")
-def own_issuing(deployment: Settings) -> Issuing:
-    return load_issuing(deployment)
 
 
 @pytest.fixture(scope="module")

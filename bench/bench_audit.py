@@ -21,7 +21,7 @@ from invoicing import db, keyring, numbering, services, transparency, validation
 from invoicing.checkpoint import open_checkpoint
 from invoicing.model import DEFAULT_TAX_RATES
 from invoicing.note import parse_verifier_key
-from tests.conftest import new_issuer
+from tests.conftest import new_issuer, scratch_database
 from tests.samples import invoice_body
 
 SERVER = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -94,23 +94,12 @@ async def _checkpoint(url: str) -> str:
 def main() -> None:
     name = f"invoiceloop_bench_audit_{secrets.token_hex(3)}"
 
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(SERVER)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        url = SERVER.rsplit("/", 1)[0] + "/" + name
+    with scratch_database(SERVER, name) as url:
         asyncio.run(db.migrate_url(url))
         with tempfile.TemporaryDirectory() as tmp:
             settings = Settings(database_url=url, data_dir=Path(tmp), check_code_secret="bench")
             keyring.bootstrap(settings.keyring, settings.key_file)
             run(settings)
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":

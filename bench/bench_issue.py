@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +33,7 @@ import httpx
 from litestar import Response, post
 from litestar.di import NamedDependency
 
+from bench import load
 from invoiceloop.app import Services
 from invoiceloop.embedded import embedded_postgres, embedded_redis, port_open
 from invoiceloop.settings import Settings
@@ -92,41 +91,13 @@ ALTER TABLE bench_copy ADD FOREIGN KEY (issuer_id) REFERENCES issuers (id),
 
 # ---------------------------------------------------------------- load
 
-WRK_SCRIPT = """
-local bodies = {}
-local i = 0
-for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY")
-request = function()
-  i = i + 1
-  return wrk.format(nil, os.getenv("BENCH_PATH"), nil, bodies[(i % #bodies) + 1])
-end
-"""
-
 
 def wrk(
     base_url: str, key: str, path: str, bodies: list[dict[str, Any]], connections: int, seconds: float
 ) -> tuple[float, float, int]:
-    """(requests/s, p99 ms, non-2xx count) from `wrk` (C, so the load generator costs little CPU)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        script, lines = Path(tmp) / "post.lua", Path(tmp) / "bodies.jsonl"
-        script.write_text(WRK_SCRIPT)
-        lines.write_text("\n".join(json.dumps(b, ensure_ascii=False) for b in bodies) + "\n")
-        env = {**os.environ, "BENCH_BODIES": str(lines), "BENCH_KEY": key, "BENCH_PATH": path}
-        args = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds:.0f}s", "--timeout", "30s"]
-        out = subprocess.run(
-            [*args, "--latency", "-s", str(script), base_url + path],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
-    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rate, float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit], int(bad[1]) if bad else 0
+    """(requests/s, p99 ms, non-2xx count) of POSTs of `bodies` to `path` as the key's issuer."""
+    lines = [json.dumps(b, ensure_ascii=False) for b in bodies]
+    return load.wrk(base_url + path, "POST", lines, connections, seconds, key)
 
 
 class CopyRows:

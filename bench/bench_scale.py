@@ -32,9 +32,7 @@ import random
 import re
 import secrets
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -45,7 +43,7 @@ import httpx
 from litestar import Response, get, post
 from litestar.di import NamedDependency
 
-from bench import scale_data
+from bench import load, scale_data
 from invoiceloop.app import Services
 from invoiceloop.settings import Settings
 from invoicing import formats, merkle, numbering, repository, services, transparency, validation
@@ -89,43 +87,12 @@ def bench_app() -> Any:
 
 # ---------------------------------------------------------------- load (wrk)
 
-WRK_SCRIPT = """
-local bodies = {}
-local i = 0
-for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
-wrk.method = os.getenv("BENCH_METHOD")
-wrk.headers["Content-Type"] = "application/json"
-if os.getenv("BENCH_KEY") ~= "" then wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY") end
-request = function()
-  i = i + 1
-  wrk.headers["X-Forwarded-For"] = "10.1." .. (i % 250) .. "." .. (math.floor(i / 250) % 250 + 1)
-  if #bodies == 0 then return wrk.format(nil, os.getenv("BENCH_PATH")) end
-  return wrk.format(nil, os.getenv("BENCH_PATH"), nil, bodies[(i % #bodies) + 1])
-end
-"""
-
 
 def wrk(
     port: int, method: str, path: str, bodies: list[str], conns: int, key: str, seconds: float
 ) -> tuple[float, float, int]:
     """(req/s, p99 ms, non-2xx) from wrk."""
-    with tempfile.TemporaryDirectory() as tmp:
-        script, lines = Path(tmp) / "s.lua", Path(tmp) / "bodies.jsonl"
-        script.write_text(WRK_SCRIPT)
-        lines.write_text("".join(b + "\n" for b in bodies))
-        env = {**os.environ, "BENCH_BODIES": str(lines), "BENCH_PATH": path, "BENCH_METHOD": method, "BENCH_KEY": key}
-        args = ["wrk", "-t", "2", "-c", str(conns), "-d", f"{seconds:.0f}s", "--timeout", "30s", "--latency"]
-        out = subprocess.run(
-            [*args, "-s", str(script), f"http://127.0.0.1:{port}{path}"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
-    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rate, float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit], int(bad[1]) if bad else 0
+    return load.wrk(f"http://127.0.0.1:{port}{path}", method, bodies, conns, seconds, key)
 
 
 # ---------------------------------------------------------------- preparing a data set for the run

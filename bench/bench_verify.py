@@ -15,13 +15,10 @@ import dataclasses
 import json
 import os
 import random
-import re
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -32,6 +29,7 @@ import httpx
 from litestar import get
 from litestar.di import NamedDependency
 
+from bench import load
 from invoiceloop.app import Services
 from invoiceloop.settings import Settings
 from invoicing import db, numbering, services, transparency
@@ -92,49 +90,9 @@ async def _load(port: int, make: Any) -> tuple[float, list[float], int]:
     return len(latencies) / SECONDS, latencies, errors
 
 
-WRK_SCRIPT = """
-local bodies = {}
-local i = 0
-for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
-wrk.method = os.getenv("BENCH_METHOD")
-wrk.headers["Content-Type"] = "application/json"
-request = function()
-  i = i + 1
-  wrk.headers["X-Forwarded-For"] = "10.1." .. (i % 250) .. "." .. (math.floor(i / 250) % 250 + 1)
-  if #bodies == 0 then return wrk.format(nil, os.getenv("BENCH_PATH")) end
-  return wrk.format(nil, os.getenv("BENCH_PATH"), nil, bodies[(i % #bodies) + 1])
-end
-"""
-
-
 def _wrk(port: int, method: str, path: str, bodies: list[bytes], seconds: float = SECONDS) -> tuple[float, float, int]:
-    """(req/s, p99 ms, non-2xx) from `wrk` (C: the load generator costs little of the 2 cores)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        script, lines = Path(tmp) / "bench.lua", Path(tmp) / "bodies.jsonl"
-        script.write_text(WRK_SCRIPT)
-        lines.write_bytes(b"".join(body + b"\n" for body in bodies))
-        env = {**os.environ, "BENCH_BODIES": str(lines), "BENCH_PATH": path, "BENCH_METHOD": method}
-        args = [
-            "wrk",
-            "-t",
-            "2",
-            "-c",
-            str(CONNECTIONS),
-            "-d",
-            f"{seconds:.0f}s",
-            "--timeout",
-            "30s",
-            "--latency",
-            "-s",
-            str(script),
-            f"http://127.0.0.1:{port}{path}",
-        ]
-        out = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
-    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-    p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rate, p99, int(bad[1]) if bad else 0
+    """(req/s, p99 ms, non-2xx) from `wrk`."""
+    return load.wrk(f"http://127.0.0.1:{port}{path}", method, bodies, CONNECTIONS, seconds)
 
 
 def _maker(method: str, path: str, bodies: list[bytes]) -> Any:

@@ -33,6 +33,7 @@ from invoiceloop.metrics import metrics
 from invoiceloop.settings import Settings
 from invoicing import db, keyring
 from invoicing.api import BATCH_MAX_BYTES, InvoiceController, IssuerApi, issuer_stats
+from invoicing.buyer_texts import BuyerTexts, link_key
 from invoicing.errors import DomainError
 from invoicing.http import Authenticator, require_media_type
 from invoicing.keyring import ActiveSigner, KeyringWatcher
@@ -44,6 +45,7 @@ from invoicing.transparency import LogReader, LogSigner
 from invoicing.webhook_api import WebhookApi, WebhookController
 from invoicing.webhook_sender import Nudge
 from verification.api import create_verification, create_verification_batch, jwks
+from verification.download import download
 from verification.inbound import sms_inbound
 from verification.limits import LimitFigures, Limits
 from verification.log_api import (
@@ -54,6 +56,10 @@ from verification.log_api import (
     log_leaf,
     log_tile,
 )
+from verification.lottery_api import create_lottery_entry, lottery_draw, lottery_entries
+from verification.lottery_page import lottery_page_router
+from verification.lottery_services import Lottery
+from verification.scan import Scanner
 from verification.scan_api import scan_verification
 from verification.services import Verifier
 from verification.sms import make_sms_channel
@@ -173,7 +179,13 @@ def load_issuing(settings: Settings, ring: KeyringWatcher | None = None) -> Issu
     """The check-code secret and the signer: the keyring's active key, its private half from SIGNING_KEY_FILE,
     following `keys rotate` without a restart."""
     signers = ActiveSigner(ring or open_keyring(settings), settings.key_file)
-    return Issuing(settings.secret_bytes(), signers, settings.max_series_per_year)
+    texts = BuyerTexts(
+        link_key(settings.secret_bytes()),
+        settings.public_base_url,
+        settings.download_link_ttl_days,
+        settings.sms_allowed_countries,
+    )
+    return Issuing(settings.secret_bytes(), signers, settings.max_series_per_year, texts=texts)
 
 
 async def start_services(settings: Settings) -> Services:
@@ -197,6 +209,7 @@ async def start_services(settings: Settings) -> Services:
         reads=reads,
         sms_countries=settings.sms_allowed_countries,
         hooks=hooks,
+        scanner=Scanner(settings.scan_slots, settings.scan_timeout_s),
     )
     base = settings.public_base_url
     auth = Authenticator(pool, key_ttl_s=settings.key_cache_ttl_s)
@@ -223,6 +236,7 @@ async def start_services(settings: Settings) -> Services:
             settings.twilio_auth_token,
             log_verifier_key(settings),
             inbound_slots=asyncio.Semaphore(max(1, settings.db_pool_max // 2)),
+            lottery=Lottery(verifier, settings.lottery_min_total, settings.lottery_prizes),
         ),
         postal_api=PostalApi(pool, queue, base, auth, reads, hooks),
         webhook_api=WebhookApi(pool, settings.webhook_allow_private, hooks),
@@ -261,10 +275,15 @@ ROUTES: list[ControllerRouterHandler] = [
     create_verification,
     create_verification_batch,
     scan_verification,
+    download,  # the buyer's texted download link
     verify_static,
     api_reference_static,
     sms_inbound,  # the page (GET and POST /verify) is `page_router`, added by `create_app` with its CSRF secret
     jwks,
+    # the invoice lottery (the page, GET and POST /lottery, is `lottery_page_router`)
+    create_lottery_entry,
+    lottery_draw,
+    lottery_entries,
     # the public transparency log
     log_checkpoint,
     log_key,
@@ -311,7 +330,15 @@ def create_app(
     prometheus = PrometheusConfig(app_name="invoiceloop", group_path=True)
     app = Litestar(
         route_handlers=[
-            *([*ROUTES, page_router(csrf_secret(settings), settings.public_base_url)] if routes is None else routes),
+            *(
+                [
+                    *ROUTES,
+                    page_router(csrf_secret(settings), settings.public_base_url),
+                    lottery_page_router(csrf_secret(settings), settings.public_base_url),
+                ]
+                if routes is None
+                else routes
+            ),
             *(extra_routes or []),
         ],
         guards=[require_media_type],

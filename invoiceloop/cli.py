@@ -1,5 +1,5 @@
 """The command line (API.md "Command line"): `invoiceloop run | migrate | serve | worker | issuer | operator |
-keys | audit | stats | verify-qr | postal`. Each command is `handler(args, settings) -> exit status`."""
+keys | audit | stats | verify-qr | postal | lottery`. Each command is `handler(args, settings) -> exit status`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import asyncpg
 
-from invoiceloop import admin, service, trust
+from invoiceloop import admin, lottery_cli, service, trust
 from invoiceloop.errors import CliError
 from invoiceloop.settings import Settings
 from invoicing import db
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _service_commands(sub)
     _owner_commands(sub)
     _record_commands(sub)
+    lottery_cli.add_commands(sub)
     return parser
 
 

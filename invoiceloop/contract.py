@@ -75,6 +75,7 @@ CONFLICTS = {  # a state that forbids the change (issuing: an idempotent retry s
     ("POST", "/v1/invoices/{invoice_id}/credit-notes"),
     ("POST", "/v1/postal/manifests/{manifest_id}/close"),
     ("POST", "/v1/webhooks"),  # the issuer has as many endpoints as it may
+    ("POST", "/v1/lottery/entries"),  # the invoice was registered already
 }
 FORBIDDEN = {("POST", "/v1/sms/inbound"), ("GET", "/metrics")}  # a wrong Twilio signature; a peer not let in
 TOKEN_GUARDED = {("GET", "/metrics")}  # METRICS_TOKEN as a bearer, when it is set
@@ -82,7 +83,10 @@ GUARDED_BY_LIMITS = {  # the public verification's rate limit and challenge
     ("POST", "/v1/verifications"),
     ("POST", "/v1/verifications/batch"),  # 428: its `altcha` does not prove; 429: not one item got past the rate
     ("POST", "/v1/verifications/scan"),
+    ("POST", "/v1/lottery/entries"),  # it verifies the invoice; 429 also for a phone's 10 entries a day
 }
+RATE_LIMITED = GUARDED_BY_LIMITS | {("GET", "/d/{token}")}  # the download link: the rate, no challenge
+GONE = {("GET", "/d/{token}")}  # a download link whose time is up
 NEVER_FAILS = {("GET", "/healthz")}  # answers without touching anything
 NO_BACKEND = {("GET", "/metrics")}  # this process's own counters
 
@@ -156,6 +160,7 @@ RULES: tuple[Rule, ...] = (
         "Nothing of this caller's by that name (another tenant's records are not found either).",
     ),
     Rule(409, lambda r: r.key in CONFLICTS, "The record's state forbids this (`detail` says why)."),
+    Rule(410, lambda r: r.key in GONE, "The link has expired; verify the invoice on /verify or ask the seller."),
     Rule(413, lambda r: r.reads_body, "The body is larger than this route accepts."),
     Rule(415, lambda r: r.reads_body, "The body's Content-Type is not the one this route reads."),
     Rule(
@@ -169,7 +174,7 @@ RULES: tuple[Rule, ...] = (
         lambda r: r.key in GUARDED_BY_LIMITS,
         "Many wrong answers for this invoice: solve `challenge` (ALTCHA) and send the solution with the request.",
     ),
-    Rule(429, lambda r: r.key in GUARDED_BY_LIMITS, "Over the rate limit; see Retry-After.", retry_after=True),
+    Rule(429, lambda r: r.key in RATE_LIMITED, "Over the rate limit; see Retry-After.", retry_after=True),
     Rule(500, lambda r: r.key not in NEVER_FAILS, "An unexpected error (a bug); it has been logged."),
     Rule(
         503,

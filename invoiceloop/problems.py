@@ -15,11 +15,13 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import Empty
 from litestar.utils.scope.state import ScopeState
 
+from invoicing.buyer_texts import redact_links
 from invoicing.errors import (
     BadParameters,
     Conflict,
     DomainError,
     Forbidden,
+    Gone,
     IdempotencyMismatch,
     MalformedRequest,
     NotFound,
@@ -35,7 +37,7 @@ from verification.challenge import ChallengeRequired
 
 log = logging.getLogger("invoiceloop")
 PROBLEM = "application/problem+json"
-PAGES = ("/verify", "/verify/scan")  # answered with an HTML page, errors too
+PAGES = ("/verify", "/verify/scan", "/lottery")  # answered with an HTML page, errors too
 # PostgreSQL or Redis cannot be reached (down, restarting, out of connections, too slow to answer): the
 # request was not carried out and may be sent again as it is, so 503 with Retry-After, not a 500.
 BACKEND_ERRORS: tuple[type[Exception], ...] = (
@@ -65,6 +67,7 @@ PROBLEMS: dict[type[DomainError], Problem] = {
     MalformedRequest: Problem(400, "Malformed JSON", "malformed-json"),
     NotFound: Problem(404, "Not found", "not-found"),
     Conflict: Problem(409, "Conflict", "conflict"),
+    Gone: Problem(410, "Gone", "gone"),
     IdempotencyMismatch: Problem(422, "Idempotency-Key reused with another body", "idempotency-mismatch"),
     Unauthorized: Problem(401, "Unauthorized", "unauthorized"),
     Forbidden: Problem(403, "Forbidden", "forbidden"),
@@ -74,6 +77,11 @@ PROBLEMS: dict[type[DomainError], Problem] = {
     ChallengeRequired: Problem(428, "Proof of work required", "challenge-required"),
     DomainError: Problem(400, "Bad request", "bad-request"),
 }
+
+
+def _logged(request: Request[Any, Any, Any]) -> str:
+    """The path as it may be logged: a download link's token is a key to a buyer's invoice, and never logged."""
+    return redact_links(request.url.path)
 
 
 def problem_of(exc: DomainError) -> Problem:
@@ -137,7 +145,7 @@ def on_http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
 
 def on_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """PostgreSQL or Redis could not be reached: 503, try again shortly."""
-    log.warning("backend unavailable (%s) on %s %s", type(exc).__name__, request.method, request.url.path)
+    log.warning("backend unavailable (%s) on %s %s", type(exc).__name__, request.method, _logged(request))
     return _error_page(request, 503) or problem(
         503,
         "Service unavailable",
@@ -158,7 +166,7 @@ def on_recursion(request: Request[Any, Any, Any], exc: Exception) -> Response[An
 
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """A bug: logged with its traceback, answered with nothing of its cause."""
-    log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
+    log.error("unexpected %s on %s %s", type(exc).__name__, request.method, _logged(request), exc_info=exc)
     return _error_page(request, 500) or problem(
         500, "Internal error", "an unexpected error; it has been logged", "internal"
     )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import TypeVar
 
+from invoicing.buyer_texts import DEFAULT_TTL_DAYS
 from invoicing.checkpoint import default_origin
 from invoicing.errors import ConfigError
 from invoicing.keys import write_private
@@ -18,7 +20,13 @@ from invoicing.smtp import SmtpTarget
 from invoicing.webhook_sender import HookConfig
 from invoicing.webhooks import DEFAULT_DISABLE_AFTER_S, DEFAULT_RETRY_SCHEDULE_S, parse_schedule
 from verification.limits import DEFAULT_SMS_DAILY_BUDGET
+from verification.lottery import DEFAULT_PRIZES, Prize, parse_prizes
+from verification.lottery_services import DEFAULT_MIN_TOTAL
 from verification.model import DEFAULT_SMS_COUNTRIES, parse_countries
+from verification.scan import SLOTS as SCAN_SLOTS
+from verification.scan import TIMEOUT_S as SCAN_TIMEOUT_S
+
+N = TypeVar("N", int, float)
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,11 @@ class Settings:
     smtp_url: str | None = None  # SMTP_URL: where the buyer's mail goes (invoicing/smtp.py); unset, mail waits
     smtp_from: str = "invoiceloop <invoices@localhost>"  # SMTP_FROM: the From of the buyer's mail
     mail_lease_s: float = 120.0  # MAIL_LEASE_S: a mail being sent this long lost its worker and is sent again
+    scan_slots: int = SCAN_SLOTS  # SCAN_SLOTS: photos and PDFs decoded at once in each process (then 503)
+    scan_timeout_s: float = SCAN_TIMEOUT_S  # SCAN_TIMEOUT_S: a photo or PDF not read within this is refused (422)
+    download_link_ttl_days: int = DEFAULT_TTL_DAYS  # DOWNLOAD_LINK_TTL_DAYS: how long a texted download link works
+    lottery_min_total: Decimal = DEFAULT_MIN_TOTAL  # LOTTERY_MIN_TOTAL: an entry's least total incl. tax (CNY)
+    lottery_prizes: tuple[Prize, ...] = DEFAULT_PRIZES  # LOTTERY_PRIZES: JSON [{"tier", "name", "count"}, ...]
     metrics_token: str | None = None  # METRICS_TOKEN: /metrics wants it as a bearer token; unset, private peers only
     webhook_allow_private: bool = False  # WEBHOOK_ALLOW_PRIVATE=1: http:// and private addresses (tests only)
     webhook_timeout_s: float = 10.0  # WEBHOOK_TIMEOUT_S: one delivery try, everything included
@@ -103,17 +116,18 @@ class Settings:
             smtp_url=env.get("SMTP_URL") or None,
             smtp_from=env.get("SMTP_FROM") or "invoiceloop <invoices@localhost>",
             mail_lease_s=float(env.get("MAIL_LEASE_S") or 120.0),
+            scan_slots=_positive(env, "SCAN_SLOTS", SCAN_SLOTS, int),
+            scan_timeout_s=_positive(env, "SCAN_TIMEOUT_S", SCAN_TIMEOUT_S, float),
+            download_link_ttl_days=_ttl_days(env.get("DOWNLOAD_LINK_TTL_DAYS")),
+            lottery_min_total=_min_total(env.get("LOTTERY_MIN_TOTAL")),
+            lottery_prizes=_prizes(env.get("LOTTERY_PRIZES")),
             metrics_token=env.get("METRICS_TOKEN") or None,
             webhook_allow_private=(env.get("WEBHOOK_ALLOW_PRIVATE") or "").strip().lower() in ("1", "true", "yes"),
-            webhook_timeout_s=_positive("WEBHOOK_TIMEOUT_S", env.get("WEBHOOK_TIMEOUT_S"), 10.0),
-            webhook_endpoint_concurrency=int(
-                _positive("WEBHOOK_ENDPOINT_CONCURRENCY", env.get("WEBHOOK_ENDPOINT_CONCURRENCY"), 4)
-            ),
+            webhook_timeout_s=_positive(env, "WEBHOOK_TIMEOUT_S", 10.0, float),
+            webhook_endpoint_concurrency=_positive(env, "WEBHOOK_ENDPOINT_CONCURRENCY", 4, int),
             webhook_retry_schedule_s=_schedule(env.get("WEBHOOK_RETRY_SCHEDULE_S")),
-            webhook_disable_after_s=_positive(
-                "WEBHOOK_DISABLE_AFTER_S", env.get("WEBHOOK_DISABLE_AFTER_S"), DEFAULT_DISABLE_AFTER_S, zero=True
-            ),
-            webhook_log_days=int(_positive("WEBHOOK_LOG_DAYS", env.get("WEBHOOK_LOG_DAYS"), 30)),
+            webhook_disable_after_s=_seconds_or_zero("WEBHOOK_DISABLE_AFTER_S", env.get("WEBHOOK_DISABLE_AFTER_S")),
+            webhook_log_days=_positive(env, "WEBHOOK_LOG_DAYS", 30, int),
             extra={k: v for k, v in env.items() if k.startswith("VERIFY_")},  # limit overrides, docs/verification.md
         )
 
@@ -203,6 +217,29 @@ def _budget(text: str | None) -> int:
     return int(text)
 
 
+def _positive(env: Mapping[str, str], name: str, default: N, kind: Callable[[str], N]) -> N:
+    """A number above 0 from `name`, or `default` when unset or empty."""
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = kind("0")
+    if not value > 0 or value != value:  # NaN too
+        raise ConfigError(f"{name} must be a number above 0, not {text!r}")
+    return value
+
+
+def _ttl_days(text: str | None) -> int:
+    """DOWNLOAD_LINK_TTL_DAYS: a whole number of days from 1 to 3650; unset or empty: 30."""
+    if not text or not text.strip():
+        return DEFAULT_TTL_DAYS
+    if not text.strip().isdigit() or not 1 <= int(text) <= 3650:
+        raise ConfigError(f"DOWNLOAD_LINK_TTL_DAYS must be a whole number of days from 1 to 3650, not {text!r}")
+    return int(text)
+
+
 def _sentinels(text: str | None) -> tuple[tuple[str, int], ...]:
     """REDIS_SENTINELS (`10.0.0.1:26379,10.0.0.2:26379`); unset or empty: none."""
     if not text or not text.strip():
@@ -213,16 +250,16 @@ def _sentinels(text: str | None) -> tuple[tuple[str, int], ...]:
         raise ConfigError(str(exc)) from None
 
 
-def _positive(name: str, text: str | None, default: float, *, zero: bool = False) -> float:
-    """A number of seconds (or a count) above 0 (0 allowed when `zero`); unset: `default`."""
+def _seconds_or_zero(name: str, text: str | None) -> float:
+    """WEBHOOK_DISABLE_AFTER_S: seconds, 0 or more (0: disabled at the first failure); unset: 5 days."""
     if not text or not text.strip():
-        return default
+        return DEFAULT_DISABLE_AFTER_S
     try:
         value = float(text)
     except ValueError:
-        raise ConfigError(f"{name} must be a number, not {text!r}") from None
-    if value < 0 or (value == 0 and not zero):
-        raise ConfigError(f"{name} must be {'0 or more' if zero else 'more than 0'}, not {text!r}")
+        value = -1.0
+    if not value >= 0:  # NaN too
+        raise ConfigError(f"{name} must be a number of seconds, 0 or more, not {text!r}")
     return value
 
 
@@ -234,3 +271,26 @@ def _schedule(text: str | None) -> tuple[float, ...]:
         return parse_schedule(text)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _min_total(text: str | None) -> Decimal:
+    """LOTTERY_MIN_TOTAL: an amount in CNY with at most 2 decimals, 0 or more; unset or empty: 100.00."""
+    if not text or not text.strip():
+        return DEFAULT_MIN_TOTAL
+    try:
+        value = Decimal(text.strip())
+    except ArithmeticError:
+        value = Decimal(-1)
+    if not value.is_finite() or value < 0 or value != value.quantize(Decimal("0.01")):
+        raise ConfigError(f"LOTTERY_MIN_TOTAL must be an amount such as 100.00, not {text!r}")
+    return value.quantize(Decimal("0.01"))
+
+
+def _prizes(text: str | None) -> tuple[Prize, ...]:
+    """LOTTERY_PRIZES (verification.lottery.parse_prizes); unset or empty: DEFAULT_PRIZES."""
+    if not text or not text.strip():
+        return DEFAULT_PRIZES
+    try:
+        return parse_prizes(text)
+    except ValueError as exc:
+        raise ConfigError(f"LOTTERY_PRIZES {exc}") from None

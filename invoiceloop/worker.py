@@ -26,6 +26,7 @@ from invoicing.mail_outbox import Mailer
 from invoicing.queue import (
     DELIVER_WEBHOOKS,
     FAN_OUT_MAIL,
+    FAN_OUT_SMS,
     FAN_OUT_WEBHOOKS,
     FULFIL_ORDERS,
     SEND_MAIL,
@@ -67,6 +68,12 @@ async def send_sms(ctx: dict[str, Any], outbox_id: int) -> str:
     """Send one SMS outbox row."""
     app = _app(ctx)
     return await sms_outbox.send(app.pool, app.sms, outbox_id, job_try=int(ctx.get("job_try", 1)))
+
+
+async def fan_out_sms(ctx: dict[str, Any], kind: str, invoice_ids: list[str]) -> int:
+    """One `send_sms` job for each pending buyer's text of these records."""
+    app = _app(ctx)
+    return await sms_outbox.fan_out(app.pool, app.redis, kind, invoice_ids)
 
 
 async def sweep_sms(ctx: dict[str, Any]) -> int:
@@ -136,6 +143,7 @@ async def prune_webhooks(ctx: dict[str, Any]) -> int:
 FUNCTIONS = [
     func(ping, name="ping"),
     func(send_sms, name=SEND_SMS, timeout=30),
+    func(fan_out_sms, name=FAN_OUT_SMS, timeout=60),
     func(fulfil_orders, name=FULFIL_ORDERS, timeout=delivery_jobs.JOB_TIMEOUT_S),
     # the worker's job timeout; the SMTP exchange itself is bounded inside the lease (MAIL_LEASE_S). arq's tries
     # are the first retries only: the sweep goes on retrying for as long as the row allows

@@ -22,7 +22,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Response
 from prometheus_client import Counter
 
-from invoicing import formats, mail_outbox, numbering, repository, services, validation
+from invoicing import formats, mail_outbox, numbering, repository, services, sms_outbox, validation
 from invoicing.errors import FieldError, FieldErrors, ValidationFailed
 from invoicing.http import BEARER, Authenticator, decode_cursor, encode_cursor, provide_issuer
 from invoicing.model import DEFAULT_MAX_BATCH_LINES, Invoice
@@ -90,7 +90,7 @@ def _idempotency(request: Request[Any, Any, Any], endpoint: str, payload: Any) -
 
 
 async def _nudge_fulfilment(api: IssuerApi, issued: services.Issued) -> None:
-    """After commit: ask the worker to mail the buyers and fulfil the postal invoices' delivery orders. If Redis
+    """After commit: ask the worker to mail and text the buyers and fulfil the postal invoices' delivery orders. If Redis
     is down this is skipped; the worker's sweeps find pending mails and orders anyway."""
     if issued.replayed:
         return
@@ -98,6 +98,7 @@ async def _nudge_fulfilment(api: IssuerApi, issued: services.Issued) -> None:
         ISSUED.labels(inv.kind).inc()
     if issued.invoices:  # one kind per request: invoices, or one credit note
         await mail_outbox.nudge(api.queue, issued.invoices[0].kind, issued.invoices)
+        await sms_outbox.nudge_buyer(api.queue, issued.invoices[0].kind, issued.invoices)
     postal = [inv.id for inv in issued.invoices if inv.delivery_method == "postal" and inv.kind == "invoice"]
     if postal:
         await api.queue.enqueue(FULFIL_ORDERS, postal, job_id=f"fulfil:{postal[0]}")
@@ -270,6 +271,7 @@ class InvoiceController(Controller):
         async with issuer_api.pool.acquire() as conn:
             inv = await services.void(conn, issuer_api.issuing, issuer, invoice_id, reason)
         await mail_outbox.nudge(issuer_api.queue, "void", [inv])
+        await sms_outbox.nudge_buyer(issuer_api.queue, "void", [inv])
         if issuer_api.hooks is not None:
             await issuer_api.hooks.after_commit([issuer.id])
         return invoice_json(inv, issuer_api.public_base_url)

@@ -115,7 +115,8 @@ async def bump_chain(conn: asyncpg.Connection, series_id: int) -> SeriesHead:
 
 # One statement writes every record of an issue (1, a group of single issues, or a batch of 1000), moves the
 # series heads, queues the records for the transparency log (in chain order), writes the delivery orders of
-# postal invoices, the buyer's mails (`mail_outbox`, one per record with a buyer e-mail) and the issuer's webhook
+# postal invoices, the buyer's mails (`mail_outbox`, one per record with a buyer e-mail), the buyer's texts
+# (`sms_outbox`, one per electronic record with a phone we may text, `invoicing.buyer_texts`) and the issuer's webhook
 # events (`webhook_events`, one per record, only when the issuer has an endpoint that wants the type: an issuer
 # without webhooks pays one index probe per record): the outbox rows commit with the invoices or not at all, and
 # cost no round trip of their own.
@@ -163,6 +164,9 @@ WITH inv AS (
          SELECT CASE inv.kind WHEN 'credit_note' THEN 'invoice.credited' ELSE 'invoice.issued' END AS type) t
    WHERE EXISTS (SELECT 1 FROM webhook_endpoints w
                   WHERE w.issuer_id = inv.issuer_id AND w.disabled_at IS NULL AND t.type = ANY (w.events))
+), texts AS (
+  INSERT INTO sms_outbox (invoice_id, kind, phone, body)
+  SELECT * FROM unnest($32::text[]::uuid[], $33::text[], $34::text[], $35::text[])
 )
 SELECT (SELECT count(*) FROM inv) AS invoices, (SELECT count(*) FROM orders) AS orders"""
 
@@ -186,10 +190,14 @@ class NewRecord:
 
 
 async def insert_records(
-    conn: asyncpg.Connection, key_id: str, records: Sequence[NewRecord], heads: Sequence[SeriesHead]
+    conn: asyncpg.Connection,
+    key_id: str,
+    records: Sequence[NewRecord],
+    heads: Sequence[SeriesHead],
+    texts: Sequence[tuple[str, str, str, str]] = (),
 ) -> None:
-    """Write sealed records (signed with `key_id`), set their series' `heads` and write the delivery orders and
-    the buyer's mails, in one statement."""
+    """Write sealed records (signed with `key_id`), set their series' `heads` and write the delivery orders, the
+    buyer's mails and the buyer's `texts` (record id, kind, phone, text), in one statement."""
     cols: list[list[Any]] = [[] for _ in range(18)]
     orders: list[list[Any]] = [[], [], [], [], []]
     mails: list[list[Any]] = [[], [], []]
@@ -235,6 +243,7 @@ async def insert_records(
         [h.last_hash for h in heads],
         *orders,
         *mails,
+        *([list(column) for column in zip(*texts, strict=True)] if texts else [[], [], [], []]),
     )
 
 
@@ -256,7 +265,8 @@ WITH v AS (
     FROM invoices i
    WHERE i.id = $3 AND EXISTS (SELECT 1 FROM webhook_endpoints w
                                WHERE w.issuer_id = i.issuer_id AND w.disabled_at IS NULL AND 'invoice.voided' = ANY (w.events))
-)
+), text AS (INSERT INTO sms_outbox (invoice_id, kind, phone, body) SELECT $3, 'void', $12::text, $13::text
+             WHERE $12::text IS NOT NULL)
 UPDATE invoices SET status = 'voided', voided_at = $9, void_reason = $10 WHERE id = $3"""
 
 HAS_CREDIT_NOTES = "SELECT EXISTS (SELECT 1 FROM invoices WHERE original_invoice_id = $1)"
@@ -310,11 +320,13 @@ class NewVoid:
     voided_at: datetime
     reason: str
     buyer_email: str | None = None  # the buyer hears of the void as of the invoice (`mail_outbox`)
+    buyer_text: tuple[str, str] | None = None  # (phone, text) and by SMS (`sms_outbox`, `invoicing.buyer_texts`)
 
 
 async def insert_void(conn: asyncpg.Connection, void: NewVoid) -> None:
     """Append the void record, move the series head to it, mark the invoice voided and write the buyer's void
-    mail (when the buyer gave an e-mail), in one statement."""
+    mail (when the buyer gave an e-mail) and text (when there is one to send), in one statement."""
+    phone, body = void.buyer_text or (None, None)
     await conn.execute(
         INSERT_VOID,
         void.series_id,
@@ -328,6 +340,8 @@ async def insert_void(conn: asyncpg.Connection, void: NewVoid) -> None:
         void.voided_at,
         void.reason,
         void.buyer_email,
+        phone,
+        body,
     )
 
 

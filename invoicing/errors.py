@@ -55,6 +55,10 @@ class NotFound(DomainError):
     """No such object for this caller (another tenant's object is not found either)."""
 
 
+class Gone(DomainError):
+    """It was here and is no more, for good (an expired download link)."""
+
+
 class Conflict(DomainError):
     """The request is valid but the object's state forbids it (void a dispatched invoice, ...)."""
 

@@ -16,6 +16,7 @@ from typing import Protocol
 import asyncpg
 
 from invoicing import chain_repository, formats
+from invoicing.buyer_texts import BuyerTexts
 from invoicing.chain_repository import NewRecord, SeriesHead, SeriesKey
 from invoicing.errors import Conflict
 from invoicing.keys import Signer
@@ -67,6 +68,7 @@ class Issuing:
     signers: SignerSource
     max_series_per_year: int = DEFAULT_MAX_SERIES_PER_YEAR
     clock: Callable[[], datetime] = field(default=_utcnow)
+    texts: BuyerTexts | None = None  # the buyer's SMS with a download link; None: no texts are written
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,9 @@ async def issue_open(
 # From this many lines in one call, sealing (about 0.1 ms a line) runs in a thread, so that a large batch
 # does not hold the event loop; below it the thread hop costs more than it frees.
 SEAL_IN_THREAD_LINES = 500
+# From this many records, the buyer's texts are written in a thread too: a new phone's SMS check (phonenumbers'
+# number type) is about 0.5 ms, so a batch of 1000 buyers would hold the loop for half a second.
+TEXTS_IN_THREAD = 50
 
 
 async def _append(
@@ -198,10 +203,29 @@ async def _append(
         records, moved = await asyncio.to_thread(_seal_all, issuing, signer, pending, heads, now)
     else:
         records, moved = _seal_all(issuing, signer, pending, heads, now)
+    invoices = [r.invoice for r in records]
+    if len(invoices) >= TEXTS_IN_THREAD:
+        texts = await asyncio.to_thread(buyer_texts_of, invoices, issuing.texts, now)
+    else:
+        texts = buyer_texts_of(invoices, issuing.texts, now)
     await chain_repository.insert_records(
-        conn, signer.key_id, records, [h for key, h in moved.items() if h is not heads[key]]
+        conn, signer.key_id, records, [h for key, h in moved.items() if h is not heads[key]], texts
     )
     return [r.invoice for r in records]
+
+
+def buyer_texts_of(
+    invoices: Sequence[Invoice], texts: BuyerTexts | None, now: datetime
+) -> list[tuple[str, str, str, str]]:
+    """(record id, kind, phone, text) of the buyer's SMS of each record that gets one (`BuyerTexts.text`)."""
+    if texts is None:
+        return []
+    rows: list[tuple[str, str, str, str]] = []
+    for inv in invoices:
+        one = texts.text(inv.kind, inv, now)
+        if one is not None:
+            rows.append((inv.id, inv.kind, *one))
+    return rows
 
 
 def _seal_all(

@@ -13,11 +13,16 @@ INSERT INTO sms_outbox (kind, invoice_id, phone, body)
 SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[])
 ON CONFLICT DO NOTHING RETURNING id"""
 
-# A row is taken when pending, or when it has been `sending` so long that its worker must be gone.
+PENDING_OF = "SELECT id FROM sms_outbox WHERE kind = $1 AND invoice_id = ANY($2::uuid[]) AND status = 'pending'"
+
+# A row is taken when pending, or when it has been `sending` so long that its worker must be gone; `was` says which
+# (a row taken from a lost worker may have been sent: `sms_outbox.send` asks the channel first).
 CLAIM = """
-UPDATE sms_outbox SET status = 'sending', claimed_at = now(), attempts = attempts + 1
- WHERE id = $1 AND (status = 'pending' OR (status = 'sending' AND claimed_at < now() - make_interval(secs => $2)))
-RETURNING phone, body, attempts"""
+UPDATE sms_outbox o SET status = 'sending', claimed_at = now(), attempts = o.attempts + 1
+  FROM (SELECT id, status FROM sms_outbox WHERE id = $1 FOR UPDATE) AS before
+ WHERE o.id = before.id
+   AND (o.status = 'pending' OR (o.status = 'sending' AND o.claimed_at < now() - make_interval(secs => $2)))
+RETURNING o.phone, o.body, o.attempts, o.kind, before.status AS was"""
 
 MARK_SENT = "UPDATE sms_outbox SET status = 'sent', provider_id = $2, sent_at = now(), last_error = NULL WHERE id = $1"
 
@@ -38,7 +43,8 @@ async def insert(conn: asyncpg.Connection, kind: str, texts: Sequence[tuple[uuid
 
 
 async def claim(conn: asyncpg.Connection, outbox_id: int, stale_s: float) -> asyncpg.Record | None:
-    """Take the row for sending (phone, body, attempts), or None when it is sent, failed or taken."""
+    """Take the row for sending (phone, body, attempts, kind, the status it `was` in), or None when it is sent,
+    failed or taken."""
     return await conn.fetchrow(CLAIM, outbox_id, stale_s)
 
 
@@ -55,3 +61,8 @@ async def mark_unsent(conn: asyncpg.Connection, outbox_id: int, status: str, rea
 async def unsent(conn: asyncpg.Connection, older_than_s: float, stale_s: float, limit: int) -> list[int]:
     """Rows whose job was lost: pending for longer than `older_than_s`, or taken and stale."""
     return [int(row["id"]) for row in await conn.fetch(UNSENT, older_than_s, stale_s, limit)]
+
+
+async def pending_of(conn: asyncpg.Connection, kind: str, invoice_ids: Sequence[uuid.UUID]) -> list[int]:
+    """The pending rows of this kind about these records."""
+    return [int(row["id"]) for row in await conn.fetch(PENDING_OF, kind, list(invoice_ids))]

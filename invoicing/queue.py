@@ -22,6 +22,7 @@ log = logging.getLogger("invoiceloop.queue")
 
 # The jobs the worker runs, by the names they are enqueued under (the composition root registers them).
 SEND_SMS = "send_sms"
+FAN_OUT_SMS = "fan_out_sms"
 FULFIL_ORDERS = "fulfil_orders"
 SEND_MAIL = "send_mail"
 FAN_OUT_MAIL = "fan_out_mail"

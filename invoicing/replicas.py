@@ -39,7 +39,9 @@ REPLICA_FAILURES: tuple[type[BaseException], ...] = (
 READS = Counter("invoiceloop_reads_total", "Reads that may lag, by where they were served", ["served_by"])
 
 REPLAYED_UP_TO = "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn"
-PRIMARY_LSN = "SELECT pg_current_wal_lsn()::text"
+# The insert position, not the write position (`pg_current_wal_lsn`): with `synchronous_commit = off` a commit is
+# visible before its WAL is written, so a standby past the write position can still lack it (seen in a test).
+PRIMARY_LSN = "SELECT pg_current_wal_insert_lsn()::text"
 
 
 class Reads:

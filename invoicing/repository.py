@@ -174,6 +174,7 @@ SELECT i.id, i.issuer_id, s.label AS series, i.status, i.content, i.record_hash,
 
 GET_INVOICE = INVOICE_SELECT + " WHERE i.id = $1 AND i.issuer_id = $2"
 GET_INVOICE_BY_ID = INVOICE_SELECT + " WHERE i.id = $1"
+GET_INVOICE_BY_IDENTITY = INVOICE_SELECT + " WHERE i.invoice_code = $1 AND i.invoice_number = $2"
 GET_INVOICES = INVOICE_SELECT + " WHERE i.id = ANY($1::uuid[]) AND i.issuer_id = $2"
 LOCK_INVOICE = "SELECT id FROM invoices WHERE id = $1 AND issuer_id = $2 FOR UPDATE"
 CREDIT_NOTES_OF = INVOICE_SELECT + " WHERE i.original_invoice_id = $1 ORDER BY i.seq"
@@ -221,6 +222,11 @@ async def get_invoice_row(
 async def get_invoice_row_by_id(conn: asyncpg.Connection, invoice_id: uuid.UUID) -> asyncpg.Record | None:
     """Any issuer's invoice row (the worker's jobs, which act for the service, not for a tenant)."""
     return await conn.fetchrow(GET_INVOICE_BY_ID, invoice_id)
+
+
+async def get_invoice_row_by_identity(conn: asyncpg.Connection, code: str, number: str) -> asyncpg.Record | None:
+    """Any issuer's record of this invoice code and number (a signed download link names it)."""
+    return await conn.fetchrow(GET_INVOICE_BY_IDENTITY, code, number)
 
 
 async def get_invoices(conn: asyncpg.Connection, issuer_id: str, ids: list[str]) -> list[Invoice]:

@@ -218,6 +218,7 @@ async def void(
                 now,
                 reason,
                 inv.buyer.email,
+                issuing.texts.text("void", inv, now) if issuing.texts else None,
             ),
         )
         if delivery is not None:

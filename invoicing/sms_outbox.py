@@ -17,10 +17,14 @@ from arq import ArqRedis, Retry
 
 from invoicing import outbox_repository as repo
 from invoicing.errors import SmsSendFailed
-from invoicing.queue import SEND_SMS, Queue
+from invoicing.model import Invoice
+from invoicing.queue import FAN_OUT_SMS, SEND_SMS, Queue
 
 log = logging.getLogger("invoiceloop.sms")
-Kind = Literal["receipt", "buyer_notice", "delivered"]  # the last two at most once per invoice
+# the buyer's notice, the delivered text and a lottery win at most once per invoice; the buyer's texts of a record
+# (`buyer_texts`: invoice, void, credit_note) once per record and kind
+Kind = Literal["receipt", "buyer_notice", "delivered", "lottery_win", "invoice", "void", "credit_note"]
+UNIQUE_TEXT_KINDS = frozenset({"invoice", "void", "credit_note"})  # texts holding a link of their own
 MAX_TRIES = 4  # then the row is marked failed
 RETRY_DEFER_S = 1.0  # times the try number: 1 s, 2 s, 3 s
 STALE_SENDING_S = 60.0  # a row in `sending` this long lost its worker; take it again
@@ -33,6 +37,10 @@ class SmsChannel(Protocol):
 
     async def send(self, to: str, body: str) -> str:
         """Send `body` to the E.164 number `to`; return the message id or raise `SmsSendFailed`."""
+        ...
+
+    async def find(self, to: str, body: str) -> str | None:
+        """The id of a message with this text already sent to `to`, or None (`SmsSendFailed` when unsure)."""
         ...
 
 
@@ -50,6 +58,24 @@ async def nudge(queue: Queue, outbox_ids: Sequence[int]) -> None:
         await queue.enqueue(SEND_SMS, outbox_id, job_id=f"sms:{outbox_id}:0")
 
 
+async def nudge_buyer(queue: Queue, kind: Kind, invoices: Sequence[Invoice]) -> None:
+    """After commit: ask the worker to send the buyer's texts of these records (`chain_repository` wrote one for
+    each electronic record with a phone we may text). One job looks the rows up, so issuing pays no query for it;
+    never raises: when Redis is away, the sweep finds the rows."""
+    ids = [inv.id for inv in invoices if inv.buyer.phone and inv.delivery_method == "electronic"]
+    if ids:
+        await queue.enqueue(FAN_OUT_SMS, kind, ids, job_id=f"sms-fan:{kind}:{ids[0]}")
+
+
+async def fan_out(pool: asyncpg.Pool, redis: ArqRedis, kind: str, invoice_ids: Sequence[str]) -> int:
+    """One `send_sms` job for each pending buyer's text of these records (the `fan_out_sms` job)."""
+    async with pool.acquire() as conn:
+        ids = await repo.pending_of(conn, kind, [uuid.UUID(i) for i in invoice_ids])
+    for outbox_id in ids:
+        await redis.enqueue_job(SEND_SMS, outbox_id, _job_id=f"sms:{outbox_id}:0")
+    return len(ids)
+
+
 async def send(pool: asyncpg.Pool, channel: SmsChannel, outbox_id: int, job_try: int) -> str:
     """Send one outbox message through `channel` (the `send_sms` job); a refusal (`SmsSendFailed`, or any error
     of the channel) is retried with `Retry`, and after `MAX_TRIES` the row is marked failed."""
@@ -58,6 +84,11 @@ async def send(pool: asyncpg.Pool, channel: SmsChannel, outbox_id: int, job_try:
     if row is None:
         return "nothing to do"
     try:
+        provider_id = await _already_sent(channel, row)
+        if provider_id is not None:
+            async with pool.acquire() as conn:
+                await repo.mark_sent(conn, outbox_id, provider_id)
+            return "sent before"
         provider_id = await channel.send(row["phone"], row["body"])
     except Exception as exc:  # a channel's own bug too: a try spent, never an endless resend
         final = job_try >= MAX_TRIES
@@ -77,6 +108,15 @@ async def send(pool: asyncpg.Pool, channel: SmsChannel, outbox_id: int, job_try:
     async with pool.acquire() as conn:
         await repo.mark_sent(conn, outbox_id, str(provider_id))
     return "sent"
+
+
+async def _already_sent(channel: SmsChannel, row: asyncpg.Record) -> str | None:
+    """For a row taken from a worker that was lost mid-send (killed after the channel took the text, before the
+    row was marked), the id of the text the channel already has. Asked only for kinds whose every text is unique
+    (a buyer's text holds its own signed link), so a match is this row's text and no other."""
+    if row["was"] != "sending" or row["kind"] not in UNIQUE_TEXT_KINDS:
+        return None
+    return await channel.find(row["phone"], row["body"])
 
 
 async def sweep(pool: asyncpg.Pool, redis: ArqRedis) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import re
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import phonenumbers
 from stdnum import get_cc_module
@@ -83,6 +83,24 @@ def check_phone(value: str, region: str = "CN") -> str:
     if not phonenumbers.is_valid_number(number):
         raise ValueError("is not a valid phone number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+SmsRefusal = Literal["not_a_mobile", "country_not_allowed"]
+
+
+@functools.lru_cache(maxsize=65536)  # a batch texts the same buyer many times; parsing is the slow part
+def sms_refusal(phone_e164: str, countries: frozenset[str]) -> SmsRefusal | None:
+    """Why we do not text this E.164 number (a landline; a mobile of a region outside `countries`, ISO 3166
+    codes), or None when we may. The one rule for every text we send: receipts, the buyer's notice, and the
+    buyer's download links (docs/security.md item 1)."""
+    try:
+        number = phonenumbers.parse(phone_e164, None)
+    except phonenumbers.NumberParseException:
+        return "not_a_mobile"
+    kind = phonenumbers.number_type(number)
+    if kind not in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE):
+        return "not_a_mobile"
+    return None if phonenumbers.region_code_for_number(number) in countries else "country_not_allowed"
 
 
 MULTILINE = frozenset({"remarks", "reason"})

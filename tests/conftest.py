@@ -10,6 +10,7 @@ test must not share (a postal province, a client address, a phone number) it tak
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
@@ -97,22 +98,34 @@ def run_id() -> str:
     return secrets.token_hex(4)
 
 
+async def _admin(server_url: str, sql: str) -> None:
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 @contextlib.asynccontextmanager
 async def _database(server_url: str, name: str, template: str | None = None) -> AsyncIterator[str]:
     """A new database `name` (a copy of `template` when given) on the server; dropped on the way out, whatever
     happened inside. Yields its URL."""
-    admin = await asyncpg.connect(server_url)
+    # a template must have no open connection; PostgreSQL waits a few seconds for closing ones
+    await _admin(server_url, f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     try:
-        if template is None:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        else:  # the template must have no open connection; PostgreSQL waits a few seconds for closing ones
-            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-        try:
-            yield _with_db(server_url, name)
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield _with_db(server_url, name)
     finally:
-        await admin.close()
+        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def scratch_database(server_url: str, name: str) -> Iterator[str]:
+    """`_database` for code outside an event loop (a sync fixture, a benchmark's main): yields the URL."""
+    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield _with_db(server_url, name)
+    finally:
+        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
@@ -366,4 +379,10 @@ async def issuer_client(server: ServerProcess, pool: asyncpg.Pool) -> AsyncItera
         yield client
 
 
-pytest_plugins = ["tests.fake_twilio", "tests.verification_fixtures", "tests.delivery_fixtures"]
+pytest_plugins = [
+    "tests.fake_twilio",
+    "tests.verification_fixtures",
+    "tests.delivery_fixtures",
+    "tests.browser",
+    "tests.deployment",
+]

@@ -1,19 +1,22 @@
-"""A deployment of a test module's own: a database (migrated), a data folder (its keyring, signing key and log
-key), for modules that rewrite history or rotate keys and must not disturb the rest of the suite."""
+"""A deployment of a test module's own (registered by conftest's pytest_plugins): a database (migrated), a data
+folder (its keyring, signing key and log key), for modules that rewrite history or rotate keys and must not disturb
+the rest of the suite. A module binds `deployment = own_deployment("tag")`; `own_pool` and `own_issuing` follow."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import asyncpg
 import pytest
 
+from invoiceloop.app import load_issuing
 from invoiceloop.settings import Settings
 from invoicing import db
-from tests.conftest import _with_db
+from invoicing.numbering import Issuing
+from tests.conftest import scratch_database
 
 
 def own_deployment(tag: str) -> Callable[..., Any]:
@@ -21,24 +24,27 @@ def own_deployment(tag: str) -> Callable[..., Any]:
 
     @pytest.fixture(scope="module")
     def deployment(server_url: str, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-        name = f"invoiceloop_{tag}_{uuid.uuid4().hex[:8]}"
-
-        async def admin(sql: str) -> None:
-            conn = await asyncpg.connect(server_url)
-            try:
-                await conn.execute(sql)
-            finally:
-                await conn.close()
-
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-        url = _with_db(server_url, name)
-        asyncio.run(db.migrate_url(url))
-        yield Settings(
-            database_url=url,
-            redis_url=settings.redis_url,
-            data_dir=tmp_path_factory.mktemp(tag),
-            check_code_secret=f"{tag}-test-secret",
-        )
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        with scratch_database(server_url, f"invoiceloop_{tag}_{uuid.uuid4().hex[:8]}") as url:
+            asyncio.run(db.migrate_url(url))
+            yield Settings(
+                database_url=url,
+                redis_url=settings.redis_url,
+                data_dir=tmp_path_factory.mktemp(tag),
+                check_code_secret=f"{tag}-test-secret",
+            )
 
     return deployment
+
+
+@pytest.fixture(scope="module")
+async def own_pool(deployment: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the module's own database (the module binds `deployment = own_deployment(...)`)."""
+    pool = await db.create_pool(deployment.require_database_url(), max_size=5)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="module")
+def own_issuing(deployment: Settings) -> Issuing:
+    """The module's issuing, with its own keyring."""
+    return load_issuing(deployment)

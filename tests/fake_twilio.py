@@ -2,7 +2,10 @@
 
 It answers `POST /2010-04-01/Accounts/{sid}/Messages.json` as Twilio does: HTTP basic auth must be
 `sid:token`, the form carries `To`, `From`, `Body`, and a 201 JSON message resource comes back. It can be
-told to fail the next requests (500, or a Twilio-style 400 error). Point the real client at `base_url`:
+told to fail the next requests (500, or a Twilio-style 400 error), and to hold its answers (`gate` cleared: the
+message is taken, as Twilio takes it once the request is in, but the answer waits; a client killed meanwhile never
+hears it). `GET .../Messages.json?To=&From=` lists the messages taken, newest first, as Twilio's list does.
+Point the real client at `base_url`:
 `client.api.base_url = fake.base_url`. Use the `fake_twilio` fixture (import it into a conftest).
 """
 
@@ -56,6 +59,9 @@ class FakeTwilio:
         self._requests: list[FakeMessage] = []
         self._failures: list[int] = []
         self._closed = False
+        self.gate = threading.Event()  # cleared: answers to accepted messages wait until it is set again
+        self.gate.set()
+        self.held = threading.Event()  # some answer is being held
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
@@ -63,6 +69,16 @@ class FakeTwilio:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_port}"
+
+    def server_env(self, from_number: str) -> dict[str, str]:
+        """The settings that send a server's texts here, through the real twilio client."""
+        return {
+            "SMS_BACKEND": "twilio",
+            "TWILIO_ACCOUNT_SID": self.account_sid,
+            "TWILIO_AUTH_TOKEN": self.auth_token,
+            "TWILIO_FROM_NUMBER": from_number,
+            "TWILIO_API_BASE_URL": self.base_url,
+        }
 
     @property
     def requests(self) -> list[FakeMessage]:
@@ -109,6 +125,27 @@ class FakeTwilio:
             return status, {**error, "more_info": f"https://www.twilio.com/docs/errors/{error['code']}"}
         return 201, _message_resource(sid, account_sid, to, from_, body)
 
+    def _listed(self, query: dict[str, str]) -> dict[str, Any]:
+        """A page of the accepted messages matching `To` and `From`, newest first."""
+        found = [
+            _message_resource(m.sid, m.account_sid, m.to, m.from_, m.body)
+            for m in reversed(self.messages)
+            if m.to == query.get("To", m.to) and m.from_ == query.get("From", m.from_)
+        ]
+        size = int(query.get("PageSize") or 50)
+        uri = f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"
+        return {
+            "messages": found[:size],
+            "page": 0,
+            "page_size": size,
+            "uri": uri,
+            "next_page_uri": None,
+            "first_page_uri": uri,
+            "previous_page_uri": None,
+            "start": 0,
+            "end": len(found[:size]),
+        }
+
 
 def _message_resource(sid: str, account_sid: str, to: str, from_: str, body: str) -> dict[str, Any]:
     now = format_datetime(datetime.now(UTC), usegmt=True)
@@ -147,10 +184,26 @@ def _handler_for(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length).decode("utf-8")
             form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
-            sid = match["sid"]
+            status, payload = fake._answer(match["sid"], form, self._auth_ok(match["sid"]))
+            if status == 201 and not fake.gate.is_set():
+                fake.held.set()
+                fake.gate.wait(120)
+            try:
+                self._reply(status, payload)
+            except OSError:  # the client is gone (a killed worker): the message was taken all the same
+                pass
+
+        def do_GET(self) -> None:
+            path, _, raw = self.path.partition("?")
+            match = _PATH_RE.match(path)
+            if not match or not self._auth_ok(match["sid"]):
+                self._reply(404, {**_ERRORS[404], "more_info": ""})
+                return
+            self._reply(200, fake._listed({k: v[0] for k, v in parse_qs(raw).items()}))
+
+        def _auth_ok(self, sid: str) -> bool:
             expected = "Basic " + base64.b64encode(f"{fake.account_sid}:{fake.auth_token}".encode()).decode()
-            auth_ok = sid == fake.account_sid and self.headers.get("Authorization") == expected
-            self._reply(*fake._answer(sid, form, auth_ok))
+            return sid == fake.account_sid and self.headers.get("Authorization") == expected
 
         def _reply(self, status: int, payload: dict[str, Any]) -> None:
             data = json.dumps(payload).encode()

@@ -6,18 +6,30 @@ decided (Redis unreachable: 503) records nothing, so Twilio's retry does the wor
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
 
-from invoicing.errors import Forbidden
+from invoicing.errors import Conflict, Forbidden, RateLimited
 from invoicing.http import ACCEPTS, FORM
 from verification import repository as vrepo
+from verification.lottery_services import Lottery, NotEligible, register
 from verification.model import InvoiceSummary
 from verification.services import Verifier, verify
-from verification.sms import USAGE_TEXT, normalise_phone, parse_sms, reply_text, twiml_reply, verify_twilio_signature
+from verification.sms import (
+    LOTTERY_USAGE_TEXT,
+    USAGE_TEXT,
+    lottery_reply,
+    lottery_request,
+    normalise_phone,
+    parse_sms,
+    reply_text,
+    twiml_reply,
+    verify_twilio_signature,
+)
 from verification.views import PublicApi
 
 log = logging.getLogger("invoiceloop.verification")
@@ -38,17 +50,21 @@ async def _reply_once(public_api: PublicApi, sid: str, params: dict[str, str]) -
     async with public_api.inbound_slots, verifier.pool.acquire() as conn, conn.transaction():
         if not await vrepo.claim_inbound(conn, sid):
             return await vrepo.inbound_reply(conn, sid) or EMPTY_TWIML
-        xml = await _answer(verifier, params)
+        xml = await _answer(verifier, params, public_api.lottery)
         await vrepo.set_inbound_reply(conn, sid, xml)
         return xml
 
 
-async def _answer(verifier: Verifier, params: dict[str, str]) -> str:
-    """TwiML for one new message: the outcome, the usage line, or nothing over the sender's daily cap."""
+async def _answer(verifier: Verifier, params: dict[str, str], lottery: Lottery | None = None) -> str:
+    """TwiML for one new message: the outcome, the usage line, or nothing over the sender's daily cap; a lottery
+    text (`抽奖 ...`) registers the invoice with the sender's phone."""
     sender = normalise_phone(params.get("From", ""), "US") or params.get("From", "")
     sender_hash = verifier.hash("phone", sender)
     if not await verifier.limits.allow_inbound(sender_hash):
         return EMPTY_TWIML  # over the cap: answering would spend money for an abuser
+    rest = lottery_request(params.get("Body", ""))
+    if rest is not None and lottery is not None:
+        return twiml_reply(await _register(lottery, rest, sender))
     query = parse_sms(params.get("Body", ""))
     if query is None:
         return twiml_reply(USAGE_TEXT)
@@ -69,5 +85,24 @@ async def sms_inbound(request: Request[Any, Any, Any], public_api: NamedDependen
         raise Forbidden("X-Twilio-Signature is missing or does not sign this request")
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
     if not sid:  # not from Twilio's messaging (it always sends one): answered, nothing to replay
-        return _twiml(await _answer(public_api.verifier, params))
+        return _twiml(await _answer(public_api.verifier, params, public_api.lottery))
     return _twiml(await _reply_once(public_api, sid, params))
+
+
+async def _register(lottery: Lottery, rest: str, sender: str) -> str:
+    """The reply to a lottery text: the invoice registered for the sender's phone, or why not. It is verified as
+    a verification text is (the sender's locks; the daily cap of texts was counted already)."""
+    query = parse_sms(rest)
+    if query is None:
+        return LOTTERY_USAGE_TEXT
+    query = dataclasses.replace(query, phone=sender)
+    requester = lottery.verifier.requester("sms", f"sms:{sender}", sender)
+    try:
+        entry = await register(lottery, query, requester, rate=False)
+    except NotEligible as exc:
+        return lottery_reply(refused=(exc.zh, exc.errors[0].message))
+    except Conflict:
+        return lottery_reply(refused=("该发票已登记过", "this invoice is registered already"))
+    except RateLimited:
+        return lottery_reply(refused=("该手机号今日登记已满", "this phone's entries for today are used up"))
+    return lottery_reply(entry.period, entry.seq)

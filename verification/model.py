@@ -32,6 +32,7 @@ import phonenumbers
 
 from invoicing.errors import FieldErrors
 from invoicing.model import Status
+from invoicing.validation import sms_refusal
 
 Outcome = Literal["valid", "mismatch", "not_found", "voided", "reversed", "partially_credited", "locked", "tampered"]
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
@@ -311,21 +312,14 @@ def normalise_phone(text: str, default_region: str = "CN") -> str | None:
 
 def is_mobile(phone_e164: str) -> bool:
     """Whether an E.164 number can take SMS: a mobile, or a number its plan leaves ambiguous."""
-    try:
-        number = phonenumbers.parse(phone_e164, None)
-    except phonenumbers.NumberParseException:
-        return False
-    kind = phonenumbers.number_type(number)
-    return kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
+    return sms_refusal(phone_e164, frozenset()) != "not_a_mobile"
 
 
 def phone_refusal(phone_e164: str, countries: frozenset[str]) -> ReceiptRefusal | None:
     """Why we do not text this number (a landline; a mobile of a region outside `countries`, ISO 3166 codes), or
-    None when we may. The one rule for every text a stranger can cause: receipts and the buyer's notice."""
-    if not is_mobile(phone_e164):
-        return "not_a_mobile"
-    region = phonenumbers.region_code_for_number(phonenumbers.parse(phone_e164, None))
-    return None if region in countries else "country_not_allowed"
+    None when we may. The one rule for every text (`invoicing.validation.sms_refusal`): receipts, the buyer's
+    notice and the buyer's download links."""
+    return sms_refusal(phone_e164, countries)
 
 
 def receipt_refusal(outcome: Outcome, phone_e164: str, countries: frozenset[str]) -> ReceiptRefusal | None:

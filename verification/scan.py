@@ -2,9 +2,10 @@
 with Pillow, PDF pages rasterised with pdfium (pypdfium2), and the codes read with zxing-cpp, off the event loop
 in a pool of its own, within a time bound.
 
-The limits are constants, not settings: they bound what one request may cost this process (memory, CPU) and are
-part of the contract (API.md: up to 10 MB), not a figure a deployment tunes. Nothing is decoded before its size
-is known: an image's pixel count comes from its header, a PDF's page count and the pixel size of every image it
+The size, page and pixel limits are constants, not settings: they bound what one request may cost this process
+(memory) and are part of the contract (API.md: up to 10 MB), not a figure a deployment tunes. The time bound and
+the number of files decoded at once are the process's CPU, so they are settings (SCAN_TIMEOUT_S, SCAN_SLOTS), held
+by a `Scanner`. Nothing is decoded before its size is known: an image's pixel count comes from its header, a PDF's page count and the pixel size of every image it
 holds from its structure, so a small file that declares a huge image (a decompression bomb) is refused without
 being allocated."""
 
@@ -29,13 +30,11 @@ MAX_PIXELS = 50_000_000  # per image, from its header (a 48 MP phone photo passe
 RENDER_DPI = 300  # PDF pages rendered at this resolution ...
 RENDER_PIXELS = 16_000_000  # ... or less, so no page renders to more pixels than this (a page may declare any size)
 DECODE_PIXELS = 16_000_000  # a JPEG is decoded at 1/2, 1/4 or 1/8 of its size to stay under this (a QR needs few)
-SLOTS = 2  # files decoded at once in this process; the next one is answered 503 until one is done
-TIMEOUT_S = 20.0  # a file not read within this is refused (422); its thread runs on and holds its slot until done
+SLOTS = 2  # SCAN_SLOTS: files decoded at once in this process; the next one is answered 503 until one is done
+TIMEOUT_S = 20.0  # SCAN_TIMEOUT_S: a file not read within this is refused (422); its thread holds its slot until done
 FILE = "file"  # the multipart field
 
 _QR = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
-_POOL = ThreadPoolExecutor(max_workers=SLOTS, thread_name_prefix="scan")
-_SLOTS = threading.BoundedSemaphore(SLOTS)  # taken by a request, given back by its thread when it ends
 
 
 class Busy(Unavailable):
@@ -119,20 +118,29 @@ def read_codes_now(data: bytes) -> list[str]:
     return read_image(data)
 
 
-def _run(data: bytes) -> list[str]:
-    try:
-        return read_codes_now(data)
-    finally:
-        _SLOTS.release()
+class Scanner:
+    """This process's decoding: at most `slots` files at once, in threads of its own, each answered within
+    `timeout_s`. A slot is taken by a request and given back by its thread when the thread ends, even when its
+    request has been answered (a slow file's thread cannot be stopped: its slot stays taken until it is done)."""
 
+    def __init__(self, slots: int = SLOTS, timeout_s: float = TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="scan")
+        self._slots = threading.BoundedSemaphore(slots)
 
-async def read_codes(data: bytes) -> list[str]:
-    """The QR texts of the file, read in the scan pool within TIMEOUT_S (422 beyond it, naming `file`); 503 when
-    every slot is busy. A slot is held until its thread ends, even when its request has been answered."""
-    if not _SLOTS.acquire(blocking=False):
-        raise Busy("every scanner of this server is busy; send the file again shortly")
-    future = asyncio.get_running_loop().run_in_executor(_POOL, _run, data)
-    try:
-        return await asyncio.wait_for(asyncio.shield(future), TIMEOUT_S)
-    except TimeoutError:
-        raise refused(f"could not be read within {TIMEOUT_S:.0f} s") from None
+    def _run(self, data: bytes) -> list[str]:
+        try:
+            return read_codes_now(data)
+        finally:
+            self._slots.release()
+
+    async def read_codes(self, data: bytes) -> list[str]:
+        """The QR texts of the file, read within `timeout_s` (422 beyond it, naming `file`); 503 when every slot
+        is busy."""
+        if not self._slots.acquire(blocking=False):
+            raise Busy("every scanner of this server is busy; send the file again shortly")
+        future = asyncio.get_running_loop().run_in_executor(self._pool, self._run, data)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+        except TimeoutError:
+            raise refused(f"could not be read within {self.timeout_s:g} s") from None

@@ -34,7 +34,7 @@ async def verify_file(
     client's rate before it is read, and each code verified once more."""
     await verifier.limits.charge(verifier.hash("client", client))
     found: list[tuple[QrCheck, Verification]] = []
-    for text in dict.fromkeys(await scan.read_codes(content)):
+    for text in dict.fromkeys(await verifier.scanner.read_codes(content)):
         params = link_params(text)
         if params is None:
             continue

@@ -44,6 +44,7 @@ from verification.model import (
     qr_figures_differing,
     receipt_refusal,
 )
+from verification.scan import Scanner
 from verification.sms import reply_text
 
 log = logging.getLogger("invoiceloop.verification")
@@ -68,6 +69,7 @@ class Requester:
     phone_hash: str | None = None
     via_qr: bool = False  # a QR URL whose signature checked: not a guess, the locks do not apply
     qr_link: Mapping[str, str] | None = None  # the fields of a QR link it was opened from: its figures are compared
+    receipt: bool = True  # whether `phone` asks for an SMS receipt (a lottery registration's phone does not)
 
 
 @dataclass
@@ -101,6 +103,7 @@ class Verifier:
     reads: Reads | None = None  # None: lookups on `pool` too
     sms_countries: frozenset[str] = DEFAULT_SMS_COUNTRIES  # SMS_ALLOWED_COUNTRIES: where strangers may make us text
     hooks: Nudge | None = None  # the issuers' webhook fan-out, nudged after a first verification or a lock
+    scanner: Scanner = field(default_factory=Scanner)  # photos and PDFs (SCAN_SLOTS, SCAN_TIMEOUT_S)
     good_signatures: LRUCache[tuple[str, str, str], bool] = field(init=False, repr=False)
     batches: Coalescer[_Item, Verification] = field(init=False, repr=False)
     challenges: Challenger = field(init=False, repr=False)
@@ -192,7 +195,8 @@ class _Work:
 
     @property
     def wants_receipt(self) -> bool:
-        return self.item.requester.phone is not None and self.item.requester.channel != "sms"  # a text gets a reply
+        requester = self.item.requester
+        return requester.phone is not None and requester.receipt and requester.channel != "sms"  # a text gets a reply
 
 
 async def verify(

@@ -26,6 +26,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
+from invoicing.buyer_texts import redact_links
 from invoicing.errors import ConfigError, SmsSendFailed
 from invoicing.model import money_str
 from verification.masking import mask_phone
@@ -40,6 +41,7 @@ from verification.model import (
 )
 
 __all__ = [
+    "LOTTERY_USAGE_TEXT",
     "MAX_SMS_TEXT",
     "REPLY_WORDS",
     "USAGE_TEXT",
@@ -50,6 +52,8 @@ __all__ = [
     "TwilioSms",
     "format_query_sms",
     "is_mobile",
+    "lottery_reply",
+    "lottery_request",
     "make_sms_channel",
     "normalise_phone",
     "parse_sms",
@@ -62,6 +66,7 @@ log = logging.getLogger(__name__)
 
 MAX_SMS_TEXT = 400  # a query is ~40 characters; longer texts are not queries
 _KEYWORD_RE = re.compile(r"(?:查验|cy|verify)(?![a-z])", re.IGNORECASE | re.ASCII)
+_LOTTERY_RE = re.compile(r"(?:抽奖|cj|lottery)(?![a-z])", re.IGNORECASE | re.ASCII)
 _SEPARATORS_RE = re.compile(r"[\s,、。;:/.\-_|—]+")
 _DIGITS_RE = re.compile(r"[0-9]+")
 
@@ -76,6 +81,10 @@ REPLY_WORDS: dict[Outcome, tuple[str, str]] = {
     "locked": ("今日错误过多已锁定，请明日再试", "Locked today."),
     "tampered": ("记录校验异常，请联系开票方", "Integrity alert."),
 }
+LOTTERY_USAGE_TEXT = (
+    "【发票抽奖】请发：抽奖 代码 号码 日期 校验码后6位，如 抽奖 044012600111 00000001 20261127 123456"
+    " / Text: LOTTERY code number YYYYMMDD last-6-of-check-code"
+)
 USAGE_TEXT = (
     "【发票查验】请发：查验 代码 号码 日期 校验码后6位，如 查验 044012600111 00000001 20261127 123456"
     " / Text: VERIFY code number YYYYMMDD last-6-of-check-code"
@@ -103,6 +112,23 @@ def parse_sms(text: str) -> VerificationQuery | None:
     if query is None and len(joined) == 34:
         query = _query(joined[:12], joined[12:20], (joined[20:24], joined[24:26], joined[26:28]), joined[28:])
     return query
+
+
+def lottery_request(text: str) -> str | None:
+    """The rest of a lottery text (`抽奖 ...`, also `CJ`/`LOTTERY`, any case, full-width too), to be read by
+    `parse_sms`; None when the text is not a lottery request (never raises)."""
+    if not isinstance(text, str) or len(text) > MAX_SMS_TEXT:
+        return None
+    body = unicodedata.normalize("NFKC", text).strip()
+    keyword = _LOTTERY_RE.match(body)
+    return body[keyword.end() :] if keyword else None
+
+
+def lottery_reply(period: str | None = None, seq: int | None = None, refused: tuple[str, str] | None = None) -> str:
+    """The answer to a lottery text: registered (period and number), or refused with why (zh, en)."""
+    if refused is not None:
+        return f"【发票抽奖】未登记：{refused[0]}。Not registered: {refused[1]}"
+    return f"【发票抽奖】登记成功：{period}期第{seq}号，中奖将短信通知。Registered: {period} no. {seq}."
 
 
 def _query(code: str, number: str, ymd: tuple[str, str, str], last6: str) -> VerificationQuery | None:
@@ -166,6 +192,10 @@ class SmsChannel(Protocol):
         """Send `body` to the E.164 number `to`; return the message id or raise `SmsSendFailed`."""
         ...
 
+    async def find(self, to: str, body: str) -> str | None:
+        """The id of a message with this text already sent to `to`, or None (`SmsSendFailed` when unsure)."""
+        ...
+
 
 @dataclass(frozen=True)
 class SentSms:
@@ -192,8 +222,12 @@ class ConsoleSms:
         """Log the message and remember it; never fails."""
         message = SentSms("CS" + uuid.uuid4().hex, to, body)
         self.sent.append(message)
-        log.info("SMS %s to %s: %s", message.id, message.to_masked, body)
+        log.info("SMS %s to %s: %s", message.id, message.to_masked, redact_links(body))
         return message.id
+
+    async def find(self, to: str, body: str) -> str | None:
+        """The id of a message of this process's memory with this text to `to`, or None."""
+        return next((m.id for m in self.sent if m.to == to and m.body == body), None)
 
 
 class TwilioSms:
@@ -221,6 +255,20 @@ class TwilioSms:
         sid = await asyncio.to_thread(self._create, to, body)
         log.info("SMS %s to %s sent through Twilio", sid, mask_phone(to))
         return sid
+
+    async def find(self, to: str, body: str) -> str | None:
+        """The sid of a message with this text that Twilio already has for `to` from our number (its newest 50),
+        or None; `SmsSendFailed` when Twilio cannot be asked (then nothing is sent: the row is tried again)."""
+        return await asyncio.to_thread(self._find, to, body)
+
+    def _find(self, to: str, body: str) -> str | None:
+        try:
+            for message in self._client.messages.list(to=to, from_=self.from_number, limit=50):
+                if message.body and body in message.body:  # a trial account prefixes its own words
+                    return str(message.sid)
+        except (TwilioException, OSError) as exc:
+            raise SmsSendFailed(f"could not ask Twilio what was sent: {type(exc).__name__}") from None
+        return None
 
     def _create(self, to: str, body: str) -> str:
         try:

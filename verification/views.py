@@ -9,6 +9,7 @@ from typing import Any
 
 from litestar import Request
 
+from verification.lottery_services import Lottery
 from verification.services import Verifier
 
 
@@ -25,6 +26,7 @@ class PublicApi:
     # Inbound texts answered at once in this process; each holds a pooled connection while it verifies (which
     # takes another), so this stays well below the pool's size (`start_services` uses half of it).
     inbound_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
+    lottery: Lottery | None = None  # the invoice lottery (`verification.lottery_services`)
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:

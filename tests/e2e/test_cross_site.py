@@ -5,17 +5,16 @@ before anything is verified, over real HTTP and from a page on another origin in
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import httpx
-import pytest
-from playwright.async_api import Browser, Route, async_playwright
+from playwright.async_api import Browser, Route
 
+from tests.browser import new_page
 from tests.conftest import ServerProcess
 from tests.delivery_fixtures import new_operator
-from tests.e2e.test_verify_page import CHROMIUM_ARGS, form_of
+from tests.e2e.test_verify_page import form_of
 from tests.samples import invoice_body
 from tests.verification_fixtures import form_token, post_form, query_of, random_address
 
@@ -107,14 +106,6 @@ async def test_a_form_post_without_the_pages_token_is_refused(
     assert same.status_code == 200 and 'data-result="valid"' in same.text
 
 
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
-
-
 async def test_a_page_on_another_origin_cannot_make_its_visitor_verify(
     browser: Browser, seller: Any, verify_server: ServerProcess
 ) -> None:
@@ -134,8 +125,7 @@ async def test_a_page_on_another_origin_cannot_make_its_visitor_verify(
     async def serve_evil(route: Route) -> None:
         await route.fulfill(status=200, content_type="text/html", body=evil_page)
 
-    context = await browser.new_context(extra_http_headers={"X-Forwarded-For": random_address()})
-    page = await context.new_page()
+    page = await new_page(browser, None)
     await page.goto(verify_server.base_url + "/verify")  # the visitor has the page's cookie
     await page.route(EVIL + "/**", serve_evil)
     async with page.expect_navigation(url=verify_server.base_url + "/verify") as navigation:
@@ -144,5 +134,5 @@ async def test_a_page_on_another_origin_cannot_make_its_visitor_verify(
     assert answer is not None and answer.status == 403
     assert "请在本站查验页面提交表单" in await page.inner_text("#failure")
     assert await page.query_selector("#result") is None
-    await context.close()
+    await page.context.close()
     assert await times_verified(verify_server, invoice) == 1

@@ -5,19 +5,18 @@ API reference UI served from the package, and times in Beijing time with the zon
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from playwright.async_api import Browser, ConsoleMessage, async_playwright
+from playwright.async_api import Browser, ConsoleMessage
 
 from invoicing.formats import parse_rfc3339
 from invoicing.model import beijing_time
+from tests.browser import new_page
 from tests.conftest import ServerProcess
-from tests.e2e.test_verify_page import CHROMIUM_ARGS, form_of
+from tests.e2e.test_verify_page import form_of
 from tests.samples import invoice_body
 from tests.verification_fixtures import post_form, query_of, random_address
 
@@ -81,14 +80,6 @@ async def test_the_api_reference_loads_nothing_from_elsewhere(consumer: Any) -> 
         assert (await consumer.get(url)).status_code == 200, url
 
 
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
-
-
 async def test_chromium_verifies_under_the_csp_with_no_violation(
     browser: Browser, verify_server: ServerProcess, seller: Any, output_dir: Path
 ) -> None:
@@ -97,10 +88,7 @@ async def test_chromium_verifies_under_the_csp_with_no_violation(
     invoice = await seller.issue()
     async with httpx.AsyncClient(base_url=verify_server.base_url, headers={"X-Forwarded-For": random_address()}) as c:
         first = (await c.post("/v1/verifications", json=query_of(invoice))).json()["first_verified_at"]
-    context = await browser.new_context(
-        viewport={"width": 390, "height": 844}, extra_http_headers={"X-Forwarded-For": random_address()}
-    )
-    page = await context.new_page()
+    page = await new_page(browser, "phone")
     messages: list[str] = []
     page.on("console", lambda m: messages.append(f"{m.type}: {m.text}") if isinstance(m, ConsoleMessage) else None)
     await page.add_init_script(
@@ -125,6 +113,6 @@ async def test_chromium_verifies_under_the_csp_with_no_violation(
     await page.goto(verify_server.base_url + "/schema")
     await page.wait_for_selector(".swagger-ui .info .title", timeout=30_000)
     await page.screenshot(path=str(output_dir / "verify" / "api-reference.png"))
-    await context.close()
+    await page.context.close()
     violations = [m for m in messages if "Content Security Policy" in m or "CSP violation" in m]
     assert not violations, violations

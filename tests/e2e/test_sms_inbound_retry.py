@@ -33,11 +33,7 @@ def redisless_server(
         settings,
         server_log(output_dir, request, "no-redis-server"),
         REDIS_URL=f"redis://127.0.0.1:{closed.getsockname()[1]}/0",
-        SMS_BACKEND="twilio",
-        TWILIO_ACCOUNT_SID=session_twilio.account_sid,
-        TWILIO_AUTH_TOKEN=session_twilio.auth_token,
-        TWILIO_FROM_NUMBER=TWILIO_FROM,
-        TWILIO_API_BASE_URL=session_twilio.base_url,
+        **session_twilio.server_env(TWILIO_FROM),
     )
     try:
         yield srv

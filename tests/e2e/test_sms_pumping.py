@@ -88,11 +88,7 @@ async def budget_server(
     srv = ServerProcess(
         settings,
         server_log(output_dir, request, "budget-server"),
-        SMS_BACKEND="twilio",
-        TWILIO_ACCOUNT_SID=session_twilio.account_sid,
-        TWILIO_AUTH_TOKEN=session_twilio.auth_token,
-        TWILIO_FROM_NUMBER=TWILIO_FROM,
-        TWILIO_API_BASE_URL=session_twilio.base_url,
+        **session_twilio.server_env(TWILIO_FROM),
         SMS_DAILY_BUDGET="3",
     )
     try:

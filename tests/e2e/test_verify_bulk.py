@@ -7,17 +7,14 @@ import csv
 import html
 import io
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
+from tests.browser import new_page
 from tests.conftest import ServerProcess
-from tests.verification_fixtures import altcha_payload, form_token, query_of, random_address, wrong_last6
-
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+from tests.verification_fixtures import altcha_payload, form_token, query_of, wrong_last6
 
 
 async def batch(consumer: Any, items: list[dict[str, Any]], **extra: Any) -> Any:
@@ -166,14 +163,6 @@ async def test_a_bad_csv_is_refused_on_the_page(consumer: Any, seller: Any) -> N
     assert no_header.status_code == 422 and "header row" in no_header.text
 
 
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
-
-
 async def test_the_clerk_uploads_a_csv_in_chromium_and_downloads_the_results(
     browser: Browser, verify_server: ServerProcess, seller: Any, output_dir: Path, tmp_path: Path
 ) -> None:
@@ -182,10 +171,7 @@ async def test_the_clerk_uploads_a_csv_in_chromium_and_downloads_the_results(
     rows.append(row_of(ok, invoice_number="=1+2"))
     source = tmp_path / "invoices.csv"
     source.write_bytes(upload_of(rows, bom=True))
-    context = await browser.new_context(
-        viewport={"width": 390, "height": 844}, extra_http_headers={"X-Forwarded-For": random_address()}
-    )
-    page = await context.new_page()
+    page = await new_page(browser, "phone")
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     await page.goto(verify_server.base_url + "/verify")
@@ -206,7 +192,7 @@ async def test_the_clerk_uploads_a_csv_in_chromium_and_downloads_the_results(
     assert table[0]["invoice_number"] == ok["invoice_number"] and table[0]["total"] == ok["total"]
     assert table[3]["invoice_number"] == "'=1+2"
     assert not [e for e in errors if "Content Security Policy" in e], errors
-    await context.close()
+    await page.context.close()
 
 
 async def test_the_batch_route_documents_its_refusals(consumer: Any) -> None:

@@ -8,16 +8,15 @@ import asyncio
 import base64
 import html
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
+from tests.browser import new_page
 from tests.conftest import ServerProcess
-from tests.e2e.test_verify_page import CHROMIUM_ARGS, form_of, result_of
+from tests.e2e.test_verify_page import form_of, result_of
 from tests.e2e.test_verify_sms import message_of, sms_text, text_in
 from tests.fake_twilio import FakeTwilio
 from tests.verification_fixtures import (
@@ -144,14 +143,6 @@ async def test_the_page_asks_and_a_solved_form_answers(verify_server: ServerProc
         assert solved.status_code == 200 and result_of(solved.text) == "valid"
 
 
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
-
-
 async def test_the_widget_solves_in_chromium(
     browser: Browser, verify_server: ServerProcess, seller: Any, output_dir: Path
 ) -> None:
@@ -159,10 +150,7 @@ async def test_the_widget_solves_in_chromium(
     invoice = await seller.issue()
     async with httpx.AsyncClient(base_url=verify_server.base_url, timeout=60) as client:
         await guess_from_ten_addresses(client, invoice)
-    context = await browser.new_context(
-        viewport={"width": 390, "height": 844}, locale="zh-CN", extra_http_headers={"X-Forwarded-For": random_address()}
-    )
-    page = await context.new_page()
+    page = await new_page(browser, "phone")
     outside: list[str] = []
     page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(verify_server.base_url) else None)
     errors: list[str] = []
@@ -181,7 +169,7 @@ async def test_the_widget_solves_in_chromium(
     assert await page.get_attribute("#result", "data-result") == "valid", errors
     await page.screenshot(path=str(shots / "phone-challenge-valid.png"), full_page=True)
     assert outside == [] and errors == []
-    await context.close()
+    await page.context.close()
 
 
 async def test_a_challenge_is_checked_once(verify_server: ServerProcess, seller: Any) -> None:

@@ -5,30 +5,20 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser
 
 from invoiceloop.app import log_signer
 from invoicing import transparency
+from tests.browser import SCREENS, new_page
 from tests.conftest import ServerProcess
 from tests.delivery_fixtures import wait_until
-from tests.verification_fixtures import invoices_in_every_state, post_form, query_of, random_address, wrong_last6
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-SCREENS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "height": 900}}
+from tests.verification_fixtures import invoices_in_every_state, post_form, query_of, wrong_last6
 
 
 def form_of(invoice: dict[str, Any], **overrides: str) -> dict[str, str]:
@@ -89,21 +79,6 @@ async def test_qr_url_with_forged_signature_says_so(consumer: Any, seller: Any) 
     page = (await consumer.get(forged)).text
     assert 'id="qr-signature"' in page and "QR signature invalid" in page
     assert result_of(page) == "valid"  # the details still match; the badge warns about the QR itself
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
-
-
-async def new_page(browser: Browser, screen: str) -> Page:
-    context = await browser.new_context(
-        viewport=SCREENS[screen], locale="zh-CN", extra_http_headers={"X-Forwarded-For": random_address()}
-    )
-    return await context.new_page()
 
 
 async def in_the_log(pool: asyncpg.Pool, settings: Any, server: ServerProcess) -> None:

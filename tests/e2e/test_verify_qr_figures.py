@@ -4,16 +4,14 @@ red badge below. The headline is now a mismatch naming the figure, over HTTP and
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
+from tests.browser import new_page
 from tests.conftest import ServerProcess
-from tests.e2e.test_verify_page import CHROMIUM_ARGS, result_of
-from tests.verification_fixtures import random_address
+from tests.e2e.test_verify_page import result_of
 
 
 def altered(url: str, **figures: str) -> str:
@@ -45,22 +43,11 @@ async def test_a_guessed_link_learns_nothing_of_its_figures(consumer: Any, selle
     assert result_of(page.text) == "mismatch" and "二维码中的" not in page.text and "查验不一致" in page.text
 
 
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
-
-
 async def test_the_altered_link_in_chromium(
     browser: Browser, verify_server: ServerProcess, seller: Any, output_dir: Path
 ) -> None:
     invoice = await seller.issue()
-    context = await browser.new_context(
-        viewport={"width": 390, "height": 844}, locale="zh-CN", extra_http_headers={"X-Forwarded-For": random_address()}
-    )
-    page = await context.new_page()
+    page = await new_page(browser, "phone")
     await page.goto(altered(invoice["verify_url"], t="114.70"))
     assert await page.get_attribute("#result", "data-result") == "mismatch"
     headline = await page.inner_text("#result h2")
@@ -71,4 +58,4 @@ async def test_the_altered_link_in_chromium(
     shots = output_dir / "verify"
     shots.mkdir(exist_ok=True)
     await page.screenshot(path=str(shots / "phone-qr-altered.png"), full_page=True)
-    await context.close()
+    await page.context.close()

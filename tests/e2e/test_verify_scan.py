@@ -187,6 +187,18 @@ async def test_a_pdf_of_too_many_pages_is_refused(consumer: Any) -> None:
     assert response.status_code == 422 and "pages" in response.json()["errors"][0]["message"]
 
 
+async def test_a_page_declaring_a_huge_size_is_rendered_within_the_pixel_cap(consumer: Any) -> None:
+    """A page of 200 × 200 inches (PDF's largest) would be 3.6 gigapixels at 300 dpi: it is rendered at no more than
+    RENDER_PIXELS instead, and read like any page (here, nothing on it)."""
+    writer = PdfWriter()
+    writer.add_blank_page(14_400, 14_400)
+    out = io.BytesIO()
+    writer.write(out)
+    response = await scan(consumer, out.getvalue(), "huge.pdf", "application/pdf")
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["message"] == "no invoice QR code was found in it"
+
+
 async def test_not_an_image_is_a_422_and_the_wrong_media_type_a_415(consumer: Any) -> None:
     text = await scan(consumer, b"hello, I am a text file", "a.txt", "text/plain")
     assert text.status_code == 422 and text.json()["errors"][0]["field"] == "file"

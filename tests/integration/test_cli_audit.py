@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -116,6 +117,8 @@ async def database_before(
             if migration <= "0011":
                 for table in LEGACY_WEBHOOKS:
                     await pool.execute(table)
+            if migration <= "0010":  # the buyer's texts are kinds 0010 lets into sms_outbox: not written before
+                issuing = dataclasses.replace(issuing, texts=None)
             issuer, _ = await new_issuer(pool)
             yield url, pool, issuing, issuer
         finally:
@@ -189,6 +192,29 @@ async def test_upgrade_moves_delivery_texts_into_the_one_outbox(
             assert await conn.fetchval("SELECT to_regclass('delivery_sms')") is None
             again = await sms_outbox.add(conn, "delivered", [(uuid.UUID(invoices[2].id), "+8613800138000", "x")])
             assert again == []
+
+
+async def test_0010_adds_the_buyers_text_kinds_to_whatever_kinds_there_are(
+    settings: Settings, tmp_path: Path, server_url: str
+) -> None:
+    """A migration before 0010 that let a kind of its own into sms_outbox (as the lottery's may, in either form
+    PostgreSQL prints a check in) keeps it: 0010 adds its kinds to the check as it finds it."""
+    async with database_before("0010", settings, tmp_path, server_url) as (url, pool, _issuing, issuer):
+        await pool.execute(
+            "ALTER TABLE sms_outbox DROP CONSTRAINT sms_outbox_kind_check; ALTER TABLE sms_outbox ADD CONSTRAINT "
+            "sms_outbox_kind_check CHECK (kind IN ('receipt', 'buyer_notice', 'delivered', 'lottery_win'))"
+        )
+        assert (await upgrade(pool, url)).applied[0] == "0010_buyer_texts.sql"
+        check = await pool.fetchval(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'sms_outbox_kind_check'"
+        )
+        kinds = {"receipt", "buyer_notice", "delivered", "lottery_win", "invoice", "void", "credit_note"}
+        assert set(check.split("{")[1].split("}")[0].split(",")) == kinds
+        async with pool.acquire() as conn:
+            today = load_issuing(Settings(database_url=url, data_dir=tmp_path, check_code_secret="s"))
+            [inv] = (await services.issue(conn, today, issuer, [draft()])).invoices
+            rows = await conn.fetch("SELECT kind FROM sms_outbox WHERE invoice_id = $1", uuid.UUID(inv.id))
+        assert [r["kind"] for r in rows] == ["invoice"]
 
 
 async def test_upgrade_queues_every_record_for_the_log_in_chain_order(
@@ -311,7 +337,13 @@ async def test_audit_catches_edited_columns(settings: Settings, pool: asyncpg.Po
 
 
 async def test_audit_catches_a_deleted_row(settings: Settings, pool: asyncpg.Pool, issuing: Issuing) -> None:
-    out = await _tamper_and_audit(settings, pool, issuing, "DELETE FROM invoices WHERE id = $1")
+    out = await _tamper_and_audit(
+        settings,
+        pool,
+        issuing,
+        "DELETE FROM sms_outbox WHERE invoice_id = $1",  # the buyer's text refers to it: the insider removes both
+        "DELETE FROM invoices WHERE id = $1",
+    )
     assert "#3" in out and "record missing from the chain" in out and "#4" in out
 
 

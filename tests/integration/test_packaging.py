@@ -4,7 +4,6 @@ loudly when it finds no migration at all."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -12,11 +11,10 @@ import sys
 import uuid
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from invoicing import db
-from tests.conftest import _with_db
+from tests.conftest import scratch_database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,26 +69,13 @@ def test_the_installed_package_is_the_one_that_runs(installed: Path, tmp_path: P
 
 
 def test_a_non_editable_install_migrates_an_empty_database(installed: Path, tmp_path: Path, server_url: str) -> None:
-    name = f"invoiceloop_pkg_{uuid.uuid4().hex[:8]}"
-    url = _with_db(server_url, name)
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
+    with scratch_database(server_url, f"invoiceloop_pkg_{uuid.uuid4().hex[:8]}") as url:
         done = run_installed(installed, tmp_path, "migrate", DATABASE_URL=url)
         assert done.returncode == 0, done.stderr
         count = len(db.migration_files())
         assert f"{count} applied, 0 already applied" in done.stdout
         again = run_installed(installed, tmp_path, "migrate", DATABASE_URL=url)
         assert f"0 applied, {count} already applied" in again.stdout
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def test_migrate_refuses_when_it_finds_no_migration(tmp_path: Path) -> None:

@@ -165,16 +165,35 @@ async def test_the_public_log_is_read_from_the_standby_with_the_primary_behind_i
             assert proof.status_code == 200, proof.text
 
 
-async def test_manifest_reads_skip_a_standby_that_has_not_caught_up(cluster: Cluster, primary: asyncpg.Pool) -> None:
+async def test_manifest_reads_use_the_standby_only_once_it_has_replayed_the_request(
+    cluster: Cluster, primary: asyncpg.Pool
+) -> None:
     replica = await db.create_pool(cluster.standby_url, min_size=0, max_size=2)
-    reads = Reads(primary, replica, catch_up_s=5.0)  # generous: the machine may be loaded
+    # Generous timeouts: on a loaded machine a new standby connection alone can take more than the default 1 s,
+    # which the pool counts as a failed replica (and then rightly uses the primary).
+    reads = Reads(primary, replica, catch_up_s=30.0, acquire_timeout_s=30.0)
     try:
         await pause_replay(cluster)
         async with primary.acquire() as conn:
-            await conn.execute("CREATE TABLE IF NOT EXISTS replica_probe (n int); INSERT INTO replica_probe VALUES (1)")
+            # The WAL writer made slow, so that the write position stays behind an asynchronous commit for seconds.
+            await conn.execute("ALTER SYSTEM SET wal_writer_delay = '10s'")
+            await conn.execute("SELECT pg_reload_conf()")
+            # An asynchronous commit, as the cluster is set up: visible on the primary before its WAL is written.
+            await conn.execute("SET synchronous_commit = off; CREATE TABLE IF NOT EXISTS replica_probe (n int)")
+            await conn.execute("INSERT INTO replica_probe VALUES (1)")
+        reads.catch_up_s = 1.0
         assert await reads.caught_up_pool() is primary  # the standby has not replayed that commit
     finally:
         await on_standby(cluster, "SELECT pg_wal_replay_resume()")
+        async with primary.acquire() as conn:
+            await conn.execute("ALTER SYSTEM RESET wal_writer_delay")
+            await conn.execute("SELECT pg_reload_conf()")
+    try:
+        reads.catch_up_s = 30.0
+        assert await reads.caught_up_pool() is replica  # replay resumed: the standby has it
+        async with replica.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM replica_probe") >= 1
+    finally:
         await reads.close()
 
 

@@ -1,0 +1,55 @@
+"""HTTP load from `wrk` (C, so the load generator costs little of the machine's cores), shared by the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+# Each request takes the next body (round robin) and the next of 62,500 client addresses, so that per-address
+# limits see many clients, as they would in life (the server trusts X-Forwarded-For from loopback).
+WRK_SCRIPT = """
+local bodies = {}
+local i = 0
+for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
+wrk.method = os.getenv("BENCH_METHOD")
+wrk.headers["Content-Type"] = "application/json"
+if os.getenv("BENCH_KEY") ~= "" then wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY") end
+request = function()
+  i = i + 1
+  wrk.headers["X-Forwarded-For"] = "10.1." .. (i % 250) .. "." .. (math.floor(i / 250) % 250 + 1)
+  if #bodies == 0 then return wrk.format(nil, os.getenv("BENCH_PATH")) end
+  return wrk.format(nil, os.getenv("BENCH_PATH"), nil, bodies[(i % #bodies) + 1])
+end
+"""
+UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(
+    url: str, method: str, bodies: Sequence[str | bytes], connections: int, seconds: float, key: str = ""
+) -> tuple[float, float, int]:
+    """(requests/s, p99 ms, non-2xx count) of `method url` with `bodies` (one line of JSON each; none for a GET)
+    from `connections` connections for `seconds`, with `key` as the bearer when given."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script, lines = Path(tmp) / "load.lua", Path(tmp) / "bodies.jsonl"
+        script.write_text(WRK_SCRIPT)
+        lines.write_bytes(b"".join((b.encode() if isinstance(b, str) else b) + b"\n" for b in bodies))
+        env = {
+            **os.environ,
+            "BENCH_BODIES": str(lines),
+            "BENCH_PATH": urlsplit(url).path,
+            "BENCH_METHOD": method,
+            "BENCH_KEY": key,
+        }
+        args = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds:.0f}s", "--timeout", "30s", "--latency"]
+        out = subprocess.run(
+            [*args, "-s", str(script), url], env=env, capture_output=True, text=True, check=True
+        ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rate, float(value) * UNITS_MS[unit], int(bad[1]) if bad else 0

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from delivery.model import EventInput
+from invoicing.rollup_repository import ROLL_DELIVERED
 
 LOCK_ORDERS = """
 SELECT d.id, d.invoice_id, d.tracking_number, d.status, d.latest_event_at, d.signed_by, d.delivered_at, d.phone,
@@ -27,12 +28,19 @@ SELECT $1, * FROM unnest($2::text[], $3::uuid[], $4::text[], $5::timestamptz[], 
                          $9::bool[])
 ON CONFLICT (operator_id, event_id) DO NOTHING"""
 
-UPDATE_ORDERS = """
+# The orders' new states; an order reaching `delivered` or `returned_to_sender` is counted in the closed-loop
+# rollup in the same statement (`prev` is each order as it was: every CTE sees the statement's snapshot).
+UPDATE_ORDERS = f"""
+WITH u AS (
+  SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[])
+           AS u(id, status, latest_event_at, signed_by, delivered_at)
+), prev AS (
+  SELECT d.id, d.status, d.invoice_id FROM delivery_orders d JOIN u ON u.id = d.id
+), rolled AS ({ROLL_DELIVERED})
 UPDATE delivery_orders d SET status = u.status, latest_event_at = u.latest_event_at, signed_by = u.signed_by,
        delivered_at = u.delivered_at, updated_at = now()
-  FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[])
-       AS u(id, status, latest_event_at, signed_by, delivered_at)
- WHERE d.id = u.id"""
+  FROM u
+ WHERE d.id = u.id"""  # noqa: S608 - fixed SQL fragments, no input
 
 ORDER_OF_INVOICE = """
 SELECT d.id, d.status, d.tracking_number, d.province_code, d.address, d.created_at, d.manifested_at, d.signed_by,

@@ -55,6 +55,7 @@ from verification.log_api import (
 from verification.scan_api import scan_verification
 from verification.services import Verifier
 from verification.sms import make_sms_channel
+from verification.stats_page import PublicStats, public_stats_json, public_stats_page
 from verification.views import PublicApi
 from verification.web import page_router, verify_static
 
@@ -90,6 +91,7 @@ class Services:
     issuer_api: IssuerApi
     public_api: PublicApi
     postal_api: PostalApi
+    public_stats: PublicStats
 
 
 @get("/healthz", tags=["operations"])
@@ -212,6 +214,7 @@ async def start_services(settings: Settings) -> Services:
             inbound_slots=asyncio.Semaphore(max(1, settings.db_pool_max // 2)),
         ),
         postal_api=PostalApi(pool, queue, base, auth, reads),
+        public_stats=PublicStats(reads, ttl_s=settings.public_stats_ttl_s),
     )
 
 
@@ -257,6 +260,9 @@ ROUTES: list[ControllerRouterHandler] = [
     log_inclusion,
     log_consistency,
     log_leaf,
+    # the closed loop in public: the page and its JSON
+    public_stats_page,
+    public_stats_json,
     # the postal side, and the issuer's view of a delivery
     PostalController,
     invoice_delivery,
@@ -307,6 +313,7 @@ def create_app(
             "issuer_api": part(lambda s: s.issuer_api),
             "public_api": part(lambda s: s.public_api),
             "postal_api": part(lambda s: s.postal_api),
+            "public_stats": part(lambda s: s.public_stats),
         },
         exception_handlers={
             DomainError: problems.on_domain_error,

@@ -53,6 +53,7 @@ class Settings:
     smtp_url: str | None = None  # SMTP_URL: where the buyer's mail goes (invoicing/smtp.py); unset, mail waits
     smtp_from: str = "invoiceloop <invoices@localhost>"  # SMTP_FROM: the From of the buyer's mail
     mail_lease_s: float = 120.0  # MAIL_LEASE_S: a mail being sent this long lost its worker and is sent again
+    public_stats_ttl_s: float = 60.0  # PUBLIC_STATS_TTL_S: how long /stats and /v1/stats/public keep their figures
     metrics_token: str | None = None  # METRICS_TOKEN: /metrics wants it as a bearer token; unset, private peers only
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -95,6 +96,7 @@ class Settings:
             smtp_url=env.get("SMTP_URL") or None,
             smtp_from=env.get("SMTP_FROM") or "invoiceloop <invoices@localhost>",
             mail_lease_s=float(env.get("MAIL_LEASE_S") or 120.0),
+            public_stats_ttl_s=float(env.get("PUBLIC_STATS_TTL_S") or 60.0),
             metrics_token=env.get("METRICS_TOKEN") or None,
             extra={k: v for k, v in env.items() if k.startswith("VERIFY_")},  # limit overrides, docs/verification.md
         )

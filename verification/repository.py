@@ -12,6 +12,8 @@ from typing import Any
 
 import asyncpg
 
+from invoicing.rollup_repository import ROLL_VERIFIED
+
 # What a verification reads of its invoices: the stored content and what proves it (the public view, the
 # match and the integrity check are all worked out from these), the status and whether chained records must
 # agree with it (a void, credit notes: usually none, two index probes that find nothing; they are read in a
@@ -36,8 +38,9 @@ SELECT i.id, i.issuer_id, i.status, i.content, i.record_hash, i.signature, i.key
 # invoices (or their mismatches) in `invoice_counts`, and writes each buyer's one notice when asked. The
 # counts are upserted in invoice id order, and notices are written only for invoices whose counts row this
 # statement holds, so two batches touching the same invoices queue instead of deadlocking. Each verification
-# gets the count as it stood after itself (the invoice's new count less the counted ones after it).
-RECORD = """
+# gets the count as it stood after itself (the invoice's new count less the counted ones after it). A first
+# verification and each mismatch are added to the closed-loop rollup (`ROLL_VERIFIED`), after the counts rows.
+RECORD = f"""
 WITH v AS MATERIALIZED (
   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[], $6::bool[], $7::text[],
                        $8::text[], $9::bool[], $10::text[], $11::text[])
@@ -52,6 +55,7 @@ WITH v AS MATERIALIZED (
      mismatches = k.mismatches + excluded.mismatches,
      first_verified_at = coalesce(k.first_verified_at, excluded.first_verified_at)
   RETURNING k.invoice_id, k.times_verified, k.first_verified_at
+{ROLL_VERIFIED}
 ), logged AS (
   INSERT INTO verifications (invoice_id, issuer_id, channel, outcome, counted, via_qr, client_hash, phone_hash)
   SELECT invoice_id, issuer_id, channel, outcome, counted, via_qr, client_hash, phone_hash FROM v ORDER BY ord
@@ -65,7 +69,7 @@ SELECT v.ord, c.times_verified - coalesce(sum(v.counted::int) OVER (PARTITION BY
          ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0) AS times_verified,
        c.first_verified_at, n.id AS notice_id
   FROM v LEFT JOIN counted c ON c.invoice_id = v.invoice_id LEFT JOIN notice n ON n.invoice_id = v.invoice_id
- ORDER BY v.ord"""
+ ORDER BY v.ord"""  # noqa: S608 - fixed SQL fragments, no input
 
 
 # Taken inside the transaction that will also store the reply, so nobody ever sees a MessageSid without its

@@ -249,7 +249,7 @@ async def test_public_figures_are_computed_once_per_ttl_however_many_ask(
     try:
         async with httpx.AsyncClient(base_url=srv.base_url, timeout=60) as visitor:
             answers = await asyncio.gather(*(visitor.get("/v1/stats/public") for _ in range(200)))
-            issuer, key = await new_issuer(pool, "4401")
+            _issuer, key = await new_issuer(pool, "4401")
             headers = {"Authorization": f"Bearer {key}"}
             issued = await visitor.post("/v1/invoices", json=invoice_body(), headers=headers)
             assert issued.status_code == 201
@@ -258,7 +258,7 @@ async def test_public_figures_are_computed_once_per_ttl_however_many_ask(
     finally:
         srv.stop()
     assert {a.status_code for a in answers} == {200}
-    assert len({a.json()["generated_at"] for a in answers + [after]}) == 1  # one read of the rollup for all
+    assert len({a.json()["generated_at"] for a in [*answers, after]}) == 1  # one read of the rollup for all
     assert after.json() == answers[0].json()
     assert answers[0].headers["cache-control"] == "public, max-age=60"
     assert page.headers["cache-control"] == "public, max-age=60"
@@ -275,7 +275,7 @@ async def test_stats_command_by_province(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    issuer, key = await new_issuer(pool, "4401")
+    _issuer, key = await new_issuer(pool, "4401")
     async with await _client(stats_server, key) as seller:
         assert (await seller.post("/v1/invoices", json=invoice_body())).status_code == 201
     monkeypatch.setenv("DATABASE_URL", settings.database_url or "")

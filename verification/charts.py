@@ -17,9 +17,9 @@ from html import escape
 
 ROW_H = 22  # height of one category's row
 BAR_H = 14
-LABEL_W = 150  # the category labels' column
-WIDTH = 640
-VALUE_W = 90  # room right of the longest bar for its value
+LABEL_W = 64  # the category labels' column
+WIDTH = 360  # a phone's width: drawn at about 1:1 there, so the text stays legible
+VALUE_W = 64  # room right of the longest bar for its value
 TOP = 8
 LEGEND_H = 22
 
@@ -40,7 +40,7 @@ def _legend(series: Sequence[Series], y: int) -> list[str]:
     for s in series:
         parts.append(f'<rect class="{s.css}" x="{x}" y="{y}" width="12" height="12"/>')
         parts.append(f'<text class="legend" x="{x + 16}" y="{y + 10}">{escape(s.name)}</text>')
-        x += 24 + 8 * len(s.name)
+        x += 24 + 7 * len(s.name)
     return parts
 
 

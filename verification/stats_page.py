@@ -99,7 +99,7 @@ def _charts(rows: list[dict[str, Any]], key: str, label: str) -> dict[str, str]:
 async def public_stats_page(public_stats: NamedDependency[PublicStats]) -> Response[str]:
     """The page: totals, then by month and by province, a chart beside each table."""
     figures = await public_stats.figures()
-    provinces = [{**p, "label": f"{PROVINCES[p['province']][1]} {p['name_en']}"} for p in figures["provinces"]]
+    provinces = [{**p, "label": PROVINCES[p["province"]][1]} for p in figures["provinces"]]
     html = _ENV.get_template("stats.html").render(
         figures=figures,
         provinces=provinces,

@@ -21,7 +21,6 @@ import sys
 import time
 from typing import Any
 
-import asyncpg
 import httpx
 from litestar import get
 
@@ -146,11 +145,19 @@ def report(results: list[dict[str, Any]]) -> None:
     print(f"{'invoices':>10} {'rebuild s':>9} {'scan s':>7} " + " ".join(f"{n + '/s':>15}" for n in results[0]["rate"]))
     for r in results:
         cells = [f"{r['rate'][n]:8.0f} ({r['rate'][n] / r['rate']['bare']:.2f})" for n in r["rate"]]
-        print(f"{r['invoices']:>10} {r['rebuild_s']:9.2f} {r['old_scan_s']:7.2f} " + " ".join(f"{c:>15}" for c in cells))
-    print("p99 ms: " + "; ".join(f"{r['invoices']}: " + ", ".join(f"{n} {v:.1f}" for n, v in r["p99_ms"].items()) for r in results))
+        print(
+            f"{r['invoices']:>10} {r['rebuild_s']:9.2f} {r['old_scan_s']:7.2f} " + " ".join(f"{c:>15}" for c in cells)
+        )
+    print(
+        "p99 ms: "
+        + "; ".join(f"{r['invoices']}: " + ", ".join(f"{n} {v:.1f}" for n, v in r["p99_ms"].items()) for r in results)
+    )
     if len(results) == 2:
         small, big = results
-        ratios = {n: (big["rate"][n] / big["rate"]["bare"]) / (small["rate"][n] / small["rate"]["bare"]) for n in small["rate"]}
+        ratios = {
+            n: (big["rate"][n] / big["rate"]["bare"]) / (small["rate"][n] / small["rate"]["bare"])
+            for n in small["rate"]
+        }
         print("big/small, each against its bare route: " + ", ".join(f"{n} {v:.2f}" for n, v in ratios.items()))
 
 

@@ -1,12 +1,12 @@
 """The closed-loop figures at scale: `/v1/stats/public`, `/stats` and an issuer's `/v1/stats?by=province` beside a
 bare route of the same app, on a small database and on a scale database (bench/scale_data.py), as ratios.
 
-Each database is served by the same uvicorn setup (2 workers) with PUBLIC_STATS_TTL_S=0, so every request reads
-the rollup (the worst case: no answer kept between requests). The scale data is written by COPY, around the
+Each database is served by the same uvicorn setup (2 workers) twice: with PUBLIC_STATS_TTL_S=0, so every request
+reads the rollup (the worst case: no answer kept between requests), and with the default 60 s (`*_kept`). The scale data is written by COPY, around the
 issuing path, so the rollup is refilled from the invoices first (`rollup_repository.rebuild`, which the migration
 also does) and its build time is printed. Then the scan that figures used to be (every invoice, joined) is timed
-once on each database, for comparison. Load: 16 keep-alive connections for SECONDS after a warm-up, ROUNDS
-rounds alternating the routes. Only 127.0.0.1.
+once on each database, for comparison. Load: wrk, 16 connections for SECONDS, ROUNDS rounds alternating the
+routes. Only 127.0.0.1.
 
 Run: `python -m bench.bench_stats --url SMALL_URL --url BIG_URL` (BENCH_SECONDS, BENCH_ROUNDS).
 """
@@ -24,12 +24,12 @@ from typing import Any
 import httpx
 from litestar import get
 
+from bench.bench_scale import wrk
 from invoicing import db, rollup_repository
 from tests.conftest import free_port, new_issuer
 
 CONNECTIONS = 16
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
-WARMUP_S = 1.0
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 # The figures as they were computed before the rollup: every invoice, with its counts and delivery order.
@@ -56,24 +56,12 @@ def bench_app() -> Any:
     return create_app(Settings.from_env(), extra_routes=[bare])
 
 
-async def _load(base_url: str, path: str, headers: dict[str, str]) -> tuple[float, float]:
-    """(requests/s, p99 ms) of `path` at CONNECTIONS keep-alive connections."""
-    latencies: list[float] = []
-    start = time.perf_counter()
-    measure_from, stop_at = start + WARMUP_S, start + WARMUP_S + SECONDS
-    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
-    async with httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=30) as client:
-
-        async def one() -> None:
-            while (now := time.perf_counter()) < stop_at:
-                answer = await client.get(path)
-                answer.raise_for_status()
-                if now >= measure_from:
-                    latencies.append(time.perf_counter() - now)
-
-        await asyncio.gather(*(one() for _ in range(CONNECTIONS)))
-    latencies.sort()
-    return len(latencies) / SECONDS, 1000 * latencies[int(len(latencies) * 0.99) - 1]
+async def _load(port: int, path: str, key: str) -> tuple[float, float]:
+    """(requests/s, p99 ms) of GET `path` from wrk at CONNECTIONS connections; a non-2xx answer fails the run."""
+    rate, p99, bad = await asyncio.to_thread(wrk, port, "GET", path, [], CONNECTIONS, key, SECONDS)
+    if bad:
+        raise RuntimeError(f"{bad} answers of {path} were not 2xx")
+    return rate, p99
 
 
 async def _prepare(url: str) -> tuple[str, int, float, float]:
@@ -98,9 +86,9 @@ async def _prepare(url: str) -> tuple[str, int, float, float]:
         await pool.close()
 
 
-async def _serve(url: str) -> tuple[asyncio.subprocess.Process, str]:
+async def _serve(url: str, ttl_s: str) -> tuple[asyncio.subprocess.Process, int]:
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": url, "PUBLIC_STATS_TTL_S": "0", "CHECK_CODE_SECRET": "bench"}
+    env = {**os.environ, "DATABASE_URL": url, "PUBLIC_STATS_TTL_S": ttl_s, "CHECK_CODE_SECRET": "bench"}
     env.pop("REDIS_URL", None)
     args = ["-m", "uvicorn", "bench.bench_stats:bench_app", "--factory", "--workers", "2", "--port", str(port)]
     proc = await asyncio.create_subprocess_exec(
@@ -111,7 +99,7 @@ async def _serve(url: str) -> tuple[asyncio.subprocess.Process, str]:
         for _ in range(300):
             try:
                 if (await client.get(base_url + "/healthz")).status_code == 200:
-                    return proc, base_url
+                    return proc, port
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.1)
@@ -121,21 +109,24 @@ async def _serve(url: str) -> tuple[asyncio.subprocess.Process, str]:
 async def measure(url: str) -> dict[str, Any]:
     """Each route's median requests/s and p99 over ROUNDS alternating rounds, with the set-up figures."""
     key, invoices, rebuilt, scanned = await _prepare(url)
-    proc, base_url = await _serve(url)
     routes = {
-        "bare": ("/bench/bare", {}),
-        "public_json": ("/v1/stats/public", {}),
-        "page": ("/stats", {}),
-        "issuer_split": ("/v1/stats?by=province", {"Authorization": f"Bearer {key}"}),
+        "bare": ("/bench/bare", ""),
+        "public_json": ("/v1/stats/public", ""),
+        "page": ("/stats", ""),
+        "issuer_split": ("/v1/stats?by=province", key),
     }
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in routes}
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in [*routes, "json_kept", "page_kept"]}
+    fresh, kept = await _serve(url, "0"), await _serve(url, "60")  # every request reads; the deployed default
     try:
         for _ in range(ROUNDS):
-            for name, (path, headers) in routes.items():
-                runs[name].append(await _load(base_url, path, headers))
+            for name, (path, bearer) in routes.items():
+                runs[name].append(await _load(fresh[1], path, bearer))
+            runs["json_kept"].append(await _load(kept[1], "/v1/stats/public", ""))
+            runs["page_kept"].append(await _load(kept[1], "/stats", ""))
     finally:
-        proc.terminate()
-        await proc.wait()
+        for proc, _ in (fresh, kept):
+            proc.terminate()
+            await proc.wait()
     rates = {name: statistics.median(r for r, _ in got) for name, got in runs.items()}
     p99s = {name: statistics.median(p for _, p in got) for name, got in runs.items()}
     return {"invoices": invoices, "rebuild_s": rebuilt, "old_scan_s": scanned, "rate": rates, "p99_ms": p99s}

@@ -17,7 +17,7 @@ import pytest
 
 from invoiceloop.app import load_issuing
 from invoiceloop.settings import Settings
-from invoicing import db, keyring, keys, numbering, repository, services, sms_outbox, validation
+from invoicing import db, keyring, keys, numbering, repository, rollup_repository, services, sms_outbox, validation
 from invoicing.model import DEFAULT_TAX_RATES
 from invoicing.numbering import Issuing
 from tests.conftest import ROOT, _env, new_issuer, valid_uscc
@@ -68,6 +68,12 @@ async def test_migrate_applies_once_and_refuses_a_changed_file(
 LEGACY_LOG_QUEUE = "CREATE TABLE log_queue (id bigserial, record_hash char(64))"
 # And the buyer's mail outbox, before 0008 creates it.
 LEGACY_MAIL_OUTBOX = "CREATE TABLE mail_outbox (invoice_id uuid, kind text, email text)"
+# And the closed-loop rollup, before 0012 creates it (and fills it from the invoices).
+LEGACY_LOOP_ROLLUPS = """
+CREATE TABLE loop_rollups (issuer_id uuid, month date, province char(2), series_id bigint, issued int DEFAULT 0,
+  amount numeric DEFAULT 0, voided int DEFAULT 0, voided_amount numeric DEFAULT 0, credit_notes int DEFAULT 0,
+  credited numeric DEFAULT 0, postal int DEFAULT 0, verified int DEFAULT 0, mismatches int DEFAULT 0,
+  delivered int DEFAULT 0, returned int DEFAULT 0, PRIMARY KEY (issuer_id, month, province, series_id))"""
 
 
 async def upgrade(pool: asyncpg.Pool, url: str) -> db.MigrationResult:
@@ -76,6 +82,8 @@ async def upgrade(pool: asyncpg.Pool, url: str) -> db.MigrationResult:
         await pool.execute("DROP TABLE IF EXISTS log_queue")
     if not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE name LIKE '0008%')"):
         await pool.execute("DROP TABLE IF EXISTS mail_outbox")
+    if not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE name LIKE '0012%')"):
+        await pool.execute("DROP TABLE IF EXISTS loop_rollups")
     return await db.migrate_url(url)
 
 
@@ -106,6 +114,8 @@ async def database_before(
                 await pool.execute("INSERT INTO signing_keys VALUES ($1, $2)", signer.key_id, signer.public_raw)
             if migration <= "0008":
                 await pool.execute(LEGACY_MAIL_OUTBOX)
+            if migration <= "0012":
+                await pool.execute(LEGACY_LOOP_ROLLUPS)
             issuer, _ = await new_issuer(pool)
             yield url, pool, issuing, issuer
         finally:
@@ -200,6 +210,35 @@ async def test_upgrade_queues_every_record_for_the_log_in_chain_order(
         assert queued == [r["record_hash"] for r in chain] and len(queued) == 5
         assert note.record_hash in queued and third.record_hash in queued
         assert await pool.fetchval("SELECT to_regclass('signing_keys')") is None
+
+
+async def test_upgrade_fills_the_loop_rollup_from_the_invoices(
+    settings: Settings, tmp_path: Path, server_url: str
+) -> None:
+    """0012 on a database with invoices, postal ones delivered and returned, a credit note, a void, verifications
+    and mismatches: the rollup it fills equals the scan of the invoices, and the figures read from it."""
+    async with database_before("0012", settings, tmp_path, server_url) as (url, pool, issuing, issuer):
+        async with pool.acquire() as conn:
+            first, second, third, _ = (await services.issue(conn, issuing, issuer, [draft()] * 4)).invoices
+            posted = (await services.issue(conn, issuing, issuer, [draft(delivery="postal")] * 3)).invoices
+            await services.credit(conn, issuing, issuer, first.id, "退货", None)
+            await services.void(conn, issuing, issuer, second.id, "开错了")
+            await conn.execute(
+                "INSERT INTO invoice_counts (invoice_id, times_verified, mismatches) VALUES ($1, 2, 1), ($2, 0, 3)",
+                uuid.UUID(third.id),
+                uuid.UUID(first.id),
+            )
+            for inv, status in zip(posted, ("delivered", "returned_to_sender"), strict=False):
+                await conn.execute(
+                    "UPDATE delivery_orders SET status = $2 WHERE invoice_id = $1", uuid.UUID(inv.id), status
+                )
+        assert (await upgrade(pool, url)).applied[-1] == "0012_loop_rollups.sql"
+        async with pool.acquire() as conn:
+            kept = sorted(tuple(r.values()) for r in await rollup_repository.rollup_rows(conn))
+            assert kept == sorted(tuple(r.values()) for r in await rollup_repository.direct_rows(conn))
+            [month] = await repository.stats(conn, issuer.id)
+        assert (month["invoices"], month["voided"], month["credit_notes"], month["verified"]) == (7, 1, 1, 1)
+        assert (month["postal"], month["delivered"], month["returned"], month["mismatches"]) == (3, 1, 1, 4)
 
 
 def test_issuer_create_and_keys(settings: Settings) -> None:

@@ -112,3 +112,20 @@ async def test_the_page_draws_the_json_figures(
     assert width <= SCREENS[screen]["width"]  # nothing sticks out sideways
     assert errors == []  # no CSP violation, no script error
     await page.context.close()
+
+
+async def test_the_page_runs_under_the_strict_csp(stats_server: ServerProcess, loop_data: None) -> None:
+    async with httpx.AsyncClient(base_url=stats_server.base_url) as client:
+        answer = await client.get("/stats")
+        css = await client.get("/static/verify/stats.css")
+    headers = answer.headers
+    assert headers["content-type"] == "text/html; charset=utf-8"
+    csp = {d.split()[0]: d.split()[1:] for d in (p.strip() for p in headers["content-security-policy"].split(";"))}
+    assert csp["script-src"] == ["'self'"] and csp["style-src"] == ["'self'"] and csp["default-src"] == ["'none'"]
+    assert csp["frame-ancestors"] == ["'none'"] and "unsafe-inline" not in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY"
+    assert headers["cache-control"] == "public, max-age=0"  # this server keeps nothing; 60 by default
+    html = answer.text
+    assert "<script" not in html and "<style" not in html and " style=" not in html
+    assert len(html) < 64 * 1024  # charts and tables in kilobytes, not a megabyte of JavaScript
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")

@@ -21,7 +21,7 @@ from litestar.di import NamedDependency
 
 from invoicing import formats, rollup_repository
 from invoicing.figures import Cell, Figures, public_figures
-from invoicing.model import PROVINCES
+from invoicing.model import PROVINCES, beijing_time
 from invoicing.replicas import Reads
 from verification.charts import Series, bar_chart, percent
 from verification.web import CSP
@@ -106,6 +106,7 @@ async def public_stats_page(public_stats: NamedDependency[PublicStats]) -> Respo
         month_charts=_charts(figures["months"], "month", "month"),
         province_charts=_charts(provinces, "province", "label"),
         percent=percent,
+        as_of=beijing_time(formats.parse_rfc3339(figures["generated_at"])),
     )
     headers = {
         "Content-Security-Policy": CSP,

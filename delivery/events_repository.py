@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from delivery.model import EventInput
+from invoicing.rollup_repository import ROLL_DELIVERED
 from invoicing.webhook_repository import DELIVERY_STATUS_EVENTS
 
 LOCK_ORDERS = """
@@ -28,18 +29,25 @@ SELECT $1, * FROM unnest($2::text[], $3::uuid[], $4::text[], $5::timestamptz[], 
                          $9::bool[])
 ON CONFLICT (operator_id, event_id) DO NOTHING"""
 
-# With the issuer's `delivery.status_changed` webhook event of each order whose status moved, in the same statement.
+# The orders' new states, in one statement with what they cause: an order reaching `delivered` or
+# `returned_to_sender` is counted in the closed-loop rollup (`prev` is each order as it was: every CTE sees the
+# statement's snapshot), and each order whose status moved gives its issuer a `delivery.status_changed` webhook event.
 UPDATE_ORDERS = f"""
-WITH moved AS (
+WITH u AS (
+  SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[], $6::text[])
+           AS u(id, status, latest_event_at, signed_by, delivered_at, previous)
+), prev AS (
+  SELECT d.id, d.status, d.invoice_id FROM delivery_orders d JOIN u ON u.id = d.id
+), rolled AS ({ROLL_DELIVERED}
+), moved AS (
   UPDATE delivery_orders d SET status = u.status, latest_event_at = u.latest_event_at, signed_by = u.signed_by,
          delivered_at = u.delivered_at, updated_at = now()
-    FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[], $6::text[])
-         AS u(id, status, latest_event_at, signed_by, delivered_at, previous)
+    FROM u
    WHERE d.id = u.id
   RETURNING d.invoice_id, d.issuer_id, d.tracking_number, u.status, u.previous, u.latest_event_at AS occurred_at,
             u.signed_by
 )
-{DELIVERY_STATUS_EVENTS}"""  # noqa: S608 - constants
+{DELIVERY_STATUS_EVENTS}"""  # noqa: S608 - fixed SQL fragments, no input
 
 ORDER_OF_INVOICE = """
 SELECT d.id, d.status, d.tracking_number, d.province_code, d.address, d.created_at, d.manifested_at, d.signed_by,

@@ -19,10 +19,10 @@ from delivery import repository as delivery_repo
 from delivery import services as delivery_services
 from invoiceloop.errors import CliError
 from invoiceloop.settings import Settings
-from invoicing import db, repository, services
+from invoicing import db, repository, rollup_repository, services
 from invoicing.errors import Conflict, NotFound, ValidationFailed
 from invoicing.model import PROVINCES
-from invoicing.schemas import month_figures
+from invoicing.schemas import month_figures, province_figures
 from invoicing.text import refusal
 from invoicing.validation import check_phone, check_tax_id
 from verification.qr import check_qr_url, keys_from_jwks, revocations_from_jwks
@@ -162,8 +162,30 @@ STATS_COLUMNS = [
 ]
 
 
+PROVINCE_COLUMNS = [
+    ("province", 14),
+    ("invoices", 9),
+    ("amount", 16),
+    ("verified", 9),
+    ("delivered", 10),
+    ("returned", 9),
+    ("voided", 7),
+    ("credits", 8),
+    ("mismatches", 10),
+]
+
+
+def _print_table(columns: list[tuple[str, int]], rows: list[list[Any]]) -> None:
+    print(" ".join(f"{name:>{width}}" if i else f"{name:{width}}" for i, (name, width) in enumerate(columns)))
+    for values in rows:
+        cells = zip(values, columns, strict=True)
+        print(" ".join(f"{v:>{w}}" if i else f"{v:{w}}" for i, (v, (_, w)) in enumerate(cells)))
+
+
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
-    """The service's figures by month, as a table or JSON."""
+    """The service's figures by month (or `--by province`: the seller's), as a table or JSON, from the rollup."""
+    if getattr(args, "by", "month") == "province":
+        return _stats_by_province(args, settings)
 
     async def figures(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         return [month_figures(r) for r in await repository.stats(conn, None)]
@@ -172,9 +194,8 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps({"months": months}, ensure_ascii=False))
         return 0
-    print(" ".join(f"{name:>{width}}" if i else f"{name:{width}}" for i, (name, width) in enumerate(STATS_COLUMNS)))
-    for m in months:
-        values = [
+    rows = [
+        [
             m["month"],
             m["invoices"],
             m["amount"],
@@ -186,8 +207,35 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
             m["credit_notes"],
             m["mismatches"],
         ]
-        cells = zip(values, STATS_COLUMNS, strict=True)
-        print(" ".join(f"{v:>{w}}" if i else f"{v:{w}}" for i, (v, (_, w)) in enumerate(cells)))
+        for m in months
+    ]
+    _print_table(STATS_COLUMNS, rows)
+    return 0
+
+
+def _stats_by_province(args: argparse.Namespace, settings: Settings) -> int:
+    async def figures(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        return [province_figures(r) for r in await rollup_repository.by_province(conn, None)]
+
+    provinces = asyncio.run(_with_conn(settings, figures))
+    if args.json:
+        print(json.dumps({"provinces": provinces}, ensure_ascii=False))
+        return 0
+    rows = [
+        [
+            f"{p['province']} {p['name_en']}",
+            p["invoices"],
+            p["amount"],
+            f"{p['verified_share']:.1%}",
+            f"{p['delivered_share']:.1%}",
+            p["returned"],
+            p["voided"],
+            p["credit_notes"],
+            p["mismatches"],
+        ]
+        for p in provinces
+    ]
+    _print_table(PROVINCE_COLUMNS, rows)
     return 0
 
 

@@ -63,6 +63,7 @@ from verification.scan import Scanner
 from verification.scan_api import scan_verification
 from verification.services import Verifier
 from verification.sms import make_sms_channel
+from verification.stats_page import PublicStats, public_stats_json, public_stats_page
 from verification.views import PublicApi
 from verification.web import page_router, verify_static
 
@@ -99,6 +100,7 @@ class Services:
     public_api: PublicApi
     postal_api: PostalApi
     webhook_api: WebhookApi
+    public_stats: PublicStats
 
 
 @get("/healthz", tags=["operations"])
@@ -240,6 +242,7 @@ async def start_services(settings: Settings) -> Services:
         ),
         postal_api=PostalApi(pool, queue, base, auth, reads, hooks),
         webhook_api=WebhookApi(pool, settings.webhook_allow_private, hooks),
+        public_stats=PublicStats(reads, ttl_s=settings.public_stats_ttl_s),
     )
 
 
@@ -291,6 +294,9 @@ ROUTES: list[ControllerRouterHandler] = [
     log_inclusion,
     log_consistency,
     log_leaf,
+    # the closed loop in public: the page and its JSON
+    public_stats_page,
+    public_stats_json,
     # the postal side, and the issuer's view of a delivery
     PostalController,
     invoice_delivery,
@@ -350,6 +356,7 @@ def create_app(
             "public_api": part(lambda s: s.public_api),
             "postal_api": part(lambda s: s.postal_api),
             "webhook_api": part(lambda s: s.webhook_api),
+            "public_stats": part(lambda s: s.public_stats),
         },
         exception_handlers={
             DomainError: problems.on_domain_error,

@@ -68,6 +68,7 @@ class Settings:
     download_link_ttl_days: int = DEFAULT_TTL_DAYS  # DOWNLOAD_LINK_TTL_DAYS: how long a texted download link works
     lottery_min_total: Decimal = DEFAULT_MIN_TOTAL  # LOTTERY_MIN_TOTAL: an entry's least total incl. tax (CNY)
     lottery_prizes: tuple[Prize, ...] = DEFAULT_PRIZES  # LOTTERY_PRIZES: JSON [{"tier", "name", "count"}, ...]
+    public_stats_ttl_s: float = 60.0  # PUBLIC_STATS_TTL_S: how long /stats and /v1/stats/public keep their figures
     metrics_token: str | None = None  # METRICS_TOKEN: /metrics wants it as a bearer token; unset, private peers only
     webhook_allow_private: bool = False  # WEBHOOK_ALLOW_PRIVATE=1: http:// and private addresses (tests only)
     webhook_timeout_s: float = 10.0  # WEBHOOK_TIMEOUT_S: one delivery try, everything included
@@ -121,12 +122,15 @@ class Settings:
             download_link_ttl_days=_ttl_days(env.get("DOWNLOAD_LINK_TTL_DAYS")),
             lottery_min_total=_min_total(env.get("LOTTERY_MIN_TOTAL")),
             lottery_prizes=_prizes(env.get("LOTTERY_PRIZES")),
+            public_stats_ttl_s=_seconds_or_zero("PUBLIC_STATS_TTL_S", env.get("PUBLIC_STATS_TTL_S"), 60.0),
             metrics_token=env.get("METRICS_TOKEN") or None,
             webhook_allow_private=(env.get("WEBHOOK_ALLOW_PRIVATE") or "").strip().lower() in ("1", "true", "yes"),
             webhook_timeout_s=_positive(env, "WEBHOOK_TIMEOUT_S", 10.0, float),
             webhook_endpoint_concurrency=_positive(env, "WEBHOOK_ENDPOINT_CONCURRENCY", 4, int),
             webhook_retry_schedule_s=_schedule(env.get("WEBHOOK_RETRY_SCHEDULE_S")),
-            webhook_disable_after_s=_seconds_or_zero("WEBHOOK_DISABLE_AFTER_S", env.get("WEBHOOK_DISABLE_AFTER_S")),
+            webhook_disable_after_s=_seconds_or_zero(
+                "WEBHOOK_DISABLE_AFTER_S", env.get("WEBHOOK_DISABLE_AFTER_S"), DEFAULT_DISABLE_AFTER_S
+            ),
             webhook_log_days=_positive(env, "WEBHOOK_LOG_DAYS", 30, int),
             extra={k: v for k, v in env.items() if k.startswith("VERIFY_")},  # limit overrides, docs/verification.md
         )
@@ -250,10 +254,11 @@ def _sentinels(text: str | None) -> tuple[tuple[str, int], ...]:
         raise ConfigError(str(exc)) from None
 
 
-def _seconds_or_zero(name: str, text: str | None) -> float:
-    """WEBHOOK_DISABLE_AFTER_S: seconds, 0 or more (0: disabled at the first failure); unset: 5 days."""
+def _seconds_or_zero(name: str, text: str | None, default: float) -> float:
+    """Seconds, 0 or more (WEBHOOK_DISABLE_AFTER_S: 0 disables at the first failure; PUBLIC_STATS_TTL_S: 0 keeps
+    nothing); unset or empty: `default`."""
     if not text or not text.strip():
-        return DEFAULT_DISABLE_AFTER_S
+        return default
     try:
         value = float(text)
     except ValueError:

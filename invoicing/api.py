@@ -22,7 +22,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Response
 from prometheus_client import Counter
 
-from invoicing import formats, mail_outbox, numbering, repository, services, sms_outbox, validation
+from invoicing import formats, mail_outbox, numbering, repository, rollup_repository, services, sms_outbox, validation
 from invoicing.errors import FieldError, FieldErrors, ValidationFailed
 from invoicing.http import BEARER, Authenticator, decode_cursor, encode_cursor, provide_issuer
 from invoicing.model import DEFAULT_MAX_BATCH_LINES, Invoice
@@ -31,7 +31,16 @@ from invoicing.pdf import render_invoice_pdf
 from invoicing.queue import FULFIL_ORDERS, Queue
 from invoicing.replicas import Reads
 from invoicing.repository import Issuer
-from invoicing.schemas import BatchIn, CreditIn, InvoiceIn, VoidIn, invoice_json, month_figures, request_hash
+from invoicing.schemas import (
+    BatchIn,
+    CreditIn,
+    InvoiceIn,
+    VoidIn,
+    invoice_json,
+    month_figures,
+    province_figures,
+    request_hash,
+)
 from invoicing.webhook_sender import Nudge
 
 SINGLE_MAX_BYTES = 512 * 1024
@@ -300,7 +309,19 @@ class InvoiceController(Controller):
 
 
 @get("/v1/stats", dependencies={"issuer": Provide(provide_issuer)}, tags=["invoices"], security=BEARER)
-async def issuer_stats(issuer_api: NamedDependency[IssuerApi], issuer: NamedDependency[Issuer]) -> dict[str, Any]:
-    """This issuer's figures by month."""
-    rows = await issuer_api.reads.run(functools.partial(repository.stats, issuer_id=issuer.id))
-    return {"issuer_id": issuer.id, "months": [month_figures(r) for r in rows]}
+async def issuer_stats(
+    issuer_api: NamedDependency[IssuerApi],
+    issuer: NamedDependency[Issuer],
+    by: Annotated[
+        Literal["month", "province"],
+        QueryParameter(description="`month` (the default): by month of issue; `province`: by the seller's province"),
+    ] = "month",
+) -> dict[str, Any]:
+    """This issuer's own figures, from the closed-loop rollup: by month of issue (`months`), or by province
+    (`?by=province`: `provinces`, each with its GB/T 2260 code and names)."""
+    if by == "province":
+        read = functools.partial(rollup_repository.by_province, issuer_id=issuer.id)
+        rows = await issuer_api.reads.run(read)
+        return {"issuer_id": issuer.id, "provinces": [province_figures(r) for r in rows]}
+    months = await issuer_api.reads.run(functools.partial(repository.stats, issuer_id=issuer.id))
+    return {"issuer_id": issuer.id, "months": [month_figures(r) for r in months]}

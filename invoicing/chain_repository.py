@@ -15,6 +15,7 @@ import asyncpg
 from invoicing import formats
 from invoicing.model import Invoice, money_str
 from invoicing.repository import Issuer
+from invoicing.rollup_repository import ROLL_ISSUED, ROLL_VOIDED
 from invoicing.webhook_repository import DELIVERY_STATUS_EVENTS
 
 # ---------------------------------------------------------------- series and numbering
@@ -119,8 +120,8 @@ async def bump_chain(conn: asyncpg.Connection, series_id: int) -> SeriesHead:
 # (`sms_outbox`, one per electronic record with a phone we may text, `invoicing.buyer_texts`) and the issuer's webhook
 # events (`webhook_events`, one per record, only when the issuer has an endpoint that wants the type: an issuer
 # without webhooks pays one index probe per record): the outbox rows commit with the invoices or not at all, and
-# cost no round trip of their own.
-INSERT_RECORDS = """
+# cost no round trip of their own; and the issuer's figures (`loop_rollups`, `invoicing.rollup_repository`).
+INSERT_RECORDS = f"""
 WITH inv AS (
   INSERT INTO invoices (id, issuer_id, series_id, chain_seq, kind, invoice_code, invoice_number, issue_date,
                         issued_at, status, total_amount, total_tax, total, delivery_method, original_invoice_id,
@@ -167,8 +168,10 @@ WITH inv AS (
 ), texts AS (
   INSERT INTO sms_outbox (invoice_id, kind, phone, body)
   SELECT * FROM unnest($32::text[]::uuid[], $33::text[], $34::text[], $35::text[])
+), rolled AS (
+  {ROLL_ISSUED}
 )
-SELECT (SELECT count(*) FROM inv) AS invoices, (SELECT count(*) FROM orders) AS orders"""
+SELECT (SELECT count(*) FROM inv) AS invoices, (SELECT count(*) FROM orders) AS orders"""  # noqa: S608 - fixed SQL fragments, no input
 
 
 def _order_values(inv: Invoice) -> tuple[Any, Any, Any] | None:
@@ -251,7 +254,7 @@ async def insert_records(
 
 SET_STATUS = "UPDATE invoices SET status = $2 WHERE id = $1"
 
-INSERT_VOID = """
+INSERT_VOID = f"""
 WITH v AS (
   INSERT INTO voids (series_id, chain_seq, invoice_id, content, record_hash, prev_hash, signature, key_id)
   VALUES ($1, $2, $3, $4::text::jsonb, $5, $6, $7, $8)
@@ -266,8 +269,9 @@ WITH v AS (
    WHERE i.id = $3 AND EXISTS (SELECT 1 FROM webhook_endpoints w
                                WHERE w.issuer_id = i.issuer_id AND w.disabled_at IS NULL AND 'invoice.voided' = ANY (w.events))
 ), text AS (INSERT INTO sms_outbox (invoice_id, kind, phone, body) SELECT $3, 'void', $12::text, $13::text
-             WHERE $12::text IS NOT NULL)
-UPDATE invoices SET status = 'voided', voided_at = $9, void_reason = $10 WHERE id = $3"""
+             WHERE $12::text IS NOT NULL
+), rolled AS ({ROLL_VOIDED})
+UPDATE invoices SET status = 'voided', voided_at = $9, void_reason = $10 WHERE id = $3"""  # noqa: S608 - fixed SQL fragments, no input
 
 HAS_CREDIT_NOTES = "SELECT EXISTS (SELECT 1 FROM invoices WHERE original_invoice_id = $1)"
 

@@ -9,10 +9,11 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import asyncpg
 
-from invoicing import formats
+from invoicing import formats, rollup_repository
 from invoicing.model import Invoice, Seller
 
 # ---------------------------------------------------------------- issuers and keys
@@ -286,26 +287,12 @@ async def list_invoices(
 
 # ---------------------------------------------------------------- figures
 
-STATS = """
-SELECT to_char(i.issue_date, 'YYYY-MM') AS month,
-       count(*) FILTER (WHERE i.kind = 'invoice') AS invoices,
-       count(*) FILTER (WHERE i.kind = 'credit_note') AS credit_notes,
-       count(*) FILTER (WHERE i.status = 'voided') AS voided,
-       coalesce(sum(i.total) FILTER (WHERE i.kind = 'invoice' AND i.status <> 'voided'), 0) AS amount,
-       coalesce(sum(i.total) FILTER (WHERE i.kind = 'credit_note' AND i.status <> 'voided'), 0) AS credited,
-       count(*) FILTER (WHERE i.kind = 'invoice' AND i.status <> 'voided') AS live,
-       count(*) FILTER (WHERE i.kind = 'invoice' AND i.status <> 'voided' AND k.times_verified > 0) AS verified,
-       coalesce(sum(k.mismatches), 0) AS mismatches,
-       count(*) FILTER (WHERE i.kind = 'invoice' AND i.status <> 'voided' AND i.delivery_method = 'postal') AS postal,
-       count(d.id) FILTER (WHERE d.status = 'delivered') AS delivered,
-       count(d.id) FILTER (WHERE d.status = 'returned_to_sender') AS returned,
-       count(d.id) FILTER (WHERE d.status = 'pending' AND NOT EXISTS (
-           SELECT 1 FROM operators o WHERE d.province_code = ANY (o.provinces))) AS pending_without_operator
-  FROM invoices i LEFT JOIN delivery_orders d ON d.invoice_id = i.id LEFT JOIN invoice_counts k ON k.invoice_id = i.id
- WHERE ($1::uuid IS NULL OR i.issuer_id = $1)
- GROUP BY 1 ORDER BY 1"""
 
-
-async def stats(conn: asyncpg.Connection, issuer_id: str | None) -> list[asyncpg.Record]:
-    """Figures by month of issue date (of one issuer, or all)."""
-    return list(await conn.fetch(STATS, uuid.UUID(issuer_id) if issuer_id else None))
+async def stats(conn: asyncpg.Connection, issuer_id: str | None) -> list[dict[str, Any]]:
+    """Figures by month of issue date (of one issuer, or all), from the closed-loop rollup, with the pending
+    postal orders no operator serves."""
+    pending = await rollup_repository.pending_without_operator(conn, issuer_id)
+    rows = [dict(r) for r in await rollup_repository.by_month(conn, issuer_id)]
+    for row in rows:
+        row["pending_without_operator"] = pending.get(row["month"], 0)
+    return rows

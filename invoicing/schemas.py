@@ -9,6 +9,7 @@ from typing import Any, Literal
 import msgspec
 
 from invoicing import formats
+from invoicing.figures import Figures, province_names
 from invoicing.http import Strict
 from invoicing.model import Invoice, money_str
 
@@ -147,3 +148,8 @@ def month_figures(row: Any) -> dict[str, Any]:
         "pending_without_operator": row["pending_without_operator"],
         "delivered_share": round(row["delivered"] / postal, 4) if postal else 0.0,
     }
+
+
+def province_figures(row: Any) -> dict[str, Any]:
+    """One province's figures (an issuer's own): the province with its names, counts, amounts and shares."""
+    return {**province_names(row["province"]), **Figures.of(row).issuer()}

@@ -12,6 +12,8 @@ from typing import Any
 
 import asyncpg
 
+from invoicing.rollup_repository import ROLL_VERIFIED
+
 # What a verification reads of its invoices: the stored content and what proves it (the public view, the
 # match and the integrity check are all worked out from these), the status and whether chained records must
 # agree with it (a void, credit notes: usually none, two index probes that find nothing; they are read in a
@@ -36,11 +38,13 @@ SELECT i.id, i.issuer_id, i.status, i.content, i.record_hash, i.signature, i.key
 # invoices (or their mismatches) in `invoice_counts`, and writes each buyer's one notice when asked. The
 # counts are upserted in invoice id order, and notices are written only for invoices whose counts row this
 # statement holds, so two batches touching the same invoices queue instead of deadlocking. Each verification
-# gets the count as it stood after itself (the invoice's new count less the counted ones after it). The issuer's
-# webhook events ride along: `invoice.first_verified` when this statement set `first_verified_at` (it is `now()`
-# only then), `invoice.locked` once a China day per invoice when a try was answered `locked` (the limits, in
-# Redis, locked a guesser out of it), each only when the issuer has an endpoint that wants it.
-RECORD = """
+# gets the count as it stood after itself (the invoice's new count less the counted ones after it). A first
+# verification and each mismatch are added to the closed-loop rollup (`ROLL_VERIFIED`, after the counts rows; its
+# `moved.first` is the one rule of "verified for the first time by this statement"). The issuer's webhook events
+# ride along: `invoice.first_verified` for those same invoices, `invoice.locked` once a China day per invoice when a
+# try was answered `locked` (the limits, in Redis, locked a guesser out of it), each only when the issuer has an
+# endpoint that wants it.
+RECORD = f"""
 WITH v AS MATERIALIZED (
   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[], $6::bool[], $7::text[],
                        $8::text[], $9::bool[], $10::text[], $11::text[])
@@ -55,6 +59,7 @@ WITH v AS MATERIALIZED (
      mismatches = k.mismatches + excluded.mismatches,
      first_verified_at = coalesce(k.first_verified_at, excluded.first_verified_at)
   RETURNING k.invoice_id, k.times_verified, k.first_verified_at
+{ROLL_VERIFIED}
 ), logged AS (
   INSERT INTO verifications (invoice_id, issuer_id, channel, outcome, counted, via_qr, client_hash, phone_hash)
   SELECT invoice_id, issuer_id, channel, outcome, counted, via_qr, client_hash, phone_hash FROM v ORDER BY ord
@@ -70,8 +75,8 @@ WITH v AS MATERIALIZED (
                             'invoice_number', i.invoice_number, 'at', now()),
          e.type || ':' || e.invoice_id || e.once_per
     FROM (SELECT v.issuer_id, v.invoice_id, 'invoice.first_verified' AS type, '' AS once_per
-            FROM v JOIN counted c ON c.invoice_id = v.invoice_id
-           WHERE v.counted AND c.first_verified_at = now()
+            FROM v JOIN moved m ON m.invoice_id = v.invoice_id
+           WHERE v.counted AND m.first
           UNION ALL
           SELECT v.issuer_id, v.invoice_id, 'invoice.locked', ':' || (now() AT TIME ZONE 'Asia/Shanghai')::date
             FROM v WHERE v.outcome = 'locked' AND v.invoice_id IS NOT NULL) e
@@ -85,7 +90,7 @@ SELECT v.ord, c.times_verified - coalesce(sum(v.counted::int) OVER (PARTITION BY
          ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0) AS times_verified,
        c.first_verified_at, n.id AS notice_id
   FROM v LEFT JOIN counted c ON c.invoice_id = v.invoice_id LEFT JOIN notice n ON n.invoice_id = v.invoice_id
- ORDER BY v.ord"""
+ ORDER BY v.ord"""  # noqa: S608 - fixed SQL fragments, no input
 
 
 # Taken inside the transaction that will also store the reply, so nobody ever sees a MessageSid without its

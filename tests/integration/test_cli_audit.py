@@ -18,7 +18,7 @@ import pytest
 
 from invoiceloop.app import load_issuing
 from invoiceloop.settings import Settings
-from invoicing import db, keyring, keys, numbering, repository, services, sms_outbox, validation
+from invoicing import db, keyring, keys, numbering, repository, rollup_repository, services, sms_outbox, validation
 from invoicing.model import DEFAULT_TAX_RATES
 from invoicing.numbering import Issuing
 from tests.conftest import ROOT, _env, new_issuer, valid_uscc
@@ -74,6 +74,12 @@ LEGACY_WEBHOOKS = (
     "CREATE TABLE webhook_endpoints (issuer_id uuid, events text[], disabled_at timestamptz)",
     "CREATE TABLE webhook_events (issuer_id uuid, type text, data jsonb, dedup_key text UNIQUE)",
 )
+# And the closed-loop rollup, before 0012 creates it (and fills it from the invoices).
+LEGACY_LOOP_ROLLUPS = """
+CREATE TABLE loop_rollups (issuer_id uuid, month date, province char(2), series_id bigint, issued int DEFAULT 0,
+  amount numeric DEFAULT 0, voided int DEFAULT 0, voided_amount numeric DEFAULT 0, credit_notes int DEFAULT 0,
+  credited numeric DEFAULT 0, postal int DEFAULT 0, verified int DEFAULT 0, mismatches int DEFAULT 0,
+  delivered int DEFAULT 0, returned int DEFAULT 0, PRIMARY KEY (issuer_id, month, province, series_id))"""
 
 
 async def upgrade(pool: asyncpg.Pool, url: str) -> db.MigrationResult:
@@ -84,6 +90,8 @@ async def upgrade(pool: asyncpg.Pool, url: str) -> db.MigrationResult:
         await pool.execute("DROP TABLE IF EXISTS mail_outbox")
     if not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE name LIKE '0011%')"):
         await pool.execute("DROP TABLE IF EXISTS webhook_endpoints, webhook_events")
+    if not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE name LIKE '0012%')"):
+        await pool.execute("DROP TABLE IF EXISTS loop_rollups")
     return await db.migrate_url(url)
 
 
@@ -119,6 +127,8 @@ async def database_before(
                     await pool.execute(table)
             if migration <= "0010":  # the buyer's texts are kinds 0010 lets into sms_outbox: not written before
                 issuing = dataclasses.replace(issuing, texts=None)
+            if migration <= "0012":
+                await pool.execute(LEGACY_LOOP_ROLLUPS)
             issuer, _ = await new_issuer(pool)
             yield url, pool, issuing, issuer
         finally:
@@ -236,6 +246,35 @@ async def test_upgrade_queues_every_record_for_the_log_in_chain_order(
         assert queued == [r["record_hash"] for r in chain] and len(queued) == 5
         assert note.record_hash in queued and third.record_hash in queued
         assert await pool.fetchval("SELECT to_regclass('signing_keys')") is None
+
+
+async def test_upgrade_fills_the_loop_rollup_from_the_invoices(
+    settings: Settings, tmp_path: Path, server_url: str
+) -> None:
+    """0012 on a database with invoices, postal ones delivered and returned, a credit note, a void, verifications
+    and mismatches: the rollup it fills equals the scan of the invoices, and the figures read from it."""
+    async with database_before("0012", settings, tmp_path, server_url) as (url, pool, issuing, issuer):
+        async with pool.acquire() as conn:
+            first, second, third, _ = (await services.issue(conn, issuing, issuer, [draft()] * 4)).invoices
+            posted = (await services.issue(conn, issuing, issuer, [draft(delivery="postal")] * 3)).invoices
+            await services.credit(conn, issuing, issuer, first.id, "退货", None)
+            await services.void(conn, issuing, issuer, second.id, "开错了")
+            await conn.execute(
+                "INSERT INTO invoice_counts (invoice_id, times_verified, mismatches) VALUES ($1, 2, 1), ($2, 0, 3)",
+                uuid.UUID(third.id),
+                uuid.UUID(first.id),
+            )
+            for inv, status in zip(posted, ("delivered", "returned_to_sender"), strict=False):
+                await conn.execute(
+                    "UPDATE delivery_orders SET status = $2 WHERE invoice_id = $1", uuid.UUID(inv.id), status
+                )
+        assert (await upgrade(pool, url)).applied[-1] == "0012_loop_rollups.sql"
+        async with pool.acquire() as conn:
+            kept = sorted(tuple(r.values()) for r in await rollup_repository.rollup_rows(conn))
+            assert kept == sorted(tuple(r.values()) for r in await rollup_repository.direct_rows(conn))
+            [month] = await repository.stats(conn, issuer.id)
+        assert (month["invoices"], month["voided"], month["credit_notes"], month["verified"]) == (7, 1, 1, 1)
+        assert (month["postal"], month["delivered"], month["returned"], month["mismatches"]) == (3, 1, 1, 4)
 
 
 def test_issuer_create_and_keys(settings: Settings) -> None:

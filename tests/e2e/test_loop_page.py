@@ -4,17 +4,17 @@ nothing breaks the page's CSP, and nothing sticks out sideways. Screenshots in t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
+from tests.browser import SCREENS, new_page
 from tests.conftest import ServerProcess, new_issuer, server_log
-from tests.e2e.test_verify_page import CHROMIUM_ARGS, SCREENS
 from tests.samples import invoice_body
 from tests.verification_fixtures import query_of, random_address
 
@@ -26,14 +26,6 @@ def stats_server(settings: Any, output_dir: Path, request: pytest.FixtureRequest
         yield srv
     finally:
         srv.stop()
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +44,7 @@ async def loop_data(stats_server: ServerProcess, pool: asyncpg.Pool) -> None:
 
 
 async def _page(browser: Browser, screen: str, errors: list[str]) -> Page:
-    context = await browser.new_context(viewport=SCREENS[screen], locale="zh-CN")
-    page = await context.new_page()
+    page = await new_page(browser, screen)
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     return page

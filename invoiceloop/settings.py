@@ -16,6 +16,7 @@ from invoicing.errors import ConfigError
 from invoicing.keys import write_private
 from invoicing.model import DEFAULT_MAX_BATCH_LINES, DEFAULT_MAX_SERIES_PER_YEAR, DEFAULT_TAX_RATES
 from invoicing.queue import RedisTarget, parse_sentinels
+from invoicing.sms_outbox import STALE_SENDING_S
 from invoicing.smtp import SmtpTarget
 from invoicing.webhook_sender import HookConfig
 from invoicing.webhooks import DEFAULT_DISABLE_AFTER_S, DEFAULT_RETRY_SCHEDULE_S, parse_schedule
@@ -63,6 +64,7 @@ class Settings:
     smtp_url: str | None = None  # SMTP_URL: where the buyer's mail goes (invoicing/smtp.py); unset, mail waits
     smtp_from: str = "invoiceloop <invoices@localhost>"  # SMTP_FROM: the From of the buyer's mail
     mail_lease_s: float = 120.0  # MAIL_LEASE_S: a mail being sent this long lost its worker and is sent again
+    sms_lease_s: float = STALE_SENDING_S  # SMS_LEASE_S: a text being sent this long lost its worker and is sent again
     scan_slots: int = SCAN_SLOTS  # SCAN_SLOTS: photos and PDFs decoded at once in each process (then 503)
     scan_timeout_s: float = SCAN_TIMEOUT_S  # SCAN_TIMEOUT_S: a photo or PDF not read within this is refused (422)
     download_link_ttl_days: int = DEFAULT_TTL_DAYS  # DOWNLOAD_LINK_TTL_DAYS: how long a texted download link works
@@ -117,6 +119,7 @@ class Settings:
             smtp_url=env.get("SMTP_URL") or None,
             smtp_from=env.get("SMTP_FROM") or "invoiceloop <invoices@localhost>",
             mail_lease_s=float(env.get("MAIL_LEASE_S") or 120.0),
+            sms_lease_s=_positive(env, "SMS_LEASE_S", STALE_SENDING_S, float),
             scan_slots=_positive(env, "SCAN_SLOTS", SCAN_SLOTS, int),
             scan_timeout_s=_positive(env, "SCAN_TIMEOUT_S", SCAN_TIMEOUT_S, float),
             download_link_ttl_days=_ttl_days(env.get("DOWNLOAD_LINK_TTL_DAYS")),

@@ -51,6 +51,7 @@ class WorkerContext:
     mail: Mailer | None = None  # None without SMTP_URL: the buyer's mails wait in the outbox
     hooks: webhook_sender.HookConfig = field(default_factory=webhook_sender.HookConfig)
     http: httpx.AsyncClient | None = None  # the issuers' webhooks' client (no redirects, no proxies)
+    sms_lease_s: float = sms_outbox.STALE_SENDING_S  # SMS_LEASE_S
 
 
 def _app(ctx: dict[str, Any]) -> WorkerContext:
@@ -67,7 +68,7 @@ async def ping(ctx: dict[str, Any]) -> str:
 async def send_sms(ctx: dict[str, Any], outbox_id: int) -> str:
     """Send one SMS outbox row."""
     app = _app(ctx)
-    return await sms_outbox.send(app.pool, app.sms, outbox_id, job_try=int(ctx.get("job_try", 1)))
+    return await sms_outbox.send(app.pool, app.sms, outbox_id, int(ctx.get("job_try", 1)), app.sms_lease_s)
 
 
 async def fan_out_sms(ctx: dict[str, Any], kind: str, invoice_ids: list[str]) -> int:
@@ -79,7 +80,7 @@ async def fan_out_sms(ctx: dict[str, Any], kind: str, invoice_ids: list[str]) ->
 async def sweep_sms(ctx: dict[str, Any]) -> int:
     """Re-enqueue SMS outbox rows whose job was lost."""
     app = _app(ctx)
-    return await sms_outbox.sweep(app.pool, app.redis)
+    return await sms_outbox.sweep(app.pool, app.redis, app.sms_lease_s)
 
 
 async def send_mail(ctx: dict[str, Any], kind: str, invoice_id: str) -> str:
@@ -186,7 +187,13 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         pool = await db.create_pool(settings.require_database_url(), max_size=10)
         hooks = settings.hooks
         ctx["app"] = WorkerContext(
-            pool, make_sms(settings), ctx["redis"], make_mailer(settings), hooks, webhook_sender.new_client(hooks)
+            pool,
+            make_sms(settings),
+            ctx["redis"],
+            make_mailer(settings),
+            hooks,
+            webhook_sender.new_client(hooks),
+            settings.sms_lease_s,
         )
         # The log's sequencer runs beside the jobs for as long as the worker does (one at a time across
         # workers: the others find the lock taken and wait their turn).

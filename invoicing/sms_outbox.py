@@ -27,7 +27,7 @@ Kind = Literal["receipt", "buyer_notice", "delivered", "lottery_win", "invoice",
 UNIQUE_TEXT_KINDS = frozenset({"invoice", "void", "credit_note"})  # texts holding a link of their own
 MAX_TRIES = 4  # then the row is marked failed
 RETRY_DEFER_S = 1.0  # times the try number: 1 s, 2 s, 3 s
-STALE_SENDING_S = 60.0  # a row in `sending` this long lost its worker; take it again
+STALE_SENDING_S = 60.0  # SMS_LEASE_S's default: a row in `sending` this long lost its worker; take it again
 SWEEP_AFTER_S = 5.0  # pending rows older than this are re-enqueued by the sweep
 SWEEP_LIMIT = 500
 
@@ -76,11 +76,13 @@ async def fan_out(pool: asyncpg.Pool, redis: ArqRedis, kind: str, invoice_ids: S
     return len(ids)
 
 
-async def send(pool: asyncpg.Pool, channel: SmsChannel, outbox_id: int, job_try: int) -> str:
+async def send(
+    pool: asyncpg.Pool, channel: SmsChannel, outbox_id: int, job_try: int, lease_s: float = STALE_SENDING_S
+) -> str:
     """Send one outbox message through `channel` (the `send_sms` job); a refusal (`SmsSendFailed`, or any error
     of the channel) is retried with `Retry`, and after `MAX_TRIES` the row is marked failed."""
     async with pool.acquire() as conn:
-        row = await repo.claim(conn, outbox_id, STALE_SENDING_S)
+        row = await repo.claim(conn, outbox_id, lease_s)
     if row is None:
         return "nothing to do"
     try:
@@ -119,10 +121,10 @@ async def _already_sent(channel: SmsChannel, row: asyncpg.Record) -> str | None:
     return await channel.find(row["phone"], row["body"])
 
 
-async def sweep(pool: asyncpg.Pool, redis: ArqRedis) -> int:
+async def sweep(pool: asyncpg.Pool, redis: ArqRedis, lease_s: float = STALE_SENDING_S) -> int:
     """Re-enqueue unsent rows older than a few seconds (a fresh job id each sweep: arq refuses a known one)."""
     async with pool.acquire() as conn:
-        ids = await repo.unsent(conn, SWEEP_AFTER_S, STALE_SENDING_S, SWEEP_LIMIT)
+        ids = await repo.unsent(conn, SWEEP_AFTER_S, lease_s, SWEEP_LIMIT)
     stamp = int(time.time())
     for outbox_id in ids:
         await redis.enqueue_job(SEND_SMS, outbox_id, _job_id=f"sms:{outbox_id}:sweep{stamp}")

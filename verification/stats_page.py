@@ -9,6 +9,7 @@ issuers are in either (see `invoicing.figures`)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,7 @@ class PublicStats:
     ttl_s: float = CACHE_TTL_S
     _cache: TTLCache[str, dict[str, Any]] = field(init=False)
     _lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+    _page: tuple[dict[str, Any], str] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self._cache = TTLCache(maxsize=1, ttl=self.ttl_s)
@@ -56,6 +58,13 @@ class PublicStats:
                 cached = {"generated_at": formats.rfc3339(datetime.now(UTC)), **public_figures(cells)}
                 self._cache["figures"] = cached
             return cached
+
+    def page_of(self, figures: dict[str, Any], draw: Callable[[dict[str, Any]], str]) -> str:
+        """The page of `figures`, drawn once per copy of them: the charts of many months cost more to draw than
+        the figures cost to keep (at 10 M invoices over 23 months, drawing every time halved the page's rate)."""
+        if self._page is None or self._page[0] is not figures:
+            self._page = (figures, draw(figures))
+        return self._page[1]
 
 
 def _cache_headers(ttl_s: float) -> dict[str, str]:
@@ -95,12 +104,9 @@ def _charts(rows: list[dict[str, Any]], key: str, label: str) -> dict[str, str]:
     }
 
 
-@get("/stats", tags=["figures"], include_in_schema=False)
-async def public_stats_page(public_stats: NamedDependency[PublicStats]) -> Response[str]:
-    """The page: totals, then by month and by province, a chart beside each table."""
-    figures = await public_stats.figures()
+def _draw(figures: dict[str, Any]) -> str:
     provinces = [{**p, "label": PROVINCES[p["province"]][1]} for p in figures["provinces"]]
-    html = _ENV.get_template("stats.html").render(
+    return _ENV.get_template("stats.html").render(
         figures=figures,
         provinces=provinces,
         month_charts=_charts(figures["months"], "month", "month"),
@@ -108,6 +114,12 @@ async def public_stats_page(public_stats: NamedDependency[PublicStats]) -> Respo
         percent=percent,
         as_of=beijing_time(formats.parse_rfc3339(figures["generated_at"])),
     )
+
+
+@get("/stats", tags=["figures"], include_in_schema=False)
+async def public_stats_page(public_stats: NamedDependency[PublicStats]) -> Response[str]:
+    """The page: totals, then by month and by province, a chart beside each table."""
+    html = public_stats.page_of(await public_stats.figures(), _draw)
     headers = {
         "Content-Security-Policy": CSP,
         "X-Frame-Options": "DENY",

@@ -8,15 +8,10 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Request, Response, Router, get, post
-from litestar.config.csrf import CSRFConfig
 from litestar.di import NamedDependency
-from litestar.middleware import DefineMiddleware
-from litestar.middleware.csrf import CSRFMiddleware
 
 from invoicing.errors import Conflict, RateLimited, Unavailable, ValidationFailed
 from invoicing.http import ACCEPTS, FORM
@@ -26,7 +21,7 @@ from verification import lottery_services as lottery
 from verification.challenge import ChallengeRequired
 from verification.model import parse_query
 from verification.views import PublicApi, client_address
-from verification.web import _HEADERS, FORM_FIELDS, check_same_site, csrf_token
+from verification.web import _HEADERS, FORM_FIELDS, TEMPLATES, check_same_site, csrf_router, csrf_token
 
 CSRF_COOKIE = "lottery_csrf"
 PREFILL = ("invoice_code", "invoice_number", "issue_date")  # what the verify page's offer carries (never the code)
@@ -35,7 +30,6 @@ STATUS_TEXT = {
     "closed": ("已截止，待开奖", "closed, to be drawn"),
     "drawn": ("已开奖", "drawn"),
 }
-_ENV = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
 
 
 async def _render(public_api: PublicApi, status: int = 200, **context: Any) -> Response[str]:
@@ -49,7 +43,7 @@ async def _render(public_api: PublicApi, status: int = 200, **context: Any) -> R
         names = {p["tier"]: p["name"] for p in period["prizes"]}
         for winner in period.get("winners", []):
             winner["name"] = names.get(winner["tier"], str(winner["tier"]))
-    html = _ENV.get_template("lottery.html").render(
+    html = TEMPLATES.get_template("lottery.html").render(
         periods=periods,
         min_total=money_str(lot.min_total),
         per_day=rules.PHONE_ENTRIES_PER_DAY,
@@ -101,17 +95,5 @@ async def lottery_form(request: Request[Any, Any, Any], public_api: NamedDepende
 
 
 def lottery_page_router(csrf_secret: str, public_base_url: str) -> Router:
-    """The page's routes under litestar's CSRF middleware (a cookie of its own, path `/lottery`)."""
-    csrf = CSRFConfig(
-        secret=csrf_secret,
-        cookie_name=CSRF_COOKIE,
-        cookie_path="/lottery",
-        cookie_httponly=True,
-        cookie_samesite="strict",
-        cookie_secure=public_base_url.startswith("https://"),
-    )
-    return Router(
-        path="/",
-        route_handlers=[lottery_page, lottery_form],
-        middleware=[DefineMiddleware(CSRFMiddleware, config=csrf)],
-    )
+    """The page's routes under the CSRF middleware (a cookie of its own, path `/lottery`)."""
+    return csrf_router(csrf_secret, public_base_url, CSRF_COOKIE, "/lottery", [lottery_page, lottery_form])

@@ -12,11 +12,9 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from cachetools import TTLCache
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Response, get
 from litestar.di import NamedDependency
 
@@ -25,10 +23,9 @@ from invoicing.figures import Cell, Figures, public_figures
 from invoicing.model import PROVINCES, beijing_time
 from invoicing.replicas import Reads
 from verification.charts import Series, bar_chart, percent
-from verification.web import CSP
+from verification.web import CSP, TEMPLATES
 
 CACHE_TTL_S = 60
-_ENV = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
 
 
 @dataclass
@@ -106,7 +103,7 @@ def _charts(rows: list[dict[str, Any]], key: str, label: str) -> dict[str, str]:
 
 def _draw(figures: dict[str, Any]) -> str:
     provinces = [{**p, "label": PROVINCES[p["province"]][1]} for p in figures["provinces"]]
-    return _ENV.get_template("stats.html").render(
+    return TEMPLATES.get_template("stats.html").render(
         figures=figures,
         provinces=provinces,
         month_charts=_charts(figures["months"], "month", "month"),

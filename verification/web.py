@@ -36,7 +36,8 @@ from verification.services import Verification, verify
 from verification.views import PublicApi, client_address
 
 FORM_FIELDS = ("invoice_code", "invoice_number", "issue_date", "check_code_last6", "total_amount", "phone")
-_ENV = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
+# The public pages' templates (verify, lottery, the closed loop), one environment for all of them.
+TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
 # Colour of each outcome on the page: good, warning, bad.
 TONE = {
     "valid": "good",
@@ -81,7 +82,7 @@ _SAME_SITE = frozenset({"same-origin", "none"})  # Sec-Fetch-Site of our own pag
 
 def render(status: int = 200, **context: Any) -> Response[str]:
     """The page with this context (form values, result, QR check, errors, the form's `csrf_token`)."""
-    html = _ENV.get_template("verify.html").render(bulk_max=MAX_ITEMS, **context)
+    html = TEMPLATES.get_template("verify.html").render(bulk_max=MAX_ITEMS, **context)
     return Response(html, status_code=status, media_type="text/html", headers=_HEADERS)
 
 
@@ -235,21 +236,24 @@ async def verify_scan_form(request: Request[Any, Any, Any], public_api: NamedDep
     return render(form={}, csrf_token=csrf, scans=[_result_context(result, qr) for qr, result in found])
 
 
-def page_router(csrf_secret: str, public_base_url: str) -> Router:
-    """The page's routes (the form, and the CSV upload of `bulk_page`) under litestar's CSRF middleware: a GET sets the cookie (HttpOnly, SameSite=Strict,
-    Secure on https) and gives the form its token; a POST without a matching, signed pair is refused (403)."""
+def csrf_router(csrf_secret: str, public_base_url: str, cookie: str, path: str, handlers: list[Any]) -> Router:
+    """A page's routes under litestar's CSRF middleware: a GET sets the cookie `cookie` for `path` (HttpOnly,
+    SameSite=Strict, Secure on https) and gives the form its token; a POST without a matching, signed pair is
+    refused (403)."""
     csrf = CSRFConfig(
         secret=csrf_secret,
-        cookie_name=CSRF_COOKIE,
-        cookie_path="/verify",
+        cookie_name=cookie,
+        cookie_path=path,
         cookie_httponly=True,
         cookie_samesite="strict",
         cookie_secure=public_base_url.startswith("https://"),
     )
+    return Router(path="/", route_handlers=handlers, middleware=[DefineMiddleware(CSRFMiddleware, config=csrf)])
+
+
+def page_router(csrf_secret: str, public_base_url: str) -> Router:
+    """The verify page's routes (the form, and the CSV upload of `bulk_page`) under the CSRF middleware."""
     from verification.bulk_page import verify_csv, verify_csv_download  # it builds on this module's page
 
-    return Router(
-        path="/",
-        route_handlers=[verify_page, verify_form, verify_scan_form, verify_csv, verify_csv_download],
-        middleware=[DefineMiddleware(CSRFMiddleware, config=csrf)],
-    )
+    handlers = [verify_page, verify_form, verify_scan_form, verify_csv, verify_csv_download]
+    return csrf_router(csrf_secret, public_base_url, CSRF_COOKIE, "/verify", handlers)

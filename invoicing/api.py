@@ -23,9 +23,10 @@ from litestar.response import Response
 from prometheus_client import Counter
 
 from invoicing import formats, mail_outbox, numbering, repository, rollup_repository, services, sms_outbox, validation
+from invoicing.batching import Coalescer
 from invoicing.errors import FieldError, FieldErrors, ValidationFailed
 from invoicing.http import BEARER, Authenticator, decode_cursor, encode_cursor, provide_issuer
-from invoicing.model import DEFAULT_MAX_BATCH_LINES, Invoice
+from invoicing.model import DEFAULT_MAX_BATCH_LINES, Invoice, Kind
 from invoicing.numbering import Issuing
 from invoicing.pdf import render_invoice_pdf
 from invoicing.queue import FULFIL_ORDERS, Queue
@@ -88,6 +89,11 @@ class IssuerApi:
         """This process's single issues, grouped (made on first use, inside the event loop)."""
         return services.IssueGroups(self.pool, self.issuing)
 
+    @functools.cached_property
+    def nudges(self) -> Nudges:
+        """This process's after-commit nudges (made on first use, inside the event loop)."""
+        return Nudges(self.queue, self.hooks)
+
 
 def _idempotency(request: Request[Any, Any, Any], endpoint: str, payload: Any) -> services.Idempotency | None:
     key = request.headers.get("idempotency-key")
@@ -98,21 +104,36 @@ def _idempotency(request: Request[Any, Any, Any], endpoint: str, payload: Any) -
     return services.Idempotency(key, request_hash(endpoint, payload))
 
 
-async def _nudge_fulfilment(api: IssuerApi, issued: services.Issued) -> None:
-    """After commit: ask the worker to mail and text the buyers and fulfil the postal invoices' delivery orders. If Redis
-    is down this is skipped; the worker's sweeps find pending mails and orders anyway."""
-    if issued.replayed:
-        return
-    for inv in issued.invoices:
-        ISSUED.labels(inv.kind).inc()
-    if issued.invoices:  # one kind per request: invoices, or one credit note
-        await mail_outbox.nudge(api.queue, issued.invoices[0].kind, issued.invoices)
-        await sms_outbox.nudge_buyer(api.queue, issued.invoices[0].kind, issued.invoices)
-    postal = [inv.id for inv in issued.invoices if inv.delivery_method == "postal" and inv.kind == "invoice"]
-    if postal:
-        await api.queue.enqueue(FULFIL_ORDERS, postal, job_id=f"fulfil:{postal[0]}")
-    if api.hooks is not None and issued.invoices:
-        await api.hooks.after_commit([issued.invoices[0].issuer_id])
+class Nudges:
+    """After commit, ask the worker to mail and text the buyers and fulfil the postal invoices' delivery orders.
+    The requests answered while one nudge is at Redis share the next (`Coalescer`): a busy process pays one
+    enqueue of each kind per group of requests, not a few Redis round trips per request (docs/issuing.md). Never
+    raises: if Redis is down the nudge is skipped, and the worker's sweeps find pending mails, texts and orders."""
+
+    def __init__(self, queue: Queue, hooks: Nudge | None = None) -> None:
+        self.queue, self.hooks = queue, hooks
+        self.batches: Coalescer[services.Issued, None] = Coalescer(self._run, max_batch=1024)
+
+    async def after_commit(self, issued: services.Issued) -> None:
+        """Nudge the worker for what `issued` wrote (nothing for a replay), together with whatever else is being
+        nudged now."""
+        await self.batches.submit(issued)
+
+    async def _run(self, batch: list[services.Issued]) -> list[None]:
+        fresh = [inv for issued in batch if not issued.replayed for inv in issued.invoices]
+        by_kind: dict[Kind, list[Invoice]] = {}
+        for inv in fresh:
+            ISSUED.labels(inv.kind).inc()
+            by_kind.setdefault(inv.kind, []).append(inv)
+        for kind, invoices in by_kind.items():
+            await mail_outbox.nudge(self.queue, kind, invoices)
+            await sms_outbox.nudge_buyer(self.queue, kind, invoices)
+        postal = [inv.id for inv in fresh if inv.delivery_method == "postal" and inv.kind == "invoice"]
+        if postal:
+            await self.queue.enqueue(FULFIL_ORDERS, postal, job_id=f"fulfil:{postal[0]}")
+        if self.hooks is not None and fresh:
+            await self.hooks.after_commit(list(dict.fromkeys(inv.issuer_id for inv in fresh)))
+        return [None] * len(batch)
 
 
 def _issued_response(
@@ -171,7 +192,7 @@ class InvoiceController(Controller):
         req = validation.invoice_request(msgspec.to_builtins(data), issuer_api.tax_rates)
         idem = _idempotency(request, "invoice", data)
         issued = await issuer_api.groups.issue(issuer, numbering.draft_of(req), idem)
-        await _nudge_fulfilment(issuer_api, issued)
+        await issuer_api.nudges.after_commit(issued)
         return _issued_response(issuer_api, issued, batch=False)
 
     @post(
@@ -200,7 +221,7 @@ class InvoiceController(Controller):
         idem = _idempotency(request, "batch", data)
         async with issuer_api.pool.acquire() as conn:
             issued = await services.issue(conn, issuer_api.issuing, issuer, drafts, idem)
-        await _nudge_fulfilment(issuer_api, issued)
+        await issuer_api.nudges.after_commit(issued)
         items = await asyncio.to_thread(_invoices_json, issuer_api, issued.invoices)
         return _issued_response(issuer_api, issued, batch=True, items=items)
 
@@ -304,7 +325,7 @@ class InvoiceController(Controller):
         idem = _idempotency(request, f"credit:{invoice_id}", data)
         async with issuer_api.pool.acquire() as conn:
             issued = await services.credit(conn, issuer_api.issuing, issuer, invoice_id, reason, wanted, idem)
-        await _nudge_fulfilment(issuer_api, issued)
+        await issuer_api.nudges.after_commit(issued)
         return _issued_response(issuer_api, issued, batch=False)
 
 

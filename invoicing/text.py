@@ -12,6 +12,8 @@ REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
 
 def refusal(value: str, *, multiline: bool = False) -> str | None:
     """Why `value` may not be stored, or None (the message names the first offending character)."""
+    if value.isprintable():  # no character of category C* or Z* but the space: none refused (at C speed)
+        return None
     for ch in value:
         if ch == "\n" and multiline:
             continue

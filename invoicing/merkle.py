@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
 from invoicing.tiles import (
@@ -35,6 +35,9 @@ from invoicing.tiles import (
 )
 
 Tiles = Mapping[TileKey, bytes]
+# The subtrees inside hash tiles (`tile_rows`), by tile: a caller that proves again and again (the public side's
+# `LogReader`) keeps them, so that a proof reads a handful of hashes instead of hashing up to 255 per tile level.
+TileRows = MutableMapping[TileKey, list[bytes]]
 EMPTY_ROOT = hashlib.sha256(b"").digest()  # RFC 9162 §2.1.1: MTH({}) = HASH()
 _sha256 = hashlib.sha256
 
@@ -131,28 +134,48 @@ def _fold(row: list[bytes]) -> bytes:
     return row[0]
 
 
+def tile_rows(key: TileKey, data: bytes) -> list[bytes]:
+    """The perfect subtrees inside hash tile `key`: row 0 its hashes, row r + 1 the node hashes of the pairs of
+    row r (the odd last hash of a partial tile has no parent inside it), each row 32-byte hashes end to end.
+    A tile of a given key never changes, so neither do its rows."""
+    split_hashes(key, data)  # the tile is exactly its width, or TileStoreError
+    rows = [data]
+    row, pair = data, 2 * HASH_SIZE
+    while len(row) >= pair:
+        row = b"".join(
+            [
+                node_hash(row[i : i + HASH_SIZE], row[i + HASH_SIZE : i + pair])
+                for i in range(0, len(row) - pair + 1, pair)
+            ]
+        )
+        rows.append(row)
+    return rows
+
+
 def _needed(ranges: Sequence[tuple[int, int]], size: int) -> frozenset[TileKey]:
     return frozenset(_hash_tile_of(h, k, size)[0] for lo, hi in ranges for h, k in _perfect_subtrees(lo, hi))
 
 
 class _Reader:
-    """MTHs of the ranges above, computed from the tiles of the tree of `size`."""
+    """MTHs of the ranges above, computed from the tiles of the tree of `size` (their subtrees kept in `rows`)."""
 
-    def __init__(self, size: int, tiles: Tiles) -> None:
+    def __init__(self, size: int, tiles: Tiles, rows: TileRows | None = None) -> None:
         self.size = size
         self.tiles = tiles
-        self.split: dict[TileKey, list[bytes]] = {}
+        self.rows: TileRows = {} if rows is None else rows
 
-    def hashes(self, key: TileKey) -> list[bytes]:
-        if key not in self.split:
-            self.split[key] = split_hashes(key, _get(self.tiles, key))
-        return self.split[key]
+    def subtree(self, height: int, index: int) -> bytes:
+        """MTH of the perfect subtree (height, index): one hash of its tile's rows."""
+        key, start, end = _hash_tile_of(height, index, self.size)
+        rows = self.rows.get(key)
+        if rows is None:
+            rows = self.rows[key] = tile_rows(key, _get(self.tiles, key))
+        rise = (end - start).bit_length() - 1
+        at = (start >> rise) * HASH_SIZE
+        return rows[rise][at : at + HASH_SIZE]
 
     def mth(self, lo: int, hi: int) -> bytes:
-        parts = []
-        for height, index in _perfect_subtrees(lo, hi):
-            key, start, end = _hash_tile_of(height, index, self.size)
-            parts.append(_fold(self.hashes(key)[start:end]))
+        parts = [self.subtree(height, index) for height, index in _perfect_subtrees(lo, hi)]
         value = parts.pop()
         while parts:
             value = node_hash(parts.pop(), value)
@@ -177,10 +200,11 @@ def tiles_for_inclusion(index: int, size: int) -> frozenset[TileKey]:
     return _needed(_inclusion_ranges(index, size), size)
 
 
-def inclusion_proof(index: int, size: int, tiles: Tiles) -> list[bytes]:
-    """PATH(index, D[size]) (RFC 9162 §2.1.3.1), from `tiles_for_inclusion(index, size)`."""
+def inclusion_proof(index: int, size: int, tiles: Tiles, rows: TileRows | None = None) -> list[bytes]:
+    """PATH(index, D[size]) (RFC 9162 §2.1.3.1), from `tiles_for_inclusion(index, size)` (and the tiles' `rows`
+    kept from earlier proofs, which this one adds to)."""
     _check_inclusion(index, size)
-    reader = _Reader(size, tiles)
+    reader = _Reader(size, tiles, rows)
     return [reader.mth(lo, hi) for lo, hi in _inclusion_ranges(index, size)]
 
 

@@ -126,13 +126,20 @@ class InclusionProof:
         }
 
 
+def _rows_bytes(rows: list[bytes]) -> int:
+    return sum(map(len, rows))
+
+
 class LogReader:
     """Reads the log for the public side: the latest checkpoint (read again at most every `head_ttl_s`),
-    tiles (kept, since a tile of a given width never changes) and inclusion proofs (kept per leaf and size)."""
+    tiles and the subtrees inside them (kept, since a tile of a given width never changes) and inclusion proofs
+    (kept per leaf and size)."""
 
     def __init__(self, reads: Reads, head_ttl_s: float = 1.0, tile_bytes: int = 32 * 1024 * 1024) -> None:
         self.reads, self.head_ttl_s = reads, head_ttl_s
         self.tiles: LRUCache[TileKey, bytes] = LRUCache(maxsize=tile_bytes, getsizeof=len)
+        # each tile's subtrees (`merkle.tile_rows`, twice the tile's bytes): a proof then hashes nothing inside a tile
+        self.rows: LRUCache[TileKey, list[bytes]] = LRUCache(maxsize=2 * tile_bytes, getsizeof=_rows_bytes)
         self.proofs: LRUCache[tuple[int, int], list[str]] = LRUCache(maxsize=50_000)
         self._head: Head | None = None
         self._read_at = -1e9
@@ -182,7 +189,9 @@ class LogReader:
         if todo:
             tiles = await self.read(k for i in todo for k in merkle.tiles_for_inclusion(i, head.size))
             for i in todo:
-                self.proofs[i, head.size] = [merkle.format_hash(h) for h in merkle.inclusion_proof(i, head.size, tiles)]
+                self.proofs[i, head.size] = [
+                    merkle.format_hash(h) for h in merkle.inclusion_proof(i, head.size, tiles, self.rows)
+                ]
         return {i: InclusionProof(i, head.size, self.proofs[i, head.size], head.checkpoint) for i in wanted}
 
     async def consistency(self, first: int, second: int) -> list[bytes]:

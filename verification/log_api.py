@@ -81,7 +81,7 @@ async def log_inclusion(
     assert reader is not None
     try:
         hashes = merkle.inclusion_proof(
-            leaf_index, tree_size, await reader.read(merkle.tiles_for_inclusion(leaf_index, tree_size))
+            leaf_index, tree_size, await reader.read(merkle.tiles_for_inclusion(leaf_index, tree_size)), reader.rows
         )
     except LogError as exc:
         raise _refuse("leaf_index", exc) from None

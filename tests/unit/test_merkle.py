@@ -253,6 +253,21 @@ def test_inclusion_proofs(data: st.DataObject) -> None:
     assert verify_inclusion(ref.leaves[i], j, n, proof, top) == (i == j)
 
 
+# One cache of tile rows across proofs in growing trees, as the public side's LogReader keeps it: a tile's key
+# names its width, so a partial tile's rows never stand in for the full tile's, nor an old width's for a new one.
+SHARED_ROWS: merkle.TileRows = {}
+
+
+@BOUNDED
+@given(st.lists(st.tuples(st.integers(2, BIG), st.floats(0, 1)), min_size=1, max_size=8))
+def test_inclusion_proofs_with_kept_tile_rows_are_the_reference_paths(asks: list[tuple[int, float]]) -> None:
+    store, ref = big_store(), reference()
+    for n, where in sorted(asks):  # trees as they grow, with the rows of every earlier proof kept
+        i = min(n - 1, int(where * n))
+        assert inclusion_proof(i, n, store.view(tiles_for_inclusion(i, n)), SHARED_ROWS) == ref.path(i, 0, n)
+    assert SHARED_ROWS
+
+
 @BOUNDED
 @given(st.data())
 def test_consistency_proofs(data: st.DataObject) -> None:

@@ -13,7 +13,11 @@ INSERT INTO sms_outbox (kind, invoice_id, phone, body)
 SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[])
 ON CONFLICT DO NOTHING RETURNING id"""
 
-PENDING_OF = "SELECT id FROM sms_outbox WHERE kind = $1 AND invoice_id = ANY($2::uuid[]) AND status = 'pending'"
+# The kinds are spelled out so that every plan, a prepared statement's generic one too, reads the buyer-text index
+# (`sms_outbox_one_buyer_text`, partial on those kinds) of the records asked for, not every unsent row (the backlog).
+PENDING_OF = """
+SELECT id FROM sms_outbox
+ WHERE kind = $1 AND kind IN ('invoice', 'void', 'credit_note') AND invoice_id = ANY($2::uuid[]) AND status = 'pending'"""
 
 # A row is taken when pending, or when it has been `sending` so long that its worker must be gone; `was` says which
 # (a row taken from a lost worker may have been sent: `sms_outbox.send` asks the channel first).

@@ -9,7 +9,7 @@ import uuid
 
 import asyncpg
 
-from invoicing import db, numbering, services, validation
+from invoicing import db, numbering, outbox_repository, services, validation
 from invoicing.model import DEFAULT_TAX_RATES
 from invoicing.numbering import Issuing
 from tests.conftest import new_issuer
@@ -59,3 +59,26 @@ async def test_new_records_land_at_the_end_of_the_primary_key(pool: asyncpg.Pool
         stored = await conn.fetch("SELECT id FROM invoices WHERE issuer_id = $1 ORDER BY id", uuid.UUID(issuer.id))
     assert {i.version for i in ids} == {7}
     assert [r["id"] for r in stored] == ids  # the key's order is the issue order
+
+
+async def test_a_fan_out_finds_its_texts_through_the_buyer_text_index(pool: asyncpg.Pool) -> None:
+    """The generic plan of the fan-out's lookup (the one a prepared statement settles on after a few runs) reads the
+    buyer-text index of the records asked for, never the unsent rows, which under load are the backlog. Played with
+    a backlog of 5,000 unsent texts, in a transaction rolled back."""
+    async with pool.acquire() as conn:
+        work = conn.transaction()
+        await work.start()
+        try:
+            await conn.execute(
+                "INSERT INTO sms_outbox (kind, phone, body) SELECT 'receipt', '+8613912345678', 'backlog' "
+                "FROM generate_series(1, 5000)"
+            )
+            await conn.execute("ANALYZE sms_outbox")
+            await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            await conn.execute("PREPARE pending_texts (text, uuid[]) AS " + outbox_repository.PENDING_OF)
+            explain = "EXPLAIN EXECUTE pending_texts ('invoice', ARRAY[gen_random_uuid()])"
+            plan = "\n".join(r[0] for r in await conn.fetch(explain))
+            await conn.execute("DEALLOCATE pending_texts")
+        finally:
+            await work.rollback()
+    assert "sms_outbox_one_buyer_text" in plan and "sms_outbox_unsent" not in plan, plan

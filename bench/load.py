@@ -41,7 +41,7 @@ def wrk(
         env = {
             **os.environ,
             "BENCH_BODIES": str(lines),
-            "BENCH_PATH": urlsplit(url).path,
+            "BENCH_PATH": urlsplit(url).path + (f"?{urlsplit(url).query}" if urlsplit(url).query else ""),
             "BENCH_METHOD": method,
             "BENCH_KEY": key,
         }

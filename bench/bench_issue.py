@@ -57,6 +57,8 @@ def bench_body(series: str) -> dict[str, Any]:
     if not PHONES:
         body["buyer"]["phone"] = None
     return body
+
+
 ROW = os.environ.get("BENCH_ROW", "{}")  # a stored invoice's content, the size the baselines write
 
 # ---------------------------------------------------------------- the baseline routes, in the same app

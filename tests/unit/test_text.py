@@ -14,7 +14,9 @@ from invoicing.text import REFUSED_CATEGORIES, refusal
 MIXED = st.text(
     st.one_of(
         st.characters(),
-        st.sampled_from(["\n", "\t", "\x00", "\x85", "\u202e", "\u200b", "\ufeff", "\u3000", "\u00a0", " ", "发", "票"]),
+        st.sampled_from(
+            ["\n", "\t", "\x00", "\x85", "\u202e", "\u200b", "\ufeff", "\u3000", "\u00a0", " ", "发", "票"]
+        ),
     )
 )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -118,6 +119,7 @@ def _perfect_subtrees(lo: int, hi: int) -> Iterator[tuple[int, int]]:
         lo += 1 << height
 
 
+@functools.lru_cache(maxsize=1 << 16)  # pure; a tree's upper subtrees are on every proof of that size
 def _hash_tile_of(height: int, index: int, size: int) -> tuple[TileKey, int, int]:
     """The tile holding the tile-level hashes under perfect subtree (height, index), and their slice."""
     level, rise = divmod(height, TILE_HEIGHT)
@@ -195,9 +197,16 @@ def root(size: int, tiles: Tiles) -> bytes:
 
 
 def tiles_for_inclusion(index: int, size: int) -> frozenset[TileKey]:
-    """The tiles `inclusion_proof(index, size, ...)` reads."""
+    """The tiles `inclusion_proof(index, size, ...)` reads. Every leaf of one level-0 tile reads the same ones (below
+    tile height its path stays inside that tile, above it depends on the tile alone), so they are worked out once
+    per tile and tree size."""
     _check_inclusion(index, size)
-    return _needed(_inclusion_ranges(index, size), size)
+    return _tiles_for_leaf_tile(index >> TILE_HEIGHT, size)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _tiles_for_leaf_tile(tile: int, size: int) -> frozenset[TileKey]:
+    return _needed(_inclusion_ranges(tile << TILE_HEIGHT, size), size)
 
 
 def inclusion_proof(index: int, size: int, tiles: Tiles, rows: TileRows | None = None) -> list[bytes]:

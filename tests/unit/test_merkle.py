@@ -253,6 +253,16 @@ def test_inclusion_proofs(data: st.DataObject) -> None:
     assert verify_inclusion(ref.leaves[i], j, n, proof, top) == (i == j)
 
 
+@given(st.integers(1, MAX_SIZE), st.data())
+def test_every_leaf_of_a_level_0_tile_reads_the_same_tiles(size: int, data: st.DataObject) -> None:
+    """`tiles_for_inclusion` works the tiles out once per level-0 tile: that holds only if every leaf of the tile
+    needs the same ones, which is checked here against the ranges of each leaf's own path."""
+    i = data.draw(st.integers(0, size - 1))
+    j = data.draw(st.integers(i >> 8 << 8, min(size - 1, (i >> 8 << 8) + 255)))
+    own = merkle._needed(merkle._inclusion_ranges(j, size), size)
+    assert tiles_for_inclusion(i, size) == own
+
+
 # One cache of tile rows across proofs in growing trees, as the public side's LogReader keeps it: a tile's key
 # names its width, so a partial tile's rows never stand in for the full tile's, nor an old width's for a new one.
 SHARED_ROWS: merkle.TileRows = {}

@@ -301,12 +301,15 @@ class CliProcess:
         self.proc.wait(10)
 
     def stop(self) -> None:
+        """Terminate (a worker finishes its running jobs first), after 10 s kill; always reaped, so no process is
+        left for the garbage collector to warn about in a later test."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait(10)
         self.log.close()
 
 

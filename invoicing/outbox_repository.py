@@ -13,11 +13,16 @@ INSERT INTO sms_outbox (kind, invoice_id, phone, body)
 SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[])
 ON CONFLICT DO NOTHING RETURNING id"""
 
+# The buyer's texts of a record (one per record and kind, each holding a link of its own): the kinds of the partial
+# unique index `sms_outbox_one_buyer_text` (migrations/0010).
+BUYER_TEXT_KINDS = ("invoice", "void", "credit_note")
+_BUYER_TEXT_KINDS_SQL = ", ".join(f"'{kind}'" for kind in BUYER_TEXT_KINDS)
+
 # The kinds are spelled out so that every plan, a prepared statement's generic one too, reads the buyer-text index
-# (`sms_outbox_one_buyer_text`, partial on those kinds) of the records asked for, not every unsent row (the backlog).
-PENDING_OF = """
+# of the records asked for, not every unsent row (the backlog).
+PENDING_OF = f"""
 SELECT id FROM sms_outbox
- WHERE kind = $1 AND kind IN ('invoice', 'void', 'credit_note') AND invoice_id = ANY($2::uuid[]) AND status = 'pending'"""
+ WHERE kind = $1 AND kind IN ({_BUYER_TEXT_KINDS_SQL}) AND invoice_id = ANY($2::uuid[]) AND status = 'pending'"""  # noqa: S608 - fixed SQL fragments, no input
 
 # A row is taken when pending, or when it has been `sending` so long that its worker must be gone; `was` says which
 # (a row taken from a lost worker may have been sent: `sms_outbox.send` asks the channel first).

@@ -130,23 +130,12 @@ def invoice_json(inv: Invoice, base_url: str) -> dict[str, Any]:
 
 
 def month_figures(row: Any) -> dict[str, Any]:
-    """One month's figures: counts, amounts, and the closed-loop shares (verified, delivered)."""
-    live, postal = row["live"], row["postal"]
+    """One month's figures: counts, amounts, the closed-loop shares (verified, delivered), and the pending postal
+    orders no operator serves."""
     return {
         "month": row["month"],
-        "invoices": row["invoices"],
-        "credit_notes": row["credit_notes"],
-        "voided": row["voided"],
-        "amount": money_str(row["amount"]),
-        "credited": money_str(row["credited"]),
-        "verified": row["verified"],
-        "verified_share": round(row["verified"] / live, 4) if live else 0.0,
-        "mismatches": row["mismatches"],
-        "postal": postal,
-        "delivered": row["delivered"],
-        "returned": row["returned"],
+        **Figures.of(row).issuer(),
         "pending_without_operator": row["pending_without_operator"],
-        "delivered_share": round(row["delivered"] / postal, 4) if postal else 0.0,
     }
 
 

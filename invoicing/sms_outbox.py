@@ -24,7 +24,7 @@ log = logging.getLogger("invoiceloop.sms")
 # the buyer's notice, the delivered text and a lottery win at most once per invoice; the buyer's texts of a record
 # (`buyer_texts`: invoice, void, credit_note) once per record and kind
 Kind = Literal["receipt", "buyer_notice", "delivered", "lottery_win", "invoice", "void", "credit_note"]
-UNIQUE_TEXT_KINDS = frozenset({"invoice", "void", "credit_note"})  # texts holding a link of their own
+UNIQUE_TEXT_KINDS = frozenset(repo.BUYER_TEXT_KINDS)  # texts holding a link of their own
 MAX_TRIES = 4  # then the row is marked failed
 RETRY_DEFER_S = 1.0  # times the try number: 1 s, 2 s, 3 s
 STALE_SENDING_S = 60.0  # SMS_LEASE_S's default: a row in `sending` this long lost its worker; take it again

@@ -364,6 +364,16 @@ def server(settings: Settings, output_dir: Path, request: pytest.FixtureRequest)
         srv.stop()
 
 
+@pytest.fixture(scope="module")
+def stats_server(settings: Settings, output_dir: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    """A module's server whose public figures are never kept (PUBLIC_STATS_TTL_S=0): each answer is read afresh."""
+    srv = ServerProcess(settings, server_log(output_dir, request, "stats-server"), PUBLIC_STATS_TTL_S="0")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
 @pytest.fixture
 async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:

@@ -21,7 +21,7 @@ from verification import lottery_services as lottery
 from verification.challenge import ChallengeRequired
 from verification.model import parse_query
 from verification.views import PublicApi, client_address
-from verification.web import _HEADERS, FORM_FIELDS, TEMPLATES, check_same_site, csrf_router, csrf_token
+from verification.web import FORM_FIELDS, PAGE_HEADERS, TEMPLATES, check_same_site, csrf_router, csrf_token
 
 CSRF_COOKIE = "lottery_csrf"
 PREFILL = ("invoice_code", "invoice_number", "issue_date")  # what the verify page's offer carries (never the code)
@@ -51,7 +51,7 @@ async def _render(public_api: PublicApi, status: int = 200, **context: Any) -> R
         form=context.pop("form", {}),
         **context,
     )
-    return Response(html, status_code=status, media_type="text/html", headers=_HEADERS)
+    return Response(html, status_code=status, media_type="text/html", headers=PAGE_HEADERS)
 
 
 @get("/lottery", tags=["lottery"], include_in_schema=False)

@@ -23,7 +23,7 @@ from invoicing.figures import Cell, Figures, public_figures
 from invoicing.model import PROVINCES, beijing_time
 from invoicing.replicas import Reads
 from verification.charts import Series, bar_chart, percent
-from verification.web import CSP, TEMPLATES
+from verification.web import PAGE_HEADERS, TEMPLATES
 
 CACHE_TTL_S = 60
 
@@ -117,11 +117,5 @@ def _draw(figures: dict[str, Any]) -> str:
 async def public_stats_page(public_stats: NamedDependency[PublicStats]) -> Response[str]:
     """The page: totals, then by month and by province, a chart beside each table."""
     html = public_stats.page_of(await public_stats.figures(), _draw)
-    headers = {
-        "Content-Security-Policy": CSP,
-        "X-Frame-Options": "DENY",
-        "Referrer-Policy": "same-origin",
-        "X-Content-Type-Options": "nosniff",
-        **_cache_headers(public_stats.ttl_s),
-    }
-    return Response(html, media_type="text/html", headers=headers)
+    # the public pages' headers, but kept by caches: the figures are public and the same for everyone
+    return Response(html, media_type="text/html", headers={**PAGE_HEADERS, **_cache_headers(public_stats.ttl_s)})

@@ -55,7 +55,7 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "worker-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-_HEADERS = {
+PAGE_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
     "Cache-Control": "no-store",
@@ -83,7 +83,7 @@ _SAME_SITE = frozenset({"same-origin", "none"})  # Sec-Fetch-Site of our own pag
 def render(status: int = 200, **context: Any) -> Response[str]:
     """The page with this context (form values, result, QR check, errors, the form's `csrf_token`)."""
     html = TEMPLATES.get_template("verify.html").render(bulk_max=MAX_ITEMS, **context)
-    return Response(html, status_code=status, media_type="text/html", headers=_HEADERS)
+    return Response(html, status_code=status, media_type="text/html", headers=PAGE_HEADERS)
 
 
 def csrf_token(request: Request[Any, Any, Any]) -> str | None:

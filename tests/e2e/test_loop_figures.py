@@ -13,7 +13,7 @@ import json
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -40,16 +40,6 @@ SELECT to_char(i.issue_date, 'YYYY-MM') AS month, left(s.region, 2) AS province,
        count(d.id) FILTER (WHERE d.status = 'returned_to_sender') AS returned
   FROM invoices i JOIN issuers s ON s.id = i.issuer_id LEFT JOIN delivery_orders d ON d.invoice_id = i.id
  GROUP BY 1, 2"""
-
-
-@pytest.fixture(scope="module")
-def stats_server(settings: Settings, output_dir: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    """A server whose public figures are never kept (PUBLIC_STATS_TTL_S=0): each answer is read afresh."""
-    srv = ServerProcess(settings, server_log(output_dir, request, "stats-server"), PUBLIC_STATS_TTL_S="0")
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 async def _client(server: ServerProcess, key: str | None = None) -> httpx.AsyncClient:

@@ -4,7 +4,6 @@ nothing breaks the page's CSP, and nothing sticks out sideways. Screenshots in t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +13,9 @@ import pytest
 from playwright.async_api import Browser, Page
 
 from tests.browser import SCREENS, new_page
-from tests.conftest import ServerProcess, new_issuer, server_log
+from tests.conftest import ServerProcess, new_issuer
 from tests.samples import invoice_body
 from tests.verification_fixtures import query_of, random_address
-
-
-@pytest.fixture(scope="module")
-def stats_server(settings: Any, output_dir: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    srv = ServerProcess(settings, server_log(output_dir, request, "stats-page"), PUBLIC_STATS_TTL_S="0")
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

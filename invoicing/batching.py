@@ -26,33 +26,40 @@ class Coalescer(Generic[T, R]):
     def __init__(self, run: Runner[T, R], *, lanes: int = 2, max_batch: int = 128) -> None:
         self.run, self.lanes, self.max_batch = run, lanes, max_batch
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # kept referenced while they run
+        self._running = 0  # lanes that will still look at `_waiting`
 
     async def submit(self, item: T) -> R:
         """Queue `item` and wait for its answer (or exception)."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
-        if len(self._tasks) < self.lanes:
+        if self._running < self.lanes:
+            self._running += 1
             task = asyncio.create_task(self._lane())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return await future
 
     async def _lane(self) -> None:
-        await asyncio.sleep(0)  # one turn of the loop: requests already readable join this first batch
-        while self._waiting:
-            batch = self._waiting[: self.max_batch]
-            del self._waiting[: self.max_batch]
-            try:
-                results = await self.run([item for item, _ in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(f"a batch of {len(batch)} got {len(results)} answers")
-            except BaseException as exc:  # the whole batch failed (or the lane was cancelled): tell everyone
-                results = [exc] * len(batch)
-                if not isinstance(exc, Exception):
-                    _settle(batch, results)
-                    raise
-            _settle(batch, results)
+        try:
+            await asyncio.sleep(0)  # one turn of the loop: requests already readable join this first batch
+            while self._waiting:
+                batch = self._waiting[: self.max_batch]
+                del self._waiting[: self.max_batch]
+                try:
+                    results = await self.run([item for item, _ in batch])
+                    if len(results) != len(batch):
+                        raise RuntimeError(f"a batch of {len(batch)} got {len(results)} answers")
+                except BaseException as exc:  # the whole batch failed (or the lane was cancelled): tell everyone
+                    results = [exc] * len(batch)
+                    if not isinstance(exc, Exception):
+                        _settle(batch, results)
+                        raise
+                _settle(batch, results)
+        finally:
+            # Counted off in the same step as the last look at `_waiting`, not in a done callback a turn later: an
+            # item submitted in between would otherwise find every lane taken and none left to run it.
+            self._running -= 1
 
 
 def _settle(batch: list[tuple[T, asyncio.Future[R]]], results: Sequence[R | BaseException]) -> None:

@@ -35,6 +35,14 @@ async def test_concurrent_items_share_batches_and_get_their_own_answers() -> Non
     assert len(runner.batches) - 1 < 20 and max(len(b) for b in runner.batches) <= 16
 
 
+async def test_an_item_submitted_as_the_last_lane_ends_still_runs() -> None:
+    """The caller of a lone item resumes before its lane's task is done: its next item must start a lane."""
+    batches = Coalescer(Recorder(), lanes=1)
+    async with asyncio.timeout(10):  # not wait_for: its task would submit a turn later, after the lane is gone
+        for n in range(5):
+            assert await batches.submit(n) == 2 * n
+
+
 async def test_an_item_can_fail_alone() -> None:
     batches = Coalescer(Recorder(fail_odd=True))
     answers = await asyncio.gather(*(batches.submit(n) for n in range(6)), return_exceptions=True)

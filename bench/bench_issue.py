@@ -23,8 +23,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -179,9 +180,41 @@ async def measure(base_url: str, key: str, url: str, rows: CopyRows) -> dict[str
             if not path:
                 results[name].append(await copy_rate(url, rows, SECONDS))
                 continue
-            rate, p99, bad = await asyncio.to_thread(wrk, base_url, key, path, bodies, conns, SECONDS)
+            async with sessions(url, name):
+                rate, p99, bad = await asyncio.to_thread(wrk, base_url, key, path, bodies, conns, SECONDS)
             results[name].append((rate * (BATCH if name == "batch" else 1), p99, bad))
     return results
+
+
+SESSIONS: dict[str, Counter[str]] = {}  # case: what the app's PostgreSQL sessions were doing, sampled
+
+
+@asynccontextmanager
+async def sessions(url: str, case: str) -> AsyncIterator[None]:
+    """Sample, every 50 ms while the block runs, what the busy sessions of the bench database are doing: running,
+    waiting for a lock, or idle in a transaction (holding its locks while the app works or waits its turn)."""
+    conn = await asyncpg.connect(url)
+    seen = SESSIONS.setdefault(case, Counter())
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        while not done.is_set():
+            for row in await conn.fetch(
+                """SELECT CASE WHEN state LIKE 'idle in transaction%' THEN 'idle in transaction'
+                               WHEN wait_event_type = 'Lock' THEN 'waiting for a lock' ELSE 'running' END AS doing
+                     FROM pg_stat_activity
+                    WHERE datname = current_database() AND pid <> pg_backend_pid() AND state <> 'idle'"""
+            ):
+                seen[row["doing"]] += 1
+            await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(sample())
+    try:
+        yield
+    finally:
+        done.set()
+        await task
+        await conn.close()
 
 
 def report(results: dict[str, list[tuple[float, float, int]]]) -> None:
@@ -203,6 +236,11 @@ def report(results: dict[str, list[tuple[float, float, int]]]) -> None:
     def ratio(a: str, b: str) -> float:
         return median[a][0] / median[b][0]
 
+    print("  PostgreSQL sessions of the issue cases, sampled every 50 ms (locks held while idle in transaction):")
+    for name in ("http16", "http1", "batch"):
+        seen = SESSIONS.get(name, Counter())
+        total = sum(seen.values()) or 1
+        print(f"    {name:7} " + ", ".join(f"{doing} {100 * seen[doing] / total:.0f} %" for doing in sorted(seen)))
     print(
         f"  http16 / insert  = {ratio('http16', 'insert'):.2f} (target >= 0.6), p99 http16 / insert = "
         f"{median['http16'][1] / median['insert'][1]:.2f} (target <= 1.5)\n"

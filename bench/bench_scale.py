@@ -378,11 +378,11 @@ async def explain_figures(url: str, settings: Settings) -> dict[str, Any]:
                 await tr.rollback()
             await asyncio.sleep(0)
             for note in notes:
-                name = (
-                    "lock_heads"
-                    if "FOR UPDATE" in note
-                    else "insert_records"
+                name = (  # INSERT_RECORDS locks the heads too (checking them), so it is told apart first
+                    "insert_records"
                     if "INSERT INTO invoices" in note
+                    else "lock_heads"
+                    if "FOR UPDATE" in note
                     else None
                 )
                 if name:

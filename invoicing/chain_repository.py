@@ -20,14 +20,15 @@ from invoicing.webhook_repository import DELIVERY_STATUS_EVENTS
 
 # ---------------------------------------------------------------- series and numbering
 
-# The heads of the series an issue writes to, locked until commit, always in id order: every path that numbers
-# (a group of single issues, a batch, a credit note) takes its series rows this way, so none can deadlock another.
-LOCK_HEADS = """
+# The heads of the series an issue writes to, as they are now (READ_HEADS: a guess, which INSERT_RECORDS checks)
+# or locked until commit (LOCK_HEADS). Always in id order: every path that numbers (a group of single issues, a
+# batch, a credit note, INSERT_RECORDS itself) takes its series rows this way, so none can deadlock another.
+READ_HEADS = """
 SELECT s.id, s.issuer_id, s.label, s.invoice_code, s.last_number, s.last_seq, s.last_hash
   FROM series s JOIN unnest($1::uuid[], $2::text[]) AS k(issuer_id, label) ON s.issuer_id = k.issuer_id AND s.label = k.label
  WHERE s.year = $3
- ORDER BY s.id
-   FOR UPDATE OF s"""
+ ORDER BY s.id"""
+LOCK_HEADS = READ_HEADS + "\n   FOR UPDATE OF s"
 
 BUMP_CHAIN = "UPDATE series SET last_seq = last_seq + 1 WHERE id = $1 RETURNING id, invoice_code, last_seq, last_hash"
 
@@ -66,7 +67,19 @@ SeriesKey = tuple[str, str]  # (issuer id, label) within one year
 async def lock_heads(conn: asyncpg.Connection, keys: Sequence[SeriesKey], year: int) -> dict[SeriesKey, SeriesHead]:
     """The heads of the open series among `keys` in `year`, locked (in id order) until the transaction ends; a
     series not yet open is absent."""
-    rows = await conn.fetch(LOCK_HEADS, [uuid.UUID(i) for i, _ in keys], [label for _, label in keys], year)
+    return await _heads(conn, LOCK_HEADS, keys, year)
+
+
+async def read_heads(conn: asyncpg.Connection, keys: Sequence[SeriesKey], year: int) -> dict[SeriesKey, SeriesHead]:
+    """The heads of the open series among `keys` in `year` as they are now, unlocked; a series not yet open is
+    absent."""
+    return await _heads(conn, READ_HEADS, keys, year)
+
+
+async def _heads(
+    conn: asyncpg.Connection, query: str, keys: Sequence[SeriesKey], year: int
+) -> dict[SeriesKey, SeriesHead]:
+    rows = await conn.fetch(query, [uuid.UUID(i) for i, _ in keys], [label for _, label in keys], year)
     return {
         (str(r["issuer_id"]), r["label"]): SeriesHead(
             r["id"], r["invoice_code"], r["last_number"], r["last_seq"], r["last_hash"]
@@ -121,8 +134,30 @@ async def bump_chain(conn: asyncpg.Connection, series_id: int) -> SeriesHead:
 # events (`webhook_events`, one per record, only when the issuer has an endpoint that wants the type: an issuer
 # without webhooks pays one index probe per record): the outbox rows commit with the invoices or not at all, and
 # cost no round trip of their own; and the issuer's figures (`loop_rollups`, `invoicing.rollup_repository`).
+#
+# The records were sealed against heads the caller read: each series is written only while its head is still that
+# one (`locked`: the series rows locked in id order, as LOCK_HEADS takes them, and compared with the heads read).
+# Under LOCK_HEADS every head is; a group sealed against heads this process remembers (`numbering.HeadCache`)
+# may find a series moved on by another writer, and then nothing of that series is written: the statement
+# answers its head as it is now, for the caller to seal those records again. Idempotency-Keys given with the
+# records ($36..$39) are inserted beside the records written, after the series rows: a key that exists already
+# fails the whole statement (`idempotency_keys_pkey`), so that nothing is written for a request answered before.
 INSERT_RECORDS = f"""
-WITH inv AS (
+WITH locked AS (
+  SELECT s.id, s.invoice_code, s.last_number, s.last_seq, s.last_hash,
+         s.last_seq = e.seen_seq AND s.last_hash = e.seen_hash AS same,
+         e.last_number AS new_number, e.last_seq AS new_seq, e.last_hash AS new_hash
+    FROM series s
+    JOIN unnest($20::bigint[], $21::bigint[], $22::bigint[], $23::text[], $40::bigint[], $41::text[])
+         AS e(id, last_number, last_seq, last_hash, seen_seq, seen_hash) ON s.id = e.id
+   ORDER BY s.id
+     FOR UPDATE OF s
+), heads AS (
+  UPDATE series s SET last_number = l.new_number, last_seq = l.new_seq, last_hash = l.new_hash
+    FROM locked l
+   WHERE s.id = l.id AND l.same
+  RETURNING s.id
+), inv AS (
   INSERT INTO invoices (id, issuer_id, series_id, chain_seq, kind, invoice_code, invoice_number, issue_date,
                         issued_at, status, total_amount, total_tax, total, delivery_method, original_invoice_id,
                         content, record_hash, prev_hash, signature, key_id)
@@ -134,24 +169,25 @@ WITH inv AS (
                 $19::text[])
          AS r(id, issuer_id, series_id, chain_seq, kind, code, number, issue_date, issued_at, total_amount,
               total_tax, total, delivery, original_id, content, rec_hash, prev_hash, signature)
-  RETURNING id, issuer_id, kind, invoice_code, invoice_number, issue_date, total, delivery_method, original_invoice_id
-), heads AS (
-  UPDATE series s SET last_number = h.last_number, last_seq = h.last_seq, last_hash = h.last_hash
-    FROM unnest($20::bigint[], $21::bigint[], $22::bigint[], $23::text[]) AS h(id, last_number, last_seq, last_hash)
-   WHERE s.id = h.id
-  RETURNING s.id
+   WHERE r.series_id IN (SELECT id FROM heads)
+  RETURNING id, issuer_id, series_id, kind, invoice_code, invoice_number, issue_date, total, delivery_method,
+            original_invoice_id
 ), orders AS (
   INSERT INTO delivery_orders (id, invoice_id, issuer_id, province_code, address, phone)
   SELECT gen_random_uuid(), o.invoice_id, o.issuer_id, o.province_code, o.address::jsonb, o.phone
     FROM unnest($24::text[]::uuid[], $25::text[]::uuid[], $26::text[], $27::text[], $28::text[])
          AS o(invoice_id, issuer_id, province_code, address, phone)
+   WHERE o.invoice_id IN (SELECT id FROM inv)
   RETURNING id
 ), logged AS (
   INSERT INTO log_queue (record_hash)
-  SELECT h FROM unnest($17::text[]) WITH ORDINALITY AS q(h, ord) ORDER BY ord
+  SELECT h FROM unnest($17::text[], $4::bigint[]) WITH ORDINALITY AS q(h, series_id, ord)
+   WHERE q.series_id IN (SELECT id FROM heads)
+   ORDER BY ord
 ), mail AS (
   INSERT INTO mail_outbox (invoice_id, kind, email)
-  SELECT * FROM unnest($29::text[]::uuid[], $30::text[], $31::text[])
+  SELECT * FROM unnest($29::text[]::uuid[], $30::text[], $31::text[]) AS m(invoice_id, kind, email)
+   WHERE m.invoice_id IN (SELECT id FROM inv)
 ), hooks AS (
   INSERT INTO webhook_events (issuer_id, type, data)
   SELECT inv.issuer_id, t.type, CASE inv.kind
@@ -167,11 +203,23 @@ WITH inv AS (
                   WHERE w.issuer_id = inv.issuer_id AND w.disabled_at IS NULL AND t.type = ANY (w.events))
 ), texts AS (
   INSERT INTO sms_outbox (invoice_id, kind, phone, body)
-  SELECT * FROM unnest($32::text[]::uuid[], $33::text[], $34::text[], $35::text[])
+  SELECT * FROM unnest($32::text[]::uuid[], $33::text[], $34::text[], $35::text[]) AS t(invoice_id, kind, phone, body)
+   WHERE t.invoice_id IN (SELECT id FROM inv)
+), keys AS (
+  INSERT INTO idempotency_keys (issuer_id, key, request_hash, invoice_ids)
+  SELECT k.issuer_id, k.key, k.request_hash, ARRAY[k.invoice_id]
+    FROM unnest($36::text[]::uuid[], $37::text[], $38::text[], $39::text[]::uuid[])
+         AS k(issuer_id, key, request_hash, invoice_id)
+   WHERE k.invoice_id IN (SELECT id FROM inv)
+   ORDER BY k.issuer_id, k.key
 ), rolled AS (
   {ROLL_ISSUED}
 )
-SELECT (SELECT count(*) FROM inv) AS invoices, (SELECT count(*) FROM orders) AS orders"""  # noqa: S608 - fixed SQL fragments, no input
+SELECT id, invoice_code, last_number, last_seq, last_hash FROM locked WHERE NOT same"""  # noqa: S608 - fixed SQL fragments, no input
+
+IDEMPOTENCY_KEY_TAKEN = (
+    "idempotency_keys_pkey"  # the constraint a key written before (or twice) fails INSERT_RECORDS on
+)
 
 
 def _order_values(inv: Invoice) -> tuple[Any, Any, Any] | None:
@@ -192,15 +240,21 @@ class NewRecord:
     content_json: str
 
 
+KeyedRecord = tuple[str, str, str, str]  # (issuer id, Idempotency-Key, request hash, the one record it issues)
+
+
 async def insert_records(
     conn: asyncpg.Connection,
     key_id: str,
     records: Sequence[NewRecord],
-    heads: Sequence[SeriesHead],
+    heads: Sequence[tuple[SeriesHead, SeriesHead]],
     texts: Sequence[tuple[str, str, str, str]] = (),
-) -> None:
-    """Write sealed records (signed with `key_id`), set their series' `heads` and write the delivery orders, the
-    buyer's mails and the buyer's `texts` (record id, kind, phone, text), in one statement."""
+    keys: Sequence[KeyedRecord] = (),
+) -> list[SeriesHead]:
+    """Write sealed records (signed with `key_id`), move their series from the heads they were sealed against to
+    the heads after them (`heads`: pairs of the two), and write the delivery orders, the buyer's mails, the buyer's `texts` (record id, kind,
+    phone, text) and the `keys`, in one statement: for each series still at the head sealed against. Answers the heads,
+    as they are now, of the series that were not: none of their records was written."""
     cols: list[list[Any]] = [[] for _ in range(18)]
     orders: list[list[Any]] = [[], [], [], [], []]
     mails: list[list[Any]] = [[], [], []]
@@ -235,19 +289,30 @@ async def insert_records(
         if order is not None:
             for col, value in zip(orders, (values[0], values[1], *order), strict=True):
                 col.append(value)
-    head_cols = [[h.id for h in heads], [h.last_number for h in heads], [h.last_seq for h in heads]]
-    await conn.execute(
+    moved = [after for _, after in heads]
+    rows = await conn.fetch(
         INSERT_RECORDS,
         cols[0],
         cols[1],
         key_id,
         *cols[2:],
-        *head_cols,
-        [h.last_hash for h in heads],
+        [h.id for h in moved],
+        [h.last_number for h in moved],
+        [h.last_seq for h in moved],
+        [h.last_hash for h in moved],
         *orders,
         *mails,
-        *([list(column) for column in zip(*texts, strict=True)] if texts else [[], [], [], []]),
+        *_columns(texts, 4),
+        *_columns(keys, 4),
+        [seen.last_seq for seen, _ in heads],
+        [seen.last_hash for seen, _ in heads],
     )
+    return [SeriesHead(r["id"], r["invoice_code"], r["last_number"], r["last_seq"], r["last_hash"]) for r in rows]
+
+
+def _columns(rows: Sequence[tuple[str, ...]], width: int) -> list[list[str]]:
+    """Rows of `width` values as that many columns (asyncpg arrays), empty ones for no rows."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 # ---------------------------------------------------------------- state changes

@@ -1,23 +1,26 @@
-"""Numbering and sealing: how a draft becomes a numbered, hashed, chained and signed record. Inside the
-caller's transaction the series heads are locked (in id order), every draft is numbered and sealed against
-them, and one statement writes the records and moves the heads. `issue_drafts` does it for one issuer's batch,
-all or nothing, opening series as needed; `issue_open` for a group of single issues from many issuers, each
-on its own, leaving out those whose series is not open yet."""
+"""Numbering and sealing: how a draft becomes a numbered, hashed, chained and signed record. Every draft is
+numbered and sealed against its series head, and one statement writes the records and moves the heads, only
+where each head is still the one sealed against (`chain_repository.INSERT_RECORDS`). `issue_drafts` does it for
+one issuer's batch, all or nothing, opening series as needed, against heads locked in the caller's transaction;
+`issue_grouped` for a group of single issues from many issuers, each on its own, against heads read without a
+lock (no lock is held between statements), leaving out those whose series is not open yet."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
 import asyncpg
+from prometheus_client import Counter
 from uuid_utils.compat import uuid7
 
 from invoicing import chain_repository, formats
 from invoicing.buyer_texts import BuyerTexts
-from invoicing.chain_repository import NewRecord, SeriesHead, SeriesKey
+from invoicing.chain_repository import IDEMPOTENCY_KEY_TAKEN, KeyedRecord, NewRecord, SeriesHead, SeriesKey
 from invoicing.errors import Conflict
 from invoicing.keys import Signer
 from invoicing.model import (
@@ -166,18 +169,77 @@ async def issue_drafts(
         for _, label in missing:
             await _open_series(conn, issuing, issuer, label, year)
         heads |= await chain_repository.lock_heads(conn, missing, year)
-    return await _append(conn, issuing, [IssuerDraft(issuer, d) for d in drafts], heads, now)
+    written = await _write(conn, issuing, [IssuerDraft(issuer, d) for d in drafts], heads, now)
+    if written.stale:  # cannot happen: the heads are locked in this transaction
+        raise RuntimeError(f"series {sorted(written.stale)} moved while locked")
+    return [r.invoice for r in written.records]
 
 
-async def issue_open(
-    conn: asyncpg.Connection, issuing: Issuing, pending: Sequence[IssuerDraft]
+# How many times a group's records are sealed against heads read without a lock (as they were read, then as a
+# losing try found them); the try after those is sealed against heads locked for it, in a transaction, and cannot
+# lose.
+GUESSES = 2
+
+HEAD_RETRIES = Counter(
+    "invoiceloop_issue_head_retries",
+    "Series of a group of single issues sealed again because another writer had moved the series on",
+)
+
+
+async def issue_grouped(
+    conn: asyncpg.Connection,
+    issuing: Issuing,
+    pending: Sequence[IssuerDraft],
+    keys: Sequence[tuple[str, str] | None] = (),
 ) -> list[Invoice | None]:
-    """Number, seal and write each one whose series is open this year, inside the caller's transaction, in the
-    order given within each series; None for the others (`issue_drafts` opens their series)."""
+    """Number, seal and write each one whose series is open this year, in the order given within each series,
+    each with its Idempotency-Key (`keys`: key and request hash, or None) stored beside it; None for the others
+    (`issue_drafts` opens their series; a keyed one whose key exists already, or is given twice, is left to
+    `services.issue`, which replays or refuses it).
+
+    The heads are read without a lock and the records sealed against them are written in one statement, for each
+    series whose head has not moved meanwhile (INSERT_RECORDS): no lock is held while this process seals or
+    waits for its turn on the event loop. A series another writer moved on is sealed again against its head as the
+    statement found it; the last try locks its heads first. `conn` must not be in a transaction."""
     now = issuing.clock()
-    heads = await chain_repository.lock_heads(conn, sorted({a.series_key for a in pending}), series_year(now))
-    written = iter(await _append(conn, issuing, [a for a in pending if a.series_key in heads], heads, now))
-    return [next(written) if a.series_key in heads else None for a in pending]
+    year = series_year(now)
+    keyed = list(keys) or [None] * len(pending)
+    known = await chain_repository.read_heads(conn, sorted({a.series_key for a in pending}), year)
+    result: list[Invoice | None] = [None] * len(pending)
+    todo = [i for i, a in enumerate(pending) if a.series_key in known]
+    tries = 0
+    while todo:
+        locked = tries == GUESSES
+        tx: AbstractAsyncContextManager[object] = conn.transaction() if locked else nullcontext()
+        try:
+            async with tx:
+                wanted = sorted({pending[i].series_key for i in todo})
+                if locked:
+                    known |= await chain_repository.lock_heads(conn, wanted, year)
+                heads = {key: known[key] for key in wanted}
+                claims = [(j, k) for j, i in enumerate(todo) if (k := keyed[i]) is not None]
+                written = await _write(conn, issuing, [pending[i] for i in todo], heads, now, claims)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != IDEMPOTENCY_KEY_TAKEN:
+                raise
+            todo = [i for i in todo if keyed[i] is None]  # nothing was written: the keyed ones go on alone
+            continue
+        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+            break  # nothing of this try was written: what is left goes on alone
+        except Exception:
+            if any(r is not None for r in result):
+                break  # an earlier try wrote some: they are answered, the rest go on alone (and meet the fault)
+            raise
+        by_id = {head.id: key for key, head in heads.items()}
+        for series_id, head in written.stale.items():
+            known[by_id[series_id]] = head
+        HEAD_RETRIES.inc(len(written.stale))
+        for i, rec in zip(todo, written.records, strict=True):
+            if rec.series_id not in written.stale:
+                result[i] = rec.invoice
+        todo = [i for i, rec in zip(todo, written.records, strict=True) if rec.series_id in written.stale]
+        tries += 1
+    return result
 
 
 # From this many lines in one call, sealing (about 0.1 ms a line) runs in a thread, so that a large batch
@@ -188,30 +250,49 @@ SEAL_IN_THREAD_LINES = 500
 TEXTS_IN_THREAD = 50
 
 
-async def _append(
+@dataclass(frozen=True)
+class Written:
+    """What `_write` sealed and which of it the database took."""
+
+    records: list[NewRecord]  # every draft sealed, in the order given
+    after: dict[SeriesKey, SeriesHead]  # each series written: its head after its records
+    stale: dict[int, SeriesHead]  # by series id, each series that had moved on, as it is now: none of it written
+
+
+async def _write(
     conn: asyncpg.Connection,
     issuing: Issuing,
     pending: Sequence[IssuerDraft],
     heads: dict[SeriesKey, SeriesHead],
     now: datetime,
-) -> list[Invoice]:
-    """Seal each draft against its locked series head, then write them all and the new heads in one statement."""
+    keys: Sequence[tuple[int, tuple[str, str]]] = (),
+) -> Written:
+    """Seal each draft against its series' head in `heads`, then write them all and the new heads in one
+    statement, each series only while its head is still the one given; `keys` (index in `pending`, and key and
+    request hash) are stored beside their records."""
     if not pending:
-        return []
+        return Written([], {}, {})
     signer = issuing.signers.current()
     if sum(len(one.draft.lines) for one in pending) >= SEAL_IN_THREAD_LINES:
-        records, moved = await asyncio.to_thread(_seal_all, issuing, signer, pending, heads, now)
+        records, after = await asyncio.to_thread(_seal_all, issuing, signer, pending, heads, now)
     else:
-        records, moved = _seal_all(issuing, signer, pending, heads, now)
+        records, after = _seal_all(issuing, signer, pending, heads, now)
     invoices = [r.invoice for r in records]
     if len(invoices) >= TEXTS_IN_THREAD:
         texts = await asyncio.to_thread(buyer_texts_of, invoices, issuing.texts, now)
     else:
         texts = buyer_texts_of(invoices, issuing.texts, now)
-    await chain_repository.insert_records(
-        conn, signer.key_id, records, [h for key, h in moved.items() if h is not heads[key]], texts
+    claims: list[KeyedRecord] = [(pending[i].issuer.id, key, digest, invoices[i].id) for i, (key, digest) in keys]
+    moved = {key: head for key, head in after.items() if head is not heads[key]}
+    stale = await chain_repository.insert_records(
+        conn, signer.key_id, records, [(heads[key], head) for key, head in moved.items()], texts, claims
     )
-    return [r.invoice for r in records]
+    gone = {head.id for head in stale}
+    return Written(
+        records,
+        {key: head for key, head in moved.items() if head.id not in gone},
+        {head.id: head for head in stale},
+    )
 
 
 def buyer_texts_of(
@@ -235,7 +316,7 @@ def _seal_all(
     heads: dict[SeriesKey, SeriesHead],
     now: datetime,
 ) -> tuple[list[NewRecord], dict[SeriesKey, SeriesHead]]:
-    """Number and seal each draft in order against the heads; the records, and the heads they moved to."""
+    """Number and seal each draft in order against the heads; the records, and each series' head after them."""
     moved = dict(heads)
     records = []
     for one in pending:

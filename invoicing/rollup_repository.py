@@ -14,8 +14,9 @@ import asyncpg
 _KEY = "i.issuer_id, date_trunc('month', i.issue_date)::date, left(s.region, 2), i.series_id"
 _ON_KEY = "ON CONFLICT (issuer_id, month, province, series_id) DO UPDATE SET"
 
-# Issuing (a CTE of chain_repository.INSERT_RECORDS): the records' count and totals added to their rows. Rows are
-# upserted in key order; each is the rollup of a series the statement already holds the head of.
+# Issuing (a CTE of chain_repository.INSERT_RECORDS, reading the records it wrote, `inv`): their count and totals
+# added to their rows. Rows are upserted in key order; each is the rollup of a series the statement already holds
+# the head of.
 ROLL_ISSUED = f"""
   INSERT INTO loop_rollups AS t (issuer_id, month, province, series_id, issued, amount, credit_notes, credited,
                                  postal)
@@ -24,9 +25,7 @@ ROLL_ISSUED = f"""
          count(*) FILTER (WHERE i.kind = 'credit_note'),
          coalesce(sum(i.total) FILTER (WHERE i.kind = 'credit_note'), 0),
          count(*) FILTER (WHERE i.kind = 'invoice' AND i.delivery_method = 'postal')
-    FROM unnest($2::text[]::uuid[], $4::bigint[], $6::text[], $9::date[], $13::text[]::numeric[], $14::text[])
-         AS i(issuer_id, series_id, kind, issue_date, total, delivery_method)
-    JOIN issuers s ON s.id = i.issuer_id
+    FROM inv i JOIN issuers s ON s.id = i.issuer_id
    GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
   {_ON_KEY} issued = t.issued + excluded.issued, amount = t.amount + excluded.amount,
      credit_notes = t.credit_notes + excluded.credit_notes, credited = t.credited + excluded.credited,

@@ -18,7 +18,7 @@ from invoicing.repository import Issuer
 
 GROUP_SIZE = Histogram(
     "invoiceloop_issue_group_size",
-    "Single issues written in one transaction by this process",
+    "Single issues written together (in one statement, or a few when series had moved on) by this process",
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
 
@@ -101,13 +101,14 @@ class SingleIssue:
 
 
 class IssueGroups:
-    """Single issues made at the same time in this process, issued together: one transaction, one lock on each
-    series and one commit for the group, each request still answered on its own (docs/issuing.md).
+    """Single issues made at the same time in this process, issued together: one statement writes the group, each
+    request still answered on its own (docs/issuing.md). The group is sealed against series heads read without a
+    lock, so nothing is locked between statements (`numbering.issue_grouped`).
 
-    A request whose series is not open yet, or whose Idempotency-Key another request holds or used, is then
-    issued alone by `issue`, as is everyone in a group the database refused as a whole."""
+    A request whose series is not open yet, or whose Idempotency-Key was used before, is then issued alone by
+    `issue`, as is what is left of a group the database refused (deadlock, serialization failure)."""
 
-    def __init__(self, pool: asyncpg.Pool, issuing: numbering.Issuing, *, lanes: int = 2, max_batch: int = 64) -> None:
+    def __init__(self, pool: asyncpg.Pool, issuing: numbering.Issuing, *, lanes: int = 1, max_batch: int = 64) -> None:
         self.pool, self.issuing = pool, issuing
         self.batches: Coalescer[SingleIssue, Issued] = Coalescer(self._run, lanes=lanes, max_batch=max_batch)
 
@@ -117,10 +118,7 @@ class IssueGroups:
 
     async def _run(self, group: list[SingleIssue]) -> list[Issued | BaseException]:
         async with self.pool.acquire() as conn:
-            try:
-                written = await issue_group(conn, self.issuing, group)
-            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):  # rolled back: each on its own
-                written = [None] * len(group)
+            written = await issue_group(conn, self.issuing, group)
             results: list[Issued | BaseException] = []
             for one, inv in zip(group, written, strict=True):
                 if inv is not None:
@@ -136,28 +134,15 @@ class IssueGroups:
 async def issue_group(
     conn: asyncpg.Connection, issuing: numbering.Issuing, group: list[SingleIssue]
 ) -> list[Invoice | None]:
-    """Issue the group in one transaction: each request's invoice, or None for those to issue alone (series not
-    open; Idempotency-Key used before, held elsewhere, or given twice in the group)."""
-    async with conn.transaction():
-        claims = [(one.issuer.id, one.idem.key, one.idem.request_hash) for one in group if one.idem]
-        free = await repository.claim_idempotency_keys(conn, claims)
-        go = []
-        for one in group:
-            if one.idem is None:
-                go.append(True)
-            else:
-                go.append((one.issuer.id, one.idem.key) in free)
-                free.discard((one.issuer.id, one.idem.key))  # a key given twice: the later one is a replay
-        pending = [numbering.IssuerDraft(one.issuer, one.draft) for one, ok in zip(group, go, strict=True) if ok]
-        written = iter(await numbering.issue_open(conn, issuing, pending))
-        invoices = [next(written) if ok else None for ok in go]
-        keyed = [(one, inv) for one, inv, ok in zip(group, invoices, go, strict=True) if ok and one.idem]
-        await repository.release_idempotency_keys(
-            conn, [(one.issuer.id, one.idem.key) for one, inv in keyed if inv is None and one.idem]
-        )
-        await repository.set_idempotency_id_each(
-            conn, [(one.issuer.id, one.idem.key, inv.id) for one, inv in keyed if inv is not None and one.idem]
-        )
+    """Issue the group (`numbering.issue_grouped`, each keyed request's key stored with its invoice): each
+    request's invoice, or None for those to issue alone (series not open; Idempotency-Key used before, held
+    elsewhere and then used, or given twice in the group; what a refused try left)."""
+    invoices = await numbering.issue_grouped(
+        conn,
+        issuing,
+        [numbering.IssuerDraft(one.issuer, one.draft) for one in group],
+        [(one.idem.key, one.idem.request_hash) if one.idem else None for one in group],
+    )
     if any(invoices):
         GROUP_SIZE.observe(sum(inv is not None for inv in invoices))
     return invoices

@@ -73,11 +73,14 @@ def assert_chained_and_gapless(chain: list[asyncpg.Record]) -> None:
     assert all(b["prev_hash"] == a["record_hash"] for a, b in itertools.pairwise(chain))
 
 
+@pytest.mark.parametrize("guesses", [numbering.GUESSES, 0], ids=["unlocked-first", "locked-only"])
 async def test_three_processes_grouping_on_shared_series_number_and_chain_correctly(
-    pool: asyncpg.Pool, processes: list[IssueGroups]
+    pool: asyncpg.Pool, processes: list[IssueGroups], guesses: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """600 single issues from two issuers over four series (two opened during the run), sent at once through
-    three processes, a fifth of them keyed, each key sent three times to different processes."""
+    three processes, a fifth of them keyed, each key sent three times to different processes; with groups sealed
+    against heads read without a lock first, and with every try locking its heads (the last try's way)."""
+    monkeypatch.setattr(numbering, "GUESSES", guesses)
     issuers = [(await new_issuer(pool))[0] for _ in range(2)]
     async with pool.acquire() as conn:  # two series exist before; 'c' and 'd' are opened by the run
         for issuer in issuers:
@@ -116,6 +119,49 @@ async def test_three_processes_grouping_on_shared_series_number_and_chain_correc
         "SELECT count(*) FROM invoices WHERE issuer_id = ANY($1::uuid[])", [uuid.UUID(i.id) for i in issuers]
     )
     assert stored == 4 + 480 + 40
+
+
+async def test_a_series_moved_on_while_a_group_sealed_is_sealed_again_after_the_new_head(
+    pool: asyncpg.Pool, issuing: Issuing
+) -> None:
+    """A group reads its heads without a lock. Another writer moves series 'a' on before the group's statement
+    reaches it (the statement waits for that writer's row lock, then finds the head moved): nothing of 'a' is
+    written from the old head; 'a' is sealed again after the other writer's record, and 'b' is written at once."""
+    issuer, _ = await new_issuer(pool)
+    async with pool.acquire() as conn:
+        await services.issue(conn, issuing, issuer, [draft("a"), draft("b")])
+    retries = REGISTRY.get_sample_value("invoiceloop_issue_head_retries_total") or 0.0
+    other = await pool.acquire()
+    try:
+        tx = other.transaction()
+        await tx.start()
+        [theirs] = await numbering.issue_drafts(other, issuing, issuer, [draft("a")])  # holds 'a' until commit
+        async with pool.acquire() as conn:
+            group = asyncio.create_task(
+                numbering.issue_grouped(
+                    conn, issuing, [numbering.IssuerDraft(issuer, draft(label)) for label in ("a", "a", "b")]
+                )
+            )
+            for _ in range(500):  # the group's statement, waiting for the other writer's row lock
+                if await pool.fetchval(
+                    """SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+                          AND query LIKE '%INSERT INTO invoices%' AND datname = current_database()"""
+                ):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the group's statement never waited for the other writer")
+            await tx.commit()
+            ours = await asyncio.wait_for(group, 30)
+    finally:
+        await pool.release(other)
+    assert all(inv is not None for inv in ours)
+    assert [inv.invoice_number for inv in ours if inv] == ["00000003", "00000004", "00000002"]
+    assert theirs.invoice_number == "00000002"
+    assert ours[0] and ours[0].prev_hash == theirs.record_hash
+    assert (REGISTRY.get_sample_value("invoiceloop_issue_head_retries_total") or 0.0) == retries + 1
+    for chain in (await chains_of(pool, issuer)).values():
+        assert_chained_and_gapless(chain)
 
 
 async def test_a_refusal_in_a_group_is_that_request_answer_alone(

@@ -21,7 +21,8 @@ from tests.samples import invoice_body
 
 def _start(data: Path, port: int) -> tuple[subprocess.Popen[str], list[str]]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(INVOICELOOP_DATA_DIR=str(data), PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
+    # PYTHONFAULTHANDLER: a run that does not stop is ended with SIGABRT (`_stop`), which prints every thread's stack
+    env.update(INVOICELOOP_DATA_DIR=str(data), PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", PYTHONFAULTHANDLER="1")
     # Ctrl-C as at a terminal: a child inherits an ignored SIGINT (a suite started by nohup, or in the
     # background of a script, has it ignored), and `invoiceloop run` then loses a Ctrl-C that comes before
     # uvicorn installs its own handler. Any handler here (not SIG_IGN) becomes SIG_DFL in the child.
@@ -66,8 +67,12 @@ def _stop(proc: subprocess.Popen[str], sig: signal.Signals = signal.SIGINT) -> s
     try:
         out, _ = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
-        proc.kill()  # fail here, not later: a process left running fails whichever test meets its ResourceWarning
-        out, _ = proc.communicate(timeout=10)
+        proc.send_signal(signal.SIGABRT)  # its threads' stacks into the output: where it hangs
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # fail here, not later: a process left running fails whichever test meets its ResourceWarning
+            out, _ = proc.communicate(timeout=10)
         raise AssertionError(f"{sig.name} did not stop `invoiceloop run` within 60 s; its output:\n{out}") from None
     return out
 

@@ -38,8 +38,9 @@ from verification.challenge import ChallengeRequired
 log = logging.getLogger("invoiceloop")
 PROBLEM = "application/problem+json"
 PAGES = ("/verify", "/verify/scan", "/lottery")  # answered with an HTML page, errors too
-# PostgreSQL or Redis cannot be reached (down, restarting, out of connections, too slow to answer): the
-# request was not carried out and may be sent again as it is, so 503 with Retry-After, not a 500.
+# PostgreSQL or Redis cannot be reached (down, restarting, out of connections, too slow to answer), or PostgreSQL
+# rolled the request's transaction back to break a deadlock or a serialization conflict: the request was not carried
+# out and may be sent again as it is, so 503 with Retry-After, not a 500.
 BACKEND_ERRORS: tuple[type[Exception], ...] = (
     ConnectionError,
     TimeoutError,
@@ -47,6 +48,7 @@ BACKEND_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.TransactionRollbackError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )

@@ -155,24 +155,46 @@ def _numbered(
     )
 
 
-async def issue_drafts(
-    conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, drafts: Sequence[Draft]
-) -> list[Invoice]:
-    """Number, seal and write `drafts` inside the caller's transaction, in order within each series, opening
-    the series not yet open (409 when that is refused)."""
+@dataclass(frozen=True)
+class Locked:
+    """An issuer's series heads, locked in the caller's transaction, and the moment they were taken at."""
+
+    heads: dict[SeriesKey, SeriesHead]
+    now: datetime
+
+
+async def lock_series(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, labels: Sequence[str]) -> Locked:
+    """Lock the issuer's series of these labels until the caller's transaction ends (in id order), opening those
+    not yet open (409 when that is refused)."""
     now = issuing.clock()
     year = series_year(now)
-    keys = sorted({(issuer.id, d.series) for d in drafts})
+    keys = sorted({(issuer.id, label) for label in labels})
     heads = await chain_repository.lock_heads(conn, keys, year)
     missing = [key for key in keys if key not in heads]
     if missing:
         for _, label in missing:
             await _open_series(conn, issuing, issuer, label, year)
         heads |= await chain_repository.lock_heads(conn, missing, year)
-    written = await _write(conn, issuing, [IssuerDraft(issuer, d) for d in drafts], heads, now)
+    return Locked(heads, now)
+
+
+async def write_drafts(
+    conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, drafts: Sequence[Draft], locked: Locked
+) -> list[Invoice]:
+    """Number, seal and write `drafts` against the series `lock_series` locked, in order within each series."""
+    written = await _write(conn, issuing, [IssuerDraft(issuer, d) for d in drafts], locked.heads, locked.now)
     if written.stale:  # cannot happen: the heads are locked in this transaction
         raise RuntimeError(f"series {sorted(written.stale)} moved while locked")
     return [r.invoice for r in written.records]
+
+
+async def issue_drafts(
+    conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, drafts: Sequence[Draft]
+) -> list[Invoice]:
+    """Number, seal and write `drafts` inside the caller's transaction, in order within each series, opening
+    the series not yet open (409 when that is refused)."""
+    locked = await lock_series(conn, issuing, issuer, [d.series for d in drafts])
+    return await write_drafts(conn, issuing, issuer, drafts, locked)
 
 
 # How many times a group's records are sealed against heads read without a lock (as they were read, then as a

@@ -59,8 +59,8 @@ async def create_issuer(
 
 
 async def _replay(conn: asyncpg.Connection, issuer: Issuer, idem: Idempotency | None) -> Issued | None:
-    """Claim the Idempotency-Key as the first statement of the transaction (waiting while another request holds
-    it); when it was used before, the answer it gave (or 422 for another body). None: go on and issue."""
+    """Claim the Idempotency-Key (waiting while another request holds it); when it was used before, the answer it
+    gave (or 422 for another body). None: go on and issue."""
     if idem is None or await repository.claim_idempotency_keys(conn, [(issuer.id, idem.key, idem.request_hash)]):
         return None
     request_hash, ids = await repository.idempotency_key(conn, issuer.id, idem.key)
@@ -82,11 +82,16 @@ async def issue(
     drafts: list[numbering.Draft],
     idem: Idempotency | None = None,
 ) -> Issued:
-    """Issue 1 to 1000 records all or nothing; with an Idempotency-Key a retry gets the same records."""
+    """Issue 1 to 1000 records all or nothing; with an Idempotency-Key a retry gets the same records.
+
+    The series are locked before the key is claimed, in the order a group of single issues takes them (its key
+    goes in the statement that writes its series): a retry racing its first try then waits for it, instead of
+    each holding what the other waits for."""
     async with conn.transaction():
+        locked = await numbering.lock_series(conn, issuing, issuer, [d.series for d in drafts])
         if replay := await _replay(conn, issuer, idem):
             return replay
-        invoices = await numbering.issue_drafts(conn, issuing, issuer, drafts)
+        invoices = await numbering.write_drafts(conn, issuing, issuer, drafts, locked)
         await _remember(conn, issuer, idem, invoices)
     return Issued(invoices)
 

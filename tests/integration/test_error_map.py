@@ -1,5 +1,5 @@
-"""The app's one error map, in process on real PostgreSQL and Redis: an unreachable backend is a 503 with
-Retry-After and a bug a 500, each as problem+json for programs and as the HTML page on `/verify`. Stand-in
+"""The app's one error map, in process on real PostgreSQL and Redis: an unreachable backend (or a transaction
+PostgreSQL rolled back to break a deadlock) is a 503 with Retry-After and a bug a 500, each as problem+json for programs and as the HTML page on `/verify`. Stand-in
 routes raise what a dropped connection or a bug raises, since neither can be caused on demand."""
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ page_outage = raising(get, "/verify", asyncpg.exceptions.ConnectionDoesNotExistE
 page_bug = raising(post, "/verify", RuntimeError("a bug"))
 api_outage = raising(get, "/v1/outage", redis.exceptions.ConnectionError("Error 111 connecting. Connection refused."))
 api_bug = raising(get, "/v1/bug", RuntimeError("a bug"))
+deadlock = raising(post, "/v1/deadlock", asyncpg.exceptions.DeadlockDetectedError("deadlock detected"))
 
 
 async def test_outages_are_503_and_bugs_500_in_the_callers_format(settings: Settings) -> None:
-    app = create_app(settings, routes=[page_outage, page_bug, api_outage, api_bug])
+    app = create_app(settings, routes=[page_outage, page_bug, api_outage, api_bug, deadlock])
     async with AsyncTestClient(app) as client:
         outage: Any = await client.get("/v1/outage")
         assert outage.status_code == 503 and outage.headers["content-type"].startswith("application/problem+json")
@@ -45,6 +46,8 @@ async def test_outages_are_503_and_bugs_500_in_the_callers_format(settings: Sett
             outage.headers["retry-after"] == str(outage.json()["retry_after"])
             and "Connection refused" not in outage.text
         )
+        rolled_back: Any = await client.post("/v1/deadlock")  # PostgreSQL broke a deadlock: nothing was written
+        assert rolled_back.status_code == 503 and rolled_back.headers["retry-after"]
         bug = await client.get("/v1/bug")
         assert bug.status_code == 500 and bug.headers["content-type"].startswith("application/problem+json")
         assert "a bug" not in bug.text

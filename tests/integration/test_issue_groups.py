@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from invoiceloop.settings import Settings
-from invoicing import db, numbering, services, validation
+from invoicing import chain_repository, db, numbering, repository, services, validation
 from invoicing.errors import Conflict
 from invoicing.model import DEFAULT_TAX_RATES
 from invoicing.numbering import Issuing
@@ -64,6 +64,15 @@ async def chains_of(pool: asyncpg.Pool, issuer: Issuer) -> dict[str, list[asyncp
         uuid.UUID(issuer.id),
     )
     return {code: list(rs) for code, rs in itertools.groupby(rows, key=lambda r: r["invoice_code"])}
+
+
+async def waits_for_a_lock(pool: asyncpg.Pool, conn: asyncpg.Connection) -> bool:
+    """Whether `conn`'s backend is waiting for a lock now."""
+    return bool(
+        await pool.fetchval(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", conn.get_server_pid()
+        )
+    )
 
 
 def assert_chained_and_gapless(chain: list[asyncpg.Record]) -> None:
@@ -143,10 +152,7 @@ async def test_a_series_moved_on_while_a_group_sealed_is_sealed_again_after_the_
                 )
             )
             for _ in range(500):  # the group's statement, waiting for the other writer's row lock
-                if await pool.fetchval(
-                    """SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
-                          AND query LIKE '%INSERT INTO invoices%' AND datname = current_database()"""
-                ):
+                if await waits_for_a_lock(pool, conn):
                     break
                 await asyncio.sleep(0.01)
             else:
@@ -162,6 +168,42 @@ async def test_a_series_moved_on_while_a_group_sealed_is_sealed_again_after_the_
     assert (REGISTRY.get_sample_value("invoiceloop_issue_head_retries_total") or 0.0) == retries + 1
     for chain in (await chains_of(pool, issuer)).values():
         assert_chained_and_gapless(chain)
+
+
+async def test_a_group_that_deadlocks_on_a_key_writes_nothing_and_leaves_the_request_to_go_alone(
+    pool: asyncpg.Pool, issuing: Issuing
+) -> None:
+    """The group takes its series first and a request's Idempotency-Key after, as `services.issue` does. A
+    transaction that holds the key and then wants the series (done here by hand; a credit note takes its key
+    before its series) makes a deadlock, which PostgreSQL breaks: the group's try writes nothing and answers None
+    for the request (issued alone next), and the other transaction goes on."""
+    issuer, _ = await new_issuer(pool)
+    async with pool.acquire() as conn:
+        await services.issue(conn, issuing, issuer, [draft("a")])
+    alone = await pool.acquire()
+    try:
+        tx = alone.transaction()
+        await tx.start()
+        assert await repository.claim_idempotency_keys(alone, [(issuer.id, "k", "0" * 64)])
+        async with pool.acquire() as conn:
+            group = asyncio.create_task(
+                numbering.issue_grouped(conn, issuing, [numbering.IssuerDraft(issuer, draft("a"))], [("k", "0" * 64)])
+            )
+            for _ in range(500):  # the group holds series 'a' and waits for our key (the only lock it can wait for)
+                if await waits_for_a_lock(pool, conn):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the group never waited for the key")
+            year = numbering.series_year(issuing.clock())
+            heads = await chain_repository.lock_heads(alone, [(issuer.id, "a")], year)  # the cycle: we wait for 'a'
+            assert list(heads) == [(issuer.id, "a")]
+            assert await asyncio.wait_for(group, 30) == [None]
+        await tx.rollback()
+    finally:
+        await pool.release(alone)
+    [chain] = (await chains_of(pool, issuer)).values()
+    assert len(chain) == 1
 
 
 async def test_a_refusal_in_a_group_is_that_request_answer_alone(

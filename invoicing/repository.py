@@ -114,18 +114,9 @@ SELECT issuer_id, key, request_hash, '{}' FROM unnest($1::uuid[], $2::text[], $3
  ORDER BY issuer_id, key
 ON CONFLICT (issuer_id, key) DO NOTHING RETURNING issuer_id, key"""
 
-RELEASE_IDEMPOTENCY_KEYS = """
-DELETE FROM idempotency_keys k USING unnest($1::uuid[], $2::text[]) AS r(issuer_id, key)
- WHERE k.issuer_id = r.issuer_id AND k.key = r.key"""
-
 GET_IDEMPOTENCY_KEY = "SELECT request_hash, invoice_ids FROM idempotency_keys WHERE issuer_id = $1 AND key = $2"
 
 SET_IDEMPOTENCY_IDS = "UPDATE idempotency_keys SET invoice_ids = $3 WHERE issuer_id = $1 AND key = $2"
-
-SET_IDEMPOTENCY_ID_EACH = """
-UPDATE idempotency_keys k SET invoice_ids = ARRAY[u.invoice_id]
-  FROM unnest($1::uuid[], $2::text[], $3::uuid[]) AS u(issuer_id, key, invoice_id)
- WHERE k.issuer_id = u.issuer_id AND k.key = u.key"""
 
 KeyClaim = tuple[str, str, str]  # (issuer id, Idempotency-Key, request hash)
 
@@ -139,12 +130,6 @@ async def claim_idempotency_keys(conn: asyncpg.Connection, claims: list[KeyClaim
     return {(str(r["issuer_id"]), r["key"]) for r in await conn.fetch(CLAIM_IDEMPOTENCY_KEYS, *columns)}
 
 
-async def release_idempotency_keys(conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> None:
-    """Give back keys claimed in this transaction that will issue nothing in it."""
-    if keys:
-        await conn.execute(RELEASE_IDEMPOTENCY_KEYS, [uuid.UUID(i) for i, _ in keys], [k for _, k in keys])
-
-
 async def idempotency_key(conn: asyncpg.Connection, issuer_id: str, key: str) -> tuple[str, list[str]]:
     """(request hash, invoice ids) an earlier request stored under the key."""
     row = await conn.fetchrow(GET_IDEMPOTENCY_KEY, uuid.UUID(issuer_id), key)
@@ -154,13 +139,6 @@ async def idempotency_key(conn: asyncpg.Connection, issuer_id: str, key: str) ->
 async def set_idempotency_ids(conn: asyncpg.Connection, issuer_id: str, key: str, invoice_ids: list[str]) -> None:
     """Store the ids of the invoices the keyed request issued, for its retries."""
     await conn.execute(SET_IDEMPOTENCY_IDS, uuid.UUID(issuer_id), key, [uuid.UUID(i) for i in invoice_ids])
-
-
-async def set_idempotency_id_each(conn: asyncpg.Connection, issued: list[tuple[str, str, str]]) -> None:
-    """Store, for each (issuer id, key, invoice id), the one invoice its keyed request issued."""
-    if issued:
-        columns = ([uuid.UUID(i) for i, _, _ in issued], [k for _, k, _ in issued], [uuid.UUID(v) for *_, v in issued])
-        await conn.execute(SET_IDEMPOTENCY_ID_EACH, *columns)
 
 
 # ---------------------------------------------------------------- reading invoices

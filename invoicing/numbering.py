@@ -277,7 +277,6 @@ class Written:
     """What `_write` sealed and which of it the database took."""
 
     records: list[NewRecord]  # every draft sealed, in the order given
-    after: dict[SeriesKey, SeriesHead]  # each series written: its head after its records
     stale: dict[int, SeriesHead]  # by series id, each series that had moved on, as it is now: none of it written
 
 
@@ -293,7 +292,7 @@ async def _write(
     statement, each series only while its head is still the one given; `keys` (index in `pending`, and key and
     request hash) are stored beside their records."""
     if not pending:
-        return Written([], {}, {})
+        return Written([], {})
     signer = issuing.signers.current()
     if sum(len(one.draft.lines) for one in pending) >= SEAL_IN_THREAD_LINES:
         records, after = await asyncio.to_thread(_seal_all, issuing, signer, pending, heads, now)
@@ -309,12 +308,7 @@ async def _write(
     stale = await chain_repository.insert_records(
         conn, signer.key_id, records, [(heads[key], head) for key, head in moved.items()], texts, claims
     )
-    gone = {head.id for head in stale}
-    return Written(
-        records,
-        {key: head for key, head in moved.items() if head.id not in gone},
-        {head.id: head for head in stale},
-    )
+    return Written(records, {head.id: head for head in stale})
 
 
 def buyer_texts_of(

@@ -137,7 +137,7 @@ async def bump_chain(conn: asyncpg.Connection, series_id: int) -> SeriesHead:
 #
 # The records were sealed against heads the caller read: each series is written only while its head is still that
 # one (`locked`: the series rows locked in id order, as LOCK_HEADS takes them, and compared with the heads read).
-# Under LOCK_HEADS every head is; a group sealed against heads this process remembers (`numbering.HeadCache`)
+# Under LOCK_HEADS every head is; a group sealed against heads read without a lock (`numbering.issue_grouped`)
 # may find a series moved on by another writer, and then nothing of that series is written: the statement
 # answers its head as it is now, for the caller to seal those records again. Idempotency-Keys given with the
 # records ($36..$39) are inserted beside the records written, after the series rows: a key that exists already
@@ -217,9 +217,8 @@ WITH locked AS (
 )
 SELECT id, invoice_code, last_number, last_seq, last_hash FROM locked WHERE NOT same"""  # noqa: S608 - fixed SQL fragments, no input
 
-IDEMPOTENCY_KEY_TAKEN = (
-    "idempotency_keys_pkey"  # the constraint a key written before (or twice) fails INSERT_RECORDS on
-)
+# The constraint a key written before (or given twice) fails INSERT_RECORDS on.
+IDEMPOTENCY_KEY_TAKEN = "idempotency_keys_pkey"
 
 
 def _order_values(inv: Invoice) -> tuple[Any, Any, Any] | None:

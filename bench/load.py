@@ -34,6 +34,7 @@ def wrk(
 ) -> tuple[float, float, int]:
     """(requests/s, p99 ms, non-2xx count) of `method url` with `bodies` (one line of JSON each; none for a GET)
     from `connections` connections for `seconds`, with `key` as the bearer when given."""
+    target = urlsplit(url)
     with tempfile.TemporaryDirectory() as tmp:
         script, lines = Path(tmp) / "load.lua", Path(tmp) / "bodies.jsonl"
         script.write_text(WRK_SCRIPT)
@@ -41,7 +42,7 @@ def wrk(
         env = {
             **os.environ,
             "BENCH_BODIES": str(lines),
-            "BENCH_PATH": urlsplit(url).path + (f"?{urlsplit(url).query}" if urlsplit(url).query else ""),
+            "BENCH_PATH": target.path + (f"?{target.query}" if target.query else ""),
             "BENCH_METHOD": method,
             "BENCH_KEY": key,
         }

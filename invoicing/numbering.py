@@ -239,8 +239,7 @@ async def issue_grouped(
                 if locked:
                     known |= await chain_repository.lock_heads(conn, wanted, year)
                 heads = {key: known[key] for key in wanted}
-                claims = [(j, k) for j, i in enumerate(todo) if (k := keyed[i]) is not None]
-                written = await _write(conn, issuing, [pending[i] for i in todo], heads, now, claims)
+                written = await _write(conn, issuing, [pending[i] for i in todo], heads, now, [keyed[i] for i in todo])
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != IDEMPOTENCY_KEY_TAKEN:
                 raise
@@ -286,11 +285,11 @@ async def _write(
     pending: Sequence[IssuerDraft],
     heads: dict[SeriesKey, SeriesHead],
     now: datetime,
-    keys: Sequence[tuple[int, tuple[str, str]]] = (),
+    keys: Sequence[tuple[str, str] | None] = (),
 ) -> Written:
     """Seal each draft against its series' head in `heads`, then write them all and the new heads in one
-    statement, each series only while its head is still the one given; `keys` (index in `pending`, and key and
-    request hash) are stored beside their records."""
+    statement, each series only while its head is still the one given; `keys` (each draft's Idempotency-Key and
+    request hash, or None) are stored beside their records."""
     if not pending:
         return Written([], {})
     signer = issuing.signers.current()
@@ -303,7 +302,9 @@ async def _write(
         texts = await asyncio.to_thread(buyer_texts_of, invoices, issuing.texts, now)
     else:
         texts = buyer_texts_of(invoices, issuing.texts, now)
-    claims: list[KeyedRecord] = [(pending[i].issuer.id, key, digest, invoices[i].id) for i, (key, digest) in keys]
+    claims: list[KeyedRecord] = [
+        (one.issuer.id, *key, inv.id) for one, key, inv in zip(pending, keys, invoices, strict=False) if key
+    ]
     moved = {key: head for key, head in after.items() if head is not heads[key]}
     stale = await chain_repository.insert_records(
         conn, signer.key_id, records, [(heads[key], head) for key, head in moved.items()], texts, claims

@@ -7,8 +7,9 @@ from __future__ import annotations
 import base64
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import asyncpg
 import msgspec
@@ -122,6 +123,7 @@ async def require_media_type(connection: ASGIConnection[Any, Any, Any, Any], han
 
 
 KeyOwner = tuple[str, str]  # (kind, owner id)
+_UNCACHED = object()
 
 
 @dataclass
@@ -132,12 +134,13 @@ class Authenticator:
     pool: asyncpg.Pool
     key_ttl_s: float = 5.0
     issuer_ttl_s: float = 300.0
+    clock: Callable[[], float] = time.monotonic
     keys: TTLCache[bytes, KeyOwner | None] = field(init=False)
     issuers: TTLCache[str, Issuer] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.keys = TTLCache(maxsize=10_000, ttl=self.key_ttl_s, timer=time.monotonic)
-        self.issuers = TTLCache(maxsize=10_000, ttl=self.issuer_ttl_s, timer=time.monotonic)
+        self.keys = TTLCache(maxsize=10_000, ttl=self.key_ttl_s, timer=self.clock)
+        self.issuers = TTLCache(maxsize=10_000, ttl=self.issuer_ttl_s, timer=self.clock)
 
     async def owner(self, request: Request[Any, Any, Any], kind: str) -> str:
         """The owner id of the request's bearer key of `kind`; 401 otherwise (a key of the other kind too)."""
@@ -152,8 +155,11 @@ class Authenticator:
 
     async def _lookup(self, api_key: str) -> KeyOwner | None:
         digest = repository.key_hash(api_key)
-        if digest in self.keys:
-            return self.keys[digest]
+        # One read at one moment (TTLCache.get holds its clock): `in` then `[]` read the clock twice, and an entry
+        # expiring in between raised KeyError (a 500 under load). None is a cached answer too: an unknown key.
+        cached = self.keys.get(digest, _UNCACHED)
+        if cached is not _UNCACHED:
+            return cast(KeyOwner | None, cached)
         async with self.pool.acquire() as conn:
             found = await repository.find_key(conn, api_key)
         self.keys[digest] = found

@@ -85,3 +85,47 @@ async def test_a_caller_that_leaves_does_not_stop_its_item() -> None:
     assert sorted(n for batch in runner.batches for n in batch) == [1, 2]  # the leaver's item ran too
     with pytest.raises(asyncio.CancelledError):
         await leaving
+
+
+async def _callers_coming_back(batches: Coalescer[int, int], callers: int, rounds: int) -> None:
+    """Callers that each come back a few turns of the loop after their answer (1 to 4, as requests do: answer
+    sent, next request read and parsed) and submit again, `rounds` times each."""
+
+    async def caller(i: int) -> None:
+        for _ in range(rounds):
+            await batches.submit(i)
+            for _ in range(i % 4 + 1):
+                await asyncio.sleep(0)
+
+    await asyncio.gather(*(caller(i) for i in range(callers)))
+
+
+async def test_after_a_batch_the_lane_lets_callers_come_back_before_the_next() -> None:
+    """Without the settling turns, the lane takes what is waiting at once: the callers that need one more turn
+    than others miss it, and after the first the batches break up (51 batches, of 2 to 6); with them, every batch
+    holds all 8."""
+    runner = Recorder()
+    await _callers_coming_back(Coalescer(runner, lanes=1, settle_turns=8), callers=8, rounds=20)
+    assert [len(b) for b in runner.batches] == [8] * 20
+    broken = Recorder()
+    await _callers_coming_back(Coalescer(broken, lanes=1), callers=8, rounds=20)
+    assert len(broken.batches) > 40 and max(len(b) for b in broken.batches[1:]) < 8
+
+
+async def test_a_lone_caller_is_not_kept_waiting_by_the_settling_turns() -> None:
+    """A batch of one is not followed by settling turns: a caller alone gets its answer in a few turns of the
+    loop, however many turns a busy lane would let pass."""
+    batches = Coalescer(Recorder(), lanes=1, settle_turns=10_000)
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count_turns())
+    for n in range(5):
+        assert await batches.submit(n) == 2 * n
+    counter.cancel()
+    assert turns < 5 * 10

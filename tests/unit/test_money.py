@@ -26,7 +26,9 @@ from invoicing.model import (
     Status,
     compute_line,
     compute_totals,
+    money_str,
     province_code,
+    round_half_up,
 )
 
 # --- an independent model: exact fractions, half-up by integer arithmetic ---------------------------
@@ -102,6 +104,24 @@ def test_totals_are_sums_of_the_line_figures(items: list[LineInput], sign: int) 
 def test_line_examples(quantity: str, unit_price: str, rate: str, amount: str, tax: str) -> None:
     line = compute_line(LineInput("x", "个", Decimal(quantity), Decimal(unit_price), Decimal(rate)))
     assert (str(line.amount), str(line.tax_amount)) == (amount, tax)
+
+
+@settings(max_examples=500)
+@given(
+    value=st.decimals(min_value=Decimal("-1e13"), max_value=Decimal("1e13"), allow_nan=False, allow_infinity=False)
+    | st.sampled_from([Decimal("-0"), Decimal("-0.00"), Decimal("-0.004"), Decimal("0.005"), Decimal("-0.005")])
+)
+def test_money_str_is_the_half_up_round_to_the_cent_formatted(value: Decimal) -> None:
+    """The fast `money_str` (str of the quantized value) against the plain definition it replaced."""
+    assert money_str(value) == f"{round_half_up(value):.2f}"
+
+
+def test_a_sealed_copy_is_what_replace_gives() -> None:
+    """`with_proofs` copies the record's fields without `__init__`; it must equal `dataclasses.replace`."""
+    inv = make_invoice([compute_line(LineInput("x", "个", Decimal("2"), Decimal("3.50"), Decimal("0.13")))])
+    sealed = inv.with_proofs("ab" * 32, "sig", "key-1")
+    assert sealed == replace(inv, record_hash="ab" * 32, signature="sig", key_id="key-1")
+    assert inv.record_hash == "a" * 64 and sealed is not inv
 
 
 def test_regression_amount_is_rounded_once() -> None:

@@ -2,7 +2,7 @@
 measures it). Built once and grown: `python -m bench.scale_data --to 1000000`, later `--to 10000000`; a rerun
 resumes after the last day written and never rebuilds what exists (table `scale_build` says how far it got).
 
-Every row is a real record made by the project's own sealing path (`numbering._numbered` + `numbering.seal`,
+Every row is a real record made by the project's own sealing path (`numbering.unplaced` + `numbering.placed`,
 `formats.void_content`, the keyring's active key): record hashes chained per series (a new year's series chained
 to the same label's last record), Ed25519 signatures, the check codes of the data set's secret. Issue dates run
 day by day from START, DAILY records a day, over ISSUERS issuers with 1-4 series each (volumes skewed, as real
@@ -274,8 +274,8 @@ def generate_day(
                 draft = numbering.Draft(draft.kind, w.label, draft.buyer, draft.lines, draft.delivery, draft.remarks)
             now = start + timedelta(seconds=offset, microseconds=rng.randint(0, 999_999))
             number, seq = number + 1, seq + 1
-            inv, content = numbering.seal(
-                numbering._numbered(draft, w.issuer, w.code, number, now, prev, issuing), signer
+            inv, content = numbering.placed(
+                numbering.unplaced(draft, w.issuer, now), w.code, number, prev, issuing, signer
             )
             prev = inv.record_hash
             row = _invoice_row(inv, w.series_id, seq, content, signer.key_id)
@@ -308,8 +308,8 @@ def generate_day(
                 lines = tuple(credit_lines(inv, sum_credited(inv.lines, []), None))
                 draft = numbering.Draft("credit_note", w.label, inv.buyer, lines, "electronic", "退货", inv)
                 number, seq = number + 1, seq + 1
-                note, content = numbering.seal(
-                    numbering._numbered(draft, w.issuer, w.code, number, evening, prev, issuing), signer
+                note, content = numbering.placed(
+                    numbering.unplaced(draft, w.issuer, evening), w.code, number, prev, issuing, signer
                 )
                 prev = note.record_hash
                 notes.append(tuple(_invoice_row(note, w.series_id, seq, content, signer.key_id)))

@@ -133,11 +133,15 @@ def content_of(inv: Invoice) -> dict[str, Any]:
 
     The record hash is the SHA-256 of `canonical_bytes(content_of(inv))`; this dict is also what we
     store (jsonb), so the audit recomputes the hash from exactly what the API shows."""
+    return placed_content(unplaced_content(inv), inv.invoice_code, inv.invoice_number, inv.check_code, inv.prev_hash)
+
+
+def unplaced_content(inv: Invoice) -> dict[str, Any]:
+    """The content of a record without the fields its place in the series gives it (`placed_content`): all of it
+    can be made before the series is locked (`numbering.unplaced`)."""
     content: dict[str, Any] = {
         "v": RECORD_VERSION,
         "kind": inv.kind,
-        "invoice_code": inv.invoice_code,
-        "invoice_number": inv.invoice_number,
         "issue_date": inv.issue_date.isoformat(),
         "issued_at": rfc3339(inv.issued_at),
         "currency": inv.currency,
@@ -148,15 +152,19 @@ def content_of(inv: Invoice) -> dict[str, Any]:
         "total_tax": money_str(inv.totals.total_tax),
         "total": money_str(inv.totals.total),
         "total_in_words": inv.total_in_words,
-        "check_code": inv.check_code,
         "delivery": inv.delivery_method,
         "remarks": inv.remarks,
-        "prev_hash": inv.prev_hash,
     }
     if inv.kind == "credit_note":
         content["original_invoice_code"] = inv.original_invoice_code
         content["original_invoice_number"] = inv.original_invoice_number
     return content
+
+
+def placed_content(unplaced: dict[str, Any], code: str, number: str, check: str, prev_hash: str) -> dict[str, Any]:
+    """The whole content: `unplaced_content` with the invoice code and number, the check code (which hashes them)
+    and the hash of the record before it in the chain. Keys are sorted when it is made canonical."""
+    return {**unplaced, "invoice_code": code, "invoice_number": number, "check_code": check, "prev_hash": prev_hash}
 
 
 def _line_from(item: dict[str, Any]) -> Line:

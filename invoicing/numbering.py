@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 from prometheus_client import Counter
@@ -100,39 +100,34 @@ class IssuerDraft:
         return self.issuer.id, self.draft.series
 
 
-def seal(inv: Invoice, signer: Signer) -> tuple[Invoice, str]:
-    """Give a numbered record (check code already set) its record hash, signature and key id; returns it with
-    its canonical content as JSON text (what is stored, exactly as hashed)."""
-    canonical = formats.canonical_bytes(formats.content_of(inv))
-    rec_hash = formats.sha256_hex(canonical)
-    core = formats.signing_core(
-        inv.invoice_code,
-        inv.invoice_number,
-        inv.issue_date,
-        inv.totals.total_amount,
-        inv.totals.total_tax,
-        inv.totals.total,
-        inv.check_code,
-        rec_hash,
-    )
-    return inv.with_proofs(rec_hash, signer.sign(core), signer.key_id), canonical.decode()
+@dataclass(frozen=True)
+class Unplaced:
+    """A draft made into a record in all but its place in the series (invoice code and number, check code, chain
+    link) and its proofs: what can be done before the series is locked, so that the lock is held only for the
+    rest (`placed`)."""
+
+    issuer: Issuer
+    invoice: Invoice  # code, number, check code, previous hash and proofs still empty
+    content: dict[str, Any]  # formats.unplaced_content(invoice)
+
+    @property
+    def series_key(self) -> SeriesKey:
+        """Which series (of the year) it is numbered in."""
+        return self.issuer.id, self.invoice.series
 
 
-def _numbered(
-    draft: Draft, issuer: Issuer, code: str, number: int, now: datetime, prev_hash: str, issuing: Issuing
-) -> Invoice:
-    """The draft with its identity, check code and chain link (not yet hashed and signed)."""
+def unplaced(draft: Draft, issuer: Issuer, now: datetime) -> Unplaced:
+    """The record of `draft`, issued by `issuer` at `now`, before it is placed in its series."""
     totals = compute_totals(draft.lines)
     original = draft.original
-    issue_date, invoice_number = local_date(now), f"{number:08d}"
-    return Invoice(
+    invoice = Invoice(
         id=str(uuid7()),  # time-ordered: the primary key's index grows at one end (docs/scale-data.md)
         issuer_id=issuer.id,
         kind=draft.kind,
         series=draft.series,
-        invoice_code=code,
-        invoice_number=invoice_number,
-        issue_date=issue_date,
+        invoice_code="",
+        invoice_number="",
+        issue_date=local_date(now),
         issued_at=now,
         status="issued",
         seller=issuer.seller,
@@ -141,9 +136,9 @@ def _numbered(
         lines=draft.lines,
         totals=totals,
         total_in_words=formats.amount_in_words(totals.total),
-        check_code=formats.check_code(issuing.secret, code, invoice_number, issue_date, totals.total),
+        check_code="",
         record_hash="",
-        prev_hash=prev_hash,
+        prev_hash="",
         signature="",
         key_id="",
         delivery_method=draft.delivery,
@@ -153,6 +148,47 @@ def _numbered(
         original_invoice_number=original.invoice_number if original else None,
         delivery_status="pending" if draft.delivery == "postal" and draft.kind == "invoice" else None,
     )
+    return Unplaced(issuer, invoice, formats.unplaced_content(invoice))
+
+
+def placed(
+    record: Unplaced, code: str, number: int, prev_hash: str, issuing: Issuing, signer: Signer
+) -> tuple[Invoice, str]:
+    """The record numbered `number` in the series of invoice code `code`, after the record of hash `prev_hash`:
+    its check code, record hash (of its canonical content), signature and key id. Returns it with its canonical
+    content as JSON text (what is stored, exactly as hashed)."""
+    inv, invoice_number = record.invoice, f"{number:08d}"
+    check = formats.check_code(issuing.secret, code, invoice_number, inv.issue_date, inv.totals.total)
+    canonical = formats.canonical_bytes(formats.placed_content(record.content, code, invoice_number, check, prev_hash))
+    rec_hash = formats.sha256_hex(canonical)
+    core = formats.signing_core(
+        code,
+        invoice_number,
+        inv.issue_date,
+        inv.totals.total_amount,
+        inv.totals.total_tax,
+        inv.totals.total,
+        check,
+        rec_hash,
+    )
+    sealed = inv.sealed(code, invoice_number, check, prev_hash, rec_hash, signer.sign(core), signer.key_id)
+    return sealed, canonical.decode()
+
+
+# From this many lines in one call, making the records (`unplaced`) runs in a thread, so that a large batch
+# does not hold the event loop; below it the thread hop costs more than it frees.
+MAKE_IN_THREAD_LINES = 500
+
+
+async def unplaced_all(drafts: Sequence[tuple[Draft, Issuer]], now: datetime) -> list[Unplaced]:
+    """`unplaced` of each, in a thread for a large batch."""
+    if sum(len(draft.lines) for draft, _ in drafts) >= MAKE_IN_THREAD_LINES:
+        return await asyncio.to_thread(_unplaced_each, drafts, now)
+    return _unplaced_each(drafts, now)
+
+
+def _unplaced_each(drafts: Sequence[tuple[Draft, Issuer]], now: datetime) -> list[Unplaced]:
+    return [unplaced(draft, issuer, now) for draft, issuer in drafts]
 
 
 @dataclass(frozen=True)
@@ -163,10 +199,11 @@ class Locked:
     now: datetime
 
 
-async def lock_series(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, labels: Sequence[str]) -> Locked:
-    """Lock the issuer's series of these labels until the caller's transaction ends (in id order), opening those
-    not yet open (409 when that is refused)."""
-    now = issuing.clock()
+async def lock_series(
+    conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, labels: Sequence[str], now: datetime
+) -> Locked:
+    """Lock the issuer's series of these labels, in the year of `now`, until the caller's transaction ends (in id
+    order), opening those not yet open (409 when that is refused)."""
     year = series_year(now)
     keys = sorted({(issuer.id, label) for label in labels})
     heads = await chain_repository.lock_heads(conn, keys, year)
@@ -179,10 +216,10 @@ async def lock_series(conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer
 
 
 async def write_drafts(
-    conn: asyncpg.Connection, issuing: Issuing, issuer: Issuer, drafts: Sequence[Draft], locked: Locked
+    conn: asyncpg.Connection, issuing: Issuing, records: Sequence[Unplaced], locked: Locked
 ) -> list[Invoice]:
-    """Number, seal and write `drafts` against the series `lock_series` locked, in order within each series."""
-    written = await _write(conn, issuing, [IssuerDraft(issuer, d) for d in drafts], locked.heads, locked.now)
+    """Place, seal and write `records` in the series `lock_series` locked, in order within each series."""
+    written = await _write(conn, issuing, records, locked.heads)
     if written.stale:  # cannot happen: the heads are locked in this transaction
         raise RuntimeError(f"series {sorted(written.stale)} moved while locked")
     return [r.invoice for r in written.records]
@@ -193,8 +230,9 @@ async def issue_drafts(
 ) -> list[Invoice]:
     """Number, seal and write `drafts` inside the caller's transaction, in order within each series, opening
     the series not yet open (409 when that is refused)."""
-    locked = await lock_series(conn, issuing, issuer, [d.series for d in drafts])
-    return await write_drafts(conn, issuing, issuer, drafts, locked)
+    now = issuing.clock()
+    locked = await lock_series(conn, issuing, issuer, [d.series for d in drafts], now)
+    return await write_drafts(conn, issuing, await unplaced_all([(d, issuer) for d in drafts], now), locked)
 
 
 # How many times a group's records are sealed against heads read without a lock (as they were read, then as a
@@ -229,6 +267,7 @@ async def issue_grouped(
     known = await chain_repository.read_heads(conn, sorted({a.series_key for a in pending}), year)
     result: list[Invoice | None] = [None] * len(pending)
     todo = [i for i, a in enumerate(pending) if a.series_key in known]
+    ready = {i: unplaced(pending[i].draft, pending[i].issuer, now) for i in todo}  # sealed again without this
     tries = 0
     while todo:
         locked = tries == GUESSES
@@ -239,7 +278,7 @@ async def issue_grouped(
                 if locked:
                     known |= await chain_repository.lock_heads(conn, wanted, year)
                 heads = {key: known[key] for key in wanted}
-                written = await _write(conn, issuing, [pending[i] for i in todo], heads, now, [keyed[i] for i in todo])
+                written = await _write(conn, issuing, [ready[i] for i in todo], heads, [keyed[i] for i in todo])
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != IDEMPOTENCY_KEY_TAKEN:
                 raise
@@ -263,9 +302,9 @@ async def issue_grouped(
     return result
 
 
-# From this many lines in one call, sealing (about 0.1 ms a line) runs in a thread, so that a large batch
-# does not hold the event loop; below it the thread hop costs more than it frees.
-SEAL_IN_THREAD_LINES = 500
+# From this many records, placing and sealing them (about 45 µs a record) runs in a thread, so that a batch does
+# not hold the event loop; a group of single issues (at most 64) stays on the loop, where the hop would cost more.
+PLACE_IN_THREAD = 200
 # From this many records, the buyer's texts are written in a thread too: a new phone's SMS check (phonenumbers'
 # number type) is about 0.5 ms, so a batch of 1000 buyers would hold the loop for half a second.
 TEXTS_IN_THREAD = 50
@@ -282,22 +321,22 @@ class Written:
 async def _write(
     conn: asyncpg.Connection,
     issuing: Issuing,
-    pending: Sequence[IssuerDraft],
+    pending: Sequence[Unplaced],
     heads: dict[SeriesKey, SeriesHead],
-    now: datetime,
     keys: Sequence[tuple[str, str] | None] = (),
 ) -> Written:
-    """Seal each draft against its series' head in `heads`, then write them all and the new heads in one
-    statement, each series only while its head is still the one given; `keys` (each draft's Idempotency-Key and
+    """Place and seal each record after its series' head in `heads`, then write them all and the new heads in one
+    statement, each series only while its head is still the one given; `keys` (each record's Idempotency-Key and
     request hash, or None) are stored beside their records."""
     if not pending:
         return Written([], {})
     signer = issuing.signers.current()
-    if sum(len(one.draft.lines) for one in pending) >= SEAL_IN_THREAD_LINES:
-        records, after = await asyncio.to_thread(_seal_all, issuing, signer, pending, heads, now)
+    if len(pending) >= PLACE_IN_THREAD:
+        records, after = await asyncio.to_thread(_seal_all, issuing, signer, pending, heads)
     else:
-        records, after = _seal_all(issuing, signer, pending, heads, now)
+        records, after = _seal_all(issuing, signer, pending, heads)
     invoices = [r.invoice for r in records]
+    now = invoices[0].issued_at  # the moment every record of the call was made at (`unplaced`)
     if len(invoices) >= TEXTS_IN_THREAD:
         texts = await asyncio.to_thread(buyer_texts_of, invoices, issuing.texts, now)
     else:
@@ -327,20 +366,15 @@ def buyer_texts_of(
 
 
 def _seal_all(
-    issuing: Issuing,
-    signer: Signer,
-    pending: Sequence[IssuerDraft],
-    heads: dict[SeriesKey, SeriesHead],
-    now: datetime,
+    issuing: Issuing, signer: Signer, pending: Sequence[Unplaced], heads: dict[SeriesKey, SeriesHead]
 ) -> tuple[list[NewRecord], dict[SeriesKey, SeriesHead]]:
-    """Number and seal each draft in order against the heads; the records, and each series' head after them."""
+    """Place and seal each record in order after the heads; the records, and each series' head after them."""
     moved = dict(heads)
     records = []
     for one in pending:
         head = moved[one.series_key]
         number, seq = head.last_number + 1, head.last_seq + 1
-        numbered = _numbered(one.draft, one.issuer, head.invoice_code, number, now, head.last_hash, issuing)
-        inv, content = seal(numbered, signer)
+        inv, content = placed(one, head.invoice_code, number, head.last_hash, issuing, signer)
         records.append(NewRecord(inv, head.id, seq, content))
         moved[one.series_key] = SeriesHead(head.id, head.invoice_code, number, seq, inv.record_hash)
     return records, moved

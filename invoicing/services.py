@@ -90,14 +90,18 @@ async def issue(
 ) -> Issued:
     """Issue 1 to 1000 records all or nothing; with an Idempotency-Key a retry gets the same records.
 
-    The series are locked before the key is claimed, in the order a group of single issues takes them (its key
-    goes in the statement that writes its series): a retry racing its first try then waits for it, instead of
-    each holding what the other waits for."""
+    The records are made before the transaction, all but their places in the series (`numbering.unplaced`): the
+    series stay locked only while the records are placed, sealed and written. The series are locked before the
+    key is claimed, in the order a group of single issues takes them (its key goes in the statement that writes
+    its series): a retry racing its first try then waits for it, instead of each holding what the other waits
+    for."""
+    now = issuing.clock()
+    records = await numbering.unplaced_all([(d, issuer) for d in drafts], now)
     async with conn.transaction():
-        locked = await numbering.lock_series(conn, issuing, issuer, [d.series for d in drafts])
+        locked = await numbering.lock_series(conn, issuing, issuer, [d.series for d in drafts], now)
         if replay := await _replay(conn, issuer, idem):
             return replay
-        invoices = await numbering.write_drafts(conn, issuing, issuer, drafts, locked)
+        invoices = await numbering.write_drafts(conn, issuing, records, locked)
         await _remember(conn, issuer, idem, invoices)
     return Issued(invoices)
 

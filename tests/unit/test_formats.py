@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import re
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +22,8 @@ from hypothesis import strategies as st
 from invoicing import formats
 from invoicing.keys import b64url, b64url_decode, verify_signature
 from invoicing.model import Invoice
+from invoicing.numbering import Draft, FixedSigner, Issuing, placed, unplaced
+from invoicing.repository import Issuer
 from tests.unit.example_record import BASE_URL, KEY_SEED, SECRET, example_invoice, example_signer
 from tests.unit.invoice_samples import invoices
 
@@ -54,6 +57,23 @@ def test_our_code_produces_the_documented_example() -> None:
     assert formats.content_signing_core(formats.content_of(inv), inv.record_hash) == v["signing_core"]
     assert example_signer().key_id == v["key_id"] and formats.verify_url(BASE_URL, inv) == v["verify_url"]
     assert inv.total_in_words == "贰佰贰拾陆元整"
+
+
+def test_issuing_makes_the_documented_example_in_two_steps() -> None:
+    """The issuing path makes a record before its series is locked (`unplaced`) and places it after (`placed`):
+    the two steps must give the documented example byte for byte, and what they store must be `content_of` of the
+    record they answer (which the audit and the verify page rebuild)."""
+    v, example = vectors(), example_invoice()
+    seller = example.seller
+    issuer = Issuer(example.issuer_id, seller.name, seller.tax_id, "4401", seller.address, seller.phone)
+    draft = Draft(example.kind, example.series, example.buyer, example.lines, example.delivery_method, example.remarks)
+    issuing = Issuing(secret=SECRET, signers=FixedSigner(example_signer()))
+    made = unplaced(draft, issuer, example.issued_at)
+    inv, stored = placed(made, example.invoice_code, 1, formats.ZERO_HASH, issuing, example_signer())
+    assert stored == v["canonical"] == formats.canonical_bytes(formats.content_of(inv)).decode()
+    assert (inv.check_code, inv.record_hash, inv.signature) == (v["check_code"], v["record_hash"], v["signature"])
+    assert inv == replace(example, id=inv.id, delivery_status="pending")  # a postal invoice: its order is pending
+    assert made.invoice.invoice_number == made.invoice.check_code == made.invoice.prev_hash == ""
 
 
 def test_stored_content_rebuilds_the_same_invoice() -> None:

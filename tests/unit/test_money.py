@@ -117,10 +117,19 @@ def test_money_str_is_the_half_up_round_to_the_cent_formatted(value: Decimal) ->
 
 
 def test_a_sealed_copy_is_what_replace_gives() -> None:
-    """`with_proofs` copies the record's fields without `__init__`; it must equal `dataclasses.replace`."""
+    """`sealed` copies the record's fields without `__init__`; it must equal `dataclasses.replace`."""
     inv = make_invoice([compute_line(LineInput("x", "个", Decimal("2"), Decimal("3.50"), Decimal("0.13")))])
-    sealed = inv.with_proofs("ab" * 32, "sig", "key-1")
-    assert sealed == replace(inv, record_hash="ab" * 32, signature="sig", key_id="key-1")
+    sealed = inv.sealed("440126000002", "00000007", "1" * 20, "cd" * 32, "ab" * 32, "sig", "key-1")
+    assert sealed == replace(
+        inv,
+        invoice_code="440126000002",
+        invoice_number="00000007",
+        check_code="1" * 20,
+        prev_hash="cd" * 32,
+        record_hash="ab" * 32,
+        signature="sig",
+        key_id="key-1",
+    )
     assert inv.record_hash == "a" * 64 and sealed is not inv
 
 

@@ -1,5 +1,6 @@
-"""Numbering and sealing: how a draft becomes a numbered, hashed, chained and signed record. Every draft is
-numbered and sealed against its series head, and one statement writes the records and moves the heads, only
+"""Numbering and sealing: how a draft becomes a numbered, hashed, chained and signed record. A draft is first made
+into a record in all that does not depend on its place in the series (`unplaced`, before any lock), then placed
+after its series head and sealed (`placed`), and one statement writes the records and moves the heads, only
 where each head is still the one sealed against (`chain_repository.INSERT_RECORDS`). `issue_drafts` does it for
 one issuer's batch, all or nothing, opening series as needed, against heads locked in the caller's transaction;
 `issue_grouped` for a group of single issues from many issuers, each on its own, against heads read without a
@@ -193,10 +194,9 @@ def _unplaced_each(drafts: Sequence[tuple[Draft, Issuer]], now: datetime) -> lis
 
 @dataclass(frozen=True)
 class Locked:
-    """An issuer's series heads, locked in the caller's transaction, and the moment they were taken at."""
+    """An issuer's series heads, locked in the caller's transaction."""
 
     heads: dict[SeriesKey, SeriesHead]
-    now: datetime
 
 
 async def lock_series(
@@ -212,10 +212,10 @@ async def lock_series(
         for _, label in missing:
             await _open_series(conn, issuing, issuer, label, year)
         heads |= await chain_repository.lock_heads(conn, missing, year)
-    return Locked(heads, now)
+    return Locked(heads)
 
 
-async def write_drafts(
+async def write_records(
     conn: asyncpg.Connection, issuing: Issuing, records: Sequence[Unplaced], locked: Locked
 ) -> list[Invoice]:
     """Place, seal and write `records` in the series `lock_series` locked, in order within each series."""
@@ -232,7 +232,7 @@ async def issue_drafts(
     the series not yet open (409 when that is refused)."""
     now = issuing.clock()
     locked = await lock_series(conn, issuing, issuer, [d.series for d in drafts], now)
-    return await write_drafts(conn, issuing, await unplaced_all([(d, issuer) for d in drafts], now), locked)
+    return await write_records(conn, issuing, await unplaced_all([(d, issuer) for d in drafts], now), locked)
 
 
 # How many times a group's records are sealed against heads read without a lock (as they were read, then as a

@@ -101,7 +101,7 @@ async def issue(
         locked = await numbering.lock_series(conn, issuing, issuer, [d.series for d in drafts], now)
         if replay := await _replay(conn, issuer, idem):
             return replay
-        invoices = await numbering.write_drafts(conn, issuing, records, locked)
+        invoices = await numbering.write_records(conn, issuing, records, locked)
         await _remember(conn, issuer, idem, invoices)
     return Issued(invoices)
 

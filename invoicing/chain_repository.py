@@ -251,9 +251,10 @@ async def insert_records(
     keys: Sequence[KeyedRecord] = (),
 ) -> list[SeriesHead]:
     """Write sealed records (signed with `key_id`), move their series from the heads they were sealed against to
-    the heads after them (`heads`: pairs of the two), and write the delivery orders, the buyer's mails, the buyer's `texts` (record id, kind,
-    phone, text) and the `keys`, in one statement: for each series still at the head sealed against. Answers the heads,
-    as they are now, of the series that were not: none of their records was written."""
+    the heads after them (`heads`: pairs of the two), and write the delivery orders, the buyer's mails, the buyer's
+    `texts` (record id, kind, phone, text) and the `keys`, in one statement: for each series still at the head
+    sealed against. Answers the heads, as they are now, of the series that were not: none of their records was
+    written."""
     cols: list[list[Any]] = [[] for _ in range(18)]
     orders: list[list[Any]] = [[], [], [], [], []]
     mails: list[list[Any]] = [[], [], []]

@@ -95,11 +95,6 @@ class IssuerDraft:
     issuer: Issuer
     draft: Draft
 
-    @property
-    def series_key(self) -> SeriesKey:
-        """Which series (of the year) it is numbered in."""
-        return self.issuer.id, self.draft.series
-
 
 @dataclass(frozen=True)
 class Unplaced:
@@ -181,15 +176,15 @@ def placed(
 MAKE_IN_THREAD_LINES = 500
 
 
-async def unplaced_all(drafts: Sequence[tuple[Draft, Issuer]], now: datetime) -> list[Unplaced]:
-    """`unplaced` of each, in a thread for a large batch."""
-    if sum(len(draft.lines) for draft, _ in drafts) >= MAKE_IN_THREAD_LINES:
-        return await asyncio.to_thread(_unplaced_each, drafts, now)
-    return _unplaced_each(drafts, now)
+async def unplaced_all(issuer: Issuer, drafts: Sequence[Draft], now: datetime) -> list[Unplaced]:
+    """`unplaced` of each of the issuer's drafts, in a thread for a large batch."""
+    if sum(len(draft.lines) for draft in drafts) >= MAKE_IN_THREAD_LINES:
+        return await asyncio.to_thread(_unplaced_each, issuer, drafts, now)
+    return _unplaced_each(issuer, drafts, now)
 
 
-def _unplaced_each(drafts: Sequence[tuple[Draft, Issuer]], now: datetime) -> list[Unplaced]:
-    return [unplaced(draft, issuer, now) for draft, issuer in drafts]
+def _unplaced_each(issuer: Issuer, drafts: Sequence[Draft], now: datetime) -> list[Unplaced]:
+    return [unplaced(draft, issuer, now) for draft in drafts]
 
 
 @dataclass(frozen=True)
@@ -232,7 +227,7 @@ async def issue_drafts(
     the series not yet open (409 when that is refused)."""
     now = issuing.clock()
     locked = await lock_series(conn, issuing, issuer, [d.series for d in drafts], now)
-    return await write_records(conn, issuing, await unplaced_all([(d, issuer) for d in drafts], now), locked)
+    return await write_records(conn, issuing, await unplaced_all(issuer, drafts, now), locked)
 
 
 # How many times a group's records are sealed against heads read without a lock (as they were read, then as a
@@ -264,17 +259,17 @@ async def issue_grouped(
     now = issuing.clock()
     year = series_year(now)
     keyed = list(keys) or [None] * len(pending)
-    known = await chain_repository.read_heads(conn, sorted({a.series_key for a in pending}), year)
+    ready = [unplaced(a.draft, a.issuer, now) for a in pending]  # a try that loses redoes only the placing
+    known = await chain_repository.read_heads(conn, sorted({r.series_key for r in ready}), year)
     result: list[Invoice | None] = [None] * len(pending)
-    todo = [i for i, a in enumerate(pending) if a.series_key in known]
-    ready = {i: unplaced(pending[i].draft, pending[i].issuer, now) for i in todo}  # sealed again without this
+    todo = [i for i, r in enumerate(ready) if r.series_key in known]
     tries = 0
     while todo:
         locked = tries == GUESSES
         tx: AbstractAsyncContextManager[object] = conn.transaction() if locked else nullcontext()
         try:
             async with tx:
-                wanted = sorted({pending[i].series_key for i in todo})
+                wanted = sorted({ready[i].series_key for i in todo})
                 if locked:
                     known |= await chain_repository.lock_heads(conn, wanted, year)
                 heads = {key: known[key] for key in wanted}
@@ -314,7 +309,7 @@ TEXTS_IN_THREAD = 50
 class Written:
     """What `_write` sealed and which of it the database took."""
 
-    records: list[NewRecord]  # every draft sealed, in the order given
+    records: list[NewRecord]  # every record sealed, in the order given
     stale: dict[int, SeriesHead]  # by series id, each series that had moved on, as it is now: none of it written
 
 

@@ -96,7 +96,7 @@ async def issue(
     its series): a retry racing its first try then waits for it, instead of each holding what the other waits
     for."""
     now = issuing.clock()
-    records = await numbering.unplaced_all([(d, issuer) for d in drafts], now)
+    records = await numbering.unplaced_all(issuer, drafts, now)
     async with conn.transaction():
         locked = await numbering.lock_series(conn, issuing, issuer, [d.series for d in drafts], now)
         if replay := await _replay(conn, issuer, idem):

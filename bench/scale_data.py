@@ -274,7 +274,7 @@ def generate_day(
                 draft = numbering.Draft(draft.kind, w.label, draft.buyer, draft.lines, draft.delivery, draft.remarks)
             now = start + timedelta(seconds=offset, microseconds=rng.randint(0, 999_999))
             number, seq = number + 1, seq + 1
-            inv, content = numbering.placed(
+            inv, _, content = numbering.placed(
                 numbering.unplaced(draft, w.issuer, now), w.code, number, prev, issuing, signer
             )
             prev = inv.record_hash
@@ -308,7 +308,7 @@ def generate_day(
                 lines = tuple(credit_lines(inv, sum_credited(inv.lines, []), None))
                 draft = numbering.Draft("credit_note", w.label, inv.buyer, lines, "electronic", "退货", inv)
                 number, seq = number + 1, seq + 1
-                note, content = numbering.placed(
+                note, _, content = numbering.placed(
                     numbering.unplaced(draft, w.issuer, evening), w.code, number, prev, issuing, signer
                 )
                 prev = note.record_hash

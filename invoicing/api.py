@@ -140,15 +140,16 @@ def _issued_response(
     api: IssuerApi, issued: services.Issued, *, batch: bool, items: list[dict[str, Any]] | None = None
 ) -> Response[Any]:
     if items is None:
-        items = _invoices_json(api, issued.invoices)
+        items = _invoices_json(api, issued)
     headers = {"Idempotent-Replayed": "true"} if issued.replayed else {}
     if not batch:
         headers["Location"] = f"/v1/invoices/{issued.invoices[0].id}"
     return Response({"invoices": items} if batch else items[0], status_code=201, headers=headers)
 
 
-def _invoices_json(api: IssuerApi, invoices: list[Invoice]) -> list[dict[str, Any]]:
-    return [invoice_json(inv, api.public_base_url) for inv in invoices]
+def _invoices_json(api: IssuerApi, issued: services.Issued) -> list[dict[str, Any]]:
+    contents: list[dict[str, Any] | None] = [*issued.contents] if issued.contents else [None] * len(issued.invoices)
+    return [invoice_json(inv, api.public_base_url, c) for inv, c in zip(issued.invoices, contents, strict=True)]
 
 
 def _drafts_of(items: list[InvoiceIn], tax_rates: tuple[Decimal, ...]) -> list[numbering.Draft]:
@@ -222,7 +223,7 @@ class InvoiceController(Controller):
         async with issuer_api.pool.acquire() as conn:
             issued = await services.issue(conn, issuer_api.issuing, issuer, drafts, idem)
         await issuer_api.nudges.after_commit(issued)
-        items = await asyncio.to_thread(_invoices_json, issuer_api, issued.invoices)
+        items = await asyncio.to_thread(_invoices_json, issuer_api, issued)
         return _issued_response(issuer_api, issued, batch=True, items=items)
 
     @get("/{invoice_id:str}")

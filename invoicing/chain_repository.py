@@ -231,12 +231,14 @@ def _order_values(inv: Invoice) -> tuple[Any, Any, Any] | None:
 
 @dataclass(frozen=True)
 class NewRecord:
-    """A sealed record about to be written: its chain place and its canonical content as JSON text."""
+    """A sealed record about to be written: its chain place and its canonical content, as JSON text (what is
+    stored) and as made (what the issue's answer states, `schemas.invoice_json`)."""
 
     invoice: Invoice
     series_id: int
     chain_seq: int
     content_json: str
+    content: dict[str, Any]
 
 
 KeyedRecord = tuple[str, str, str, str]  # (issuer id, Idempotency-Key, request hash, the one record it issues)

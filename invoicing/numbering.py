@@ -149,13 +149,14 @@ def unplaced(draft: Draft, issuer: Issuer, now: datetime) -> Unplaced:
 
 def placed(
     record: Unplaced, code: str, number: int, prev_hash: str, issuing: Issuing, signer: Signer
-) -> tuple[Invoice, str]:
+) -> tuple[Invoice, dict[str, Any], str]:
     """The record numbered `number` in the series of invoice code `code`, after the record of hash `prev_hash`:
     its check code, record hash (of its canonical content), signature and key id. Returns it with its canonical
-    content as JSON text (what is stored, exactly as hashed)."""
+    content, as made (what the answer states) and as JSON text (what is stored, exactly as hashed)."""
     inv, invoice_number = record.invoice, f"{number:08d}"
     check = formats.check_code(issuing.secret, code, invoice_number, inv.issue_date, inv.totals.total)
-    canonical = formats.canonical_bytes(formats.placed_content(record.content, code, invoice_number, check, prev_hash))
+    content = formats.placed_content(record.content, code, invoice_number, check, prev_hash)
+    canonical = formats.canonical_bytes(content)
     rec_hash = formats.sha256_hex(canonical)
     core = formats.signing_core(
         code,
@@ -168,7 +169,7 @@ def placed(
         rec_hash,
     )
     sealed = inv.sealed(code, invoice_number, check, prev_hash, rec_hash, signer.sign(core), signer.key_id)
-    return sealed, canonical.decode()
+    return sealed, content, canonical.decode()
 
 
 # From this many lines in one call, making the records (`unplaced`) runs in a thread, so that a large batch
@@ -212,12 +213,12 @@ async def lock_series(
 
 async def write_records(
     conn: asyncpg.Connection, issuing: Issuing, records: Sequence[Unplaced], locked: Locked
-) -> list[Invoice]:
+) -> list[NewRecord]:
     """Place, seal and write `records` in the series `lock_series` locked, in order within each series."""
     written = await _write(conn, issuing, records, locked.heads)
     if written.stale:  # cannot happen: the heads are locked in this transaction
         raise RuntimeError(f"series {sorted(written.stale)} moved while locked")
-    return [r.invoice for r in written.records]
+    return written.records
 
 
 async def issue_drafts(
@@ -227,7 +228,8 @@ async def issue_drafts(
     the series not yet open (409 when that is refused)."""
     now = issuing.clock()
     locked = await lock_series(conn, issuing, issuer, [d.series for d in drafts], now)
-    return await write_records(conn, issuing, await unplaced_all(issuer, drafts, now), locked)
+    written = await write_records(conn, issuing, await unplaced_all(issuer, drafts, now), locked)
+    return [r.invoice for r in written]
 
 
 # How many times a group's records are sealed against heads read without a lock (as they were read, then as a
@@ -246,7 +248,7 @@ async def issue_grouped(
     issuing: Issuing,
     pending: Sequence[IssuerDraft],
     keys: Sequence[tuple[str, str] | None] = (),
-) -> list[Invoice | None]:
+) -> list[NewRecord | None]:
     """Number, seal and write each one whose series is open this year, in the order given within each series,
     each with its Idempotency-Key (`keys`: key and request hash, or None) stored beside it; None for the others
     (`issue_drafts` opens their series; a keyed one whose key exists already, or is given twice, is left to
@@ -261,7 +263,7 @@ async def issue_grouped(
     keyed = list(keys) or [None] * len(pending)
     ready = [unplaced(a.draft, a.issuer, now) for a in pending]  # a try that loses redoes only the placing
     known = await chain_repository.read_heads(conn, sorted({r.series_key for r in ready}), year)
-    result: list[Invoice | None] = [None] * len(pending)
+    result: list[NewRecord | None] = [None] * len(pending)
     todo = [i for i, r in enumerate(ready) if r.series_key in known]
     tries = 0
     while todo:
@@ -291,7 +293,7 @@ async def issue_grouped(
         HEAD_RETRIES.inc(len(written.stale))
         for i, rec in zip(todo, written.records, strict=True):
             if rec.series_id not in written.stale:
-                result[i] = rec.invoice
+                result[i] = rec
         todo = [i for i, rec in zip(todo, written.records, strict=True) if rec.series_id in written.stale]
         tries += 1
     return result
@@ -369,8 +371,8 @@ def _seal_all(
     for one in pending:
         head = moved[one.series_key]
         number, seq = head.last_number + 1, head.last_seq + 1
-        inv, content = placed(one, head.invoice_code, number, head.last_hash, issuing, signer)
-        records.append(NewRecord(inv, head.id, seq, content))
+        inv, content, canonical = placed(one, head.invoice_code, number, head.last_hash, issuing, signer)
+        records.append(NewRecord(inv, head.id, seq, canonical, content))
         moved[one.series_key] = SeriesHead(head.id, head.invoice_code, number, seq, inv.record_hash)
     return records, moved
 

@@ -11,7 +11,7 @@ import msgspec
 from invoicing import formats
 from invoicing.figures import Figures, province_names
 from invoicing.http import Strict
-from invoicing.model import Invoice, money_str
+from invoicing.model import Invoice
 
 
 class AddressIn(Strict):
@@ -89,28 +89,31 @@ def request_hash(endpoint: str, payload: Any) -> str:
     ).hexdigest()
 
 
-def invoice_json(inv: Invoice, base_url: str) -> dict[str, Any]:
-    """The Invoice of API.md: every request field normalised, the figures, identity and proofs."""
+def invoice_json(inv: Invoice, base_url: str, content: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The Invoice of API.md: every request field normalised, the figures, identity and proofs. What the record
+    states is stated as its canonical content states it: `content` when the caller has it as the record was made
+    (an issue's answer: made once, not twice), else made again (`formats.content_of`)."""
+    c = formats.content_of(inv) if content is None else content
     return {
         "id": inv.id,
-        "kind": inv.kind,
+        "kind": c["kind"],
         "series": inv.series,
-        "invoice_code": inv.invoice_code,
-        "invoice_number": inv.invoice_number,
-        "issue_date": inv.issue_date.isoformat(),
-        "issued_at": formats.rfc3339(inv.issued_at),
+        "invoice_code": c["invoice_code"],
+        "invoice_number": c["invoice_number"],
+        "issue_date": c["issue_date"],
+        "issued_at": c["issued_at"],
         "status": inv.status,
-        "seller": formats.seller_content(inv.seller),
-        "buyer": formats.buyer_content(inv.buyer),
-        "currency": inv.currency,
-        "lines": [formats.line_content(line) for line in inv.lines],
-        "total_amount": money_str(inv.totals.total_amount),
-        "total_tax": money_str(inv.totals.total_tax),
-        "total": money_str(inv.totals.total),
-        "total_in_words": inv.total_in_words,
-        "check_code": inv.check_code,
+        "seller": c["seller"],
+        "buyer": c["buyer"],
+        "currency": c["currency"],
+        "lines": c["lines"],
+        "total_amount": c["total_amount"],
+        "total_tax": c["total_tax"],
+        "total": c["total"],
+        "total_in_words": c["total_in_words"],
+        "check_code": c["check_code"],
         "record_hash": inv.record_hash,
-        "prev_hash": inv.prev_hash,
+        "prev_hash": c["prev_hash"],
         "signature": inv.signature,
         "key_id": inv.key_id,
         "verify_url": formats.verify_url(base_url, inv),

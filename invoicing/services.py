@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from prometheus_client import Histogram
 
 from invoicing import chain_repository, formats, numbering, orders, repository
 from invoicing.batching import Coalescer
-from invoicing.chain_repository import NewVoid
+from invoicing.chain_repository import NewRecord, NewVoid
 from invoicing.corrections import CreditRequestLine, credit_lines, status_after_credit, sum_credited, void_refusal
 from invoicing.errors import Conflict, IdempotencyMismatch, NotFound
 from invoicing.model import Invoice
@@ -43,6 +44,9 @@ class Issued:
 
     invoices: list[Invoice]
     replayed: bool = False
+    # Their canonical content when they were made by this request (the answer states it as made); None when they
+    # were read back (a replay, a credit note): the answer makes it again (`formats.content_of`).
+    contents: list[dict[str, Any]] | None = None
 
 
 # ---------------------------------------------------------------- issuers and keys
@@ -101,9 +105,10 @@ async def issue(
         locked = await numbering.lock_series(conn, issuing, issuer, [d.series for d in drafts], now)
         if replay := await _replay(conn, issuer, idem):
             return replay
-        invoices = await numbering.write_records(conn, issuing, records, locked)
+        written = await numbering.write_records(conn, issuing, records, locked)
+        invoices = [r.invoice for r in written]
         await _remember(conn, issuer, idem, invoices)
-    return Issued(invoices)
+    return Issued(invoices, contents=[r.content for r in written])
 
 
 @dataclass(frozen=True)
@@ -137,9 +142,9 @@ class IssueGroups:
         async with self.pool.acquire() as conn:
             written = await issue_group(conn, self.issuing, group)
             results: list[Issued | BaseException] = []
-            for one, inv in zip(group, written, strict=True):
-                if inv is not None:
-                    results.append(Issued([inv]))
+            for one, rec in zip(group, written, strict=True):
+                if rec is not None:
+                    results.append(Issued([rec.invoice], contents=[rec.content]))
                     continue
                 try:
                     results.append(await issue(conn, self.issuing, one.issuer, [one.draft], one.idem))
@@ -150,19 +155,19 @@ class IssueGroups:
 
 async def issue_group(
     conn: asyncpg.Connection, issuing: numbering.Issuing, group: list[SingleIssue]
-) -> list[Invoice | None]:
+) -> list[NewRecord | None]:
     """Issue the group (`numbering.issue_grouped`, each keyed request's key stored with its invoice): each
-    request's invoice, or None for those to issue alone (series not open; Idempotency-Key used before, held
+    request's record, or None for those to issue alone (series not open; Idempotency-Key used before, held
     elsewhere and then used, or given twice in the group; what a refused try left)."""
-    invoices = await numbering.issue_grouped(
+    records = await numbering.issue_grouped(
         conn,
         issuing,
         [numbering.IssuerDraft(one.issuer, one.draft) for one in group],
         [(one.idem.key, one.idem.request_hash) if one.idem else None for one in group],
     )
-    if any(invoices):
-        GROUP_SIZE.observe(sum(inv is not None for inv in invoices))
-    return invoices
+    if any(records):
+        GROUP_SIZE.observe(sum(rec is not None for rec in records))
+    return records
 
 
 # ---------------------------------------------------------------- reading

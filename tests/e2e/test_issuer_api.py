@@ -233,6 +233,8 @@ async def test_batch_of_1000_over_http_in_order(issuer_client: httpx.AsyncClient
     items = resp.json()["invoices"]
     assert [i["remarks"] for i in items] == [str(i) for i in range(1000)]
     assert [int(i["invoice_number"]) for i in items] == list(range(1, 1001))
+    for item in (items[0], items[-1]):  # the answer states each record as it reads back
+        assert (await issuer_client.get(f"/v1/invoices/{item['id']}")).json() == item
     assert_problem(await issuer_client.post("/v1/invoices/batch", json={"invoices": []}), 422, "invoices")
 
 

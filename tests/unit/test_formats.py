@@ -69,8 +69,9 @@ def test_issuing_makes_the_documented_example_in_two_steps() -> None:
     draft = Draft(example.kind, example.series, example.buyer, example.lines, example.delivery_method, example.remarks)
     issuing = Issuing(secret=SECRET, signers=FixedSigner(example_signer()))
     made = unplaced(draft, issuer, example.issued_at)
-    inv, stored = placed(made, example.invoice_code, 1, formats.ZERO_HASH, issuing, example_signer())
+    inv, content, stored = placed(made, example.invoice_code, 1, formats.ZERO_HASH, issuing, example_signer())
     assert stored == v["canonical"] == formats.canonical_bytes(formats.content_of(inv)).decode()
+    assert content == formats.content_of(inv)  # what the answer states
     assert (inv.check_code, inv.record_hash, inv.signature) == (v["check_code"], v["record_hash"], v["signature"])
     assert inv == replace(example, id=inv.id, delivery_status="pending")  # a postal invoice: its order is pending
     assert made.invoice.invoice_number == made.invoice.check_code == made.invoice.prev_hash == ""

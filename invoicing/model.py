@@ -200,10 +200,11 @@ class Totals:
 
 @dataclass(frozen=True)
 class InvoiceRequest:
-    """A validated, normalised issue request (what the issuer asked for, before numbering)."""
+    """A validated, normalised issue request (what the issuer asked for, before numbering), its lines' figures
+    computed (`compute_line`: validation checks them)."""
 
     buyer: Party
-    lines: tuple[LineInput, ...]
+    lines: tuple[Line, ...]
     delivery: DeliveryMethod = "electronic"
     series: str = DEFAULT_SERIES
     remarks: str = ""

@@ -32,7 +32,6 @@ from invoicing.model import (
     Kind,
     Line,
     Party,
-    compute_line,
     compute_totals,
     local_date,
     new_series_refusal,
@@ -393,6 +392,5 @@ async def _open_series(conn: asyncpg.Connection, issuing: Issuing, issuer: Issue
 
 
 def draft_of(request: InvoiceRequest) -> Draft:
-    """The draft of a validated issue request: each line's figures computed."""
-    lines = tuple(compute_line(item) for item in request.lines)
-    return Draft("invoice", request.series, request.buyer, lines, request.delivery, request.remarks)
+    """The draft of a validated issue request."""
+    return Draft("invoice", request.series, request.buyer, request.lines, request.delivery, request.remarks)

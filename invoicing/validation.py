@@ -206,10 +206,11 @@ def invoice_request(data: dict[str, Any], rates: tuple[Decimal, ...]) -> Invoice
     series = text(data, "series", "series", errors, required=False) or "default"
     remarks = text(data, "remarks", "remarks", errors, required=False)
     good = [line for line in lines if line is not None]
-    if len(good) == len(lines):
-        check_amounts([compute_line(line) for line in good], errors)
+    computed = [compute_line(line) for line in good] if len(good) == len(lines) else []
+    if computed:
+        check_amounts(computed, errors)
     errors.raise_if_any()
-    return InvoiceRequest(buyer, tuple(good), delivery, series, remarks)
+    return InvoiceRequest(buyer, tuple(computed), delivery, series, remarks)
 
 
 def credit_request(data: dict[str, Any]) -> tuple[str, list[CreditRequestLine] | None]:

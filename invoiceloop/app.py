@@ -35,7 +35,7 @@ from invoicing import db, keyring
 from invoicing.api import BATCH_MAX_BYTES, InvoiceController, IssuerApi, issuer_stats
 from invoicing.buyer_texts import BuyerTexts, link_key
 from invoicing.errors import DomainError
-from invoicing.http import Authenticator, require_media_type
+from invoicing.http import Authenticator, media_type_middleware
 from invoicing.keyring import ActiveSigner, KeyringWatcher
 from invoicing.note import parse_verifier_key
 from invoicing.numbering import Issuing
@@ -347,7 +347,6 @@ def create_app(
             ),
             *(extra_routes or []),
         ],
-        guards=[require_media_type],
         lifespan=[lifespan],
         dependencies={
             "services": part(lambda s: s),
@@ -365,7 +364,7 @@ def create_app(
             Exception: problems.on_unexpected,
             **dict.fromkeys(problems.BACKEND_ERRORS, problems.on_unavailable),
         },
-        middleware=[prometheus.middleware],
+        middleware=[prometheus.middleware, media_type_middleware],
         openapi_config=OpenAPIConfig(
             title="invoiceloop",
             version="1.0.0",

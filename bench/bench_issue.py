@@ -7,6 +7,8 @@ Routes served side by side by one uvicorn setup (2 workers, the worker process s
 - `batch`: the batch endpoint (1000 invoices per request, 2 connections), beside `copy`: asyncpg COPY of
   the same rows (1000 per COPY, 2 connections) into a table of the invoices' shape: its indexes and foreign keys.
 Rounds alternate, so load from elsewhere hits every case alike; medians are printed with each round's figure.
+Each batch round also prints the two serve workers' CPU seconds: wrk's two batch connections land on one worker
+in some rounds, which then has one core for the Python of both batches (about half the rate).
 Then how long after its issue each record reached the public log. Loopback only; it stops by itself.
 
 Run: `python -m bench.bench_issue` (BENCH_SECONDS, BENCH_ROUNDS).
@@ -158,7 +160,28 @@ async def copy_rate(url: str, rows: CopyRows, seconds: float) -> tuple[float, fl
     return rate, float("nan"), 0
 
 
-async def measure(base_url: str, key: str, url: str, rows: CopyRows) -> dict[str, list[tuple[float, float, int]]]:
+def workers_cpu(server_pid: int) -> dict[int, float]:
+    """CPU seconds used so far by each process under uvicorn's supervisor (its serve workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds: dict[int, float] = {}
+    for task in Path(f"/proc/{server_pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            seconds[int(child)] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return seconds
+
+
+# Per batch round: the serve workers' CPU seconds, busiest first. wrk's two connections are accepted by whichever
+# worker is waiting in accept(): when one worker takes both, the batches' Python runs on one core.
+BATCH_SPLITS: list[list[float]] = []
+
+
+async def measure(
+    base_url: str, key: str, url: str, rows: CopyRows, server_pid: int
+) -> dict[str, list[tuple[float, float, int]]]:
     """Every case, ROUNDS alternating rounds: {case: [(per second, p99 ms, non-2xx), ...]}."""
     many = [bench_body(f"till-{i}") for i in range(CONCURRENCY)]
     one = [bench_body("one")]
@@ -180,8 +203,12 @@ async def measure(base_url: str, key: str, url: str, rows: CopyRows) -> dict[str
             if not path:
                 results[name].append(await copy_rate(url, rows, SECONDS))
                 continue
+            before = workers_cpu(server_pid)
             async with sessions(url, name):
                 rate, p99, bad = await asyncio.to_thread(wrk, base_url, key, path, bodies, conns, SECONDS)
+            if name == "batch":
+                used = [cpu - before.get(pid, 0.0) for pid, cpu in workers_cpu(server_pid).items()]
+                BATCH_SPLITS.append(sorted(used, reverse=True)[:2])  # the two serve workers
             results[name].append((rate * (BATCH if name == "batch" else 1), p99, bad))
     return results
 
@@ -241,6 +268,8 @@ def report(results: dict[str, list[tuple[float, float, int]]]) -> None:
         seen = SESSIONS.get(name, Counter())
         total = sum(seen.values()) or 1
         print(f"    {name:7} " + ", ".join(f"{doing} {100 * seen[doing] / total:.0f} %" for doing in sorted(seen)))
+    splits = ", ".join(" / ".join(f"{s:.1f}" for s in split) for split in BATCH_SPLITS)
+    print(f"  serve workers' CPU seconds in each batch round (one near 0: both connections on one worker): {splits}")
     print(
         f"  http16 / insert  = {ratio('http16', 'insert'):.2f} (target >= 0.6), p99 http16 / insert = "
         f"{median['http16'][1] / median['insert'][1]:.2f} (target <= 1.5)\n"
@@ -328,7 +357,7 @@ async def _with_db(settings: Settings, server_url: str) -> None:
         server, worker = await _start(settings, key)
         try:
             rows = await _sample(url)
-            results = await measure(server[1], key, url, rows)
+            results = await measure(server[1], key, url, rows, server[0].pid)
         finally:
             server[0].terminate()
             await asyncio.wait_for(server[0].wait(), 15)

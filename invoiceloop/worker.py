@@ -277,6 +277,26 @@ async def run_worker(settings: Settings) -> int:
     return 0
 
 
+# How long `invoiceloop run` lets the worker stop (its jobs cancelled, its shutdown hook run) once the server has.
+# A shutdown still waiting then (a pool's graceful close waits for every connection to come back) is cancelled
+# where it waits, so that SIGTERM ends the process promptly, as systemd and container runtimes expect.
+STOP_WORKER_S = 8.0
+
+
+async def stop_within(task: asyncio.Task[Any], timeout_s: float) -> bool:
+    """Cancel `task` and wait up to `timeout_s` for it to end; if it has not (its cleanup waits on something that
+    does not come), cancel it again, where it now waits, and wait as long once more. Whether it ended."""
+    for _ in range(2):
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        if done:
+            break
+        log.warning("the worker did not stop within %.0f s; cancelling its shutdown where it waits", timeout_s)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        log.warning("the worker failed on its way out", exc_info=task.exception())
+    return task.done()
+
+
 async def serve_and_work(settings: Settings, host: str, port: int) -> None:
     """`invoiceloop run`: the HTTP service and the worker in one process until Ctrl-C."""
     import uvicorn
@@ -287,6 +307,4 @@ async def serve_and_work(settings: Settings, host: str, port: int) -> None:
     try:
         await server.serve()
     finally:
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await worker
+        await stop_within(worker, STOP_WORKER_S)

@@ -98,8 +98,7 @@ def money_str(value: Decimal) -> str:
     `f"{round_half_up(value):.2f}"` gives, a test holds them together). `str` of a Decimal with two places is
     never in exponent notation; this runs 20-odd times for every invoice issued, at a third of the cost of the
     formatted round."""
-    text = str(value.quantize(CENT, ROUND_HALF_UP))
-    return "0.00" if text == "-0.00" else text
+    return str(round_half_up(value))
 
 
 def plain_str(value: Decimal, min_places: int = 0) -> str:

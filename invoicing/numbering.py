@@ -213,11 +213,37 @@ async def lock_series(
 async def write_records(
     conn: asyncpg.Connection, issuing: Issuing, records: Sequence[Unplaced], locked: Locked
 ) -> list[NewRecord]:
-    """Place, seal and write `records` in the series `lock_series` locked, in order within each series."""
-    written = await _write(conn, issuing, records, locked.heads)
-    if written.stale:  # cannot happen: the heads are locked in this transaction
-        raise RuntimeError(f"series {sorted(written.stale)} moved while locked")
-    return written.records
+    """Place, seal and write `records` in the series `lock_series` locked, in order within each series.
+
+    A large batch goes in pieces of `WRITE_PIECE`, one statement each, in this transaction: while the database
+    writes one piece, a thread seals the next against the heads the piece before left. The series stay locked for
+    about the longer of the two, not their sum (docs/issuing.md); all of it commits or none of it."""
+    if len(records) <= WRITE_PIECE:
+        written = await _write(conn, issuing, records, locked.heads)
+        if written.stale:  # cannot happen: the heads are locked in this transaction
+            raise RuntimeError(f"series {sorted(written.stale)} moved while locked")
+        return written.records
+    signer = issuing.signers.current()
+    pieces = [records[i : i + WRITE_PIECE] for i in range(0, len(records), WRITE_PIECE)]
+    heads = locked.heads
+    next_piece = asyncio.ensure_future(asyncio.to_thread(_seal_piece, issuing, signer, pieces[0], heads))
+    out: list[NewRecord] = []
+    try:
+        for i in range(len(pieces)):
+            sealed = await next_piece
+            if i + 1 < len(pieces):
+                next_piece = asyncio.ensure_future(
+                    asyncio.to_thread(_seal_piece, issuing, signer, pieces[i + 1], sealed.after)
+                )
+            stale = await _insert(conn, signer, sealed, heads)
+            if stale:  # cannot happen: the heads are locked in this transaction
+                raise RuntimeError(f"series {sorted(h.id for h in stale)} moved while locked")
+            out.extend(sealed.records)
+            heads = sealed.after
+    finally:
+        if not next_piece.done():  # a piece's statement failed while the next was being sealed
+            await asyncio.wait([next_piece])
+    return out
 
 
 async def issue_drafts(
@@ -298,12 +324,13 @@ async def issue_grouped(
     return result
 
 
-# From this many records, placing and sealing them (about 45 µs a record) runs in a thread, so that a batch does
-# not hold the event loop; a group of single issues (at most 64) stays on the loop, where the hop would cost more.
-PLACE_IN_THREAD = 200
-# From this many records, the buyer's texts are written in a thread too: a new phone's SMS check (phonenumbers'
-# number type) is about 0.5 ms, so a batch of 1000 buyers would hold the loop for half a second.
-TEXTS_IN_THREAD = 50
+# A large batch is sealed and written in pieces of this many records (`write_records`): small enough that the
+# first piece's sealing, which nothing overlaps, is short; large enough that each statement's fixed cost is spread.
+WRITE_PIECE = 200
+# From this many records, placing and sealing them (about 30 µs a record) and the buyer's texts (a new phone's SMS
+# check, phonenumbers' number type, is about 0.5 ms) run in a thread, so that a batch does not hold the event loop;
+# a smaller group stays on the loop, where the hop would cost more.
+SEAL_IN_THREAD = 50
 
 
 @dataclass(frozen=True)
@@ -312,6 +339,37 @@ class Written:
 
     records: list[NewRecord]  # every record sealed, in the order given
     stale: dict[int, SeriesHead]  # by series id, each series that had moved on, as it is now: none of it written
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """Records placed and sealed after some heads, with what else their statement writes."""
+
+    records: list[NewRecord]
+    after: dict[SeriesKey, SeriesHead]  # each series' head after them (the same object where none was placed)
+    texts: list[tuple[str, str, str, str]]  # the buyer's texts (`buyer_texts_of`)
+
+
+def _seal_piece(
+    issuing: Issuing, signer: Signer, pending: Sequence[Unplaced], heads: dict[SeriesKey, SeriesHead]
+) -> Sealed:
+    """`_seal_all` and the buyer's texts of the records: what a thread does for a large write."""
+    records, after = _seal_all(issuing, signer, pending, heads)
+    invoices = [r.invoice for r in records]
+    return Sealed(records, after, buyer_texts_of(invoices, issuing.texts, invoices[0].issued_at))
+
+
+async def _insert(
+    conn: asyncpg.Connection,
+    signer: Signer,
+    sealed: Sealed,
+    heads: dict[SeriesKey, SeriesHead],
+    claims: Sequence[KeyedRecord] = (),
+) -> list[SeriesHead]:
+    """Write sealed records with the heads they moved from `heads` (INSERT_RECORDS): the heads, as they are now,
+    of the series that had moved on, none of whose records were written."""
+    moved = [(heads[key], head) for key, head in sealed.after.items() if head is not heads[key]]
+    return await chain_repository.insert_records(conn, signer.key_id, sealed.records, moved, sealed.texts, claims)
 
 
 async def _write(
@@ -327,24 +385,17 @@ async def _write(
     if not pending:
         return Written([], {})
     signer = issuing.signers.current()
-    if len(pending) >= PLACE_IN_THREAD:
-        records, after = await asyncio.to_thread(_seal_all, issuing, signer, pending, heads)
+    if len(pending) >= SEAL_IN_THREAD:
+        sealed = await asyncio.to_thread(_seal_piece, issuing, signer, pending, heads)
     else:
-        records, after = _seal_all(issuing, signer, pending, heads)
-    invoices = [r.invoice for r in records]
-    now = invoices[0].issued_at  # the moment every record of the call was made at (`unplaced`)
-    if len(invoices) >= TEXTS_IN_THREAD:
-        texts = await asyncio.to_thread(buyer_texts_of, invoices, issuing.texts, now)
-    else:
-        texts = buyer_texts_of(invoices, issuing.texts, now)
+        sealed = _seal_piece(issuing, signer, pending, heads)
     claims: list[KeyedRecord] = [
-        (one.issuer.id, *key, inv.id) for one, key, inv in zip(pending, keys, invoices, strict=False) if key
+        (one.issuer.id, *key, rec.invoice.id)
+        for one, key, rec in zip(pending, keys, sealed.records, strict=False)
+        if key
     ]
-    moved = {key: head for key, head in after.items() if head is not heads[key]}
-    stale = await chain_repository.insert_records(
-        conn, signer.key_id, records, [(heads[key], head) for key, head in moved.items()], texts, claims
-    )
-    return Written(records, {head.id: head for head in stale})
+    stale = await _insert(conn, signer, sealed, heads, claims)
+    return Written(sealed.records, {head.id: head for head in stale})
 
 
 def buyer_texts_of(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import uuid
 
@@ -14,10 +15,12 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from invoicing import numbering, services, validation
+from invoiceloop.settings import Settings
+from invoicing import keyring, numbering, services, validation
+from invoicing.audit import audit
 from invoicing.errors import ValidationFailed
 from invoicing.model import DEFAULT_TAX_RATES
-from invoicing.numbering import Issuing
+from invoicing.numbering import WRITE_PIECE, Issuing
 from invoicing.repository import Issuer
 from tests.conftest import new_issuer
 from tests.samples import invoice_body
@@ -175,6 +178,70 @@ async def test_batch_of_1000_numbered_in_order(pool: asyncpg.Pool, issuing: Issu
     assert chain == [inv.record_hash for inv in issued.invoices[:-1]]
 
 
+async def test_a_batch_written_in_pieces_chains_across_them(
+    pool: asyncpg.Pool, issuing: Issuing, settings: Settings
+) -> None:
+    """A batch of more than two pieces (`WRITE_PIECE`) over three series, interleaved: each series numbered in the
+    order given and chained across the pieces' boundaries, every hash, link and signature good by the audit, and
+    each stored record is the content the answer states."""
+    issuer, _ = await new_issuer(pool)
+    labels = ["abc"[i * i % 5 % 3] for i in range(2 * WRITE_PIECE + 57)]
+    async with pool.acquire() as conn:
+        issued = await services.issue(
+            conn, issuing, issuer, [draft(series=label, remarks=f"#{i}") for i, label in enumerate(labels)]
+        )
+        rows = await conn.fetch(
+            """SELECT s.label, i.invoice_number, i.chain_seq, i.content::text AS content, i.prev_hash, i.record_hash
+                 FROM invoices i JOIN series s ON s.id = i.series_id WHERE i.issuer_id = $1
+                ORDER BY s.label, i.chain_seq""",
+            uuid.UUID(issuer.id),
+        )
+        report = await audit(conn, keyring.load(settings.keyring), issuer.id)
+    assert report.records == len(labels) and report.findings == []
+    for label in "abc":
+        given = [f"#{i}" for i, one in enumerate(labels) if one == label]
+        stored = [r for r in rows if r["label"] == label]
+        assert [json.loads(r["content"])["remarks"] for r in stored] == given
+        assert (
+            [int(r["invoice_number"]) for r in stored]
+            == [r["chain_seq"] for r in stored]
+            == list(range(1, len(given) + 1))
+        )
+        assert all(b["prev_hash"] == a["record_hash"] for a, b in itertools.pairwise(stored))
+    by_hash = {r["record_hash"]: json.loads(r["content"]) for r in rows}
+    assert [by_hash[inv.record_hash] for inv in issued.invoices] == issued.contents
+
+
+async def test_a_batch_refused_in_a_later_piece_writes_nothing(pool: asyncpg.Pool, issuing: Issuing) -> None:
+    """The database refuses a record of the batch's third piece (a trigger, as a constraint would): the pieces
+    already written go back with it, the next piece's sealing is waited for, and the series goes on from where it
+    was, gapless."""
+    issuer, _ = await new_issuer(pool)
+    refused = f"{2 * WRITE_PIECE + 9:08d}"
+    async with pool.acquire() as conn:
+        await services.issue(conn, issuing, issuer, [draft()])
+        await conn.execute(
+            f"""CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                  IF NEW.issuer_id = '{issuer.id}' AND NEW.invoice_number = '{refused}' THEN
+                    RAISE EXCEPTION 'refused %', NEW.invoice_number;
+                  END IF;
+                  RETURN NEW;
+                END $$;
+                CREATE TRIGGER refuse_one BEFORE INSERT ON invoices FOR EACH ROW EXECUTE FUNCTION refuse_one()"""
+        )
+        try:
+            with pytest.raises(asyncpg.RaiseError, match=f"refused {refused}"):
+                await services.issue(conn, issuing, issuer, [draft() for _ in range(3 * WRITE_PIECE)])
+        finally:
+            await conn.execute("DROP TRIGGER refuse_one ON invoices; DROP FUNCTION refuse_one()")
+        issued = await services.issue(conn, issuing, issuer, [draft() for _ in range(WRITE_PIECE + 1)])
+    assert issued.invoices[0].invoice_number == "00000002"
+    [numbers] = (await numbers_of(pool, issuer)).values()
+    assert_gapless(numbers)
+    assert len(numbers) == WRITE_PIECE + 2
+
+
 async def test_batch_is_all_or_nothing(pool: asyncpg.Pool, issuing: Issuing) -> None:
     issuer, _ = await new_issuer(pool)
     async with pool.acquire() as conn:
@@ -190,14 +257,20 @@ async def test_batch_is_all_or_nothing(pool: asyncpg.Pool, issuing: Issuing) -> 
 @hsettings(max_examples=15)
 @given(
     plan=st.lists(
-        st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(1, 5), st.booleans()), min_size=1, max_size=12
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),
+            st.integers(1, 5) | st.integers(WRITE_PIECE - 1, 2 * WRITE_PIECE + 1),  # one piece, or several
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=12,
     )
 )
 async def test_any_mix_of_batches_and_failures_is_gapless(
     pool: asyncpg.Pool, issuing: Issuing, plan: list[tuple[str, int, bool]]
 ) -> None:
-    """Hypothesis: any sequence of batches over several series, some rolled back, leaves every
-    series numbered exactly 1..n where n counts the committed invoices of that series."""
+    """Hypothesis: any sequence of batches over several series, small ones and ones written in pieces, some rolled
+    back, leaves every series numbered exactly 1..n where n counts the committed invoices of that series."""
     issuer, _ = await new_issuer(pool)
     expected: dict[str, int] = {}
     async with pool.acquire() as conn:

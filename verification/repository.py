@@ -24,15 +24,22 @@ from invoicing.rollup_repository import ROLL_VERIFIED
 # as two `= ANY` lists matched every code with every number: 64 asked pairs were 4,096 index probes, and the more
 # invoices a series holds the more of those pairs exist and were read (rows, log leaves, chained records) for
 # nothing: 6,600 buffers per batch of 64 at 15 thousand invoices, 31,000 at a million (docs/scale-data.md).
+# The notice, the void and the credit notes are each one probe per invoice found (a LATERAL with LIMIT), never an
+# EXISTS: PostgreSQL may answer an EXISTS with a hashed subplan that reads every row of the table once per
+# statement, and a prepared statement keeps that plan when it was made while the table looked small. At 10 M
+# invoices a plan made just after the outbox was emptied read every buyer's notice, about 1,300 to 2,000 rows, for
+# each lookup, and the rows grew with every notice (docs/scale-data.md).
 FIND_INVOICES = """
 SELECT i.id, i.issuer_id, i.status, i.content, i.record_hash, i.signature, i.key_id, i.invoice_code,
-       i.invoice_number, l.leaf_index,
-       EXISTS (SELECT 1 FROM sms_outbox o WHERE o.invoice_id = i.id AND o.kind = 'buyer_notice') AS buyer_notified,
-       EXISTS (SELECT 1 FROM voids v WHERE v.invoice_id = i.id) AS voided,
-       EXISTS (SELECT 1 FROM invoices c WHERE c.original_invoice_id = i.id) AS credited
+       i.invoice_number, l.leaf_index, n.found IS NOT NULL AS buyer_notified, v.found IS NOT NULL AS voided,
+       c.found IS NOT NULL AS credited
   FROM (SELECT DISTINCT code, number FROM unnest($1::char(12)[], $2::char(8)[]) AS q(code, number)) AS q
   JOIN invoices i ON i.invoice_code = q.code AND i.invoice_number = q.number
-  LEFT JOIN log_leaves l ON l.record_hash = i.record_hash"""
+  LEFT JOIN log_leaves l ON l.record_hash = i.record_hash
+  LEFT JOIN LATERAL (SELECT true AS found FROM sms_outbox o WHERE o.invoice_id = i.id AND o.kind = 'buyer_notice'
+                      LIMIT 1) n ON true
+  LEFT JOIN LATERAL (SELECT true AS found FROM voids v WHERE v.invoice_id = i.id LIMIT 1) v ON true
+  LEFT JOIN LATERAL (SELECT true AS found FROM invoices c WHERE c.original_invoice_id = i.id LIMIT 1) c ON true"""
 
 # One statement (one round trip, one commit) logs a batch of verifications, counts those of existing
 # invoices (or their mismatches) in `invoice_counts`, and writes each buyer's one notice when asked. The

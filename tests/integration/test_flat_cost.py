@@ -82,3 +82,37 @@ async def test_a_fan_out_finds_its_texts_through_the_buyer_text_index(pool: asyn
         finally:
             await work.rollback()
     assert "sms_outbox_one_buyer_text" in plan and "sms_outbox_unsent" not in plan, plan
+
+
+async def test_a_verification_lookup_probes_notices_voids_and_credits_per_invoice(
+    pool: asyncpg.Pool, issuing: Issuing
+) -> None:
+    """The lookup checks the buyer's notice, a void and credit notes per invoice found (a LATERAL with LIMIT), with
+    no subplan: PostgreSQL may run an EXISTS subplan hashed, reading the whole table once per statement, and a
+    prepared statement keeps that plan. At 10 M invoices a plan made just after the outbox was emptied read every
+    buyer's notice on each lookup, more with every notice. Played in a transaction rolled back: the plan made (generic,
+    as a prepared statement keeps it) right after the outbox is emptied, then 3,000 notices written, then a lookup
+    of 40 invoices reaches the outbox through its notice index and reads none of the 3,000."""
+    issuer, _ = await new_issuer(pool)
+    async with pool.acquire() as conn:
+        drafts = [numbering.draft_of(validation.invoice_request(invoice_body(series="probe"), DEFAULT_TAX_RATES))]
+        issued = (await services.issue(conn, issuing, issuer, drafts * 40)).invoices
+        asked = [f"'{{{','.join(column)}}}'" for column in zip(*((i.invoice_code, i.invoice_number) for i in issued))]
+        work = conn.transaction()
+        await work.start()
+        try:
+            await conn.execute("TRUNCATE sms_outbox CASCADE")
+            await conn.execute("ANALYZE invoices")
+            await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            await conn.execute("PREPARE lookup (char(12)[], char(8)[]) AS " + vrepo.FIND_INVOICES)
+            await conn.execute(
+                "INSERT INTO sms_outbox (kind, phone, body) SELECT 'buyer_notice', '+8613912345678', 'notice' "
+                "FROM generate_series(1, 3000)"
+            )
+            explain = f"EXPLAIN (ANALYZE, COSTS OFF) EXECUTE lookup ({', '.join(asked)})"  # digits only: made above
+            plan = "\n".join(r[0] for r in await conn.fetch(explain))
+            await conn.execute("DEALLOCATE lookup")
+        finally:
+            await work.rollback()
+    assert "SubPlan" not in plan, plan
+    assert "Index Only Scan using sms_outbox_one_notice" in plan and "rows=3000" not in plan, plan

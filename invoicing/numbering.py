@@ -218,25 +218,19 @@ async def write_records(
     A large batch goes in pieces of `WRITE_PIECE`, one statement each, in this transaction: while the database
     writes one piece, a thread seals the next against the heads the piece before left. The series stay locked for
     about the longer of the two, not their sum (docs/issuing.md); all of it commits or none of it."""
-    if len(records) <= WRITE_PIECE:
-        written = await _write(conn, issuing, records, locked.heads)
-        if written.stale:  # cannot happen: the heads are locked in this transaction
-            raise RuntimeError(f"series {sorted(written.stale)} moved while locked")
-        return written.records
+    if not records:
+        return []
     signer = issuing.signers.current()
     pieces = [records[i : i + WRITE_PIECE] for i in range(0, len(records), WRITE_PIECE)]
     heads = locked.heads
-    next_piece = asyncio.ensure_future(asyncio.to_thread(_seal_piece, issuing, signer, pieces[0], heads))
+    next_piece = _sealing(issuing, signer, pieces[0], heads)
     out: list[NewRecord] = []
     try:
         for i in range(len(pieces)):
             sealed = await next_piece
             if i + 1 < len(pieces):
-                next_piece = asyncio.ensure_future(
-                    asyncio.to_thread(_seal_piece, issuing, signer, pieces[i + 1], sealed.after)
-                )
-            stale = await _insert(conn, signer, sealed, heads)
-            if stale:  # cannot happen: the heads are locked in this transaction
+                next_piece = _sealing(issuing, signer, pieces[i + 1], sealed.after)
+            if stale := await _insert(conn, signer, sealed, heads):  # cannot happen: the heads are locked here
                 raise RuntimeError(f"series {sorted(h.id for h in stale)} moved while locked")
             out.extend(sealed.records)
             heads = sealed.after
@@ -350,10 +344,22 @@ class Sealed:
     texts: list[tuple[str, str, str, str]]  # the buyer's texts (`buyer_texts_of`)
 
 
+def _sealing(
+    issuing: Issuing, signer: Signer, pending: Sequence[Unplaced], heads: dict[SeriesKey, SeriesHead]
+) -> asyncio.Future[Sealed]:
+    """The records placed and sealed after `heads`, with their buyer's texts: in a thread from `SEAL_IN_THREAD`
+    records (await the future), made at once below it."""
+    if len(pending) >= SEAL_IN_THREAD:
+        return asyncio.ensure_future(asyncio.to_thread(_seal_piece, issuing, signer, pending, heads))
+    done: asyncio.Future[Sealed] = asyncio.get_running_loop().create_future()
+    done.set_result(_seal_piece(issuing, signer, pending, heads))
+    return done
+
+
 def _seal_piece(
     issuing: Issuing, signer: Signer, pending: Sequence[Unplaced], heads: dict[SeriesKey, SeriesHead]
 ) -> Sealed:
-    """`_seal_all` and the buyer's texts of the records: what a thread does for a large write."""
+    """`_seal_all` and the buyer's texts of the records."""
     records, after = _seal_all(issuing, signer, pending, heads)
     invoices = [r.invoice for r in records]
     return Sealed(records, after, buyer_texts_of(invoices, issuing.texts, invoices[0].issued_at))
@@ -385,10 +391,7 @@ async def _write(
     if not pending:
         return Written([], {})
     signer = issuing.signers.current()
-    if len(pending) >= SEAL_IN_THREAD:
-        sealed = await asyncio.to_thread(_seal_piece, issuing, signer, pending, heads)
-    else:
-        sealed = _seal_piece(issuing, signer, pending, heads)
+    sealed = await _sealing(issuing, signer, pending, heads)
     claims: list[KeyedRecord] = [
         (one.issuer.id, *key, rec.invoice.id)
         for one, key, rec in zip(pending, keys, sealed.records, strict=False)

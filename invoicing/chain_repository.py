@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from invoicing import formats
 from invoicing.model import Invoice, money_str
@@ -50,8 +51,7 @@ INSERT_SERIES = """
 INSERT INTO series (issuer_id, label, year, invoice_code, last_hash) VALUES ($1, $2, $3, $4, $5)"""
 
 
-@dataclass(frozen=True)
-class SeriesHead:
+class SeriesHead(msgspec.Struct, frozen=True):
     """A series' counter and chain head as one statement saw them."""
 
     id: int
@@ -229,8 +229,7 @@ def _order_values(inv: Invoice) -> tuple[Any, Any, Any] | None:
     return inv.buyer.address.province_code, address, inv.buyer.phone
 
 
-@dataclass(frozen=True)
-class NewRecord:
+class NewRecord(msgspec.Struct, frozen=True):
     """A sealed record about to be written: its chain place and its canonical content, as JSON text (what is
     stored) and as made (what the issue's answer states, `schemas.invoice_json`)."""
 

@@ -4,9 +4,11 @@ with red-letter credit notes that can never take back more than it holds. Pure: 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+
+import msgspec
 
 from invoicing.errors import Conflict, FieldErrors
 from invoicing.model import Invoice, Line, LineInput, Status, compute_line, local_date, plain_str, round_half_up
@@ -98,7 +100,7 @@ def _credit_one(orig: Line, done: Line, want: CreditRequestLine, i: int, errors:
             round_half_up(-left_tax),
             want.line_no,
         )
-    line = replace(
+    line = msgspec.structs.replace(
         compute_line(LineInput(orig.description, orig.unit, qty, orig.unit_price, orig.tax_rate), sign=-1),
         original_line=want.line_no,
     )
@@ -119,7 +121,7 @@ def sum_credited(original: Sequence[Line], credit_notes: Iterable[Sequence[Line]
         for line in lines:
             index = (line.original_line or 1) - 1
             s = sums[index]
-            sums[index] = replace(
+            sums[index] = msgspec.structs.replace(
                 s,
                 quantity=s.quantity + line.quantity,
                 amount=s.amount + line.amount,

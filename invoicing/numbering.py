@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import asyncpg
+import msgspec
 from prometheus_client import Counter
 from uuid_utils.compat import uuid7
 
@@ -74,8 +75,7 @@ class Issuing:
     texts: BuyerTexts | None = None  # the buyer's SMS with a download link; None: no texts are written
 
 
-@dataclass(frozen=True)
-class Draft:
+class Draft(msgspec.Struct, frozen=True):
     """A record about to be numbered: figures computed, identity and proofs not yet given."""
 
     kind: Kind
@@ -87,16 +87,14 @@ class Draft:
     original: Invoice | None = None
 
 
-@dataclass(frozen=True)
-class IssuerDraft:
+class IssuerDraft(msgspec.Struct, frozen=True):
     """A draft and who issues it."""
 
     issuer: Issuer
     draft: Draft
 
 
-@dataclass(frozen=True)
-class Unplaced:
+class Unplaced(msgspec.Struct, frozen=True):
     """A draft made into a record in all but its place in the series (invoice code and number, check code, chain
     link) and its proofs: what can be done before the series is locked, so that the lock is held only for the
     rest (`placed`)."""

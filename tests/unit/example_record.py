@@ -3,11 +3,11 @@ secret and clock), so every figure in the document can be recomputed by a reader
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from msgspec.structs import replace
 
 from invoicing import formats
 from invoicing.keys import Signer

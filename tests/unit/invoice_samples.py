@@ -6,12 +6,12 @@ Line figures come from `model.compute_line` / `compute_totals`, so every sample 
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from invoicing.model import (
     DEFAULT_TAX_RATES,

@@ -3,9 +3,9 @@ record and kind, expires; the text is one SMS segment with a usual base URL; onl
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -102,7 +102,7 @@ def test_segments() -> None:
 )
 def test_who_gets_a_text(phone: str | None, delivery: str, countries: frozenset[str], texted: bool) -> None:
     inv = sample_invoice(1, delivery_method=delivery)
-    inv = dataclasses.replace(inv, buyer=dataclasses.replace(inv.buyer, phone=phone))
+    inv = msgspec.structs.replace(inv, buyer=msgspec.structs.replace(inv.buyer, phone=phone))
     assert (
         BuyerTexts(KEY, "https://fp.example.cn", countries=countries).text("invoice", inv, NOW) is not None
     ) is texted

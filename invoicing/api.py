@@ -123,9 +123,9 @@ class Nudges:
         fresh = [inv for issued in batch if not issued.replayed for inv in issued.invoices]
         by_kind: dict[Kind, list[Invoice]] = {}
         for inv in fresh:
-            ISSUED.labels(inv.kind).inc()
             by_kind.setdefault(inv.kind, []).append(inv)
         for kind, invoices in by_kind.items():
+            ISSUED.labels(kind).inc(len(invoices))
             await mail_outbox.nudge(self.queue, kind, invoices)
             await sms_outbox.nudge_buyer(self.queue, kind, invoices)
         postal = [inv.id for inv in fresh if inv.delivery_method == "postal" and inv.kind == "invoice"]

@@ -38,10 +38,14 @@ ZERO_HASH = "0" * 64
 RECORD_VERSION = 1
 
 
+# The dates and moments of the records being issued repeat (one day for all, one moment for a batch or a group),
+# and each is written two or three times a record: kept, they cost a lookup.
+@functools.lru_cache(maxsize=256)
 def yyyymmdd(day: date) -> str:
     return f"{day.year:04d}{day.month:02d}{day.day:02d}"
 
 
+@functools.lru_cache(maxsize=256)
 def rfc3339(moment: datetime) -> str:
     """UTC with microseconds and `Z`, e.g. `2026-11-27T06:59:19.123456Z`."""
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"

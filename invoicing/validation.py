@@ -181,11 +181,13 @@ def _line(data: dict[str, Any], i: int, rates: tuple[Decimal, ...], errors: Fiel
     quantity = parse_positive_decimal(data.get("quantity"), f"{p}.quantity", errors)
     unit_price = parse_positive_decimal(data.get("unit_price"), f"{p}.unit_price", errors)
     rate = _rate(data.get("tax_rate"))
-    if rate is None or rate not in rates:
+    if rate is not None and rate not in rates:
+        rate = None
+    if rate is None:
         errors.add(f"{p}.tax_rate", "must be one of " + ", ".join(f'"{r}"' for r in rates))
     description = text(data, "description", f"{p}.description", errors)
     unit = text(data, "unit", f"{p}.unit", errors, required=False)
-    if quantity is None or unit_price is None or rate is None or rate not in rates:
+    if quantity is None or unit_price is None or rate is None:
         return None
     return LineInput(description, unit, quantity, unit_price, rate)
 

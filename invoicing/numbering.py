@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import asyncpg
 import msgspec
 from prometheus_client import Counter
-from uuid_utils.compat import uuid7
+from uuid_utils import uuid7
 
 from invoicing import chain_repository, formats
 from invoicing.buyer_texts import BuyerTexts
@@ -114,7 +114,9 @@ def unplaced(draft: Draft, issuer: Issuer, now: datetime) -> Unplaced:
     totals = compute_totals(draft.lines)
     original = draft.original
     invoice = Invoice(
-        id=str(uuid7()),  # time-ordered: the primary key's index grows at one end (docs/scale-data.md)
+        # Time-ordered: the primary key's index grows at one end (docs/scale-data.md). uuid_utils' own UUID, made
+        # into text in Rust: 0.5 µs against 3 µs through a standard-library UUID (`uuid_utils.compat`).
+        id=str(uuid7()),
         issuer_id=issuer.id,
         kind=draft.kind,
         series=draft.series,

@@ -77,6 +77,14 @@ class Reads:
                 self._failed(exc)
         return await self.on_primary(read)
 
+    async def found(self, read: Callable[[asyncpg.Connection], Awaitable[T | None]]) -> T | None:
+        """`read` on a replica, asked again of the primary when the replica has nothing (None): what was written a
+        moment ago (a record just sequenced, the log's first checkpoint) is found at once."""
+        result = await self.run(read)
+        if result is None and self.replica is not None:
+            result = await self.on_primary(read)
+        return result
+
     async def on_primary(self, read: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """`read` on the primary: what missed on the replica, or what must not lag."""
         async with self.primary.acquire() as conn:

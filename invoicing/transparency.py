@@ -146,13 +146,17 @@ class LogReader:
         self._lock = asyncio.Lock()
 
     async def head(self) -> Head | None:
-        """The latest checkpoint (None before the sequencer's first)."""
+        """The latest checkpoint (None before the sequencer's first). A checkpoint is kept for `head_ttl_s`; "none
+        yet" is not kept, since the first may come any moment and a record found in the log must have one."""
         if time.monotonic() - self._read_at < self.head_ttl_s:
             return self._head
         async with self._lock:
             if time.monotonic() - self._read_at >= self.head_ttl_s:
-                self._head = await self.reads.run(repo.head)
-                self._read_at = time.monotonic()
+                # Before the log's first checkpoint has reached a replica, the primary's: a record the leaf
+                # lookup finds (on the primary, `Reads.found`) always has a checkpoint to be proved against.
+                self._head = await self.reads.found(repo.head)
+                if self._head is not None:
+                    self._read_at = time.monotonic()
         return self._head
 
     async def read(self, keys: Iterable[TileKey]) -> dict[TileKey, bytes]:

@@ -114,9 +114,7 @@ async def log_leaf(public_api: NamedDependency[PublicApi], record_hash: FromPath
     reads = public_api.verifier.reads
     assert reads is not None
     read = functools.partial(log_repository.leaf_of, record_hash=record_hash)
-    index = await reads.run(read)
-    if index is None and reads.replica is not None:  # sequenced a moment ago: the replica may not have it yet
-        index = await reads.on_primary(read)
+    index = await reads.found(read)  # sequenced a moment ago: the replica may not have it yet
     if index is None:
         raise NotFound("the record is not in the log (yet)")
     return {"leaf_index": index}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ import httpx
 import pytest
 
 from invoiceloop.settings import Settings
-from invoicing import db
-from invoicing.replicas import Reads
+from invoicing import db, log_repository, merkle
+from invoicing.replicas import PRIMARY_LSN, REPLAYED_UP_TO, Reads
+from invoicing.transparency import LogReader
 from tests.conftest import CliProcess, ServerProcess, new_issuer, server_log
 from tests.replication import Cluster, postgres_bin, primary_and_standby
 from tests.samples import invoice_body
@@ -163,6 +165,47 @@ async def test_the_public_log_is_read_from_the_standby_with_the_primary_behind_i
         if index < size:
             proof = await client.get("/v1/log/proof/inclusion", params={"leaf_index": index, "tree_size": size})
             assert proof.status_code == 200, proof.text
+
+
+async def test_the_logs_first_checkpoint_comes_from_the_primary_until_the_standby_has_it(cluster: Cluster) -> None:
+    """A new log (a database of its own on the same cluster): the standby has replayed its empty schema but not its
+    first checkpoint, which the primary has. The public side reads the primary's, as it finds a leaf sequenced a
+    moment ago on the primary: neither a replica's miss nor "no checkpoint" read a moment before is "the log has no
+    checkpoint yet" (seen in CI: a leaf found, then a 404 for the checkpoint)."""
+    name = f"invoiceloop_head_{secrets.token_hex(4)}"
+    primary_url, standby_url = (
+        url.rsplit("/", 1)[0] + "/" + name for url in (cluster.primary_url, cluster.standby_url)
+    )
+    admin = await asyncpg.connect(cluster.primary_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    pools: list[asyncpg.Pool] = []
+    try:
+        await db.migrate_url(primary_url)
+        lsn = await admin.fetchval(PRIMARY_LSN)
+        for _ in range(600):
+            if await on_standby(cluster, REPLAYED_UP_TO, lsn):
+                break
+            await asyncio.sleep(0.1)
+        await pause_replay(cluster)
+        try:
+            primary = await db.create_pool(primary_url, min_size=0, max_size=2)
+            replica = await db.create_pool(standby_url, min_size=0, max_size=2)
+            pools += [primary, replica]
+            reads = Reads(primary, replica, acquire_timeout_s=30.0)
+            reader = LogReader(reads, head_ttl_s=3600.0)  # a checkpoint read is kept for the whole test
+            assert await reader.head() is None  # none anywhere yet
+            async with primary.acquire() as conn:
+                await log_repository.set_head(conn, 0, merkle.EMPTY_ROOT, "the first checkpoint")
+            assert await reads.run(log_repository.head) is None  # the standby has not replayed it
+            head = await reader.head()
+            assert head is not None and head.checkpoint == "the first checkpoint"
+        finally:
+            await on_standby(cluster, "SELECT pg_wal_replay_resume()")
+    finally:
+        for pool in pools:
+            await pool.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 async def test_manifest_reads_use_the_standby_only_once_it_has_replayed_the_request(

@@ -6,12 +6,15 @@ numbers."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import asyncpg
+import pytest
 
-from invoicing import db, numbering, outbox_repository, services, validation
+from invoicing import db, log_repository, numbering, outbox_repository, services, validation
 from invoicing.model import DEFAULT_TAX_RATES
 from invoicing.numbering import Issuing
+from invoicing.transparency import LogSigner, sequence
 from tests.conftest import new_issuer
 from tests.samples import invoice_body
 from verification import repository as vrepo
@@ -116,3 +119,40 @@ async def test_a_verification_lookup_probes_notices_voids_and_credits_per_invoic
             await work.rollback()
     assert "SubPlan" not in plan, plan
     assert "Index Only Scan using sms_outbox_one_notice" in plan and "rows=3000" not in plan, plan
+
+
+async def test_a_records_leaf_is_found_through_a_hash_index_and_is_logged_once(
+    pool: asyncpg.Pool, issuing: Issuing, tmp_path: Path
+) -> None:
+    """Record hashes are random: a B-tree over them is read at a random leaf page for every lookup, a recent
+    invoice's as an old one's, and grows a level as the log grows; a hash index is read in two pages whatever the
+    log's size (docs/scale-data.md, "A leaf by its record hash"). The verification lookup, the leaf lookup and the
+    sequencer's check of what is logged already reach `log_leaves` through it (generic plans, as prepared statements
+    keep them; sequential scans off, so that the tables' few rows here do not decide), and a second leaf for a record
+    already in the log is still refused, by the exclusion constraint the hash index carries."""
+    issuer, _ = await new_issuer(pool)
+    async with pool.acquire() as conn:
+        drafts = [numbering.draft_of(validation.invoice_request(invoice_body(series="leaf"), DEFAULT_TAX_RATES))]
+        issued = (await services.issue(conn, issuing, issuer, drafts * 3)).invoices
+    signer = LogSigner.load("flat-cost.example/log", tmp_path / "log-key.pem")
+    while await sequence(pool, signer):
+        pass
+    code, number, record_hash = issued[0].invoice_code, issued[0].invoice_number, issued[0].record_hash
+    asked = ([code], [number])
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        for sql, args in (
+            (vrepo.FIND_INVOICES, asked),
+            (log_repository.LEAF_OF, (record_hash,)),
+            (log_repository.ALREADY_LOGGED, ([record_hash],)),
+        ):
+            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN (COSTS OFF) " + sql, *args))
+            assert "using log_leaves_record_hash_once on log_leaves" in plan, plan
+        assert await log_repository.leaf_of(conn, record_hash) is not None
+        with pytest.raises(asyncpg.ExclusionViolationError):
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO log_leaves (leaf_index, record_hash) SELECT max(leaf_index) + 1, $1 FROM log_leaves",
+                    record_hash,
+                )

@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from bench import load
 from delivery import export
 from delivery import services as delivery_services
 from invoiceloop.app import load_issuing
@@ -177,6 +178,7 @@ async def event_rate(pool: asyncpg.Pool, srv: ServerProcess, key: str, ids: list
 
 
 async def bench(settings: Settings) -> None:
+    load.empty_redis(settings.redis_url or "")
     pool = await db.create_pool(settings.database_url or "", max_size=10)
     issuing = load_issuing(settings)
     issuer, issuer_key = await new_issuer(pool)

@@ -354,6 +354,7 @@ async def _with_db(settings: Settings, server_url: str) -> None:
         pool = await db.create_pool(url)
         _, key = await new_issuer(pool)
         await pool.close()
+        load.empty_redis(settings.redis_url or "")
         server, worker = await _start(settings, key)
         try:
             rows = await _sample(url)

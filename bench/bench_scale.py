@@ -435,6 +435,7 @@ async def measure(url: str, data_dir: Path, explain_only: bool = False) -> dict[
     prep = await prepare(url, settings)
     figures: dict[str, Any] = {"stored": prep.stored, "cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
     if not explain_only:
+        load.empty_redis(REDIS)
         proc, port = await serve(url, data_dir, prep.row)
         try:
             figures["http"] = await http_figures(port, prep)

@@ -156,6 +156,7 @@ def _p99(latencies: list[float]) -> float:
 
 
 async def _run(url: str) -> dict[str, list[tuple[float, float, int]]]:
+    load.empty_redis(REDIS)
     bodies, invoice_id = await _prepare(url)
     env = {
         **os.environ,

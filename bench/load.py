@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import redis
+
 # Each request takes the next body (round robin) and the next of 62,500 client addresses, so that per-address
 # limits see many clients, as they would in life (the server trusts X-Forwarded-For from loopback).
 WRK_SCRIPT = """
@@ -54,3 +56,14 @@ def wrk(
     value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return rate, float(value) * UNITS_MS[unit], int(bad[1]) if bad else 0
+
+
+def empty_redis(url: str) -> None:
+    """Empty the bench's own Redis database before a run. The worker queue lives there, and a run that stopped
+    early, or whose worker had not caught up (texts to buyers, with `BENCH_PHONES`), leaves jobs that the next
+    run's worker would work through on the same cores as what it measures. The limits start empty as well."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()

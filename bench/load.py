@@ -12,11 +12,17 @@ from urllib.parse import urlsplit
 
 import redis
 
-# Each request takes the next body (round robin) and the next of 62,500 client addresses, so that per-address
-# limits see many clients, as they would in life (the server trusts X-Forwarded-For from loopback).
+# Each request takes the next body (round robin), or with BENCH_PER_THREAD its thread's own body (wrk's thread k,
+# counted from 0, takes body k; one thread per connection then), and the next of 62,500 client addresses, so that per-address limits see many
+# clients, as they would in life (the server trusts X-Forwarded-For from loopback).
 WRK_SCRIPT = """
 local bodies = {}
 local i = 0
+local threads = 0
+function setup(thread)
+  thread:set("slot", threads)
+  threads = threads + 1
+end
 for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
 wrk.method = os.getenv("BENCH_METHOD")
 wrk.headers["Content-Type"] = "application/json"
@@ -25,17 +31,26 @@ request = function()
   i = i + 1
   wrk.headers["X-Forwarded-For"] = "10.1." .. (i % 250) .. "." .. (math.floor(i / 250) % 250 + 1)
   if #bodies == 0 then return wrk.format(nil, os.getenv("BENCH_PATH")) end
-  return wrk.format(nil, os.getenv("BENCH_PATH"), nil, bodies[(i % #bodies) + 1])
+  local n = i
+  if os.getenv("BENCH_PER_THREAD") == "1" then n = slot end
+  return wrk.format(nil, os.getenv("BENCH_PATH"), nil, bodies[(n % #bodies) + 1])
 end
 """
 UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
 def wrk(
-    url: str, method: str, bodies: Sequence[str | bytes], connections: int, seconds: float, key: str = ""
+    url: str,
+    method: str,
+    bodies: Sequence[str | bytes],
+    connections: int,
+    seconds: float,
+    key: str = "",
+    per_thread: bool = False,
 ) -> tuple[float, float, int]:
     """(requests/s, p99 ms, non-2xx count) of `method url` with `bodies` (one line of JSON each; none for a GET)
-    from `connections` connections for `seconds`, with `key` as the bearer when given."""
+    from `connections` connections for `seconds`, with `key` as the bearer when given. With `per_thread`, wrk runs
+    a thread per connection and each sends its own body (connection k body k) instead of taking them in turn."""
     target = urlsplit(url)
     with tempfile.TemporaryDirectory() as tmp:
         script, lines = Path(tmp) / "load.lua", Path(tmp) / "bodies.jsonl"
@@ -47,8 +62,21 @@ def wrk(
             "BENCH_PATH": target.path + (f"?{target.query}" if target.query else ""),
             "BENCH_METHOD": method,
             "BENCH_KEY": key,
+            "BENCH_PER_THREAD": "1" if per_thread else "0",
         }
-        args = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds:.0f}s", "--timeout", "30s", "--latency"]
+        threads = connections if per_thread else 2
+        args = [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds:.0f}s",
+            "--timeout",
+            "30s",
+            "--latency",
+        ]
         out = subprocess.run(
             [*args, "-s", str(script), url], env=env, capture_output=True, text=True, check=True
         ).stdout

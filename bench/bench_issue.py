@@ -380,14 +380,16 @@ async def _with_db(settings: Settings, server_url: str) -> None:
         load.empty_redis(settings.redis_url or "")
         server, worker = await _start(settings, key)
         try:
-            rows = await _sample(url)
-            results = await measure(server[1], key, url, rows, server[0].pid)
+            try:
+                rows = await _sample(url)
+                results = await measure(server[1], key, url, rows, server[0].pid)
+            finally:
+                server[0].terminate()
+                await asyncio.wait_for(server[0].wait(), 15)
+            report(results)
+            await log_latency(url)  # the worker's sequencer, still running, logs what the load left queued
         finally:
-            server[0].terminate()
-            await asyncio.wait_for(server[0].wait(), 15)
             worker.stop()
-        report(results)
-        await log_latency(url)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()

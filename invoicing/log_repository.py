@@ -12,7 +12,14 @@ import asyncpg
 from invoicing.tiles import TileKey
 
 # One sequencer at a time, whichever worker runs it; the others skip their turn instead of queuing.
-SEQUENCER_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended('invoiceloop|log-sequencer', 0))"
+# The same statement plans the sequencer's statements, for the rest of its transaction, for the log as it is now
+# (`force_custom_plan`). A prepared statement otherwise keeps a generic plan made once, and one made while the log
+# was empty checks what is logged already by hashing every leaf (a sequential scan of `log_leaves`): its cost grew
+# with the log, 6 ms a pass at the start of a bench run and 150-235 ms three minutes later (docs/issuing.md). A pass
+# plans each of its few statements once for a thousand records.
+SEQUENCER_LOCK = """
+SELECT pg_try_advisory_xact_lock(hashtextextended('invoiceloop|log-sequencer', 0)) AS locked,
+       set_config('plan_cache_mode', 'force_custom_plan', true) AS plans"""
 
 HEAD = "SELECT size, root, checkpoint FROM log_head"
 
@@ -87,7 +94,8 @@ class Head:
 
 
 async def try_sequencer_lock(conn: asyncpg.Connection) -> bool:
-    """Whether this transaction may sequence (no other sequencer holds the lock)."""
+    """Whether this transaction may sequence (no other sequencer holds the lock); its statements are planned
+    for the log as it is (`SEQUENCER_LOCK`)."""
     return bool(await conn.fetchval(SEQUENCER_LOCK))
 
 

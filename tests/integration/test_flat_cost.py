@@ -15,7 +15,7 @@ from invoicing import db, log_repository, numbering, outbox_repository, services
 from invoicing.model import DEFAULT_TAX_RATES
 from invoicing.numbering import Issuing
 from invoicing.transparency import LogSigner, sequence
-from tests.conftest import new_issuer
+from tests.conftest import _database, new_issuer
 from tests.samples import invoice_body
 from verification import repository as vrepo
 
@@ -156,3 +156,48 @@ async def test_a_records_leaf_is_found_through_a_hash_index_and_is_logged_once(
                     "INSERT INTO log_leaves (leaf_index, record_hash) SELECT max(leaf_index) + 1, $1 FROM log_leaves",
                     record_hash,
                 )
+
+
+async def test_the_sequencer_plans_for_the_log_as_it_is_not_as_it_was_when_empty(
+    server_url: str, template_database: str, run_id: str, tmp_path: Path
+) -> None:
+    """A prepared statement keeps a generic plan made once. Prepared while the log was empty, the sequencer's check
+    of what is logged already hashed every leaf (a sequential scan of `log_leaves`) on every pass from then on, so a
+    pass's cost grew with the log (docs/issuing.md). The sequencer's transaction plans for the log as it is. Here one
+    connection sequences a new log from its first record and the log grows to 5,000 leaves: the check, as that
+    connection prepared it, never ran on a generic plan (without the rule PostgreSQL kept one from the sixth pass on,
+    a sequential scan of the leaves), and in a sequencer's transaction it probes the hash index."""
+    name = f"invoiceloop_test_{run_id}_sequencer_plans"
+    async with _database(server_url, name, template=template_database) as url:
+        seq_pool = await db.create_pool(url, min_size=1, max_size=1)  # every pass on the one connection
+        try:
+            signer = LogSigner.load("flat-cost.example/log", tmp_path / "log-key.pem")
+
+            async def queue(count: int) -> None:
+                await seq_pool.execute(
+                    "INSERT INTO log_queue (record_hash) SELECT encode(sha256(gen_random_uuid()::text::bytea), 'hex')"
+                    " FROM generate_series(1, $1)",
+                    count,
+                )
+
+            for _ in range(8):  # past the five custom plans after which PostgreSQL may keep a generic one
+                await queue(1)
+                assert await sequence(seq_pool, signer) == 1
+            await queue(5000)
+            while await sequence(seq_pool, signer):
+                pass
+            async with seq_pool.acquire() as conn:
+                check = await conn.fetchrow(
+                    "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+                    log_repository.ALREADY_LOGGED,
+                )
+                assert check is not None  # the sequencer's own prepared statement, on its connection
+                assert check["generic_plans"] == 0 and check["custom_plans"] > 5, dict(check)
+                hashes = "{" + ",".join(f"{i:064x}" for i in range(5)) + "}"
+                explain = f"EXPLAIN (COSTS OFF) EXECUTE {check['name']}('{hashes}')"
+                async with conn.transaction():
+                    assert await log_repository.try_sequencer_lock(conn)
+                    plan = "\n".join(r[0] for r in await conn.fetch(explain))
+                    assert "Index Scan using log_leaves_record_hash_once on log_leaves" in plan, plan
+        finally:
+            await seq_pool.close()

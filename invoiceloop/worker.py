@@ -232,15 +232,25 @@ RECONNECT_MAX_S = 10.0
 
 
 async def _close(worker: Worker) -> None:
-    """Stop a worker's jobs and run its shutdown; when Redis is gone, arq's own close stops half-way (it
-    deletes its health key first), so the shutdown hook is run here and the client dropped."""
+    """Stop a worker's jobs and run its shutdown. When Redis is gone, arq's own close stops half-way (it deletes its
+    health key before its shutdown hook), so the hook is run here and the client dropped. It also stops half-way when
+    a job it has just cancelled ends cancelled: it cancels the running jobs, then gathers them, and a job cancelled
+    where it waited (for Redis, writing its result as Redis dropped) re-raises its cancellation out of the gather.
+    That is not a stop of the worker, which would then have ended the process silently; only a cancellation of
+    this task itself (SIGTERM) is passed on."""
     try:
         await worker.close()
+        return
     except REDIS_DROPPED:
-        if "app" in worker.ctx and worker.on_shutdown is not None:
-            await worker.on_shutdown(worker.ctx)
-        with contextlib.suppress(Exception):
-            await worker.pool.aclose(close_connection_pool=True)
+        pass
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    if "app" in worker.ctx and worker.on_shutdown is not None:
+        await worker.on_shutdown(worker.ctx)
+    with contextlib.suppress(Exception):
+        await worker.pool.aclose(close_connection_pool=True)
 
 
 async def work(settings: Settings, **overrides: Any) -> None:

@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from invoiceloop.settings import Settings
+from invoiceloop.worker import _close, build_worker
 from invoicing.queue import FULFIL_ORDERS, Queue
 from tests.conftest import ServerProcess, new_issuer, server_log
 from tests.delivery_fixtures import WorkerProcess, issue_postal, new_operator, postal_body, wait_until
@@ -151,3 +152,25 @@ async def test_the_worker_outlives_a_redis_restart(
         assert own_worker.proc.poll() is None and own_worker.proc.pid == pid
     finally:
         await client.aclose()
+
+
+async def test_a_job_cancelled_as_redis_drops_does_not_end_the_worker(fault_settings: Settings) -> None:
+    """arq's close cancels the running jobs and then gathers them. A job cancelled where it waited (for Redis,
+    writing its result as Redis dropped; seen once in a full run under load) re-raised its cancellation into the
+    reconnect, and the worker process ended silently: no reconnect, no jobs. Here a real worker, built as the
+    command builds it, holds such a job when the reconnect closes it: the close finishes and the worker carries
+    on, while a cancellation of the closing task itself (SIGTERM) still stops it."""
+    worker = build_worker(fault_settings)
+    job = asyncio.create_task(asyncio.sleep(3600))  # a job awaiting Redis
+    worker.tasks["waiting"] = job
+    await _close(worker)  # returns: the worker's loop sleeps and reconnects
+    assert job.cancelled()
+
+    stopping = build_worker(fault_settings)
+    stopping.tasks["waiting"] = asyncio.create_task(asyncio.sleep(3600))
+    closing = asyncio.create_task(_close(stopping))
+    await asyncio.sleep(0)
+    closing.cancel()  # SIGTERM while the reconnect closes the worker
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    await stopping.pool.aclose(close_connection_pool=True)

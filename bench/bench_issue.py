@@ -187,8 +187,8 @@ def workers_cpu(server_pid: int) -> dict[int, float]:
     return seconds
 
 
-# Per batch case, per round: the serve workers' CPU seconds, busiest first. wrk's two connections are accepted by
-# whichever worker is waiting in accept(): when one worker takes both, the batches' Python runs on one core.
+# Per batch case, per round: the serve workers' CPU seconds, busiest first. wrk's connections are accepted by
+# whichever worker is waiting in accept(): when one worker takes them all, the batches' Python runs on one core.
 BATCH_SPLITS: dict[str, list[list[float]]] = {"batch": [], "batch1": []}
 
 
@@ -200,29 +200,28 @@ async def measure(
     one = [bench_body("one")]
     apart = [{"invoices": [bench_body(f"batch-{c}") for _ in range(BATCH)]} for c in range(BATCH_CONNECTIONS)]
     together = [{"invoices": [bench_body("batch1") for _ in range(BATCH)]}]
-    cases: list[tuple[str, str, list[dict[str, Any]], int]] = [
-        ("insert", "/bench/insert", many, CONCURRENCY),
-        ("http16", "/v1/invoices", many, CONCURRENCY),
-        ("gapless", "/bench/gapless", one, CONCURRENCY),
-        ("http1", "/v1/invoices", one, CONCURRENCY),
-        ("batch", "/v1/invoices/batch", apart, BATCH_CONNECTIONS),
-        ("batch1", "/v1/invoices/batch", together, BATCH_CONNECTIONS),
-        ("copy", "", [], BATCH_CONNECTIONS),
+    # (name, path, bodies, connections, each connection its own body)
+    cases: list[tuple[str, str, list[dict[str, Any]], int, bool]] = [
+        ("insert", "/bench/insert", many, CONCURRENCY, False),
+        ("http16", "/v1/invoices", many, CONCURRENCY, False),
+        ("gapless", "/bench/gapless", one, CONCURRENCY, False),
+        ("http1", "/v1/invoices", one, CONCURRENCY, False),
+        ("batch", "/v1/invoices/batch", apart, BATCH_CONNECTIONS, True),
+        ("batch1", "/v1/invoices/batch", together, BATCH_CONNECTIONS, False),
+        ("copy", "", [], BATCH_CONNECTIONS, False),
     ]
-    for name, path, bodies, conns in cases:  # warm up: series opened, caches filled, pools connected
+    for _, path, bodies, conns, own in cases:  # warm up: series opened, caches filled, pools connected
         if path:
-            await asyncio.to_thread(wrk, base_url, key, path, bodies, conns, 1, name == "batch")
+            await asyncio.to_thread(wrk, base_url, key, path, bodies, conns, 1, own)
     results: dict[str, list[tuple[float, float, int]]] = {name: [] for name, *_ in cases}
     for _ in range(ROUNDS):
-        for name, path, bodies, conns in cases:
+        for name, path, bodies, conns, own in cases:
             if not path:
                 results[name].append(await copy_rate(url, rows, SECONDS))
                 continue
             before = workers_cpu(server_pid)
             async with sessions(url, name):
-                rate, p99, bad = await asyncio.to_thread(
-                    wrk, base_url, key, path, bodies, conns, SECONDS, name == "batch"
-                )
+                rate, p99, bad = await asyncio.to_thread(wrk, base_url, key, path, bodies, conns, SECONDS, own)
             if name in BATCH_SPLITS:
                 used = [cpu - before.get(pid, 0.0) for pid, cpu in workers_cpu(server_pid).items()]
                 BATCH_SPLITS[name].append(sorted(used, reverse=True)[:2])  # the two serve workers
@@ -274,7 +273,7 @@ def report(results: dict[str, list[tuple[float, float, int]]]) -> None:
         rate, p99 = median[name]
         each = " ".join(f"{r[0]:.0f}" for r in runs)
         bad = sum(r[2] for r in runs)
-        unit = "rows/s" if name in ("batch", "batch1", "copy") else "req/s "
+        unit = "rows/s" if name in BATCH_SPLITS or name == "copy" else "req/s "
         print(f"  {name:8} {rate:9.0f} {unit}  p99 {p99:7.1f} ms  non-2xx {bad:3}   (rounds: {each})")
 
     def ratio(a: str, b: str) -> float:

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import redis
 
 # Each request takes the next body (round robin), or with BENCH_PER_THREAD its thread's own body (wrk's thread k,
-# counted from 0, takes body k; one thread per connection then), and the next of 62,500 client addresses, so that per-address limits see many
-# clients, as they would in life (the server trusts X-Forwarded-For from loopback).
+# counted from 0, takes body k; one thread per connection then), and the next of 62,500 client addresses, so that
+# per-address limits see many clients, as they would in life (the server trusts X-Forwarded-For from loopback).
 WRK_SCRIPT = """
 local bodies = {}
 local i = 0

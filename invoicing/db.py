@@ -26,6 +26,17 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 # 0.2-1.8 s of compilation each for a few hundred milliseconds of work (docs/scale-data.md). Never worth it here.
 SERVER_SETTINGS = {"jit": "off"}
 
+# How long a connection keeps a prepared statement before it prepares it again (asyncpg's default, written here
+# because the service relies on it). PostgreSQL keeps the generic plan a prepared statement settles on until a table
+# it reads is analysed, so a plan made while the tables were small (a new database) goes on hashing a whole table
+# once it is large. With autovacuum on, its ANALYZE replaces such plans in the first minute of traffic; this bounds
+# them where nothing analyses (autovacuum off, as on the machine the tests share). Measured (docs/issuing.md): a
+# connection that issued on empty tables took 31.5 ms an issue once 20,000 series existed, a fresh one 5.6 ms; once
+# its statements were prepared again, 4.5 ms. Each renewal plans the statement again (`INSERT_RECORDS`: five custom
+# plans of 1.4-1.7 ms, then its generic one), on every connection: shorter would bound the hazard sooner at a cost
+# paid all the time.
+STATEMENT_LIFETIME_S = 300.0
+
 
 async def init_connection(conn: asyncpg.Connection) -> None:
     """jsonb to and from Python values (msgspec decodes them as json.loads would, faster: every invoice row)."""
@@ -34,7 +45,9 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 async def connect(url: str) -> asyncpg.Connection:
     """One connection (for commands) that reads and writes jsonb as the pool's connections do."""
-    conn = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
+    conn = await asyncpg.connect(
+        url, server_settings=SERVER_SETTINGS, max_cached_statement_lifetime=STATEMENT_LIFETIME_S
+    )
     await init_connection(conn)
     return conn
 
@@ -44,8 +57,11 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     default reset on release (one more round trip per request) is not needed."""
 
 
-async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
-    """A pool whose connections decode jsonb to Python objects."""
+async def create_pool(
+    url: str, *, min_size: int = 2, max_size: int = 20, statement_lifetime: float = STATEMENT_LIFETIME_S
+) -> asyncpg.Pool:
+    """A pool whose connections decode jsonb to Python objects and prepare each statement again after
+    `statement_lifetime` seconds (`STATEMENT_LIFETIME_S`)."""
     pool = await asyncpg.create_pool(
         url,
         min_size=min_size,
@@ -54,6 +70,7 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asy
         reset=_no_reset,
         server_settings=SERVER_SETTINGS,
         max_inactive_connection_lifetime=300,
+        max_cached_statement_lifetime=statement_lifetime,
     )
     assert pool is not None
     return pool

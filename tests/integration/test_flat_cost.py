@@ -5,13 +5,14 @@ numbers."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from invoicing import db, log_repository, numbering, outbox_repository, services, validation
+from invoicing import chain_repository, db, log_repository, numbering, outbox_repository, services, validation
 from invoicing.model import DEFAULT_TAX_RATES
 from invoicing.numbering import Issuing
 from invoicing.transparency import LogSigner, sequence
@@ -201,3 +202,55 @@ async def test_the_sequencer_plans_for_the_log_as_it_is_not_as_it_was_when_empty
                     assert "Index Scan using log_leaves_record_hash_once on log_leaves" in plan, plan
         finally:
             await seq_pool.close()
+
+
+async def test_a_connection_prepares_the_issue_path_again_once_the_tables_have_grown(
+    server_url: str, template_database: str, run_id: str, issuing: Issuing
+) -> None:
+    """A connection that issued while `series` was small kept generic plans that hash every series (`READ_HEADS`,
+    `INSERT_RECORDS`); with nothing analysing the tables, an issue on it took six times as long once 20,000 series
+    existed (docs/issuing.md). The pool's connections prepare each statement again after a lifetime
+    (`db.STATEMENT_LIFETIME_S`, shortened here): the issue after it runs on statements prepared, and so planned, after
+    the table grew. Fails if the pool keeps its statements for good (a lifetime of 0)."""
+    lifetime = 2.0
+    name = f"invoiceloop_test_{run_id}_statement_lifetime"
+    async with _database(server_url, name, template=template_database) as url:
+        issue_pool = await db.create_pool(url, min_size=1, max_size=1, statement_lifetime=lifetime)
+        try:
+            issuer, _ = await new_issuer(issue_pool)
+            draft = numbering.draft_of(validation.invoice_request(invoice_body(series="grow"), DEFAULT_TAX_RATES))
+            async with issue_pool.acquire() as conn:
+                await services.issue(conn, issuing, issuer, [draft])  # opens the series
+                one = [numbering.IssuerDraft(issuer, draft)]
+
+                async def issue_one() -> None:
+                    [record] = await numbering.issue_grouped(conn, issuing, one)
+                    assert record is not None
+
+                async def prepared() -> dict[str, asyncpg.Record]:
+                    rows = await conn.fetch(
+                        "SELECT statement, prepare_time, generic_plans FROM pg_prepared_statements"
+                        " WHERE statement = ANY($1::text[])",
+                        [chain_repository.READ_HEADS, chain_repository.INSERT_RECORDS],
+                    )
+                    return {r["statement"]: r for r in rows}
+
+                for _ in range(8):  # past the five custom plans after which PostgreSQL may keep a generic one
+                    await issue_one()
+                kept = await prepared()
+                assert len(kept) == 2 and all(r["generic_plans"] > 0 for r in kept.values()), kept
+                grown_at = await conn.fetchval(
+                    "INSERT INTO series (issuer_id, label, year, invoice_code, last_hash)"
+                    " SELECT $1, 'grown-' || g, $2, '4401' || lpad(g::text, 8, '0'), repeat('0', 64)"
+                    " FROM generate_series(1, 5000) g RETURNING clock_timestamp()",
+                    uuid.UUID(issuer.id),
+                    numbering.series_year(issuing.clock()),
+                )
+                await asyncio.sleep(lifetime * 1.5)
+                await issue_one()
+                renewed = await prepared()
+                assert set(renewed) == set(kept)
+                for statement, row in renewed.items():
+                    assert row["prepare_time"] > grown_at > kept[statement]["prepare_time"], statement
+        finally:
+            await issue_pool.close()

@@ -43,6 +43,7 @@ from litestar.di import NamedDependency
 from bench import load
 from invoiceloop.app import Services
 from invoiceloop.embedded import embedded_postgres, embedded_redis, port_open
+from invoiceloop.metrics import shared_across_processes
 from invoiceloop.settings import Settings
 from invoicing import db
 from tests.conftest import free_port, new_issuer
@@ -463,4 +464,6 @@ async def _wait(base_url: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # the figures of uvicorn's 2 workers kept as `invoiceloop serve --workers 2` keeps them
+    with shared_across_processes(2):
+        main()

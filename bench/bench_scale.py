@@ -47,6 +47,7 @@ from litestar.di import NamedDependency
 
 from bench import load, scale_data
 from invoiceloop.app import Services
+from invoiceloop.metrics import shared_across_processes
 from invoiceloop.settings import Settings
 from invoicing import formats, merkle, numbering, repository, services, transparency, validation
 from invoicing.model import DEFAULT_TAX_RATES
@@ -574,4 +575,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # the figures of uvicorn's 2 workers kept as `invoiceloop serve --workers 2` keeps them
+    with shared_across_processes(2):
+        main()

@@ -25,6 +25,7 @@ import httpx
 from litestar import get
 
 from bench.bench_scale import wrk
+from invoiceloop.metrics import shared_across_processes
 from invoicing import db, rollup_repository
 from tests.conftest import free_port, new_issuer
 
@@ -164,4 +165,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # the figures of uvicorn's 2 workers kept as `invoiceloop serve --workers 2` keeps them
+    with shared_across_processes(2):
+        main()

@@ -31,6 +31,7 @@ from litestar.di import NamedDependency
 
 from bench import load
 from invoiceloop.app import Services
+from invoiceloop.metrics import shared_across_processes
 from invoiceloop.settings import Settings
 from invoicing import db, numbering, services, transparency
 
@@ -261,5 +262,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    asyncio.run(main())
+    # the figures of uvicorn's 2 workers kept as `invoiceloop serve --workers 2` keeps them
+    with shared_across_processes(2):
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        asyncio.run(main())

@@ -29,7 +29,7 @@ from litestar.types import ControllerRouterHandler
 from delivery.api import PostalApi, PostalController, invoice_delivery
 from invoiceloop import contract, problems
 from invoiceloop.loopwatch import watch_loop
-from invoiceloop.metrics import metrics
+from invoiceloop.metrics import metrics, process_ended
 from invoiceloop.settings import Settings
 from invoicing import db, keyring
 from invoicing.api import BATCH_MAX_BYTES, InvoiceController, IssuerApi, issuer_stats
@@ -332,6 +332,7 @@ def create_app(
         finally:
             watch.cancel()
             await stop_services(started.pop())
+            process_ended()
 
     prometheus = PrometheusConfig(app_name="invoiceloop", group_path=True)
     app = Litestar(

@@ -17,6 +17,7 @@ from delivery import services as delivery_services
 from invoiceloop.app import log_signer
 from invoiceloop.embedded import embedded_postgres, embedded_redis, postgres_data_dir
 from invoiceloop.errors import CliError
+from invoiceloop.metrics import shared_across_processes
 from invoiceloop.settings import Settings
 from invoiceloop.worker import run_worker, serve_and_work
 from invoicing import db, services
@@ -40,15 +41,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     settings.require_database_url()
-    uvicorn.run(
-        "invoiceloop.app:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="info",
-        access_log=False,
-    )
+    with shared_across_processes(args.workers):
+        uvicorn.run(
+            "invoiceloop.app:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level="info",
+            access_log=False,
+        )
     return 0
 
 

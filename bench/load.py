@@ -24,16 +24,18 @@ function setup(thread)
   threads = threads + 1
 end
 for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
+local path = os.getenv("BENCH_PATH")
+local per_thread = os.getenv("BENCH_PER_THREAD") == "1"
 wrk.method = os.getenv("BENCH_METHOD")
 wrk.headers["Content-Type"] = "application/json"
 if os.getenv("BENCH_KEY") ~= "" then wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY") end
 request = function()
   i = i + 1
   wrk.headers["X-Forwarded-For"] = "10.1." .. (i % 250) .. "." .. (math.floor(i / 250) % 250 + 1)
-  if #bodies == 0 then return wrk.format(nil, os.getenv("BENCH_PATH")) end
+  if #bodies == 0 then return wrk.format(nil, path) end
   local n = i
-  if os.getenv("BENCH_PER_THREAD") == "1" then n = slot end
-  return wrk.format(nil, os.getenv("BENCH_PATH"), nil, bodies[(n % #bodies) + 1])
+  if per_thread then n = slot end
+  return wrk.format(nil, path, nil, bodies[(n % #bodies) + 1])
 end
 """
 UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
